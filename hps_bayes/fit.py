@@ -14,21 +14,15 @@ re-compilation and no state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-FloatArray = NDArray[np.float64]
+from hps_bayes.core import FitData, FloatArray
 
-
-@dataclass(frozen=True)
-class FitData:
-    """Observed counts and constraint centres of one (pseudo-)experiment."""
-
-    counts: FloatArray
-    aux: FloatArray = field(default_factory=lambda: np.zeros(0))
+__all__ = ["FitData", "FitResult", "FloatArray", "Objective", "newton_fit"]
 
 
 class Objective(Protocol):

@@ -1,0 +1,312 @@
+"""The PyMC model of one mass window and its compiled likelihood.
+
+For a mass hypothesis m the window holds the bins with ``|x - m| <= k σ(m)``.
+In the window coordinate ``t`` (ln x mapped linearly onto [-1, 1]; the mass
+resolution is nearly constant in ln x) the expected counts are
+
+    μ_i = exp( o_i + Σ_k c_k P_k(t_i) + Σ_j φ_j(t_i) √S(λ_j; η, ℓ) β_j ) + A T_i,
+
+with ``o_i = ln(w_i / w_ref)`` for the bin widths, ``P_k`` Legendre
+polynomials (a GP with explicit basis functions, Rasmussen & Williams §2.7:
+the coefficients ``c`` are fitted jointly with A and unconstrained), ``φ_j``,
+``S`` the Hilbert-space GP approximation of PyMC (``pm.gp.HSGP``, Solin &
+Särkkä; Riutort-Mayol et al. 2023) with amplitude η and lengthscale ℓ, and
+``β_j ~ N(β⁰_j, 1)`` its weights.  ``T_i`` is the binned Gaussian signal
+template and A the total signal yield.  Counts are Poisson.
+
+The model is built once per process for a given :class:`BackgroundSettings`;
+its negative log-posterior (flat priors on A and c, so the frequentist
+likelihood with the GP prior as Gaussian constraint), gradient and Hessian
+are compiled once by PyTensor and serve every window: all window arrays
+(``pm.Data`` containers with dynamic shapes) are inputs of the compiled
+function, so no state is shared between windows.
+
+Parameters: ``θ = (A, c_0..c_d, β_1..β_m)``; A is at index 0.  The constraint
+centres β⁰ are the auxiliary data (``FitData.aux``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+from numpy.polynomial import legendre
+
+from hps_bayes.errors import ConfigError, InputError
+from hps_bayes.core import FitData, FloatArray
+
+log = logging.getLogger(__name__)
+
+Kernel = Literal["expquad", "matern52", "matern32"]
+
+
+@dataclass(frozen=True)
+class BackgroundSettings:
+    """How the background of a window is modelled.
+
+    Attributes
+    ----------
+    poly_degree : degree d of the Legendre mean in t (d + 1 free coefficients).
+    n_basis : number m of HSGP basis functions.
+    c : HSGP boundary factor; L = c (the window spans t ∈ [-1, 1]).
+    kernel : GP covariance ("expquad", "matern52", "matern32").
+    eta : GP amplitude η in units of ln(counts).
+    lengthscale : GP lengthscale ℓ in units of σ(m)/m (the resolution in ln m).
+    window_sigmas : half-width k of the window in units of σ(m).
+    min_bins : windows with fewer bins are not fitted.
+    """
+
+    poly_degree: int = 4
+    n_basis: int = 20
+    c: float = 1.5
+    kernel: Kernel = "expquad"
+    eta: float = 0.02
+    lengthscale: float = 4.0
+    window_sigmas: float = 10.0
+    min_bins: int = 15
+
+    def __post_init__(self) -> None:
+        if self.poly_degree < 0 or self.poly_degree > 15:
+            raise ConfigError(f"background.poly_degree={self.poly_degree}: use 0..15")
+        if self.n_basis < 1:
+            raise ConfigError(f"background.n_basis={self.n_basis}: use at least 1 basis function")
+        if self.c <= 1.0:
+            raise ConfigError(f"background.c={self.c}: the HSGP boundary factor must exceed 1 (1.5 is usual)")
+        if self.kernel not in ("expquad", "matern52", "matern32"):
+            raise ConfigError(f"background.kernel={self.kernel!r}: use expquad, matern52 or matern32")
+        if self.eta < 0 or self.lengthscale <= 0 or self.window_sigmas <= 0:
+            raise ConfigError(
+                f"background eta={self.eta}, lengthscale={self.lengthscale}, "
+                f"window_sigmas={self.window_sigmas}: eta >= 0 and the others > 0 are required"
+            )
+
+    def compile_key(self) -> tuple[int, int, float, str]:
+        """The settings that fix the compiled graph (the others are data)."""
+        return (self.poly_degree, self.n_basis, self.c, self.kernel)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackgroundSettings:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The bins of one mass window and the fixed inputs of its likelihood."""
+
+    mass: float
+    sigma: float
+    edges: FloatArray
+    counts: FloatArray
+    t: FloatArray
+    legendre: FloatArray
+    template: FloatArray
+    log_offset: FloatArray
+    eta: float
+    lengthscale_t: float
+    clipped_low: bool
+    clipped_high: bool
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.counts)
+
+    @property
+    def centers(self) -> FloatArray:
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    @property
+    def widths(self) -> FloatArray:
+        return np.diff(self.edges)
+
+
+def _cov_func(kernel: Kernel, eta: Any, ell: Any) -> Any:
+    cls = {"expquad": pm.gp.cov.ExpQuad, "matern52": pm.gp.cov.Matern52, "matern32": pm.gp.cov.Matern32}
+    return eta**2 * cls[kernel](1, ls=ell)
+
+
+class CompiledWindowModel:
+    """The PyMC window model, compiled once; evaluate it on any :class:`Window`."""
+
+    def __init__(self, settings: BackgroundSettings) -> None:
+        self.settings = settings
+        d, m = settings.poly_degree, settings.n_basis
+        self.n_params = 1 + (d + 1) + m
+        self.slices = {"A": slice(0, 1), "coef": slice(1, d + 2), "beta": slice(d + 2, d + 2 + m)}
+        self.pymc_model = self._build_model()
+        self._fn_full, self._fn_value, self._fn_parts = self._compile()
+
+    def _build_model(self) -> pm.Model:
+        s = self.settings
+        d, m = s.poly_degree, s.n_basis
+        t0 = np.linspace(-1.0, 1.0, 16)
+        with pm.Model(check_bounds=False) as model:
+            t = pm.Data("t", t0)
+            basis = pm.Data("legendre", legendre.legvander(t0, d))
+            template = pm.Data("template", np.zeros_like(t0))
+            log_offset = pm.Data("log_offset", np.zeros_like(t0))
+            counts = pm.Data("counts", np.zeros_like(t0))
+            beta_centre = pm.Data("beta_centre", np.zeros(m))
+            eta = pm.Data("eta", 0.1)
+            ell = pm.Data("lengthscale", 0.5)
+            amp = pm.Flat("A")
+            coef = pm.Flat("coef", shape=d + 1)
+            gp = pm.gp.HSGP(m=[m], L=[s.c], cov_func=_cov_func(s.kernel, eta, ell))
+            phi, sqrt_psd = gp.prior_linearized(X=t[:, None])
+            beta = pm.Normal("beta", mu=beta_centre, sigma=1.0, shape=m)
+            log_b = log_offset + basis @ coef + phi @ (beta * sqrt_psd)
+            pm.Deterministic("background", pt.exp(log_b))
+            pm.Poisson("n", mu=pt.exp(log_b) + amp * template, observed=counts)
+        return model
+
+    def _compile(self) -> tuple[Any, Any, Any]:
+        model = self.pymc_model
+        theta = pt.dvector("theta")
+        values = {model.rvs_to_values[model[name]]: theta[sl] for name, sl in self.slices.items()}
+        values[model.rvs_to_values[model["A"]]] = theta[0]
+        inputs = {name: pt.dvector(name) for name in ("t", "template", "log_offset", "counts", "beta_centre")}
+        scalars = {name: pt.dscalar(name) for name in ("eta", "lengthscale")}
+        basis = pt.dmatrix("legendre")
+        givens = [(model[k], v) for k, v in inputs.items()]
+        givens += [(model[k], v) for k, v in scalars.items()] + [(model["legendre"], basis)]
+        logp = model.logp(jacobian=False)
+        (bkg,) = model.replace_rvs_by_values([model["background"]])
+        nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values, strict=False)
+        grad = pt.grad(nll, theta)
+        hess = pytensor.gradient.jacobian(grad, theta, vectorize=True)
+        args = [theta, inputs["counts"], inputs["beta_centre"], inputs["t"], basis,
+                inputs["template"], inputs["log_offset"], scalars["eta"], scalars["lengthscale"]]
+        log.info("compiling the window model (%d parameters); the first compile takes a while", self.n_params)
+        full = pytensor.function(args, [nll, grad, hess], givens=givens, on_unused_input="ignore",
+                                 trust_input=True)
+        value = pytensor.function(args, nll, givens=givens, on_unused_input="ignore", trust_input=True)
+        parts = pytensor.function(args[:1] + args[2:], bkg, givens=givens, on_unused_input="ignore",
+                                  trust_input=True)
+        return full, value, parts
+
+    def arguments(self, window: Window, data: FitData) -> list[Any]:
+        return [data.counts, data.aux, window.t, window.legendre, window.template, window.log_offset,
+                np.asarray(window.eta, dtype=float), np.asarray(window.lengthscale_t, dtype=float)]
+
+    def background(self, theta: FloatArray, window: Window, aux: FloatArray | None = None) -> FloatArray:
+        """Expected background counts per bin of ``window`` at ``theta``."""
+        args = self.arguments(window, FitData(window.counts, np.zeros(self.settings.n_basis)))
+        return np.asarray(self._fn_parts(theta, *args[1:]))
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_model(settings_key: tuple[int, int, float, str]) -> CompiledWindowModel:
+    """One compiled model per process and graph-fixing settings."""
+    degree, n_basis, c, kernel = settings_key
+    return CompiledWindowModel(BackgroundSettings(poly_degree=degree, n_basis=n_basis, c=c,
+                                                  kernel=kernel))  # type: ignore[arg-type]
+
+
+def make_window(
+    edges: FloatArray,
+    counts: FloatArray,
+    *,
+    mass: float,
+    sigma: float,
+    template: FloatArray,
+    settings: BackgroundSettings,
+    range_lo: float,
+    range_hi: float,
+) -> Window:
+    """Select the bins of the window around ``mass`` and build its fixed inputs.
+
+    ``template`` is the full-spectrum signal template; it is cut to the window.
+    The window is ``[mass - k σ, mass + k σ]`` clipped to ``[range_lo, range_hi]``.
+    """
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    lo, hi = mass - settings.window_sigmas * sigma, mass + settings.window_sigmas * sigma
+    sel = (centers >= max(lo, range_lo)) & (centers <= min(hi, range_hi))
+    idx = np.flatnonzero(sel)
+    if len(idx) < settings.min_bins:
+        raise InputError(
+            f"the window around m={mass * 1e3:.2f} MeV holds {len(idx)} bins (< background.min_bins="
+            f"{settings.min_bins}); use coarser rebinning only if needed, a larger window_sigmas, "
+            f"or a mass inside the dataset range [{range_lo}, {range_hi}] GeV"
+        )
+    w_edges = edges[idx[0]: idx[-1] + 2]
+    u = np.log(0.5 * (w_edges[1:] + w_edges[:-1]))
+    u_lo, u_hi = np.log(w_edges[0]), np.log(w_edges[-1])
+    t = 2.0 * (u - u_lo) / (u_hi - u_lo) - 1.0
+    widths = np.diff(w_edges)
+    ell_u = settings.lengthscale * sigma / mass
+    return Window(
+        mass=mass, sigma=sigma, edges=w_edges, counts=np.asarray(counts[idx], dtype=float), t=t,
+        legendre=legendre.legvander(t, settings.poly_degree), template=np.asarray(template[idx], float),
+        log_offset=np.log(widths / widths.mean()), eta=settings.eta,
+        lengthscale_t=ell_u / (0.5 * (u_hi - u_lo)),
+        clipped_low=lo < range_lo, clipped_high=hi > range_hi,
+    )
+
+
+class WindowObjective:
+    """The window likelihood as a :class:`hps_bayes.fit.Objective` (POI = A at index 0)."""
+
+    poi_index = 0
+
+    def __init__(self, window: Window, settings: BackgroundSettings) -> None:
+        self.window = window
+        self.settings = settings
+        self.model = compiled_model(settings.compile_key())
+        self.n_params = self.model.n_params
+        self._beta = self.model.slices["beta"]
+
+    def _args(self, data: FitData) -> list[Any]:
+        return self.model.arguments(self.window, data)
+
+    def _feasible(self, theta: FloatArray) -> bool:
+        return bool(np.all(self.expected_counts(theta) > 0))
+
+    def nll(self, theta: FloatArray, data: FitData) -> float:
+        if not self._feasible(theta):
+            return float("inf")
+        return float(self.model._fn_value(theta, *self._args(data)))
+
+    def nll_grad_hess(self, theta: FloatArray, data: FitData) -> tuple[float, FloatArray, FloatArray]:
+        if not self._feasible(theta):
+            n = self.n_params
+            return float("inf"), np.full(n, np.nan), np.full((n, n), np.nan)
+        f, g, h = self.model._fn_full(theta, *self._args(data))
+        return float(f), np.asarray(g), np.asarray(h)
+
+    def background(self, theta: FloatArray) -> FloatArray:
+        return self.model.background(theta, self.window)
+
+    def expected_counts(self, theta: FloatArray) -> FloatArray:
+        return self.background(theta) + theta[0] * self.window.template
+
+    def aux_at(self, theta: FloatArray) -> FloatArray:
+        return np.array(theta[self._beta], dtype=float)
+
+    def observed(self) -> FitData:
+        return FitData(self.window.counts, np.zeros(self.settings.n_basis))
+
+    def initial(self, data: FitData) -> FloatArray:
+        """Start from a weighted least-squares fit of ln(n + 1/2) by the Legendre mean, A = 0."""
+        w = self.window
+        y = np.log(data.counts + 0.5) - w.log_offset
+        weights = np.sqrt(data.counts + 0.5)
+        coef, *_ = np.linalg.lstsq(w.legendre * weights[:, None], y * weights, rcond=None)
+        theta = np.zeros(self.n_params)
+        theta[self.model.slices["coef"]] = coef
+        theta[self._beta] = data.aux if len(data.aux) else 0.0
+        return theta
+
+    def a_min(self, theta: FloatArray) -> float:
+        """Smallest A at which every expected count stays positive (nuisances at ``theta``)."""
+        b = self.background(theta)
+        tpl = self.window.template
+        pos = tpl > 0
+        return float(-np.min(b[pos] / tpl[pos])) if pos.any() else -np.inf

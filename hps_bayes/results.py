@@ -1,0 +1,156 @@
+"""Result objects and their writers (CSV, JSON, Parquet), all atomic.
+
+Every result is a frozen dataclass with a fixed shape: fields never depend on
+options, and a field that was not computed holds NaN (numbers) or "" (text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+N_SIGMA_BAND = (-2, -1, 0, 1, 2)
+NAN = float("nan")
+
+
+def _nan5() -> tuple[float, ...]:
+    return (NAN,) * 5
+
+
+@dataclass(frozen=True)
+class MassPointResult:
+    """Everything computed for one (dataset, mass) point.
+
+    ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
+    N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``status`` is
+    "ok" when every fit converged and the limit search closed; otherwise a
+    short reason, and ``message`` says more.
+    """
+
+    dataset: str
+    mass: float
+    status: str = "ok"
+    message: str = ""
+    sigma_m: float = NAN
+    f_rad: float = NAN
+    A_hat: float = NAN
+    sigma_A: float = NAN
+    sigma_A_stat: float = NAN
+    q0: float = NAN
+    p0: float = NAN
+    Z: float = NAN
+    A_up: float = NAN
+    A_up_expected: tuple[float, ...] = field(default_factory=_nan5)
+    eps2_up: float = NAN
+    eps2_up_expected: tuple[float, ...] = field(default_factory=_nan5)
+    rho: float = NAN
+    spurious_signal: float = 0.0
+    window_lo: float = NAN
+    window_hi: float = NAN
+    window_bins: int = 0
+    window_clipped: bool = False
+    converged: bool = False
+    n_iter: int = 0
+    eta: float = NAN
+    lengthscale: float = NAN
+    method: str = "asymptotic"
+    n_toys: int = 0
+    seed: int = -1
+    config_hash: str = ""
+    version: str = ""
+    seconds: float = NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MassPointResult:
+        kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for key in ("A_up_expected", "eps2_up_expected"):
+            if key in kwargs:
+                kwargs[key] = tuple(float(v) for v in kwargs[key])
+        return cls(**kwargs)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for CSV/Parquet: band tuples become columns ``*_m2 … *_p2``."""
+        row = self.to_dict()
+        for key in ("A_up_expected", "eps2_up_expected"):
+            values = row.pop(key)
+            for n, v in zip(N_SIGMA_BAND, values, strict=True):
+                row[f"{key}_{_band_suffix(n)}"] = v
+        return row
+
+
+def _band_suffix(n: int) -> str:
+    return "median" if n == 0 else (f"p{n}" if n > 0 else f"m{-n}")
+
+
+def mass_label(mass: float) -> str:
+    """Folder name of a mass point, e.g. ``m030MeV`` or ``m030p5MeV``."""
+    mev = round(mass * 1e3, 3)
+    whole = int(math.floor(mev))
+    frac = round(mev - whole, 3)
+    return f"m{whole:03d}MeV" if frac == 0 else f"m{whole:03d}p{str(frac)[2:]}MeV"
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Atomic JSON (NaN written as JSON ``NaN``, as Python's json reads back)."""
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    with open(path) as fh:
+        return dict(json.load(fh))
+
+
+def results_frame(results: Iterable[MassPointResult]) -> Any:
+    """A pandas DataFrame with one row per result, sorted by dataset and mass."""
+    import pandas as pd
+
+    rows = [r.to_row() for r in results]
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(["dataset", "mass"], kind="stable").reset_index(drop=True)
+    return frame
+
+
+def write_table(path: str | Path, frame: Any) -> Path:
+    """Atomic CSV (or Parquet when the suffix is ``.parquet``)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+    return atomic_write_text(path, frame.to_csv(index=False))
