@@ -154,3 +154,29 @@ def write_table(path: str | Path, frame: Any) -> Path:
         os.replace(tmp, path)
         return path
     return atomic_write_text(path, frame.to_csv(index=False))
+
+
+@dataclass(frozen=True)
+class WindowFitArrays:
+    """Arrays of one window fit, for the per-mass plots (plots never compute statistics).
+
+    ``background_free``/``signal_free``: the free fit's background and Â·T per bin;
+    ``background_limit``/``signal_limit``: the fit with A fixed at the observed
+    upper limit and that signal, A_up·T.  Masses and edges in GeV.
+    """
+
+    dataset: str
+    mass: float
+    sigma_m: float
+    edges: Any
+    counts: Any
+    background_free: Any
+    signal_free: Any
+    background_limit: Any
+    signal_limit: Any
+    A_hat: float
+    A_up: float
+    Z: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in dataclasses.asdict(self).items()}
