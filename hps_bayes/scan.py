@@ -25,7 +25,15 @@ from hps_bayes.errors import FitError, HpsBayesError, InputError
 from hps_bayes.io import Spectrum, crop, rebin
 from hps_bayes.model import Window, WindowObjective, make_window
 from hps_bayes.physics import f_rad, sigma_m, signal_template, yield_per_eps2
-from hps_bayes.results import MassPointResult, mass_label, read_json, results_frame, write_json
+from hps_bayes.fit import newton_fit
+from hps_bayes.results import (
+    MassPointResult,
+    WindowFitArrays,
+    mass_label,
+    read_json,
+    results_frame,
+    write_json,
+)
 from hps_bayes.settings import AnalysisSettings, resolve_settings
 from hps_bayes.stats import AsymptoticCalculator, upper_limit
 
@@ -235,3 +243,18 @@ def run_scan(
 def with_mass_range(settings: AnalysisSettings, lo: float, hi: float) -> AnalysisSettings:
     """Settings whose scan covers [lo, hi] GeV."""
     return replace(settings, scan=replace(settings.scan, mass_min=lo, mass_max=hi))
+
+
+def window_fit_arrays(spectrum: Spectrum, result: MassPointResult, settings: AnalysisSettings) -> WindowFitArrays:
+    """Refit one finished point (free and at A = A_up) and return the arrays its plots draw."""
+    window = build_window(spectrum, result.mass, settings)
+    objective = WindowObjective(window, settings.background)
+    data = objective.observed()
+    free = newton_fit(objective, data)
+    at_limit = newton_fit(objective, data, poi_fixed=result.A_up, init=free.theta)
+    return WindowFitArrays(
+        dataset=result.dataset, mass=result.mass, sigma_m=window.sigma, edges=window.edges,
+        counts=window.counts, background_free=objective.background(free.theta),
+        signal_free=free.theta[0] * window.template, background_limit=objective.background(at_limit.theta),
+        signal_limit=result.A_up * window.template, A_hat=result.A_hat, A_up=result.A_up, Z=result.Z,
+    )

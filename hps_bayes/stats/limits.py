@@ -1,0 +1,237 @@
+"""CLs upper limits and hypothesis tests on top of any :class:`~hps_bayes.stats.calculators.Calculator`.
+
+The observed limit μ_up solves CLs(μ) = α; each expected limit solves
+CLs_N(μ) = α on the expected-CLs curve of band position N = −2..2.  Each root
+is bracketed around a first guess from the calculator's σ (the observed one
+at max(μ̂, 0) + Φ⁻¹(1 − α/2)·σ, the expected ones at the CLs form of Eq. 89
+of arXiv:1007.1727, σ (Φ⁻¹(1 − αΦ(N)) + N)), the bracket is widened
+geometrically until CLs − α changes sign, and the root is polished with
+:func:`scipy.optimize.brentq`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import ndtr, ndtri
+
+from hps_bayes.errors import ConfigError, InputError
+from hps_bayes.stats.calculators import N_SIGMA, Calculator, ExpectedCLs, PValues
+
+__all__ = ["HypoTestResult", "UpperLimit", "eq89_expected_limits", "hypotest", "upper_limit"]
+
+
+@dataclass(frozen=True)
+class UpperLimit:
+    """A CLs upper limit on the POI with its expected band.
+
+    Attributes
+    ----------
+    mu_up : observed upper limit (CLs(mu_up) = alpha); NaN when not found.
+    mu_up_expected : expected limits for N = −2, −1, 0, 1, 2, in that order (N = 0 is the median).
+    cls_at_limit : observed CLs at ``mu_up`` (≈ alpha).
+    n_evaluations : number of distinct μ at which the calculator was asked for CLs.
+    converged : True when every root was found and every fit converged.
+    message : what went wrong, or "converged".
+    alpha : the CLs level (0.05 for a 95% CL limit).
+    """
+
+    mu_up: float
+    mu_up_expected: tuple[float, float, float, float, float]
+    cls_at_limit: float
+    n_evaluations: int
+    converged: bool
+    message: str
+    alpha: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (JSON-ready); ``mu_up_expected`` becomes a list."""
+        out = asdict(self)
+        out["mu_up_expected"] = list(self.mu_up_expected)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UpperLimit:
+        """Inverse of :meth:`to_dict`."""
+        exp = tuple(float(v) for v in data["mu_up_expected"])
+        if len(exp) != 5:
+            raise InputError(f"mu_up_expected has {len(exp)} entries {exp}; it needs 5 (N = -2..2)")
+        return cls(
+            mu_up=float(data["mu_up"]),
+            mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]),
+            cls_at_limit=float(data["cls_at_limit"]),
+            n_evaluations=int(data["n_evaluations"]),
+            converged=bool(data["converged"]),
+            message=str(data["message"]),
+            alpha=float(data.get("alpha", 0.05)),
+        )
+
+
+@dataclass(frozen=True)
+class HypoTestResult:
+    """CLs test of one μ: observed p-values and the expected CLs band (N = −2..2)."""
+
+    mu: float
+    observed: PValues
+    cls_expected: ExpectedCLs
+
+    @property
+    def cls(self) -> float:
+        """Observed CLs."""
+        return self.observed.cls
+
+
+def hypotest(calculator: Calculator, mu: float) -> HypoTestResult:
+    """Test the signal hypothesis ``mu``: observed CLs = p_{s+b}/CL_b and expected CLs.
+
+    Parameters
+    ----------
+    calculator : an asymptotic or toy calculator built on the observed data.
+    mu : the tested POI value (≥ 0).
+
+    Returns
+    -------
+    HypoTestResult
+    """
+    return HypoTestResult(mu=float(mu), observed=calculator.pvalues(mu),
+                          cls_expected=calculator.expected_pvalues(mu))
+
+
+def eq89_expected_limits(sigma: float, *, alpha: float = 0.05) -> tuple[float, ...]:
+    """Expected CLs limits for constant σ: μ_up(N) = σ (Φ⁻¹(1 − α Φ(N)) + N), N = −2..2.
+
+    The CLs analogue of arXiv:1007.1727, Eq. 89 (which gives the band of the
+    p_{s+b} limit, σ (Φ⁻¹(1 − α) ± N)).
+
+    Parameters
+    ----------
+    sigma : σ of μ̂ (Asimov).
+    alpha : the CLs level.
+
+    Returns
+    -------
+    tuple of 5 float
+        For N = −2, −1, 0, 1, 2; N = 0 gives σ Φ⁻¹(1 − α/2).
+
+    Examples
+    --------
+    >>> [round(v, 3) for v in eq89_expected_limits(1.0)]
+    [1.046, 1.402, 1.96, 2.752, 3.656]
+    """
+    _check_alpha(alpha)
+    return tuple(float(sigma * (ndtri(1.0 - alpha * ndtr(n)) + n)) for n in N_SIGMA)
+
+
+class _Evaluations:
+    """Caches the calculator's observed and expected CLs per μ and counts the μ values asked."""
+
+    def __init__(self, calculator: Calculator) -> None:
+        self._calc = calculator
+        self._obs: dict[float, float] = {}
+        self._exp: dict[float, ExpectedCLs] = {}
+
+    @property
+    def count(self) -> int:
+        return len(set(self._obs) | set(self._exp))
+
+    def observed(self, mu: float) -> float:
+        if mu not in self._obs:
+            self._obs[mu] = self._calc.pvalues(mu).cls
+        return self._obs[mu]
+
+    def expected(self, mu: float, index: int) -> float:
+        if mu not in self._exp:
+            self._exp[mu] = self._calc.expected_pvalues(mu)
+        return self._exp[mu][index]
+
+
+def _bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tuple[float, float] | None:
+    """Widen geometrically from ``guess`` until the decreasing ``f`` changes sign."""
+    a, fa, factor = guess, f(guess), 1.25
+    if fa == 0:
+        return a, a
+    for _ in range(max_steps):
+        b = a * factor if fa > 0 else a / factor
+        fb = f(b)
+        if np.sign(fb) != np.sign(fa) and np.isfinite(fb):
+            return (a, b) if a < b else (b, a)
+        a, fa, factor = b, fb, min(factor * 1.5, 10.0)
+    return None
+
+
+def _solve(f: Callable[[float], float], guess: float, *, rtol: float, what: str) -> tuple[float, str]:
+    """Root of ``f`` near ``guess``: (root, "") or (NaN, why not)."""
+    if not (np.isfinite(guess) and guess > 0):
+        return float("nan"), f"{what}: no positive starting scale (guess = {guess})"
+    bracket = _bracket(f, guess, max_steps=60)
+    if bracket is None:
+        return float("nan"), f"{what}: CLs - alpha did not change sign in 60 geometric steps from mu = {guess:g}"
+    lo, hi = bracket
+    if lo == hi:
+        return lo, ""
+    root, info = brentq(f, lo, hi, xtol=1e-3 * rtol * lo, rtol=rtol, full_output=True, disp=False)
+    return float(root), ("" if info.converged else f"{what}: brentq {info.flag}")
+
+
+def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e-4) -> UpperLimit:
+    """CLs upper limit on μ and its expected band, by bracketing and Brent's method.
+
+    Solves CLs(μ) = p_{s+b}(μ)/CL_b(μ) = α for the observed data and
+    CLs_N(μ) = α for N = −2..2 (see :func:`~hps_bayes.stats.calculators.expected_cls`).
+
+    Parameters
+    ----------
+    calculator : built on the observed data (asymptotic or toys).
+    alpha : CLs level, 0 < alpha < 1 (0.05: 95% CL).
+    rtol : relative tolerance on every limit.
+
+    Returns
+    -------
+    UpperLimit
+        ``converged`` is False (with the reason in ``message``) when a root
+        was not found or a fit did not converge; unfound limits are NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hps_bayes.stats import AsymptoticCalculator, KnownBackgroundObjective
+    >>> obj = KnownBackgroundObjective(np.full(3, 100.0), np.array([0.2, 0.6, 0.2]))
+    >>> calc = AsymptoticCalculator(obj, obj.fit_data(np.array([95.0, 110.0, 102.0])))
+    >>> round(upper_limit(calc).mu_up, 2)
+    30.67
+    """
+    _check_alpha(alpha)
+    if not 0 < rtol < 0.1:
+        raise ConfigError(f"rtol = {rtol} is not allowed: use a relative tolerance in (0, 0.1), e.g. 1e-4")
+    ev = _Evaluations(calculator)
+    sigma = calculator.sigma_mu()
+    z = float(ndtri(1.0 - alpha / 2.0))
+    mu_up, why = _solve(lambda m: ev.observed(m) - alpha, max(calculator.mu_hat, 0.0) + z * sigma,
+                        rtol=rtol, what="observed limit")
+    problems = [why] if why else []
+    expected = []
+    for index, guess in enumerate(eq89_expected_limits(sigma, alpha=alpha)):
+        root, why = _solve(lambda m, i=index: ev.expected(m, i) - alpha, guess, rtol=rtol,
+                           what=f"expected limit N = {N_SIGMA[index]}")
+        expected.append(root)
+        problems += [why] if why else []
+    cls_at = ev.observed(mu_up) if np.isfinite(mu_up) else float("nan")
+    problems += list(calculator.messages)
+    return UpperLimit(
+        mu_up=mu_up,
+        mu_up_expected=(expected[0], expected[1], expected[2], expected[3], expected[4]),
+        cls_at_limit=cls_at,
+        n_evaluations=ev.count,
+        converged=not problems,
+        message="; ".join(problems) if problems else "converged",
+        alpha=float(alpha),
+    )
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha = {alpha} is not allowed: the CLs level must lie in (0, 1), e.g. 0.05")
