@@ -44,12 +44,17 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def settings_from_config(cfg: DictConfig) -> AnalysisSettings:
     """Validate a composed config into :class:`~hps_bayes.settings.AnalysisSettings`."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(plain, dict)
+    plain = _plain(cfg)
     dataset = dict(plain["dataset"])
     dataset.pop("demo", None)
     plain["dataset"] = dataset
     return settings_from_mapping(plain)
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    return {str(k): v for k, v in plain.items()}
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -58,7 +63,7 @@ def _output_dir(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
     """Entry point of ``python -m hps_bayes``."""
     np.seterr(all="ignore")
@@ -67,9 +72,7 @@ def main(cfg: DictConfig) -> Any:
         raise ConfigError(f"task={name!r} is not known; choose one of {sorted(TASKS)}")
     try:
         settings = settings_from_config(cfg)
-        plain = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(plain, dict)
-        return TASKS[name](settings, plain, _output_dir(cfg))
+        return TASKS[name](settings, _plain(cfg), _output_dir(cfg))
     except HpsBayesError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from exc

@@ -84,31 +84,39 @@ class FitResult:
         return float(np.sqrt(var)) if var > 0 else float("nan")
 
 
-def _scaled_solve(hess: FloatArray, grad: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Solve ``H x = g`` after diagonal scaling; return ``x`` and ``H^-1``.
+def _scaled_cholesky(hess: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Cholesky factor of the diagonally equilibrated Hessian, and the scale.
 
     Parameters differ in scale by many orders of magnitude (A in events,
     polynomial coefficients of order one), so the Hessian is equilibrated
     by its diagonal first.  A Hessian that is not positive definite is
-    regularised by a Levenberg shift.
+    regularised by a Levenberg shift (the step is then a damped Newton step).
     """
     diag = np.abs(np.diag(hess))
     scale = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
     hs = hess * scale[:, None] * scale[None, :]
     shift = 0.0
     eye = np.eye(len(hs))
-    for _ in range(30):
+    for _ in range(40):
         try:
-            chol = np.linalg.cholesky(hs + shift * eye)
-            break
+            return np.linalg.cholesky(hs + shift * eye), scale
         except np.linalg.LinAlgError:
-            shift = max(2 * shift, 1e-8)
-    else:  # pragma: no cover - would need a NaN Hessian
-        raise np.linalg.LinAlgError("Hessian could not be regularised")
-    inv_s = np.linalg.inv(chol)
-    hinv_s = inv_s.T @ inv_s
-    hinv = hinv_s * scale[:, None] * scale[None, :]
-    return hinv @ grad, hinv
+            shift = max(2 * shift, 1e-10)
+    raise np.linalg.LinAlgError("Hessian could not be regularised")
+
+
+def _newton_step(hess: FloatArray, grad: FloatArray) -> FloatArray:
+    """Solve ``H x = g`` through the equilibrated Cholesky factor."""
+    chol, scale = _scaled_cholesky(hess)
+    y = np.linalg.solve(chol, grad * scale)
+    return np.asarray(np.linalg.solve(chol.T, y) * scale)
+
+
+def _inverse(hess: FloatArray) -> FloatArray:
+    """``H⁻¹`` through the equilibrated Cholesky factor."""
+    chol, scale = _scaled_cholesky(hess)
+    inv_l = np.linalg.inv(chol)
+    return np.asarray((inv_l.T @ inv_l) * scale[:, None] * scale[None, :])
 
 
 def newton_fit(
@@ -118,6 +126,7 @@ def newton_fit(
     poi_fixed: float | None = None,
     init: FloatArray | None = None,
     tol: float = 1e-9,
+    precision_tol: float = 1e-6,
     max_iter: int = 50,
 ) -> FitResult:
     """Minimise the NLL by Newton's method with backtracking.
@@ -129,6 +138,8 @@ def newton_fit(
     poi_fixed : hold the POI at this value (conditional fit θ̂̂(μ)); None fits it.
     init : starting point (warm start); ``objective.initial(data)`` when None.
     tol : convergence when the Newton decrement ``gᵀH⁻¹g/2`` is below ``tol``.
+    precision_tol : when the line search can no longer decrease the NLL in floating
+        point, the fit still counts as converged if the decrement is below this.
     max_iter : iteration limit.
 
     Returns
@@ -152,7 +163,7 @@ def newton_fit(
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        step, _ = _scaled_solve(h[np.ix_(free, free)], g[free])
+        step = _newton_step(h[np.ix_(free, free)], g[free])
         decrement = 0.5 * float(g[free] @ step)
         if decrement < tol:
             converged, message = True, "converged"
@@ -166,7 +177,10 @@ def newton_fit(
                 break
             t *= 0.5
         else:
-            message = "line search failed"
+            # no decrease measurable in floating point: converged if the remaining
+            # predicted decrease is negligible on the scale of q (1e-6), failed otherwise
+            converged = decrement < precision_tol
+            message = "converged (numerical precision)" if converged else "line search failed"
             break
         theta = trial
         f, g, h = objective.nll_grad_hess(theta, data)
@@ -186,8 +200,7 @@ def _result(
     cov = np.zeros((len(theta), len(theta)))
     if np.all(np.isfinite(hess)):
         try:
-            _, hinv = _scaled_solve(hess[np.ix_(free, free)], np.zeros(int(free.sum())))
-            cov[np.ix_(free, free)] = hinv
+            cov[np.ix_(free, free)] = _inverse(hess[np.ix_(free, free)])
         except np.linalg.LinAlgError:
             converged, message = False, "singular Hessian"
     return FitResult(theta=theta, nll=float(f), converged=converged, n_iter=n_iter,

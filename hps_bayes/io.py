@@ -177,9 +177,7 @@ def _open_root(path: Path) -> Any:
 
 def _resolve_key(classnames: Mapping[str, str], name: str, cycle: int | None, path: Path) -> str:
     """Find the key ``name;cycle`` (highest cycle when ``cycle`` is None)."""
-    cycles = sorted(
-        int(key.rpartition(";")[2]) for key in classnames if key.rpartition(";")[0] == name
-    )
+    cycles = sorted(int(key.rpartition(";")[2]) for key in classnames if key.rpartition(";")[0] == name)
     if not cycles or (cycle is not None and cycle not in cycles):
         wanted = name if cycle is None else f"{name};{cycle}"
         found = f" (cycles present: {cycles})" if cycles else ""
@@ -375,10 +373,14 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     for key, what in (("nan_bins", "NaN"), ("inf_bins", "infinite"), ("negative_bins", "negative")):
         bad = report[key]
         if bad["count"]:
-            problems.append(f"{bad['count']} bins with {what} counts (first at indices {bad['first_indices']})")
+            problems.append(
+                f"{bad['count']} bins with {what} counts (first at indices {bad['first_indices']})"
+            )
     if report["bad_variance_bins"]["count"]:
         bad = report["bad_variance_bins"]
-        problems.append(f"{bad['count']} bins with negative or non-finite variances (first {bad['first_indices']})")
+        problems.append(
+            f"{bad['count']} bins with negative or non-finite variances (first {bad['first_indices']})"
+        )
     if not report["edges_increasing"]:
         problems.append("bin edges are not finite and strictly increasing")
     if report["entries"] <= 0:
@@ -389,7 +391,9 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             f"{report['mass_range_requested']} GeV"
         )
     if report["non_integer_bins"]["count"]:
-        warns.append(f"{report['non_integer_bins']['count']} bins with non-integer counts (weighted histogram?)")
+        warns.append(
+            f"{report['non_integer_bins']['count']} bins with non-integer counts (weighted histogram?)"
+        )
     upper = report["range"][1]
     if upper is not None and upper > _SUSPICIOUS_UPPER_EDGE_GEV:
         warns.append(f"upper edge {upper:.6g} looks like MeV; bin edges must be in GeV")
@@ -548,4 +552,3 @@ def write_spectra_root(
         tmp.unlink(missing_ok=True)
     log.info("wrote %d histogram(s) to %s", len(spectra), target)
     return target
-

@@ -38,8 +38,8 @@ import pytensor
 import pytensor.tensor as pt
 from numpy.polynomial import legendre
 
-from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.core import FitData, FloatArray
+from hps_bayes.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,13 @@ class BackgroundSettings:
     min_bins : windows with fewer bins are not fitted.
     """
 
-    poly_degree: int = 4
+    poly_degree: int = 10
     n_basis: int = 20
     c: float = 1.5
     kernel: Kernel = "expquad"
     eta: float = 0.02
     lengthscale: float = 4.0
-    window_sigmas: float = 10.0
+    window_sigmas: float = 12.0
     min_bins: int = 15
 
     def __post_init__(self) -> None:
@@ -179,13 +179,15 @@ class CompiledWindowModel:
         givens += [(model[k], v) for k, v in scalars.items()] + [(model["legendre"], basis)]
         logp = model.logp(jacobian=False)
         (bkg,) = model.replace_rvs_by_values([model["background"]])
-        nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values, strict=False)
+        nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values,  # type: ignore[list-item]
+                                                        strict=False)
         grad = pt.grad(nll, theta)
         hess = pytensor.gradient.jacobian(grad, theta, vectorize=True)
         args = [theta, inputs["counts"], inputs["beta_centre"], inputs["t"], basis,
                 inputs["template"], inputs["log_offset"], scalars["eta"], scalars["lengthscale"]]
         log.info("compiling the window model (%d parameters); the first compile takes a while", self.n_params)
-        full = pytensor.function(args, [nll, grad, hess], givens=givens, on_unused_input="ignore",
+        full = pytensor.function(args, [nll, grad, hess], givens=givens,  # type: ignore[list-item]
+                                 on_unused_input="ignore",
                                  trust_input=True)
         value = pytensor.function(args, nll, givens=givens, on_unused_input="ignore", trust_input=True)
         parts = pytensor.function(args[:1] + args[2:], bkg, givens=givens, on_unused_input="ignore",

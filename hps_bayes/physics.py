@@ -242,7 +242,9 @@ def load_preset(name: str) -> DatasetPreset:
 # --------------------------------------------------------------------------- resolution, f_rad
 
 
-def _positive(values: NDArray[np.float64], mass: NDArray[np.float64], what: str, preset: DatasetPreset) -> None:
+def _positive(
+    values: NDArray[np.float64], mass: NDArray[np.float64], what: str, preset: DatasetPreset
+) -> None:
     """Raise a ConfigError if ``values`` has a non-positive entry."""
     bad = ~(values > 0)
     if np.any(bad):

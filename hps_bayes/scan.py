@@ -22,10 +22,10 @@ import numpy as np
 from hps_bayes import __version__
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import FitError, HpsBayesError, InputError
+from hps_bayes.fit import newton_fit
 from hps_bayes.io import Spectrum, crop, rebin
 from hps_bayes.model import Window, WindowObjective, make_window
 from hps_bayes.physics import f_rad, sigma_m, signal_template, yield_per_eps2
-from hps_bayes.fit import newton_fit
 from hps_bayes.results import (
     MassPointResult,
     WindowFitArrays,
@@ -115,20 +115,19 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
     window = build_window(spectrum, mass, settings)
     objective = WindowObjective(window, settings.background)
     calc = AsymptoticCalculator(objective, objective.observed())
-    q0, p0, z = calc.discovery()
-    free, null = calc.free_fit, calc.null_fit
+    disc = calc.discovery()
+    free, null = calc.free_fit, calc.fit_at_zero
     limit = upper_limit(calc, alpha=settings.stats.alpha)
     rho = background_density(objective, null.theta)
     frad = float(f_rad(mass, preset))
     k = float(yield_per_eps2(mass, f_rad=frad, rho=rho, n_eff=preset.n_eff, alpha_em=preset.alpha_em))
-    converged = free.converged and null.converged and limit.converged
+    converged = calc.converged and limit.converged
     status = "ok" if converged else "fit_failed"
-    message = "" if converged else "; ".join(
-        m for m in (free.message, null.message, limit.message) if m and m != "converged")
+    message = "" if converged else limit.message
     return MassPointResult(
         dataset=preset.name, mass=float(mass), status=status, message=message,
         sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
-        sigma_A_stat=free.poi_error(objective), q0=q0, p0=p0, Z=z,
+        sigma_A_stat=free.poi_error(objective), q0=disc.q0, p0=disc.p0, Z=disc.z0,
         A_up=limit.mu_up, A_up_expected=tuple(limit.mu_up_expected),
         eps2_up=limit.mu_up / k, eps2_up_expected=tuple(v / k for v in limit.mu_up_expected),
         rho=rho, window_lo=float(window.edges[0]), window_hi=float(window.edges[-1]),

@@ -18,7 +18,6 @@ from hps_bayes.io import Spectrum, check_analysable, load_spectrum, validate_spe
 from hps_bayes.results import MassPointResult, mass_label, write_table
 from hps_bayes.scan import (
     chunk_of,
-    evaluate_point,
     mass_grid,
     point_path,
     prepare_spectrum,

@@ -67,7 +67,15 @@ class PValues:
 
 @dataclass(frozen=True)
 class Discovery:
-    """Discovery test of μ = 0: q0 (Eq. 12), p0 = 1 − Φ(√q0) (Eq. 52), Z0 = √q0 (Eq. 53)."""
+    """Discovery test of μ = 0 (arXiv:1007.1727).
+
+    Attributes
+    ----------
+    q0 : −2 ln λ(0) if μ̂ ≥ 0 else 0 (Eq. 12).
+    p0 : 1 − F(q0 | 0) = 1 − Φ(√q0) (Eqs. 52-53).
+    z0 : Φ⁻¹(1 − p0) = √q0 (Eq. 54).
+    mu_hat : the free-fit μ̂.
+    """
 
     q0: float
     p0: float
@@ -143,7 +151,7 @@ def asymptotic_pvalues(q: float, q_asimov: float) -> tuple[float, float, float]:
     Examples
     --------
     >>> [round(v, 4) for v in asymptotic_pvalues(2.0, 4.0)]
-    [0.0786, 0.7185, 0.1094]
+    [0.0786, 0.721, 0.1091]
     """
     q, qa = max(float(q), 0.0), max(float(q_asimov), 0.0)
     if qa <= 0.0:
@@ -182,7 +190,7 @@ def expected_cls(q_asimov: float) -> ExpectedCLs:
     Examples
     --------
     >>> [round(v, 4) for v in expected_cls(1.959964 ** 2)]
-    [0.0033, 0.0113, 0.05, 0.1797, 0.5024]
+    [0.0016, 0.0097, 0.05, 0.2003, 0.528]
     """
     sqa = np.sqrt(max(float(q_asimov), 0.0))
     n = np.asarray(N_SIGMA, dtype=float)
@@ -220,7 +228,7 @@ class AsymptoticCalculator:
     >>> obj = KnownBackgroundObjective(np.full(3, 100.0), np.array([0.2, 0.6, 0.2]))
     >>> calc = AsymptoticCalculator(obj, obj.fit_data(np.array([95.0, 110.0, 102.0])))
     >>> round(calc.pvalues(30.0).cls, 4)
-    0.0534
+    0.1669
     """
 
     def __init__(self, objective: Objective, data: FitData, *, init: FloatArray | None = None) -> None:
@@ -330,7 +338,7 @@ class AsymptoticCalculator:
         return expected_cls(self.teststat_asimov(mu))
 
     def discovery(self) -> Discovery:
-        """q0 (Eq. 12), p0 = 1 − Φ(√q0) (Eq. 52) and Z0 = √q0 (Eq. 53)."""
+        """q0 (Eq. 12), p0 = 1 − Φ(√q0) (Eqs. 52-53) and Z0 = √q0 (Eq. 54); no new fit."""
         q = q0_from_fits(self._objective, free=self._free, at_zero=self._at_zero)
         return Discovery(q0=q, p0=float(ndtr(-np.sqrt(q))), z0=float(np.sqrt(q)), mu_hat=self.mu_hat)
 

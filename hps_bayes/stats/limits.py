@@ -2,11 +2,12 @@
 
 The observed limit μ_up solves CLs(μ) = α; each expected limit solves
 CLs_N(μ) = α on the expected-CLs curve of band position N = −2..2.  Each root
-is bracketed around a first guess from the calculator's σ (the observed one
-at max(μ̂, 0) + Φ⁻¹(1 − α/2)·σ, the expected ones at the CLs form of Eq. 89
-of arXiv:1007.1727, σ (Φ⁻¹(1 − αΦ(N)) + N)), the bracket is widened
+is bracketed around a first guess from the calculator's σ and the CLs form of
+Eq. 89 of arXiv:1007.1727, σ (Φ⁻¹(1 − αΦ(N)) + N) (the expected limits at
+N = −2..2, the observed one at N = μ̂/σ, its Wald approximation), the bracket is widened
 geometrically until CLs − α changes sign, and the root is polished with
-:func:`scipy.optimize.brentq`.
+:func:`scipy.optimize.brentq` applied to Φ⁻¹(CLs) − Φ⁻¹(α), which has the
+same root and is nearly linear in μ.
 """
 
 from __future__ import annotations
@@ -120,10 +121,20 @@ def eq89_expected_limits(sigma: float, *, alpha: float = 0.05) -> tuple[float, .
     Examples
     --------
     >>> [round(v, 3) for v in eq89_expected_limits(1.0)]
-    [1.046, 1.402, 1.96, 2.752, 3.656]
+    [1.052, 1.412, 1.96, 2.727, 3.656]
     """
     _check_alpha(alpha)
-    return tuple(float(sigma * (ndtri(1.0 - alpha * ndtr(n)) + n)) for n in N_SIGMA)
+    return tuple(_eq89(sigma, float(n), alpha) for n in N_SIGMA)
+
+
+def _eq89(sigma: float, n: float, alpha: float) -> float:
+    """σ (Φ⁻¹(1 − α Φ(N)) + N): the Wald-approximation CLs limit of data with μ̂ = N σ.
+
+    Written as σ (N − Φ⁻¹(α Φ(N))) so that it stays finite and positive for
+    large deficits (N ≪ 0, where 1 − αΦ(N) rounds to 1).
+    """
+    n = max(n, -30.0)
+    return float(sigma * (n - ndtri(alpha * ndtr(n))))
 
 
 class _Evaluations:
@@ -151,7 +162,7 @@ class _Evaluations:
 
 def _bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tuple[float, float] | None:
     """Widen geometrically from ``guess`` until the decreasing ``f`` changes sign."""
-    a, fa, factor = guess, f(guess), 1.25
+    a, fa, factor = guess, f(guess), 1.05
     if fa == 0:
         return a, a
     for _ in range(max_steps):
@@ -159,7 +170,7 @@ def _bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tu
         fb = f(b)
         if np.sign(fb) != np.sign(fa) and np.isfinite(fb):
             return (a, b) if a < b else (b, a)
-        a, fa, factor = b, fb, min(factor * 1.5, 10.0)
+        a, fa, factor = b, fb, min(factor**2, 10.0)
     return None
 
 
@@ -202,20 +213,20 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     >>> obj = KnownBackgroundObjective(np.full(3, 100.0), np.array([0.2, 0.6, 0.2]))
     >>> calc = AsymptoticCalculator(obj, obj.fit_data(np.array([95.0, 110.0, 102.0])))
     >>> round(upper_limit(calc).mu_up, 2)
-    30.67
+    40.59
     """
     _check_alpha(alpha)
     if not 0 < rtol < 0.1:
         raise ConfigError(f"rtol = {rtol} is not allowed: use a relative tolerance in (0, 0.1), e.g. 1e-4")
     ev = _Evaluations(calculator)
     sigma = calculator.sigma_mu()
-    z = float(ndtri(1.0 - alpha / 2.0))
-    mu_up, why = _solve(lambda m: ev.observed(m) - alpha, max(calculator.mu_hat, 0.0) + z * sigma,
-                        rtol=rtol, what="observed limit")
+    level = _probit(alpha)
+    guess = _eq89(sigma, calculator.mu_hat / sigma, alpha)
+    mu_up, why = _solve(lambda m: _probit(ev.observed(m)) - level, guess, rtol=rtol, what="observed limit")
     problems = [why] if why else []
     expected = []
     for index, guess in enumerate(eq89_expected_limits(sigma, alpha=alpha)):
-        root, why = _solve(lambda m, i=index: ev.expected(m, i) - alpha, guess, rtol=rtol,
+        root, why = _solve(_expected_curve(ev, index, level), guess, rtol=rtol,
                            what=f"expected limit N = {N_SIGMA[index]}")
         expected.append(root)
         problems += [why] if why else []
@@ -230,6 +241,17 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
         message="; ".join(problems) if problems else "converged",
         alpha=float(alpha),
     )
+
+
+def _expected_curve(ev: _Evaluations, index: int, level: float) -> Callable[[float], float]:
+    """μ ↦ Φ⁻¹(CLs_N(μ)) − Φ⁻¹(α) for band position ``N_SIGMA[index]``."""
+    return lambda mu: _probit(ev.expected(mu, index)) - level
+
+
+def _probit(p: float) -> float:
+    """Φ⁻¹(p), clipped to stay finite: CLs − α and Φ⁻¹(CLs) − Φ⁻¹(α) share their root,
+    and the latter is close to linear in μ (Φ⁻¹(CLs) ≈ N − √q_{μ,A}), so Brent's method needs few steps."""
+    return float(ndtri(min(max(p, 1e-300), 1.0 - 1e-16)))
 
 
 def _check_alpha(alpha: float) -> None:

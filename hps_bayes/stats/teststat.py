@@ -23,7 +23,7 @@ import numpy as np
 from hps_bayes.errors import FitError
 from hps_bayes.fit import FitData, FitResult, FloatArray, Objective, newton_fit
 
-__all__ = ["fit_free", "fit_fixed", "q0", "q0_from_fits", "q_mu_tilde", "q_mu_tilde_from_fits"]
+__all__ = ["fit_fixed", "fit_free", "q0", "q0_from_fits", "q_mu_tilde", "q_mu_tilde_from_fits"]
 
 
 def _require_finite(fit: FitResult, what: str) -> FitResult:
@@ -165,7 +165,7 @@ def q0(
     -------
     float
         ``q0 = -2 ln λ(0)`` if μ̂ ≥ 0 else 0.  Asymptotically ``p0 = 1 - Φ(√q0)``
-        and ``Z0 = √q0`` (Eqs. 52-53).
+        and ``Z0 = √q0`` (Eqs. 52-54).
 
     Examples
     --------
@@ -173,7 +173,7 @@ def q0(
     >>> from hps_bayes.stats import KnownBackgroundObjective
     >>> obj = KnownBackgroundObjective(np.array([100.0]), np.array([1.0]))
     >>> round(q0(obj, obj.fit_data(np.array([130.0]))), 4)  # 2(n ln(n/b) - (n - b))
-    8.2131
+    8.2147
     """
     free = fit_free(objective, data, init=init) if free is None else free
     if free.poi(objective) >= 0 and at_zero is None:

@@ -1,0 +1,541 @@
+"""Figures of a scan and of one mass window, in mplhep's HEP (ROOT) style.
+
+Plots never compute statistics: every number drawn was computed upstream and
+stored in a result (a :func:`hps_bayes.results.results_frame` table or a
+:class:`hps_bayes.results.WindowFitArrays`).  The only arithmetic here is
+display arithmetic (GeV → MeV, per-bin ratios and pulls, a unit-normal
+reference curve, the p-values of the 1σ–5σ reference lines).
+
+Two tiers, as in cabinetry: each public ``plot_*`` function unpacks a result
+into plain arrays (``_limit_curve``, ``_scan_points``, ``_window``) and hands
+them to a ``_draw_*`` function that only draws on an ``Axes``.
+
+Figures are ``matplotlib.figure.Figure`` objects created without pyplot, so no
+global backend or figure registry is touched; the style is applied through
+``matplotlib.style.context`` and restored on exit.  Every function returns the
+path it wrote (PNG or PDF, from the suffix) and clears its figure.
+
+Failed mass points (``status != "ok"``) are never dropped silently: they are
+left out of the curves and marked by red ticks along the bottom of the axes,
+with their count in the legend.  A frame whose rows *all* failed still gives
+a labelled plot (ticks plus a note); a frame with no rows at all, or with
+several datasets mixed, raises :class:`hps_bayes.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import matplotlib.style
+import mplhep
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation
+
+from hps_bayes.errors import InputError
+from hps_bayes.results import WindowFitArrays
+
+__all__ = [
+    "PUBLISHED_2015_LABEL",
+    "plot_A_limits",
+    "plot_blind_ul",
+    "plot_eps2_limits",
+    "plot_fit_full",
+    "plot_p0",
+    "plot_s_over_b_ul",
+    "plot_z_distribution",
+]
+
+DPI = 110
+MASS_LABEL = r"$m(e^{+}e^{-})$ [MeV]"
+PUBLISHED_2015_LABEL = "HPS 2015 published (arXiv:1807.11530)"
+# suffixes of the expected-band columns written by MassPointResult.to_row, N = -2..+2
+_BAND_SUFFIXES = ("m2", "m1", "median", "p1", "p2")
+_GREEN, _YELLOW = "#00c000", "#ffd800"
+_FAIL_COLOR = "#d00000"
+_SIGNAL_COLOR = "#f89c20"
+_LIMIT_FIGSIZE = (12.0, 9.0)
+_LIMIT_MARGINS = {"left": 0.13, "right": 0.97, "bottom": 0.12, "top": 0.93}
+_WINDOW_MARGINS = {"left": 0.16, "right": 0.96, "bottom": 0.11, "top": 0.94}
+
+
+# --------------------------------------------------------------------------------------------
+# figure plumbing
+# --------------------------------------------------------------------------------------------
+@contextmanager
+def _hep_figure(figsize: tuple[float, float], margins: dict[str, float]) -> Iterator[Figure]:
+    """A pyplot-free ``Figure`` drawn inside mplhep's ROOT style (rcParams restored on exit)."""
+    with matplotlib.style.context(mplhep.style.ROOT):
+        fig = Figure(figsize=figsize, dpi=DPI)
+        fig.subplots_adjust(**margins)
+        yield fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` (inside the style context), then clear it so its artists are freed at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=DPI)
+    finally:
+        fig.clear()
+    return path
+
+
+def _header(ax: Axes, right: str, left: str = "") -> None:
+    """Experiment label above the axes: bold "HPS" (+ ``left``) on the left, ``right`` on the right."""
+    mplhep.label.exp_label(exp="HPS", llabel=left, rlabel=right, data=True, ax=ax, fontsize=22)
+
+
+def _mark_failures(ax: Axes, mass_mev: np.ndarray, *, label: str) -> None:
+    """Red ticks along the bottom of ``ax`` at the masses of points left out of the curves."""
+    if mass_mev.size == 0:
+        return
+    ax.plot(mass_mev, np.full(mass_mev.size, 0.035), ls="none", marker="|", ms=22, mew=2.5,
+            color=_FAIL_COLOR, transform=ax.get_xaxis_transform(), label=f"{label} ({mass_mev.size})",
+            zorder=5)
+
+
+def _log_limits(values: list[np.ndarray], *, headroom: float, fallback: tuple[float, float]
+                ) -> tuple[float, float]:
+    """Log-axis limits around the positive finite ``values``, with a fraction ``headroom`` kept free on top."""
+    flat = np.concatenate([np.ravel(v) for v in values]) if values else np.array([])
+    flat = flat[np.isfinite(flat) & (flat > 0)]
+    if flat.size == 0:
+        return fallback
+    lo, hi = float(flat.min()), float(flat.max())
+    decades = max(math.log10(hi / lo), 0.5)
+    bottom = lo / 10 ** (0.12 * decades)
+    log_top = math.log10(hi) + decades * headroom / (1 - headroom) + 0.05
+    if abs(log_top - round(log_top)) < 0.06:  # keep a decade label off the top edge (next to the header)
+        log_top = round(log_top) - 0.06
+    return bottom, 10**log_top
+
+
+def _set_log_y(ax: Axes, limits: tuple[float, float]) -> None:
+    """Log y with ``limits``; intermediate (2, 5 × 10^k) labels too when the range spans ≲ 2 decades."""
+    ax.set_yscale("log")
+    ax.set_ylim(*limits)
+    ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
+def _set_linear_y(ax: Axes, arrays: list[np.ndarray], *, headroom: float) -> None:
+    """Linear y from just below the lowest value, the top ``headroom`` kept free; ×10^k offset for big counts."""
+    flat = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    lo, hi = float(flat.min()), float(flat.max())
+    pad = 0.05 * max(hi - lo, abs(hi) * 1e-3, 1.0)
+    bottom = max(0.0, lo - pad) if lo >= 0 else lo - pad
+    ax.set_ylim(bottom, bottom + (hi + pad - bottom) / (1 - headroom))
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+
+
+# --------------------------------------------------------------------------------------------
+# tier 1: unpack a results frame
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _LimitCurve:
+    """Arrays of one limit scan: ok points (observed, expected N = -2..+2) and left-out points."""
+
+    mass_mev: np.ndarray
+    observed: np.ndarray
+    expected: np.ndarray  # shape (5, n): N = -2, -1, 0, +1, +2
+    failed_mass_mev: np.ndarray
+    failed_statuses: tuple[str, ...]
+
+
+def _check_frame(frame: pd.DataFrame, columns: list[str], dataset_label: str) -> None:
+    if len(frame) == 0:
+        raise InputError(f"the results frame for dataset {dataset_label!r} has no rows: nothing to plot; "
+                         "run the scan first (or check the dataset selection)")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(f"the results frame for dataset {dataset_label!r} lacks columns {missing}: "
+                         "build it with hps_bayes.results.results_frame")
+    datasets = sorted(set(frame["dataset"].astype(str))) if "dataset" in frame.columns else []
+    if len(datasets) > 1:
+        raise InputError(f"the results frame for {dataset_label!r} mixes datasets {datasets}: plot one at "
+                         "a time, e.g. frame[frame['dataset'] == '2015']")
+
+
+def _ok_mask(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Rows drawn: status "ok" and a finite value in ``column``."""
+    values = frame[column].to_numpy(dtype=float)
+    return (frame["status"].astype(str).to_numpy() == "ok") & np.isfinite(values)
+
+
+def _limit_curve(frame: pd.DataFrame, prefix: Literal["eps2_up", "A_up"], dataset_label: str) -> _LimitCurve:
+    band_cols = [f"{prefix}_expected_{s}" for s in _BAND_SUFFIXES]
+    _check_frame(frame, ["mass", "status", prefix, *band_cols], dataset_label)
+    frame = frame.sort_values("mass", kind="stable")
+    ok = _ok_mask(frame, prefix) & (frame[prefix].to_numpy(dtype=float) > 0)
+    mass_mev = frame["mass"].to_numpy(dtype=float) * 1e3
+    return _LimitCurve(
+        mass_mev=mass_mev[ok],
+        observed=frame[prefix].to_numpy(dtype=float)[ok],
+        expected=frame[band_cols].to_numpy(dtype=float)[ok].T,
+        failed_mass_mev=mass_mev[~ok],
+        failed_statuses=tuple(sorted(set(frame["status"].astype(str)[~ok]))),
+    )
+
+
+def _scan_points(frame: pd.DataFrame, column: str, dataset_label: str) -> tuple[np.ndarray, ...]:
+    """(mass_mev, value) of the ok rows and mass_mev of the others, sorted by mass."""
+    _check_frame(frame, ["mass", "status", column], dataset_label)
+    frame = frame.sort_values("mass", kind="stable")
+    ok = _ok_mask(frame, column)
+    mass_mev = frame["mass"].to_numpy(dtype=float) * 1e3
+    return mass_mev[ok], frame[column].to_numpy(dtype=float)[ok], mass_mev[~ok]
+
+
+# --------------------------------------------------------------------------------------------
+# tier 2: draw arrays
+# --------------------------------------------------------------------------------------------
+def _draw_brazil(ax: Axes, curve: _LimitCurve, *, observed_label: str) -> None:
+    """Expected ±2σ (yellow), ±1σ (green), median (dashed) and the observed limit (black)."""
+    m, exp = curve.mass_mev, curve.expected
+    if np.isfinite(exp[[0, 4]]).any():
+        ax.fill_between(m, exp[0], exp[4], color=_YELLOW, lw=0, label=r"Expected $\pm 2\sigma$")
+    if np.isfinite(exp[[1, 3]]).any():
+        ax.fill_between(m, exp[1], exp[3], color=_GREEN, lw=0, label=r"Expected $\pm 1\sigma$")
+    if np.isfinite(exp[2]).any():
+        ax.plot(m, exp[2], color="black", ls="--", lw=2, label="Expected median")
+    if m.size:
+        ax.plot(m, curve.observed, color="black", ls="-", lw=2, marker="o", ms=4, label=observed_label)
+
+
+def _draw_limit_axes(ax: Axes, curve: _LimitCurve, *, ylabel: str, extra: list[np.ndarray],
+                     fallback: tuple[float, float], title: str | None = None) -> None:
+    """Log-y, labels, failure ticks, a note when nothing converged, and the legend."""
+    _mark_failures(ax, curve.failed_mass_mev, label="not drawn: status ≠ ok")
+    _set_log_y(ax, _log_limits([curve.observed, curve.expected, *extra], headroom=0.35, fallback=fallback))
+    ax.set_xlabel(MASS_LABEL)
+    ax.set_ylabel(ylabel)
+    if curve.mass_mev.size == 0:
+        ax.text(0.5, 0.5, "no mass point with status 'ok'\nstatuses: " + ", ".join(curve.failed_statuses),
+                transform=ax.transAxes, ha="center", va="center", color=_FAIL_COLOR, fontsize=20)
+    ax.legend(loc="upper left", ncols=2, fontsize=17, title=title or None, title_fontsize=17)
+
+
+def _draw_published(ax: Axes, published: pd.DataFrame) -> np.ndarray:
+    missing = [c for c in ("mass_GeV", "epsilon2") if c not in published.columns]
+    if missing:
+        raise InputError(f"the published curve lacks columns {missing} (has {list(published.columns)}); "
+                         "read shared/data/hps2015_published_limit.csv with pandas.read_csv(..., comment='#')")
+    pub = published.sort_values("mass_GeV")
+    eps2 = pub["epsilon2"].to_numpy(dtype=float)
+    ax.plot(pub["mass_GeV"].to_numpy(dtype=float) * 1e3, eps2, color="#3f6fd8", lw=2, label=PUBLISHED_2015_LABEL)
+    return eps2
+
+
+def _draw_sigma_lines(ax: Axes, n_max: int = 5) -> None:
+    """Horizontal lines at the one-sided p-values of 1σ … n_max σ, labelled at the right edge."""
+    for n in range(1, n_max + 1):
+        p = 0.5 * math.erfc(n / math.sqrt(2.0))
+        ax.axhline(p, color="#c03030", ls=":", lw=1.5)
+        ax.text(0.99, p, f"{n}σ", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+                color="#c03030", fontsize=18)
+
+
+# --------------------------------------------------------------------------------------------
+# public: scan summaries
+# --------------------------------------------------------------------------------------------
+def plot_eps2_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: str,
+                     published: pd.DataFrame | None = None, title: str | None = None) -> Path:
+    """95% CL upper limit on ε² vs mass with the expected (Brazil) band, log-y.
+
+    Parameters
+    ----------
+    frame : one dataset's :func:`~hps_bayes.results.results_frame` (columns ``mass`` [GeV],
+        ``status``, ``eps2_up``, ``eps2_up_expected_{m2,m1,median,p1,p2}``).
+    path : where to write (suffix ``.png`` or ``.pdf``).
+    dataset_label : shown above the axes and named in errors.
+    published : optional reference curve with columns ``mass_GeV``, ``epsilon2``, drawn as
+        :data:`PUBLISHED_2015_LABEL`.
+    title : optional legend title.
+
+    Rows with ``status != "ok"`` (or no finite limit) are left out of the lines and marked by red
+    ticks at the bottom.  If every row failed the plot is still drawn (ticks plus a note); an
+    empty frame raises :class:`~hps_bayes.errors.InputError` (a ``ValueError``).
+    """
+    curve = _limit_curve(frame, "eps2_up", dataset_label)
+    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+        ax = fig.subplots()
+        _draw_brazil(ax, curve, observed_label="Observed 95% CL limit")
+        extra = [] if published is None else [_draw_published(ax, published)]
+        _draw_limit_axes(ax, curve, ylabel=r"$\epsilon^{2}$ upper limit (95% CL)", extra=extra,
+                         fallback=(2e-7, 3e-3), title=title)
+        _header(ax, dataset_label)
+        return _save(fig, path)
+
+
+def plot_A_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Path:
+    """95% CL upper limit on the signal yield A [events] vs mass with the Brazil band, log-y.
+
+    Same conventions as :func:`plot_eps2_limits`, on the columns ``A_up`` and
+    ``A_up_expected_{m2,m1,median,p1,p2}``.
+    """
+    curve = _limit_curve(frame, "A_up", dataset_label)
+    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+        ax = fig.subplots()
+        _draw_brazil(ax, curve, observed_label="Observed 95% CL limit")
+        _draw_limit_axes(ax, curve, ylabel="A upper limit (95% CL) [events]", extra=[],
+                         fallback=(2.0, 3e5))
+        _header(ax, dataset_label)
+        return _save(fig, path)
+
+
+def plot_p0(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Path:
+    """Local p0 vs mass on log-y, with reference lines at the one-sided p-values of 1σ…5σ.
+
+    p0 = 1 − Φ(√q0) (arXiv:1007.1727, Eq. 52) as stored in the ``p0`` column; points with
+    Â < 0 have q0 = 0 and p0 = 0.5 (Eq. 12).  Failed rows are marked by red ticks.
+    """
+    mass, p0, failed = _scan_points(frame, "p0", dataset_label)
+    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+        ax = fig.subplots()
+        ax.plot(mass, p0, color="black", lw=2, marker="o", ms=4, label="Local $p_0$")
+        _draw_sigma_lines(ax)
+        _mark_failures(ax, failed, label="not drawn: status ≠ ok")
+        finite = p0[np.isfinite(p0) & (p0 > 0)]
+        p5 = 0.5 * math.erfc(5 / math.sqrt(2.0))
+        _set_log_y(ax, (min(float(finite.min()) if finite.size else 1.0, p5) / 20, 2.0))
+        ax.set_xlabel(MASS_LABEL)
+        ax.set_ylabel("Local $p_0$")
+        # between the 4σ and 5σ lines: empty unless an excess beyond 4σ, and clear of the failure ticks
+        ax.legend(loc="center left", bbox_to_anchor=(0.0, 0.285), fontsize=17)
+        _header(ax, dataset_label)
+        return _save(fig, path)
+
+
+def plot_z_distribution(frame: pd.DataFrame, path: str | Path, *, dataset_label: str,
+                        z: Literal["wald", "signed"] = "wald") -> Path:
+    """Histogram of the local significance over the scan, with a unit normal N(0, 1) overlaid.
+
+    ``z="wald"`` (default) histograms Â/σ_A, which equals √q0 asymptotically for Â ≥ 0
+    (arXiv:1007.1727, Eqs. 26 and 53) and keeps its sign for Â < 0, so a background-only
+    scan gives ≈ N(0, 1).  ``z="signed"`` histograms sign(Â)·Z from the ``Z`` column; since
+    q0 = 0 for Â < 0 (Eq. 12) about half the entries then sit at 0.  Neighbouring mass
+    windows overlap, so entries are correlated: expect more bin-to-bin scatter than for
+    independent draws.  Failed rows are left out and counted in the legend.
+    """
+    values, n_failed, xlabel = _signed_z(frame, z, dataset_label)
+    lim = max(5.0, math.ceil(float(np.abs(values).max())) + 0.5) if values.size else 5.0
+    edges = np.arange(-lim, lim + 1e-9, 0.25 if values.size >= 400 else 0.5)
+    counts, _ = np.histogram(values, bins=edges)
+    with _hep_figure((10.0, 9.0), _WINDOW_MARGINS) as fig:
+        ax = fig.subplots()
+        ax.stairs(counts, edges, fill=True, color="#9cb9f0", label=f"Mass points ({values.size})")
+        ax.stairs(counts, edges, color="#3f6fd8", lw=2)
+        grid = np.linspace(edges[0], edges[-1], 400)
+        width = float(edges[1] - edges[0])
+        ax.plot(grid, values.size * width * np.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi),
+                color="black", lw=2, ls="--", label="Unit normal $N(0,1)$")
+        if n_failed:
+            ax.plot([], [], ls="none", marker="|", ms=18, mew=2.5, color=_FAIL_COLOR,
+                    label=f"left out: status ≠ ok ({n_failed})")
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_ylim(0, max(float(counts.max()) if counts.size else 1.0, values.size * width * 0.4) * 1.6)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"Mass points / {width:g}")
+        _stat_box(ax, values)
+        ax.legend(loc="upper left", fontsize=17)
+        _header(ax, dataset_label)
+        return _save(fig, path)
+
+
+def _signed_z(frame: pd.DataFrame, z: Literal["wald", "signed"], dataset_label: str
+              ) -> tuple[np.ndarray, int, str]:
+    """The histogrammed values of the ok rows, the number left out, and the axis label."""
+    if z == "wald":
+        _check_frame(frame, ["status", "A_hat", "sigma_A"], dataset_label)
+        values = frame["A_hat"].to_numpy(dtype=float) / frame["sigma_A"].to_numpy(dtype=float)
+        label = r"Local significance $\hat{A}/\sigma_{A}$"
+    elif z == "signed":
+        _check_frame(frame, ["status", "A_hat", "Z"], dataset_label)
+        values = np.sign(frame["A_hat"].to_numpy(dtype=float)) * frame["Z"].to_numpy(dtype=float)
+        label = r"Local significance sign$(\hat{A})\,Z$"
+    else:
+        raise InputError(f"z={z!r} is not a choice: use 'wald' or 'signed'")
+    ok = (frame["status"].astype(str).to_numpy() == "ok") & np.isfinite(values)
+    return values[ok], int((~ok).sum()), label
+
+
+def _stat_box(ax: Axes, values: np.ndarray) -> None:
+    """ROOT-like statistics box: entries, mean, standard deviation of the histogrammed values."""
+    if values.size < 2:
+        return
+    text = f"Entries {values.size}\nMean {values.mean():+.2f}\nStd dev {values.std(ddof=1):.2f}"
+    ax.text(0.97, 0.96, text, transform=ax.transAxes, ha="right", va="top", fontsize=17,
+            bbox={"boxstyle": "square", "facecolor": "white", "edgecolor": "black"})
+
+
+# --------------------------------------------------------------------------------------------
+# public: one mass window
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Window:
+    """WindowFitArrays in display units (MeV) as float arrays."""
+
+    edges: np.ndarray
+    centres: np.ndarray
+    counts: np.ndarray
+    bkg_free: np.ndarray
+    sig_free: np.ndarray
+    bkg_limit: np.ndarray
+    sig_limit: np.ndarray
+    mass_mev: float
+    ylabel: str
+
+
+def _window(arrays: WindowFitArrays) -> _Window:
+    edges = np.asarray(arrays.edges, dtype=float) * 1e3
+    n = edges.size - 1
+    fields = {k: np.asarray(getattr(arrays, k), dtype=float) for k in
+              ("counts", "background_free", "signal_free", "background_limit", "signal_limit")}
+    bad = {k: v.shape for k, v in fields.items() if v.shape != (n,)}
+    if n < 1 or bad:
+        raise InputError(f"window arrays of {arrays.dataset!r} at m = {arrays.mass * 1e3:.2f} MeV do not "
+                         f"match {n} bins ({edges.size} edges): shapes {bad}")
+    widths = np.diff(edges)
+    uniform = np.allclose(widths, widths[0], rtol=1e-6)
+    return _Window(edges=edges, centres=0.5 * (edges[1:] + edges[:-1]), counts=fields["counts"],
+                   bkg_free=fields["background_free"], sig_free=fields["signal_free"],
+                   bkg_limit=fields["background_limit"], sig_limit=fields["signal_limit"],
+                   mass_mev=arrays.mass * 1e3,
+                   ylabel=f"Events / {widths[0]:.3g} MeV" if uniform else "Events / bin")
+
+
+def _draw_data(ax: Axes, w: _Window) -> None:
+    ax.errorbar(w.centres, w.counts, yerr=np.sqrt(np.clip(w.counts, 0, None)), ls="none", marker="o",
+                ms=5, color="black", elinewidth=1.5, label="Data (√n errors)", zorder=4)
+
+
+def _mark_mass(ax: Axes, w: _Window, *, label: bool = False) -> None:
+    ax.axvline(w.mass_mev, color="#808080", ls=":", lw=2,
+               label=f"$m$ = {w.mass_mev:.1f} MeV" if label else None)
+
+
+def _info_box(ax: Axes, lines: list[str]) -> None:
+    ax.text(0.04, 0.95, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=18,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#808080"})
+
+
+def _set_window_y(ax: Axes, w: _Window, curves: list[np.ndarray], yscale: Literal["linear", "log"]) -> None:
+    err = np.sqrt(np.clip(w.counts, 0, None))
+    if yscale == "log":
+        _set_log_y(ax, _log_limits([w.counts, *curves], headroom=0.3, fallback=(0.5, 10.0)))
+    elif yscale == "linear":
+        _set_linear_y(ax, [w.counts + err, w.counts - err, *curves], headroom=0.35)
+    else:
+        raise InputError(f"yscale={yscale!r} is not a choice: use 'linear' or 'log'")
+    ax.set_ylabel(w.ylabel)
+
+
+def _two_panels(fig: Figure) -> tuple[Axes, Axes]:
+    ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1.2), "hspace": 0.05})
+    return ax, axr
+
+
+def plot_fit_full(arrays: WindowFitArrays, path: str | Path, *,
+                  yscale: Literal["linear", "log"] = "log") -> Path:
+    """Data in the window with the free fit (background and background + Â·T), and pulls.
+
+    Upper panel: counts with √n errors, the free fit's background b_i and b_i + Â·T_i, the
+    mass hypothesis (dotted).  Lower panel: (n_i − ν_i)/√ν_i with ν_i = b_i + Â·T_i.
+    """
+    w = _window(arrays)
+    fit = w.bkg_free + w.sig_free
+    pull = np.where(fit > 0, (w.counts - fit) / np.sqrt(np.where(fit > 0, fit, 1.0)), np.nan)
+    with _hep_figure((10.0, 10.0), _WINDOW_MARGINS) as fig:
+        ax, axr = _two_panels(fig)
+        _draw_data(ax, w)
+        ax.stairs(w.bkg_free, w.edges, color="#3f6fd8", lw=2.5, label="Background (free fit)")
+        ax.stairs(fit, w.edges, color="#e42536", lw=2, ls="--", label=r"Background + $\hat{A}\,T$")
+        _mark_mass(ax, w)
+        _set_window_y(ax, w, [w.bkg_free, fit], yscale)
+        ax.legend(loc="upper right", fontsize=16)
+        _info_box(ax, [f"$m$ = {w.mass_mev:.1f} MeV", rf"$\hat{{A}}$ = {arrays.A_hat:.4g} events",
+                       f"$Z$ = {arrays.Z:.2f}"])
+        _draw_pulls(axr, w, pull)
+        _header(ax, arrays.dataset)
+        return _save(fig, path)
+
+
+def _draw_pulls(ax: Axes, w: _Window, pull: np.ndarray) -> None:
+    finite = pull[np.isfinite(pull)]
+    lim = max(3.5, math.ceil(float(np.abs(finite).max())) + 0.5) if finite.size else 3.5
+    ax.axhspan(-2, 2, color=_YELLOW, alpha=0.5, lw=0)
+    ax.axhspan(-1, 1, color=_GREEN, alpha=0.4, lw=0)
+    ax.axhline(0, color="black", lw=1)
+    ax.plot(w.centres, pull, ls="none", marker="o", ms=5, color="black")
+    _mark_mass(ax, w)
+    ax.set_ylim(-lim, lim)
+    ax.set_xlim(w.edges[0], w.edges[-1])
+    ax.set_xlabel(MASS_LABEL)
+    ax.set_ylabel("(n − ν)/√ν", fontsize=20)
+
+
+def plot_blind_ul(arrays: WindowFitArrays, path: str | Path, *,
+                  yscale: Literal["linear", "log"] = "log") -> Path:
+    """The signal at its upper limit, A_up·T, stacked (filled) on the background of the fit at the limit.
+
+    Upper panel: data with √n errors, the background b_i of the fit with A fixed at A_up, and
+    b_i + A_up·T_i filled above it.  Lower panel: the same on a background-subtracted scale,
+    n_i − b_i with √n errors and A_up·T_i filled, where a signal of a per cent of the
+    background is still visible.
+    """
+    w = _window(arrays)
+    total = w.bkg_limit + w.sig_limit
+    with _hep_figure((10.0, 10.0), _WINDOW_MARGINS) as fig:
+        ax, axr = _two_panels(fig)
+        ax.stairs(total, w.edges, baseline=w.bkg_limit, fill=True, color=_SIGNAL_COLOR,
+                  label=r"Signal at limit $A_{up}\,T$")
+        ax.stairs(w.bkg_limit, w.edges, color="#3f6fd8", lw=2.5, label="Background (fit at $A_{up}$)")
+        _draw_data(ax, w)
+        _mark_mass(ax, w)
+        _set_window_y(ax, w, [total, w.bkg_limit], yscale)
+        ax.legend(loc="upper right", fontsize=16)
+        _info_box(ax, [f"$m$ = {w.mass_mev:.1f} MeV", f"$A_{{up}}$ = {arrays.A_up:.4g} events (95% CL)"])
+        _draw_subtracted(axr, w)
+        _header(ax, arrays.dataset)
+        return _save(fig, path)
+
+
+def _draw_subtracted(ax: Axes, w: _Window) -> None:
+    err = np.sqrt(np.clip(w.counts, 0, None))
+    resid = w.counts - w.bkg_limit
+    ax.stairs(w.sig_limit, w.edges, fill=True, color=_SIGNAL_COLOR)
+    ax.axhline(0, color="#3f6fd8", lw=2)
+    ax.errorbar(w.centres, resid, yerr=err, ls="none", marker="o", ms=4, color="black", elinewidth=1.2)
+    _mark_mass(ax, w)
+    _set_linear_y(ax, [resid + err, resid - err, w.sig_limit], headroom=0.0)
+    ax.set_xlim(w.edges[0], w.edges[-1])
+    ax.set_xlabel(MASS_LABEL)
+    ax.set_ylabel("n − b", fontsize=20)
+
+
+def plot_s_over_b_ul(arrays: WindowFitArrays, path: str | Path) -> Path:
+    """Per-bin signal-to-background, A_up·T_i / b_i (fit at the limit), in per cent, vs mass."""
+    w = _window(arrays)
+    ratio = np.where(w.bkg_limit > 0, w.sig_limit / np.where(w.bkg_limit > 0, w.bkg_limit, 1.0), np.nan)
+    with _hep_figure((10.0, 9.0), _WINDOW_MARGINS) as fig:
+        ax = fig.subplots()
+        ax.stairs(100 * ratio, w.edges, color="#e42536", lw=2.5, label="Signal at the 95% CL limit")
+        ax.axhline(0, color="black", lw=1)
+        _mark_mass(ax, w, label=True)
+        top = float(np.nanmax(100 * ratio)) if np.isfinite(ratio).any() else 1.0
+        ax.set_ylim(0, 1.4 * top if top > 0 else 1.0)
+        ax.set_xlim(w.edges[0], w.edges[-1])
+        ax.set_xlabel(MASS_LABEL)
+        ax.set_ylabel(r"$S/B$ per bin [%]")
+        ax.legend(loc="upper right", fontsize=16)
+        _info_box(ax, [f"$A_{{up}}$ = {arrays.A_up:.4g} events"])
+        _header(ax, arrays.dataset)
+        return _save(fig, path)

@@ -1,0 +1,41 @@
+"""Statistics layer: test statistics, calculators, CLs limits (arXiv:1007.1727).
+
+Built only on :mod:`hps_bayes.fit`: ``teststat`` (q0, q̃μ from fits) →
+``calculators`` (asymptotic now, toys later, one :class:`Calculator`
+interface) → ``limits`` (hypotest, CLs upper limit with expected band) →
+``simple`` (a known-background model and :func:`cls_upper_limit`).
+"""
+
+from hps_bayes.stats.calculators import (
+    AsymptoticCalculator,
+    Calculator,
+    Discovery,
+    PValues,
+    asymptotic_pvalues,
+    expected_cls,
+)
+from hps_bayes.stats.limits import HypoTestResult, UpperLimit, eq89_expected_limits, hypotest, upper_limit
+from hps_bayes.stats.simple import KnownBackgroundObjective, cls_upper_limit
+from hps_bayes.stats.teststat import fit_fixed, fit_free, q0, q0_from_fits, q_mu_tilde, q_mu_tilde_from_fits
+
+__all__ = [
+    "AsymptoticCalculator",
+    "Calculator",
+    "Discovery",
+    "HypoTestResult",
+    "KnownBackgroundObjective",
+    "PValues",
+    "UpperLimit",
+    "asymptotic_pvalues",
+    "cls_upper_limit",
+    "eq89_expected_limits",
+    "expected_cls",
+    "fit_fixed",
+    "fit_free",
+    "hypotest",
+    "q0",
+    "q0_from_fits",
+    "q_mu_tilde",
+    "q_mu_tilde_from_fits",
+    "upper_limit",
+]

@@ -1,0 +1,40 @@
+"""Shared fixtures: one canonical small HPS-like spectrum (2015-like, seeded)."""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import pytest
+
+from hps_bayes.demo import expected_spectrum, simulate_spectrum
+from hps_bayes.io import Spectrum, crop, rebin
+
+N_EVENTS = 2_000_000
+
+
+def _prepare(spectrum: Spectrum) -> Spectrum:
+    """0.05 MeV bins rebinned to 0.5 MeV and cropped to the 2015 range, as the preset does."""
+    return crop(rebin(spectrum, 10), 0.020, 0.130)
+
+
+@pytest.fixture(scope="session")
+def spectrum_2015() -> Spectrum:
+    """A 2015-like spectrum with 2M events, 0.5 MeV bins over 20-130 MeV (seed 7)."""
+    return _prepare(simulate_spectrum("2015", n_events=N_EVENTS, rng=np.random.default_rng(7)))
+
+
+@pytest.fixture(scope="session")
+def expected_2015() -> Spectrum:
+    """The noise-free expected counts of the same spectrum."""
+    return _prepare(expected_spectrum("2015", n_events=N_EVENTS))
+
+
+@pytest.fixture(scope="session")
+def raw_spectrum_2015() -> Spectrum:
+    """The fine-binned (0.05 MeV) spectrum as a ROOT file would hold it (for the public API)."""
+    return simulate_spectrum("2015", n_events=N_EVENTS, rng=np.random.default_rng(7))

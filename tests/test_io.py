@@ -1,0 +1,288 @@
+"""Tests of hps_bayes.io: ROOT reading/writing, rebinning, cropping, validation."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import uproot
+
+from hps_bayes.errors import ConfigError, HpsBayesWarning, InputError
+from hps_bayes.io import (
+    Spectrum,
+    check_analysable,
+    crop,
+    load_spectrum,
+    rebin,
+    validate_spectrum,
+    write_spectra_root,
+    write_validation_report,
+)
+
+
+def make_spectrum(counts, edges=None, variances=None, name="h") -> Spectrum:
+    counts = np.asarray(counts, dtype=float)
+    edges = np.linspace(0.0, 0.001 * counts.size, counts.size + 1) if edges is None else edges
+    return Spectrum(
+        edges=np.asarray(edges, dtype=float),
+        counts=counts,
+        variances=counts if variances is None else np.asarray(variances, dtype=float),
+        name=name,
+        source="test",
+    )
+
+
+# --------------------------------------------------------------------------- Spectrum
+
+
+def test_spectrum_properties_and_read_only():
+    s = make_spectrum([1.0, 2.0, 3.0], edges=[0.0, 0.1, 0.3, 0.6])
+    np.testing.assert_allclose(s.centers, [0.05, 0.2, 0.45])
+    np.testing.assert_allclose(s.widths, [0.1, 0.2, 0.3])
+    assert s.n_bins == 3 and s.total == 6.0
+    with pytest.raises(ValueError):
+        s.counts[0] = 5.0
+
+
+@pytest.mark.parametrize(
+    ("edges", "counts", "variances"),
+    [([0.0, 1.0], [1.0, 2.0], [1.0, 2.0]), ([0.0, 1.0, 2.0], [1.0, 2.0], [1.0]), ([0.0], [], [])],
+)
+def test_spectrum_rejects_bad_shapes(edges, counts, variances):
+    with pytest.raises(InputError, match="len"):
+        Spectrum(
+            edges=np.array(edges),
+            counts=np.array(counts),
+            variances=np.array(variances),
+            name="h",
+            source="t",
+        )
+
+
+# --------------------------------------------------------------------------- ROOT round trips
+
+
+@pytest.mark.parametrize(("as_float", "classname"), [(False, "TH1D"), (True, "TH1F")])
+def test_round_trip_fixed_binning(tmp_path, as_float, classname):
+    s = make_spectrum([0.0, 4.0, 10.0, 7.0], variances=[0.0, 2.5, 9.0, 7.5])
+    path = write_spectra_root(tmp_path / "a.root", {"invariant_mass": s}, as_float=as_float)
+    with uproot.open(path) as f:
+        assert f.classnames() == {"invariant_mass;1": classname}
+    back = load_spectrum(path, "invariant_mass")
+    np.testing.assert_allclose(back.edges, s.edges, rtol=1e-12)
+    np.testing.assert_array_equal(back.counts, s.counts)
+    np.testing.assert_array_equal(back.variances, s.variances)
+    assert back.name == "invariant_mass" and back.source.endswith("invariant_mass;1")
+
+
+def test_round_trip_variable_binning(tmp_path):
+    edges = np.array([0.01, 0.02, 0.025, 0.04, 0.1])
+    s = make_spectrum([5.0, 3.0, 8.0, 1.0], edges=edges)
+    path = write_spectra_root(tmp_path / "v.root", {"h": s})
+    back = load_spectrum(path, "h")
+    np.testing.assert_array_equal(back.edges, edges)
+    np.testing.assert_array_equal(back.counts, s.counts)
+
+
+def test_histogram_inside_tdirectory(tmp_path):
+    s = make_spectrum([1.0, 2.0, 3.0])
+    path = write_spectra_root(tmp_path / "sub" / "d.root", {"preselection/h_invM_8000": s})
+    with uproot.open(path) as f:
+        assert f.classnames()["preselection;1"] == "TDirectory"
+    back = load_spectrum(path, "preselection/h_invM_8000")
+    np.testing.assert_array_equal(back.counts, s.counts)
+    assert back.name == "preselection/h_invM_8000"
+
+
+def test_histogram_without_sumw2_uses_counts_as_variances(tmp_path):
+    path = tmp_path / "plain.root"
+    with uproot.recreate(path) as f:
+        f["h"] = (np.array([3.0, 0.0, 5.0]), np.array([0.0, 1.0, 2.0, 3.0]))
+    back = load_spectrum(path, "h")
+    np.testing.assert_array_equal(back.variances, [3.0, 0.0, 5.0])
+
+
+@pytest.fixture
+def two_cycles(tmp_path):
+    """A file where uproot wrote key 'h' twice, giving cycles h;1 and h;2."""
+    path = tmp_path / "cycles.root"
+    edges = np.array([0.0, 1.0, 2.0])
+    with uproot.recreate(path) as f:
+        f["h"] = (np.array([1.0, 1.0]), edges)
+        f["h"] = (np.array([2.0, 2.0]), edges)
+    with uproot.open(path) as f:
+        assert sorted(f.keys()) == ["h;1", "h;2"]
+    return path
+
+
+def test_cycles_highest_by_default_and_explicit(two_cycles):
+    assert load_spectrum(two_cycles, "h").counts.tolist() == [2.0, 2.0]
+    assert load_spectrum(two_cycles, "h;2").counts.tolist() == [2.0, 2.0]
+    first = load_spectrum(two_cycles, "h;1")
+    assert first.counts.tolist() == [1.0, 1.0] and first.source.endswith("h;1")
+
+
+def test_missing_cycle_lists_cycles(two_cycles):
+    with pytest.raises(InputError, match=r"h;3.*cycles present: \[1, 2\]"):
+        load_spectrum(two_cycles, "h;3")
+    with pytest.raises(InputError, match="not a positive integer"):
+        load_spectrum(two_cycles, "h;x")
+
+
+def test_missing_file_names_path_and_suggests_simulate(tmp_path):
+    missing = tmp_path / "nope.root"
+    with pytest.raises(InputError, match=r"nope\.root.*task=simulate"):
+        load_spectrum(missing, "h")
+
+
+def test_not_a_root_file(tmp_path):
+    path = tmp_path / "text.root"
+    path.write_text("this is not a ROOT file\n" * 50)
+    with pytest.raises(InputError, match="ROOT file"):
+        load_spectrum(path, "h")
+
+
+def test_missing_histogram_lists_th1_keys_recursively(tmp_path):
+    s = make_spectrum([1.0, 2.0])
+    path = write_spectra_root(tmp_path / "k.root", {"a": s, "dir/b": s})
+    with pytest.raises(InputError) as err:
+        load_spectrum(path, "invariant_mass")
+    message = str(err.value)
+    assert "'invariant_mass'" in message and "a;1" in message and "dir/b;1" in message
+    assert "hist_name" in message
+
+
+def test_two_dimensional_histogram_is_rejected(tmp_path):
+    path = tmp_path / "h2.root"
+    with uproot.recreate(path) as f:
+        f["h2"] = (np.ones((2, 3)), np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.0, 3.0]))
+    with pytest.raises(InputError, match="TH2D, not a 1-D histogram"):
+        load_spectrum(path, "h2")
+
+
+def test_write_rejects_cycle_in_key(tmp_path):
+    with pytest.raises(ConfigError, match="without ';'"):
+        write_spectra_root(tmp_path / "x.root", {"h;1": make_spectrum([1.0])})
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- rebin / crop
+
+
+def test_rebin_sums_counts_variances_and_edges():
+    s = make_spectrum([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], variances=[1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
+    r = rebin(s, 3)
+    assert r.counts.tolist() == [6.0, 15.0]
+    assert r.variances.tolist() == [4.0, 8.0]
+    np.testing.assert_allclose(r.edges, [0.0, 0.003, 0.006])
+    assert rebin(s, 1).counts.tolist() == s.counts.tolist()
+
+
+def test_rebin_drops_remainder_with_warning():
+    s = make_spectrum(np.arange(7.0))
+    with pytest.warns(HpsBayesWarning, match="dropping the last 1 bins"):
+        r = rebin(s, 3)
+    assert r.counts.tolist() == [3.0, 12.0]
+    assert r.edges[-1] == pytest.approx(0.006)
+
+
+@pytest.mark.parametrize("factor", [0, -2, 2.5, True])
+def test_rebin_bad_factor(factor):
+    with pytest.raises(ConfigError, match="rebin factor"):
+        rebin(make_spectrum([1.0, 2.0]), factor)
+
+
+def test_rebin_multiple_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rebin(make_spectrum(np.ones(10)), 5)
+
+
+def test_crop_keeps_bins_fully_inside_with_tolerance():
+    edges = np.linspace(0.0, 0.1, 101)  # 1 MeV bins; 0.03 is not exactly representable among them
+    s = make_spectrum(np.arange(100.0), edges=edges)
+    c = crop(s, 0.03, 0.0405)
+    assert c.n_bins == 10
+    assert c.edges[0] == pytest.approx(0.03) and c.edges[-1] == pytest.approx(0.04)
+    assert c.counts[0] == 30.0
+
+
+def test_crop_errors():
+    s = make_spectrum([1.0, 2.0, 3.0])
+    with pytest.raises(InputError, match="no bin"):
+        crop(s, 0.0105, 0.0109)
+    with pytest.raises(ConfigError, match="lo < hi"):
+        crop(s, 0.002, 0.001)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_validation_of_a_good_spectrum():
+    s = make_spectrum([0.0, 3.0, 5.0, 0.0])
+    report = validate_spectrum(s, mass_range=(0.001, 0.004))
+    assert report["ok"] and report["problems"] == []
+    assert report["n_bins"] == 4 and report["entries"] == 8.0 and report["empty_bins"] == 2
+    assert report["bin_width"]["uniform"] and report["mass_range_covered"] is True
+    json.dumps(report, allow_nan=False)
+    check_analysable(report)
+
+
+@pytest.mark.parametrize(
+    ("counts", "fragment"),
+    [
+        ([1.0, np.nan, 2.0], "NaN counts"),
+        ([1.0, -3.0, 2.0], "negative counts"),
+        ([1.0, np.inf, 2.0], "infinite counts"),
+        ([0.0, 0.0, 0.0], "zero entries"),
+    ],
+)
+def test_bad_counts_fail_validation_with_problem_named(counts, fragment):
+    report = validate_spectrum(make_spectrum(counts, variances=np.ones(3)))
+    assert not report["ok"]
+    assert any(fragment in p for p in report["problems"])
+    json.dumps(report, allow_nan=False)
+    with pytest.raises(InputError, match=fragment):
+        check_analysable(report)
+
+
+def test_nan_indices_reported():
+    counts = np.ones(20)
+    counts[[3, 7]] = np.nan
+    report = validate_spectrum(make_spectrum(counts, variances=np.ones(20)))
+    assert report["nan_bins"] == {"count": 2, "first_indices": [3, 7]}
+
+
+def test_mass_range_not_covered_and_edges_not_increasing():
+    report = validate_spectrum(make_spectrum([1.0, 2.0, 3.0]), mass_range=(0.001, 0.05))
+    assert report["mass_range_covered"] is False
+    with pytest.raises(InputError, match="does not cover the requested mass_range"):
+        check_analysable(report)
+    bad_edges = make_spectrum([1.0, 2.0], edges=[0.0, 0.2, 0.1])
+    report = validate_spectrum(bad_edges)
+    assert not report["edges_increasing"]
+    assert any("increasing" in p for p in report["problems"])
+
+
+def test_variable_binning_reported():
+    report = validate_spectrum(make_spectrum([1.0, 2.0], edges=[0.0, 0.1, 0.3]))
+    assert report["bin_width"] == {"min": pytest.approx(0.1), "max": pytest.approx(0.2), "uniform": False}
+
+
+def test_non_integer_counts_warn_only(caplog):
+    report = validate_spectrum(make_spectrum([1.5, 2.0, 2.25]))
+    assert report["ok"]
+    assert report["non_integer_bins"] == {"count": 2, "first_indices": [0, 2]}
+    assert any("non-integer" in w for w in report["warnings"])
+    with caplog.at_level("WARNING"):
+        check_analysable(report)
+    assert "non-integer" in caplog.text
+
+
+def test_write_validation_report_atomic(tmp_path):
+    reports = {"2015": validate_spectrum(make_spectrum([1.0, np.nan], variances=[1.0, 1.0]))}
+    path = write_validation_report(tmp_path / "out" / "validation_report.json", reports)
+    assert json.loads(path.read_text())["2015"]["nan_bins"]["count"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["validation_report.json"]

@@ -1,0 +1,109 @@
+"""The compiled window model and the Newton fitter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import gammaln
+
+from hps_bayes.core import FitData
+from hps_bayes.fit import newton_fit
+from hps_bayes.io import Spectrum
+from hps_bayes.model import BackgroundSettings, WindowObjective, make_window
+from hps_bayes.physics import load_preset, sigma_m, signal_template
+
+SETTINGS = BackgroundSettings()
+PRESET = load_preset("2015")
+
+
+def _objective(spectrum: Spectrum, mass: float, counts: np.ndarray | None = None,
+               settings: BackgroundSettings = SETTINGS) -> WindowObjective:
+    sigma = float(sigma_m(mass, PRESET))
+    tpl = signal_template(spectrum.edges, mass, sigma)
+    window = make_window(spectrum.edges, spectrum.counts if counts is None else counts, mass=mass,
+                         sigma=sigma, template=tpl, settings=settings, range_lo=0.02, range_hi=0.13)
+    return WindowObjective(window, settings)
+
+
+def _hsgp_expquad(t: np.ndarray, *, m: int, L: float, eta: float, ell: float) -> np.ndarray:
+    """Independent HSGP basis (Solin & Särkkä): φ_j(t) √S(√λ_j) for the ExpQuad kernel."""
+    j = np.arange(1, m + 1)
+    sqrt_lam = np.pi * j / (2 * L)
+    phi = np.sin(sqrt_lam[None, :] * (t[:, None] + L)) / np.sqrt(L)
+    psd = eta**2 * np.sqrt(2 * np.pi) * ell * np.exp(-0.5 * (ell * sqrt_lam) ** 2)
+    return phi * np.sqrt(psd)[None, :]
+
+
+def test_nll_matches_an_independent_numpy_likelihood(spectrum_2015: Spectrum) -> None:
+    obj = _objective(spectrum_2015, 0.05)
+    w = obj.window
+    rng = np.random.default_rng(3)
+    theta = obj.initial(obj.observed())
+    theta[0] = 300.0
+    theta[obj.model.slices["beta"]] = rng.normal(size=SETTINGS.n_basis)
+    aux = rng.normal(size=SETTINGS.n_basis) * 0.3
+    basis = _hsgp_expquad(w.t, m=SETTINGS.n_basis, L=SETTINGS.c, eta=w.eta, ell=w.lengthscale_t)
+    beta = theta[obj.model.slices["beta"]]
+    log_b = w.log_offset + w.legendre @ theta[obj.model.slices["coef"]] + basis @ beta
+    mu = np.exp(log_b) + theta[0] * w.template
+    n = w.counts
+    expected = -np.sum(n * np.log(mu) - mu - gammaln(n + 1)) + 0.5 * np.sum((beta - aux) ** 2) \
+        + 0.5 * len(beta) * np.log(2 * np.pi)
+    got = obj.nll(theta, FitData(n, aux))
+    assert got == pytest.approx(expected, rel=1e-10)
+    np.testing.assert_allclose(obj.expected_counts(theta), mu, rtol=1e-10)
+
+
+def test_gradient_and_hessian_match_finite_differences(spectrum_2015: Spectrum) -> None:
+    obj = _objective(spectrum_2015, 0.04)
+    data = obj.observed()
+    theta = newton_fit(obj, data).theta + 0.01
+    theta[0] += 50.0
+    f, g, h = obj.nll_grad_hess(theta, data)
+    for k in (0, 1, 3, obj.n_params - 1):
+        step = 1e-3 if k else 1.0
+        e = np.zeros_like(theta)
+        e[k] = step
+        fp, gp, _ = obj.nll_grad_hess(theta + e, data)
+        fm, gm, _ = obj.nll_grad_hess(theta - e, data)
+        assert g[k] == pytest.approx((fp - fm) / (2 * step), rel=1e-4, abs=1e-5)
+        np.testing.assert_allclose(h[:, k], (gp - gm) / (2 * step), rtol=1e-4, atol=1e-4 * np.abs(h).max())
+
+
+@pytest.mark.parametrize("mass", [0.025, 0.03, 0.06, 0.11])
+def test_newton_fits_converge_and_fixed_fit_is_consistent(spectrum_2015: Spectrum, mass: float) -> None:
+    obj = _objective(spectrum_2015, mass)
+    data = obj.observed()
+    free = newton_fit(obj, data)
+    assert free.converged, free.message
+    _, g, _ = obj.nll_grad_hess(free.theta, data)
+    assert np.abs(g * np.sqrt(np.diag(free.covariance))).max() < 1e-4
+    sigma = free.poi_error(obj)
+    fixed = newton_fit(obj, data, poi_fixed=free.theta[0] + sigma, init=free.theta)
+    assert fixed.converged and fixed.theta[0] == free.theta[0] + sigma
+    # Δ(-2 ln L) one standard deviation away from the minimum is ~1 (less exactly in the
+    # low-count tail, where the profile likelihood is not parabolic)
+    assert 2 * (fixed.nll - free.nll) == pytest.approx(1.0, abs=0.05 if mass < 0.1 else 0.15)
+
+
+def test_injected_signal_is_recovered_on_expected_counts(expected_2015: Spectrum) -> None:
+    mass, injected = 0.06, 3000.0
+    sigma = float(sigma_m(mass, PRESET))
+    counts = expected_2015.counts + injected * signal_template(expected_2015.edges, mass, sigma)
+    obj = _objective(expected_2015, mass, counts=counts)
+    free = newton_fit(obj, obj.observed())
+    assert free.converged
+    assert free.theta[0] == pytest.approx(injected, abs=0.2 * free.poi_error(obj))
+
+
+def test_window_is_clipped_at_the_range_end_and_flagged(spectrum_2015: Spectrum) -> None:
+    obj = _objective(spectrum_2015, 0.025)
+    assert obj.window.clipped_low and not obj.window.clipped_high
+    assert obj.window.edges[0] >= 0.02 - 1e-12
+
+
+def test_a_window_with_too_few_bins_is_an_input_error(spectrum_2015: Spectrum) -> None:
+    from hps_bayes.errors import InputError
+
+    with pytest.raises(InputError, match="min_bins"):
+        _objective(spectrum_2015, 0.0201, settings=BackgroundSettings(window_sigmas=0.5))
