@@ -26,7 +26,7 @@ _LAZY = {
     "MassPointResult": ("hps_bayes.results", "MassPointResult"),
 }
 
-__all__ = ["__version__", "stats", *_LAZY]
+__all__ = ["MassPointResult", "Spectrum", "__version__", "evaluate_mass", "load_config", "load_spectrum", "run_scan", "stats"]
 
 
 def __getattr__(name: str) -> Any:

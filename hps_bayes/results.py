@@ -95,7 +95,7 @@ def _band_suffix(n: int) -> str:
 def mass_label(mass: float) -> str:
     """Folder name of a mass point, e.g. ``m030MeV`` or ``m030p5MeV``."""
     mev = round(mass * 1e3, 3)
-    whole = int(math.floor(mev))
+    whole = math.floor(mev)
     frac = round(mev - whole, 3)
     return f"m{whole:03d}MeV" if frac == 0 else f"m{whole:03d}p{str(frac)[2:]}MeV"
 
