@@ -6,7 +6,9 @@ resolution is nearly constant in ln x) the expected counts are
 
     μ_i = exp( o_i + Σ_k c_k P_k(t_i) + Σ_j φ_j(t_i) √S(λ_j; η, ℓ) β_j ) + A T_i,
 
-with ``o_i = ln(w_i / w_ref)`` for the bin widths, ``P_k`` Legendre
+(plus, where switched on, a spurious-signal nuisance ``S·ν·T_i`` with
+``ν ~ N(ν⁰, 1)`` and S the measured spurious yield at m), with
+``o_i = ln(w_i / w_ref)`` for the bin widths, ``P_k`` Legendre
 polynomials (a GP with explicit basis functions, Rasmussen & Williams §2.7:
 the coefficients ``c`` are fitted jointly with A and unconstrained), ``φ_j``,
 ``S`` the Hilbert-space GP approximation of PyMC (``pm.gp.HSGP``, Solin &
@@ -21,8 +23,9 @@ are compiled once by PyTensor and serve every window: all window arrays
 (``pm.Data`` containers with dynamic shapes) are inputs of the compiled
 function, so no state is shared between windows.
 
-Parameters: ``θ = (A, c_0..c_d, β_1..β_m)``; A is at index 0.  The constraint
-centres β⁰ are the auxiliary data (``FitData.aux``).
+Parameters: ``θ = (A, c_0..c_d, β_1..β_m, ν)``; A is at index 0.  The
+constraint centres ``(β⁰, ν⁰)`` are the auxiliary data (``FitData.aux``).
+With S = 0 the nuisance ν decouples (its constraint alone fixes it at ν⁰).
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class Window:
     lengthscale_t: float
     clipped_low: bool
     clipped_high: bool
+    spurious: float = 0.0
 
     @property
     def n_bins(self) -> int:
@@ -139,8 +143,10 @@ class CompiledWindowModel:
     def __init__(self, settings: BackgroundSettings) -> None:
         self.settings = settings
         d, m = settings.poly_degree, settings.n_basis
-        self.n_params = 1 + (d + 1) + m
-        self.slices = {"A": slice(0, 1), "coef": slice(1, d + 2), "beta": slice(d + 2, d + 2 + m)}
+        self.n_params = 1 + (d + 1) + m + 1
+        self.slices = {"A": slice(0, 1), "coef": slice(1, d + 2), "beta": slice(d + 2, d + 2 + m),
+                       "spurious": slice(d + 2 + m, d + 3 + m)}
+        self.n_aux = m + 1
         self.pymc_model = self._build_model()
         self._fn_full, self._fn_value, self._fn_parts = self._compile()
 
@@ -154,17 +160,20 @@ class CompiledWindowModel:
             template = pm.Data("template", np.zeros_like(t0))
             log_offset = pm.Data("log_offset", np.zeros_like(t0))
             counts = pm.Data("counts", np.zeros_like(t0))
-            beta_centre = pm.Data("beta_centre", np.zeros(m))
+            beta_centre = pm.Data("beta_centre", np.zeros(m + 1))
             eta = pm.Data("eta", 0.1)
             ell = pm.Data("lengthscale", 0.5)
+            spurious_size = pm.Data("spurious_size", 0.0)
             amp = pm.Flat("A")
             coef = pm.Flat("coef", shape=d + 1)
             gp = pm.gp.HSGP(m=[m], L=[s.c], cov_func=_cov_func(s.kernel, eta, ell))
             phi, sqrt_psd = gp.prior_linearized(X=t[:, None])
-            beta = pm.Normal("beta", mu=beta_centre, sigma=1.0, shape=m)
+            beta = pm.Normal("beta", mu=beta_centre[:m], sigma=1.0, shape=m)
+            nu = pm.Normal("spurious", mu=beta_centre[m], sigma=1.0)
             log_b = log_offset + basis @ coef + phi @ (beta * sqrt_psd)
             pm.Deterministic("background", pt.exp(log_b))
-            pm.Poisson("n", mu=pt.exp(log_b) + amp * template, observed=counts)
+            pm.Deterministic("gp_basis", phi * sqrt_psd)
+            pm.Poisson("n", mu=pt.exp(log_b) + (amp + spurious_size * nu) * template, observed=counts)
         return model
 
     def _compile(self) -> tuple[Any, Any, Any]:
@@ -172,19 +181,20 @@ class CompiledWindowModel:
         theta = pt.dvector("theta")
         values = {model.rvs_to_values[model[name]]: theta[sl] for name, sl in self.slices.items()}
         values[model.rvs_to_values[model["A"]]] = theta[0]
+        values[model.rvs_to_values[model["spurious"]]] = theta[self.n_params - 1]
         inputs = {name: pt.dvector(name) for name in ("t", "template", "log_offset", "counts", "beta_centre")}
-        scalars = {name: pt.dscalar(name) for name in ("eta", "lengthscale")}
+        scalars = {name: pt.dscalar(name) for name in ("eta", "lengthscale", "spurious_size")}
         basis = pt.dmatrix("legendre")
         givens = [(model[k], v) for k, v in inputs.items()]
         givens += [(model[k], v) for k, v in scalars.items()] + [(model["legendre"], basis)]
         logp = model.logp(jacobian=False)
-        (bkg,) = model.replace_rvs_by_values([model["background"]])
+        (bkg, gp_basis) = model.replace_rvs_by_values([model["background"], model["gp_basis"]])
         nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values,  # type: ignore[list-item]
                                                         strict=False)
         grad = pt.grad(nll, theta)
         hess = pytensor.gradient.jacobian(grad, theta, vectorize=True)
-        args = [theta, inputs["counts"], inputs["beta_centre"], inputs["t"], basis,
-                inputs["template"], inputs["log_offset"], scalars["eta"], scalars["lengthscale"]]
+        args = [theta, inputs["counts"], inputs["beta_centre"], inputs["t"], basis, inputs["template"],
+                inputs["log_offset"], scalars["eta"], scalars["lengthscale"], scalars["spurious_size"]]
         log.info("compiling the window model (%d parameters); the first compile takes a while", self.n_params)
         full = pytensor.function(args, [nll, grad, hess], givens=givens,  # type: ignore[list-item]
                                  on_unused_input="ignore",
@@ -192,15 +202,23 @@ class CompiledWindowModel:
         value = pytensor.function(args, nll, givens=givens, on_unused_input="ignore", trust_input=True)
         parts = pytensor.function(args[:1] + args[2:], bkg, givens=givens, on_unused_input="ignore",
                                   trust_input=True)
+        self._fn_gp_basis = pytensor.function([inputs["t"], scalars["eta"], scalars["lengthscale"]], gp_basis,
+                                              givens=givens, on_unused_input="ignore")
         return full, value, parts
 
     def arguments(self, window: Window, data: FitData) -> list[Any]:
         return [data.counts, data.aux, window.t, window.legendre, window.template, window.log_offset,
-                np.asarray(window.eta, dtype=float), np.asarray(window.lengthscale_t, dtype=float)]
+                np.asarray(window.eta, dtype=float), np.asarray(window.lengthscale_t, dtype=float),
+                np.asarray(window.spurious, dtype=float)]
+
+    def gp_basis(self, window: Window) -> FloatArray:
+        """The HSGP basis ``φ_j(t_i) √S(λ_j)`` of ``window`` (n_bins × m), from the PyMC graph."""
+        return np.asarray(self._fn_gp_basis(window.t, np.asarray(window.eta, dtype=float),
+                                            np.asarray(window.lengthscale_t, dtype=float)))
 
     def background(self, theta: FloatArray, window: Window, aux: FloatArray | None = None) -> FloatArray:
         """Expected background counts per bin of ``window`` at ``theta``."""
-        args = self.arguments(window, FitData(window.counts, np.zeros(self.settings.n_basis)))
+        args = self.arguments(window, FitData(window.counts, np.zeros(self.n_aux)))
         return np.asarray(self._fn_parts(theta, *args[1:]))
 
 
@@ -222,11 +240,13 @@ def make_window(
     settings: BackgroundSettings,
     range_lo: float,
     range_hi: float,
+    spurious: float = 0.0,
 ) -> Window:
     """Select the bins of the window around ``mass`` and build its fixed inputs.
 
     ``template`` is the full-spectrum signal template; it is cut to the window.
     The window is ``[mass - k σ, mass + k σ]`` clipped to ``[range_lo, range_hi]``.
+    ``spurious`` is the size S (events) of the spurious-signal nuisance (0: off).
     """
     centers = 0.5 * (edges[1:] + edges[:-1])
     lo, hi = mass - settings.window_sigmas * sigma, mass + settings.window_sigmas * sigma
@@ -249,8 +269,32 @@ def make_window(
         legendre=legendre.legvander(t, settings.poly_degree), template=np.asarray(template[idx], float),
         log_offset=np.log(widths / widths.mean()), eta=settings.eta,
         lengthscale_t=ell_u / (0.5 * (u_hi - u_lo)),
-        clipped_low=lo < range_lo, clipped_high=hi > range_hi,
+        clipped_low=lo < range_lo, clipped_high=hi > range_hi, spurious=float(spurious),
     )
+
+
+@dataclass(frozen=True)
+class LogLinearDesign:
+    """The window likelihood written out for vectorised fits.
+
+    With ``θ = (A, γ, ν)``, ``γ = (c, β)`` (the first ``n_free_basis`` entries of γ
+    unconstrained, the rest ``β ~ N(β⁰, 1)``), and ``ν ~ N(ν⁰, 1)``:
+
+        μ_i = exp(offset_i + Σ_k basis_ik γ_k) + (A + spurious·ν) T_i,
+        NLL = Σ_i [μ_i − n_i ln μ_i + ln n_i!] + ½ Σ (β − β⁰)² + ½ (ν − ν⁰)² + const.
+
+    This is the same function the compiled PyMC model evaluates (a test checks it).
+    """
+
+    offset: FloatArray
+    basis: FloatArray
+    template: FloatArray
+    n_free_basis: int
+    spurious: float
+
+    @property
+    def n_params(self) -> int:
+        return 1 + self.basis.shape[1] + 1
 
 
 class WindowObjective:
@@ -263,7 +307,7 @@ class WindowObjective:
         self.settings = settings
         self.model = compiled_model(settings.compile_key())
         self.n_params = self.model.n_params
-        self._beta = self.model.slices["beta"]
+        self._aux = slice(self.model.slices["beta"].start, self.n_params)
 
     def _args(self, data: FitData) -> list[Any]:
         return self.model.arguments(self.window, data)
@@ -287,13 +331,20 @@ class WindowObjective:
         return self.model.background(theta, self.window)
 
     def expected_counts(self, theta: FloatArray) -> FloatArray:
-        return self.background(theta) + theta[0] * self.window.template
+        signal = theta[0] + self.window.spurious * theta[-1]
+        return self.background(theta) + signal * self.window.template
 
     def aux_at(self, theta: FloatArray) -> FloatArray:
-        return np.array(theta[self._beta], dtype=float)
+        return np.array(theta[self._aux], dtype=float)
 
     def observed(self) -> FitData:
-        return FitData(self.window.counts, np.zeros(self.settings.n_basis))
+        return FitData(self.window.counts, np.zeros(self.model.n_aux))
+
+    def design(self) -> LogLinearDesign:
+        """The window likelihood in closed form, for vectorised (numpy) fits of many toys."""
+        w = self.window
+        return LogLinearDesign(offset=w.log_offset, basis=np.hstack([w.legendre, self.model.gp_basis(w)]),
+                               template=w.template, n_free_basis=w.legendre.shape[1], spurious=w.spurious)
 
     def initial(self, data: FitData) -> FloatArray:
         """Start from a weighted least-squares fit of ln(n + 1/2) by the Legendre mean, A = 0."""
@@ -303,7 +354,7 @@ class WindowObjective:
         coef, *_ = np.linalg.lstsq(w.legendre * weights[:, None], y * weights, rcond=None)
         theta = np.zeros(self.n_params)
         theta[self.model.slices["coef"]] = coef
-        theta[self._beta] = data.aux if len(data.aux) else 0.0
+        theta[self._aux] = data.aux if len(data.aux) else 0.0
         return theta
 
     def a_min(self, theta: FloatArray) -> float:

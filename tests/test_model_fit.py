@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.special import gammaln
@@ -41,14 +43,16 @@ def test_nll_matches_an_independent_numpy_likelihood(spectrum_2015: Spectrum) ->
     theta = obj.initial(obj.observed())
     theta[0] = 300.0
     theta[obj.model.slices["beta"]] = rng.normal(size=SETTINGS.n_basis)
-    aux = rng.normal(size=SETTINGS.n_basis) * 0.3
+    theta[-1] = 0.4
+    aux = rng.normal(size=SETTINGS.n_basis + 1) * 0.3
     basis = _hsgp_expquad(w.t, m=SETTINGS.n_basis, L=SETTINGS.c, eta=w.eta, ell=w.lengthscale_t)
     beta = theta[obj.model.slices["beta"]]
     log_b = w.log_offset + w.legendre @ theta[obj.model.slices["coef"]] + basis @ beta
     mu = np.exp(log_b) + theta[0] * w.template
     n = w.counts
-    expected = -np.sum(n * np.log(mu) - mu - gammaln(n + 1)) + 0.5 * np.sum((beta - aux) ** 2) \
-        + 0.5 * len(beta) * np.log(2 * np.pi)
+    constrained = np.append(beta, theta[-1])
+    expected = -np.sum(n * np.log(mu) - mu - gammaln(n + 1)) + 0.5 * np.sum((constrained - aux) ** 2) \
+        + 0.5 * len(constrained) * np.log(2 * np.pi)
     got = obj.nll(theta, FitData(n, aux))
     assert got == pytest.approx(expected, rel=1e-10)
     np.testing.assert_allclose(obj.expected_counts(theta), mu, rtol=1e-10)
@@ -107,3 +111,30 @@ def test_a_window_with_too_few_bins_is_an_input_error(spectrum_2015: Spectrum) -
 
     with pytest.raises(InputError, match="min_bins"):
         _objective(spectrum_2015, 0.0201, settings=BackgroundSettings(window_sigmas=0.5))
+
+
+def test_log_linear_design_is_the_compiled_likelihood(spectrum_2015: Spectrum) -> None:
+    obj = _objective(spectrum_2015, 0.07)
+    obj = WindowObjective(replace(obj.window, spurious=250.0), SETTINGS)
+    design = obj.design()
+    rng = np.random.default_rng(5)
+    theta = newton_fit(obj, obj.observed()).theta + rng.normal(size=obj.n_params) * 0.01
+    theta[0], theta[-1] = 400.0, -0.7
+    aux = rng.normal(size=SETTINGS.n_basis + 1) * 0.2
+    gamma = theta[1:-1]
+    mu = np.exp(design.offset + design.basis @ gamma) + (theta[0] + design.spurious * theta[-1]) * design.template
+    n = obj.window.counts
+    constrained = np.append(gamma[design.n_free_basis:], theta[-1])
+    nll = np.sum(mu - n * np.log(mu) + gammaln(n + 1)) + 0.5 * np.sum((constrained - aux) ** 2) \
+        + 0.5 * len(constrained) * np.log(2 * np.pi)
+    assert design.n_params == obj.n_params
+    assert obj.nll(theta, FitData(n, aux)) == pytest.approx(nll, rel=1e-10)
+
+
+def test_spurious_nuisance_widens_sigma_a_in_quadrature(spectrum_2015: Spectrum) -> None:
+    base = _objective(spectrum_2015, 0.05)
+    sigma_a = newton_fit(base, base.observed()).poi_error(base)
+    s_size = 0.5 * sigma_a
+    with_s = WindowObjective(replace(base.window, spurious=s_size), SETTINGS)
+    fit = newton_fit(with_s, with_s.observed())
+    assert fit.poi_error(with_s) == pytest.approx(np.hypot(sigma_a, s_size), rel=1e-3)
