@@ -180,3 +180,53 @@ class WindowFitArrays:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class CombinedResult:
+    """The combination of the datasets covering one mass (shared ε², per-dataset nuisances).
+
+    ``datasets`` names them joined by "+", in the order of ``k_factors`` (yield per
+    unit ε², A_d = ε²·K_d) and ``sigma_eps2_single`` (each dataset's own σ(ε²)).
+    """
+
+    mass: float
+    datasets: str
+    status: str = "ok"
+    message: str = ""
+    eps2_hat: float = NAN
+    sigma_eps2: float = NAN
+    q0: float = NAN
+    p0: float = NAN
+    Z: float = NAN
+    eps2_up: float = NAN
+    eps2_up_expected: tuple[float, ...] = field(default_factory=_nan5)
+    k_factors: tuple[float, ...] = ()
+    sigma_eps2_single: tuple[float, ...] = ()
+    method: str = "asymptotic"
+    config_hash: str = ""
+    version: str = ""
+    seconds: float = NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CombinedResult:
+        kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for key in ("eps2_up_expected", "k_factors", "sigma_eps2_single"):
+            value = kwargs.get(key, ())
+            if isinstance(value, str):
+                value = [float(v) for v in value.split(";") if v]
+            kwargs[key] = tuple(float(v) for v in value)
+        return cls(**kwargs)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for CSV/Parquet: the band as ``eps2_up_expected_m2 … _p2``, lists joined by ";"."""
+        row = self.to_dict()
+        band = row.pop("eps2_up_expected")
+        for n, v in zip(N_SIGMA_BAND, band, strict=True):
+            row[f"eps2_up_expected_{_band_suffix(n)}"] = v
+        for key in ("k_factors", "sigma_eps2_single"):
+            row[key] = ";".join(f"{v:.8g}" for v in row[key])
+        return row

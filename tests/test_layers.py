@@ -19,16 +19,22 @@ ALLOWED: dict[str, set[str]] = {
     "physics": {"io"},
     "demo": {"io", "physics"},
     "model": {"io", "physics"},
+    "posterior": {"io", "physics", "model", "results"},
+    "posterior_plots": {"results", "posterior"},
     "fit": {"model"},
     "stats": {"fit", "model"},
     "plots": {"results"},
     "settings": {"io", "physics", "demo", "model"},
-    "scan": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings"},
-    "tasks": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots"},
-    "app": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots", "tasks"},
+    "scan": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "posterior"},
+    "studies": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
+    "combine": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
+    "tasks": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots",
+              "studies", "posterior", "posterior_plots", "combine"},
+    "app": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots", "tasks",
+            "studies", "posterior", "posterior_plots", "combine"},
 }
 HEAVY = {"uproot": {"io"}, "pymc": {"model", "posterior"}, "pytensor": {"model", "fit", "posterior"},
-         "matplotlib": {"plots"}, "mplhep": {"plots"}, "hydra": {"app"}, "omegaconf": {"app"}}
+         "matplotlib": {"plots", "posterior_plots"}, "mplhep": {"plots", "posterior_plots"}, "hydra": {"app"}, "omegaconf": {"app"}}
 
 
 def _layer(path: Path) -> str:
