@@ -24,14 +24,15 @@ ALLOWED: dict[str, set[str]] = {
     "fit": {"model"},
     "stats": {"fit", "model"},
     "plots": {"results"},
+    "export": {"results"},
     "settings": {"io", "physics", "demo", "model"},
     "scan": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "posterior"},
     "studies": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "combine": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "tasks": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots",
-              "studies", "posterior", "posterior_plots", "combine"},
+              "studies", "posterior", "posterior_plots", "combine", "export"},
     "app": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots", "tasks",
-            "studies", "posterior", "posterior_plots", "combine"},
+            "studies", "posterior", "posterior_plots", "combine", "export"},
 }
 HEAVY = {"uproot": {"io"}, "pymc": {"model", "posterior"}, "pytensor": {"model", "fit", "posterior"},
          "matplotlib": {"plots", "posterior_plots"}, "mplhep": {"plots", "posterior_plots"}, "hydra": {"app"}, "omegaconf": {"app"}}
