@@ -9,7 +9,7 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test env lint bench
+.PHONY: demo test env lint bench bench-chunks
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), f"Python >= 3.12 needed, found {sys.version.split()[0]} (pyenv: a .python-version with 3.12 selects it)"'
@@ -32,3 +32,6 @@ lint: env
 
 bench: env
 	$(PY) benchmarks/bench_scan.py
+
+bench-chunks: env
+	$(PY) benchmarks/bench_chunks.py $(ARGS)

@@ -7,18 +7,32 @@ and hands off to one task function per ``task=`` choice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hps_bayes import tasks
 from hps_bayes.errors import ConfigError, HpsBayesError
-from hps_bayes.settings import AnalysisSettings, settings_from_mapping
+from hps_bayes.model import BackgroundSettings
+from hps_bayes.scan import ScanInterrupted
+from hps_bayes.settings import (
+    AnalysisSettings,
+    PlotSettings,
+    ScanSettings,
+    StatsSettings,
+    settings_from_mapping,
+)
 
 log = logging.getLogger("hps_bayes")
 
@@ -28,7 +42,13 @@ TASKS: dict[str, Callable[[AnalysisSettings, dict[str, Any], Path], Any]] = {
     "scan": tasks.task_scan,
     "test": tasks.task_test,
     "simulate": tasks.task_simulate,
+    "spurious": tasks.task_spurious,
+    "merge": tasks.task_merge,
+    "active": tasks.task_active,
+    "posterior": tasks.task_posterior,
+    "bands": tasks.task_bands,
 }
+SECTIONS = {"background": BackgroundSettings, "stats": StatsSettings, "scan": ScanSettings, "plots": PlotSettings}
 
 
 def load_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -48,7 +68,41 @@ def settings_from_config(cfg: DictConfig) -> AnalysisSettings:
     dataset = dict(plain["dataset"])
     dataset.pop("demo", None)
     plain["dataset"] = dataset
+    for section, cls in SECTIONS.items():
+        _check_types(section, cls, plain.get(section) or {})
     return settings_from_mapping(plain)
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether ``value`` (from YAML or the command line) fits the type hint ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(h, value) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (tuple, list):
+        inner = typing.get_args(hint)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(_accepts(inner[0], v) for v in value)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _check_types(section: str, cls: type, values: Mapping[str, Any]) -> None:
+    """Raise ConfigError naming ``section.key``, the value and the expected type."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in values and not _accepts(hints[f.name], values[f.name]):
+            hint = hints[f.name]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ConfigError(f"{section}.{f.name}={values[f.name]!r}: expected {expected} "
+                              f"(default {f.default!r}); fix the override or the config file")
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
@@ -57,22 +111,47 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in plain.items()}
 
 
-def _output_dir(cfg: DictConfig) -> Path:
-    if cfg.get("output_dir"):
-        return Path(str(cfg.output_dir))
-    return Path(HydraConfig.get().runtime.output_dir)
+def run_dir(cfg: DictConfig) -> Path:
+    """The run folder all results go to: ``run_dir`` if set, else Hydra's run folder
+    (``outputs/<date>/<time>``), or in a multirun the sweep folder shared by all its jobs."""
+    if cfg.get("run_dir"):
+        return Path(str(cfg.run_dir))
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return Path(str(hydra_cfg.sweep.dir))
+    return Path(hydra_cfg.runtime.output_dir)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> Any:
-    """Entry point of ``python -m hps_bayes``."""
+def hydra_main(cfg: DictConfig) -> Any:
+    """The Hydra task function: validate, run the task, turn package errors into exit codes."""
     np.seterr(all="ignore")
     name = str(cfg.task.name)
-    if name not in TASKS:
-        raise ConfigError(f"task={name!r} is not known; choose one of {sorted(TASKS)}")
     try:
+        if name not in TASKS:
+            raise ConfigError(f"task={name!r} is not known; choose one of {sorted(TASKS)}")
         settings = settings_from_config(cfg)
-        return TASKS[name](settings, _plain(cfg), _output_dir(cfg))
+        return TASKS[name](settings, _plain(cfg), run_dir(cfg))
+    except ScanInterrupted as exc:
+        log.error("%s", exc)
+        if callable(exc.previous_handler):  # under submitit: checkpoint and requeue (SIGUSR2)
+            exc.previous_handler(exc.signum, None)
+        raise SystemExit(128 + exc.signum) from exc
     except HpsBayesError as exc:
         log.error("%s", exc)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from exc
+
+
+def main() -> Any:
+    """Entry point of ``python -m hps_bayes``: configuration errors (unknown key, bad
+    override syntax, unknown config group option) exit with status 2 and a one-line message."""
+    from hydra.errors import HydraException
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let composition errors reach us, not exit(1)
+    try:
+        return hydra_main()
+    except HydraException as exc:
+        message = str(exc).strip().splitlines()
+        print(f"hps_bayes: configuration error: {' '.join(message)}", file=sys.stderr)
+        print("  see `python -m hps_bayes --help` for the config groups and keys", file=sys.stderr)
         raise SystemExit(2) from exc

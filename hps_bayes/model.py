@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -47,6 +48,11 @@ from hps_bayes.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 Kernel = Literal["expquad", "matern52", "matern32"]
+EdgeMode = Literal["shift", "clip"]
+SpuriousMode = Literal["off", "table"]
+
+#: Folder of the per-dataset spurious-signal tables ``spurious_<dataset>.csv``.
+SPURIOUS_DIR = Path(__file__).resolve().parent / "data"
 
 
 @dataclass(frozen=True)
@@ -61,20 +67,36 @@ class BackgroundSettings:
     kernel : GP covariance ("expquad", "matern52", "matern32").
     eta : GP amplitude η in units of ln(counts).
     lengthscale : GP lengthscale ℓ in units of σ(m)/m (the resolution in ln m).
-    window_sigmas : half-width k of the window in units of σ(m).
+    window_sigmas : half-width k of the window in units of σ(m); a value larger than the
+        range (e.g. 1000) fits the whole spectrum at every mass.
     min_bins : windows with fewer bins are not fitted.
+    edge : what happens where ``m ± k σ`` crosses the range end: ``"shift"`` keeps the full
+        width 2kσ inside the range (the mass sits off-centre; flagged only when the range is
+        narrower than the window), ``"clip"`` cuts the window at the range end (flagged).
+    spurious : ``"table"`` switches on the spurious-signal nuisance with the size measured by
+        ``task=spurious`` (``spurious_<dataset>.csv``); ``"off"`` leaves it out.
+    spurious_table : path of a table to use instead of the dataset's own ("" = the dataset's).
     """
 
     poly_degree: int = 10
     n_basis: int = 20
     c: float = 1.5
     kernel: Kernel = "expquad"
-    eta: float = 0.02
+    eta: float = 0.0
     lengthscale: float = 4.0
-    window_sigmas: float = 12.0
+    window_sigmas: float = 10.0
     min_bins: int = 15
+    edge: EdgeMode = "shift"
+    spurious: SpuriousMode = "table"
+    spurious_table: str = ""
 
     def __post_init__(self) -> None:
+        if self.edge not in ("shift", "clip"):
+            raise ConfigError(f"background.edge={self.edge!r}: use 'shift' (full-width window kept inside "
+                              f"the range) or 'clip' (window cut at the range end)")
+        if self.spurious not in ("off", "table"):
+            raise ConfigError(f"background.spurious={self.spurious!r}: use 'off' or 'table' (the measured "
+                              f"spurious signal of task=spurious as a constrained nuisance)")
         if self.poly_degree < 0 or self.poly_degree > 15:
             raise ConfigError(f"background.poly_degree={self.poly_degree}: use 0..15")
         if self.n_basis < 1:
@@ -230,6 +252,24 @@ def compiled_model(settings_key: tuple[int, int, float, str]) -> CompiledWindowM
                                                   kernel=kernel))  # type: ignore[arg-type]
 
 
+def window_bounds(mass: float, half_width: float, range_lo: float, range_hi: float, *,
+                  edge: EdgeMode) -> tuple[float, float, bool, bool]:
+    """``(lo, hi, clipped_low, clipped_high)`` of the window ``mass ± half_width`` in the range.
+
+    ``edge="shift"`` moves a window that crosses a range end inward so that it keeps
+    its full width (``mass`` then sits off-centre); only a window wider than the range
+    is cut, and flagged.  ``edge="clip"`` cuts it at the range end, flagged.
+    """
+    lo, hi = mass - half_width, mass + half_width
+    if edge == "shift" and hi - lo < range_hi - range_lo:
+        if lo < range_lo:
+            lo, hi = range_lo, range_lo + 2.0 * half_width
+        elif hi > range_hi:
+            lo, hi = range_hi - 2.0 * half_width, range_hi
+    clipped_low, clipped_high = lo < range_lo, hi > range_hi
+    return max(lo, range_lo), min(hi, range_hi), clipped_low, clipped_high
+
+
 def make_window(
     edges: FloatArray,
     counts: FloatArray,
@@ -245,12 +285,14 @@ def make_window(
     """Select the bins of the window around ``mass`` and build its fixed inputs.
 
     ``template`` is the full-spectrum signal template; it is cut to the window.
-    The window is ``[mass - k σ, mass + k σ]`` clipped to ``[range_lo, range_hi]``.
+    The window is ``[mass - k σ, mass + k σ]`` inside ``[range_lo, range_hi]``,
+    shifted or clipped at the range ends as ``settings.edge`` says (:func:`window_bounds`).
     ``spurious`` is the size S (events) of the spurious-signal nuisance (0: off).
     """
     centers = 0.5 * (edges[1:] + edges[:-1])
-    lo, hi = mass - settings.window_sigmas * sigma, mass + settings.window_sigmas * sigma
-    sel = (centers >= max(lo, range_lo)) & (centers <= min(hi, range_hi))
+    lo, hi, clipped_low, clipped_high = window_bounds(mass, settings.window_sigmas * sigma, range_lo,
+                                                      range_hi, edge=settings.edge)
+    sel = (centers >= lo) & (centers <= hi)
     idx = np.flatnonzero(sel)
     if len(idx) < settings.min_bins:
         raise InputError(
@@ -269,8 +311,65 @@ def make_window(
         legendre=legendre.legvander(t, settings.poly_degree), template=np.asarray(template[idx], float),
         log_offset=np.log(widths / widths.mean()), eta=settings.eta,
         lengthscale_t=ell_u / (0.5 * (u_hi - u_lo)),
-        clipped_low=lo < range_lo, clipped_high=hi > range_hi, spurious=float(spurious),
+        clipped_low=clipped_low, clipped_high=clipped_high, spurious=float(spurious),
     )
+
+
+# --------------------------------------------------------------------------- spurious-signal nuisance
+
+
+@dataclass(frozen=True)
+class SpuriousTable:
+    """The measured spurious signal S(m) relative to the background under the signal.
+
+    ``relative[k]`` is S / (ρ(m) σ(m)) at ``mass[k]`` (GeV): the spurious yield in units
+    of the background events per σ(m) of mass, so that the table carries over to spectra
+    with other event counts (a shape mismatch scales with the background, not with √B).
+    Linear interpolation in mass, constant beyond the ends.
+    """
+
+    mass: FloatArray
+    relative: FloatArray
+    source: str = ""
+
+    def __call__(self, mass: float) -> float:
+        return float(np.interp(mass, self.mass, self.relative))
+
+
+def spurious_table_path(dataset: str, table: str = "") -> Path:
+    """The table file: ``table`` if given, else ``hps_bayes/data/spurious_<dataset>.csv``."""
+    return Path(table) if table else SPURIOUS_DIR / f"spurious_{dataset}.csv"
+
+
+@functools.lru_cache(maxsize=16)
+def load_spurious_table(path: str) -> SpuriousTable:
+    """Read a table written by ``task=spurious`` (columns ``mass_gev, spurious_rel``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"spurious-signal table {file} not found; run `python -m hps_bayes task=spurious "
+            f"task.write_table=true dataset=...` to make it, set background.spurious_table=<file>, "
+            f"or background.spurious=off"
+        )
+    lines = [ln for ln in file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    try:
+        data = np.array([[float(v) for v in ln.split(",")[:2]] for ln in lines[1:]], dtype=float).reshape(-1, 2)
+    except ValueError as exc:
+        raise ConfigError(f"{file}: unreadable spurious-signal table ({exc})") from exc
+    if data.shape[1] < 2 or len(data) < 1 or not np.all(np.diff(data[:, 0]) > 0) or np.any(data[:, 1] < 0):
+        raise ConfigError(f"{file}: need columns mass_gev (increasing), spurious_rel (>= 0)")
+    return SpuriousTable(mass=data[:, 0], relative=data[:, 1], source=str(file))
+
+
+def with_spurious(window: Window, table: SpuriousTable) -> Window:
+    """``window`` with its spurious-signal size S = table(m) · ρ(m) σ(m).
+
+    ρ(m) is the template-weighted density (counts/GeV) of the window's observed counts,
+    ``Σ_i (n_i/w_i) T_i / Σ_i T_i``.
+    """
+    tpl = window.template
+    rho = float(np.sum(window.counts / window.widths * tpl) / np.sum(tpl))
+    return replace(window, spurious=table(window.mass) * rho * window.sigma)
 
 
 @dataclass(frozen=True)
@@ -363,3 +462,87 @@ class WindowObjective:
         tpl = self.window.template
         pos = tpl > 0
         return float(-np.min(b[pos] / tpl[pos])) if pos.any() else -np.inf
+
+    # --- batched evaluation of many data sets (hps_bayes.fit.BatchObjective), numpy on design() ---
+    @functools.cached_property
+    def _batch_design(self) -> tuple[LogLinearDesign, float]:
+        """The closed-form design and the NLL constant ½ q ln 2π of the q constrained nuisances."""
+        return self.design(), 0.5 * self.model.n_aux * float(np.log(2.0 * np.pi))
+
+    def _batch_parts(self, thetas: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """exp-part e (K, n), total signal strength A + S·ν (K,), expected counts μ (K, n)."""
+        d, _ = self._batch_design
+        e = np.exp(d.offset + thetas[:, 1:-1] @ d.basis.T)
+        strength = thetas[:, 0] + d.spurious * thetas[:, -1]
+        return e, strength, e + strength[:, None] * d.template
+
+    def expected_counts_batch(self, thetas: FloatArray) -> FloatArray:
+        """Expected counts per row, shape (K, n)."""
+        return self._batch_parts(np.atleast_2d(thetas))[2]
+
+    def nll_batch(self, thetas: FloatArray, counts: FloatArray, aux: FloatArray) -> FloatArray:
+        """The compiled NLL (incl. ln n! and the Gaussian normalisations) per row; ``inf`` where μ ≤ 0."""
+        return self._nll_batch(thetas, counts, aux, self._batch_parts(thetas)[2])
+
+    def _nll_batch(self, thetas: FloatArray, counts: FloatArray, aux: FloatArray, mu: FloatArray) -> FloatArray:
+        d, const = self._batch_design
+        ok = np.all(mu > 0, axis=1)
+        log_mu = np.log(np.where(mu > 0, mu, 1.0))
+        z = thetas[:, 1 + d.n_free_basis:] - aux
+        f = np.sum(mu - counts * log_mu, axis=1) + 0.5 * np.sum(z * z, axis=1) + const
+        return np.where(ok, f + self._log_factorial_sum(counts), np.inf)
+
+    def nll_grad_batch(self, thetas: FloatArray, counts: FloatArray,
+                       aux: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """NLL (K,) and gradient (K, p): with w = 1 − n/μ, ∂/∂A = Σ w T, ∂/∂γ = Bᵀ(w e) (+ γ − γ⁰ where
+        constrained), ∂/∂ν = S Σ w T + ν − ν⁰."""
+        d, _ = self._batch_design
+        e, _, mu = self._batch_parts(thetas)
+        f = self._nll_batch(thetas, counts, aux, mu)
+        w = 1.0 - counts / np.where(np.isfinite(f)[:, None], mu, np.nan)
+        grad = np.empty_like(thetas)
+        grad[:, 0] = w @ d.template
+        grad[:, 1:-1] = (w * e) @ d.basis
+        grad[:, -1] = d.spurious * grad[:, 0]
+        grad[:, 1 + d.n_free_basis:] += thetas[:, 1 + d.n_free_basis:] - aux
+        return f, grad
+
+    def nll_grad_hess_batch(self, thetas: FloatArray, counts: FloatArray,
+                            aux: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """NLL, gradient and Hessian per row: H = Jᵀ diag(n/μ²) J + Bᵀ diag(w e) B (γγ block) + I
+        (constrained), J = ∂μ/∂θ = (T, e·B, S·T)."""
+        d, _ = self._batch_design
+        f, grad = self.nll_grad_batch(thetas, counts, aux)
+        e, _, mu = self._batch_parts(thetas)
+        mu = np.where(np.isfinite(f)[:, None], mu, np.nan)
+        c, w = counts / mu**2, 1.0 - counts / mu
+        jac = np.empty(mu.shape + (thetas.shape[1],))
+        jac[:, :, 0] = d.template
+        jac[:, :, 1:-1] = e[:, :, None] * d.basis[None]
+        jac[:, :, -1] = d.spurious * d.template
+        hess = np.swapaxes(jac * c[:, :, None], 1, 2) @ jac
+        hess[:, 1:-1, 1:-1] += np.swapaxes(d.basis[None] * (w * e)[:, :, None], 1, 2) @ d.basis
+        idx = np.arange(1 + d.n_free_basis, thetas.shape[1])
+        hess[:, idx, idx] += 1.0
+        return f, grad, hess
+
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4)
+    def _log_factorial_table(size: int) -> FloatArray:
+        from scipy.special import gammaln
+
+        return np.asarray(gammaln(np.arange(size) + 1.0))
+
+    @staticmethod
+    def _log_factorial_sum(counts: FloatArray) -> FloatArray:
+        """Σ_i ln n_i! per row: a table lookup for integer counts (toys), ``gammaln`` otherwise (Asimov)."""
+        from scipy.special import gammaln
+
+        top = float(counts.max(initial=0.0))
+        if top < 2**20:
+            as_int = counts.astype(np.int64)
+            if np.array_equal(as_int, counts):
+                size = 1 << max(int(top).bit_length(), 8)
+                return np.asarray(WindowObjective._log_factorial_table(size)[as_int].sum(axis=1))
+        return np.asarray(gammaln(counts + 1.0).sum(axis=1))

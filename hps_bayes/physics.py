@@ -229,14 +229,23 @@ def load_preset(name: str) -> DatasetPreset:
         If no such file exists (the message lists the available presets) or
         its content is not a valid preset.
     """
+    return preset_from_mapping(_read_preset_file(_preset_file(name)))
+
+
+def _read_preset_file(path: Path) -> dict[str, Any]:
+    """The mapping in a preset file, with a Hydra ``defaults:`` list of other presets merged in."""
     import yaml  # PyYAML: a dependency of Hydra/OmegaConf, only needed here
 
-    path = _preset_file(name)
     with path.open(encoding="utf-8") as stream:
         data = yaml.safe_load(stream)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path} must hold a mapping of preset keys, got {type(data).__name__}")
-    return preset_from_mapping(data)
+    merged: dict[str, Any] = {}
+    for base in data.get("defaults", []):
+        if base != "_self_":
+            merged.update(_read_preset_file(_preset_file(str(base))))
+    merged.update({k: v for k, v in data.items() if k != "defaults"})
+    return merged
 
 
 # --------------------------------------------------------------------------- resolution, f_rad

@@ -48,8 +48,10 @@ __all__ = [
     "plot_blind_ul",
     "plot_eps2_limits",
     "plot_fit_full",
+    "plot_limit_bands",
     "plot_p0",
     "plot_s_over_b_ul",
+    "plot_spurious",
     "plot_z_distribution",
 ]
 
@@ -538,4 +540,81 @@ def plot_s_over_b_ul(arrays: WindowFitArrays, path: str | Path) -> Path:
         ax.legend(loc="upper right", fontsize=16)
         _info_box(ax, [f"$A_{{up}}$ = {arrays.A_up:.4g} events"])
         _header(ax, arrays.dataset)
+        return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# spurious-signal study (task=spurious)
+# --------------------------------------------------------------------------------------------
+def plot_spurious(frame: pd.DataFrame, path: str | Path, *, dataset_label: str, band: float = 0.2) -> Path:
+    """Mean Â/σ_A of background-only toys vs mass per truth shape, with the ±``band`` criterion.
+
+    Upper panel: the toys' mean Â/σ_A with its error (width/√N) as points and the
+    noise-free fit (expected counts) as a line, per shape; lower panel: the width of
+    Â/σ_A with the 0.9–1.1 band.  Columns as written by ``hps_bayes.studies``.
+    """
+    ok = frame[frame.status == "ok"]
+    if ok.empty:
+        raise InputError(f"no successful cells to plot for {dataset_label}")
+    with _hep_figure((12.0, 10.0), {"left": 0.12, "right": 0.97, "bottom": 0.09, "top": 0.94}) as fig:
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1], "hspace": 0.05})
+        for ax, lo, hi in ((top, -band, band), (bottom, 0.9, 1.1)):
+            ax.axhspan(lo, hi, color="#d0d0d0", alpha=0.6, lw=0)
+        for i, (shape, group) in enumerate(ok.groupby("shape")):
+            color = f"C{i}"
+            mass = group.mass.to_numpy() * 1e3
+            err = group.width_z.to_numpy() / np.sqrt(group.n_toys.to_numpy())
+            top.errorbar(mass, group.mean_z, yerr=err, fmt="o", ms=4, color=color, label=f"{shape}: toys")
+            top.plot(mass, group.asimov_z, "-", color=color, lw=1.5, label=f"{shape}: noise-free")
+            bottom.plot(mass, group.width_z, "o-", ms=3, lw=1, color=color)
+        top.set_ylabel(r"$\hat{A}/\sigma_A$")
+        bottom.set_ylabel(r"width of $\hat{A}/\sigma_A$")
+        bottom.set_xlabel(MASS_LABEL)
+        top.legend(fontsize=12, ncol=3, loc="upper left")
+        lim = max(0.5, float(np.nanmax(np.abs(np.r_[ok.mean_z, ok.asimov_z]))) * 1.3)
+        top.set_ylim(-lim, lim * 1.4)
+        _header(top, dataset_label, "spurious signal")
+        return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# public: toy vs asymptotic expected-limit bands (task=bands)
+# --------------------------------------------------------------------------------------------
+_ASYM_COLOR = "#1f4fbf"
+
+
+def _draw_asymptotic_band(ax: Axes, curve: _LimitCurve) -> None:
+    """The asymptotic expected median (dashed), ±1σ/±2σ edges (dotted) and observed limit (thin), in blue."""
+    m, exp = curve.mass_mev, curve.expected
+    ax.plot(m, exp[2], color=_ASYM_COLOR, ls="--", lw=1.8, label="Asymptotic expected median")
+    for n, lw in ((1, 1.4), (0, 1.0)):
+        ax.plot(m, exp[n], color=_ASYM_COLOR, ls=":", lw=lw, label=r"Asymptotic $\pm 1\sigma$, $\pm 2\sigma$"
+                if n == 1 else None)
+        ax.plot(m, exp[4 - n], color=_ASYM_COLOR, ls=":", lw=lw)
+    ax.plot(m, curve.observed, color=_ASYM_COLOR, ls="-", lw=1.2, label="Asymptotic observed")
+
+
+def plot_limit_bands(toys: pd.DataFrame, asymptotic: pd.DataFrame, path: str | Path, *,
+                     quantity: Literal["A_up", "eps2_up"], dataset_label: str) -> Path:
+    """Toy-based Brazil band with the observed (toy) limit, and the asymptotic band drawn over it.
+
+    Parameters
+    ----------
+    toys, asymptotic : :func:`~hps_bayes.results.results_frame` tables of one dataset computed with
+        ``stats.method=toys`` and ``asymptotic`` on the same masses (``task=bands``).
+    path : where to write (``.png`` or ``.pdf``).
+    quantity : ``"A_up"`` (signal yield, events) or ``"eps2_up"`` (ε²).
+    dataset_label : shown above the axes.
+    """
+    curve, asym = _limit_curve(toys, quantity, dataset_label), _limit_curve(asymptotic, quantity, dataset_label)
+    n_toys = int(toys["n_toys"].max()) if "n_toys" in toys.columns and len(toys) else 0
+    ylabel = "A upper limit (95% CL) [events]" if quantity == "A_up" else r"$\epsilon^{2}$ upper limit (95% CL)"
+    fallback = (2.0, 3e5) if quantity == "A_up" else (2e-7, 3e-3)
+    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+        ax = fig.subplots()
+        _draw_brazil(ax, curve, observed_label=f"Observed 95% CL limit (toys, {n_toys} per ensemble)")
+        _draw_asymptotic_band(ax, asym)
+        _draw_limit_axes(ax, curve, ylabel=ylabel, extra=[asym.observed, asym.expected], fallback=fallback,
+                         title="Expected bands: toys (filled), asymptotic (blue)")
+        _header(ax, dataset_label)
         return _save(fig, path)

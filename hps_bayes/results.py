@@ -28,7 +28,8 @@ def _nan5() -> tuple[float, ...]:
 class MassPointResult:
     """Everything computed for one (dataset, mass) point.
 
-    ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
+    ``A_up_error`` is the Monte Carlo uncertainty of a toy limit ``A_up`` (σ(CLs) over the CLs slope
+    at the limit; NaN for asymptotic limits).  ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
     N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``status`` is
     "ok" when every fit converged and the limit search closed; otherwise a
     short reason, and ``message`` says more.
@@ -47,6 +48,7 @@ class MassPointResult:
     p0: float = NAN
     Z: float = NAN
     A_up: float = NAN
+    A_up_error: float = NAN
     A_up_expected: tuple[float, ...] = field(default_factory=_nan5)
     eps2_up: float = NAN
     eps2_up_expected: tuple[float, ...] = field(default_factory=_nan5)

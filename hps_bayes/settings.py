@@ -24,11 +24,19 @@ Method = Literal["asymptotic", "toys"]
 
 @dataclass(frozen=True)
 class StatsSettings:
-    """How limits and significances are computed."""
+    """How limits and significances are computed.
+
+    ``lee_toys`` > 0: after a (one-chunk) scan, that many background-only toy scans give the
+    global significance of the largest local excess (:func:`hps_bayes.scan.toy_scans`,
+    :mod:`hps_bayes.stats.lee`); ``lee_c0`` is the Gross–Vitells upcrossing level (Z units).
+    Neither changes a mass point's numbers (they are not part of the config hash).
+    """
 
     method: Method = "asymptotic"
     alpha: float = 0.05
     n_toys: int = 0
+    lee_toys: int = 0
+    lee_c0: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in ("asymptotic", "toys"):
@@ -37,6 +45,9 @@ class StatsSettings:
             raise ConfigError(f"stats.alpha={self.alpha}: use 0 < alpha < 0.5 (0.05 for 95% CL)")
         if self.n_toys < 0:
             raise ConfigError(f"stats.n_toys={self.n_toys}: must be >= 0")
+        if self.lee_toys < 0 or self.lee_c0 < 0:
+            raise ConfigError(f"stats.lee_toys={self.lee_toys}, stats.lee_c0={self.lee_c0}: both must be >= 0 "
+                              "(lee_toys=0 switches the look-elsewhere toy scans off; lee_c0 ~ 0.5-1)")
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,8 @@ class AnalysisSettings:
         d = self.to_dict()
         d.pop("plots")
         d["scan"] = {}
+        for key in ("lee_toys", "lee_c0"):  # scan-level look-elsewhere: no point's numbers change
+            d["stats"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -6,45 +6,86 @@ task-specific keys) and the run folder.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hps_bayes.demo import write_demo_file
-from hps_bayes.errors import InputError
-from hps_bayes.io import Spectrum, check_analysable, load_spectrum, validate_spectrum, write_validation_report
-from hps_bayes.results import MassPointResult, mass_label, write_table
+from hps_bayes.errors import ConfigError, HpsBayesError, InputError
+from hps_bayes.io import Spectrum, check_analysable, load_spectrum, validate_spectrum
+from hps_bayes.results import MassPointResult, mass_label, read_json, write_json, write_table
 from hps_bayes.scan import (
+    ScanInterrupted,
+    check_mass,
     chunk_of,
+    chunk_seeds,
+    collect_points,
+    job_provenance,
     mass_grid,
     point_path,
     prepare_spectrum,
     run_scan,
     window_fit_arrays,
+    write_run_manifest,
 )
-from hps_bayes.settings import AnalysisSettings
+from hps_bayes.settings import AnalysisSettings, settings_from_mapping
 
 log = logging.getLogger("hps_bayes")
 
 PUBLISHED_2015 = Path(__file__).resolve().parent / "data" / "hps2015_published_limit.csv"
 
 
+class IncompleteRunError(HpsBayesError):
+    """``task=merge task.strict=true`` found missing or failed mass points."""
+
+    exit_code = 3
+
+
 def _demo_options(cfg: dict[str, Any]) -> dict[str, Any]:
     return dict(cfg.get("dataset", {}).get("demo") or {})
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<path>.lock``: chunks of one run share its files."""
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_input(settings: AnalysisSettings, cfg: dict[str, Any]) -> Path:
-    """The dataset's ROOT file; the demo spectrum is generated on first use."""
+    """The dataset's ROOT file; the demo spectrum is generated on first use (once, if chunks race)."""
     path = Path(settings.dataset.path)
     demo = _demo_options(cfg)
-    if not path.exists() and demo and settings.dataset.name == "demo":
-        log.info("demo spectrum %s not found: generating it (seed %s)", path, demo.get("seed"))
-        write_demo_file(path, settings.dataset, n_events=int(demo["n_events"]), seed=int(demo["seed"]),
-                        signal_mass=demo.get("signal_mass"), signal_yield=float(demo.get("signal_yield") or 0),
-                        shape=demo.get("shape"))
+    if path.exists() or not demo or settings.dataset.name != "demo":
+        return path
+    with _locked(path):
+        if not path.exists():
+            log.info("demo spectrum %s not found: generating it (seed %s)", path, demo.get("seed"))
+            write_demo_file(path, settings.dataset, n_events=int(demo["n_events"]), seed=int(demo["seed"]),
+                            signal_mass=demo.get("signal_mass"), signal_yield=float(demo.get("signal_yield") or 0),
+                            shape=demo.get("shape"))
     return path
+
+
+def _record_validation(out: Path, name: str, report: dict[str, Any]) -> None:
+    """Add this dataset's entry to ``validation_report.json`` (chunks and datasets share the file)."""
+    path = out / "validation_report.json"
+    with _locked(path):
+        reports = read_json(path) if path.exists() else {}
+        reports[name] = report
+        write_json(path, reports)
 
 
 def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Spectrum:
@@ -56,38 +97,133 @@ def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
         spectrum = load_spectrum(path, settings.dataset.hist_name)
     except InputError as exc:
         report.update(histogram_found=False, ok=False, problems=[str(exc)])
-        write_validation_report(out / "validation_report.json", {settings.dataset.name: report})
+        _record_validation(out, settings.dataset.name, report)
         raise
     report.update(histogram_found=True, **validate_spectrum(spectrum, mass_range=settings.dataset.mass_range))
-    write_validation_report(out / "validation_report.json", {settings.dataset.name: report})
+    _record_validation(out, settings.dataset.name, report)
     check_analysable(report)
     return spectrum
 
 
+def chunk_provenance(settings: AnalysisSettings) -> dict[str, Any]:
+    """This chunk's place in the run and its seed (``SeedSequence(seed).spawn(n_chunks)[chunk]``)."""
+    scan = settings.scan
+    return {"chunk": scan.chunk, "n_chunks": scan.n_chunks, "base_seed": settings.seed,
+            "chunk_seed": chunk_seeds(settings.seed, scan.n_chunks)[scan.chunk]}
+
+
+def _chunk_table(settings: AnalysisSettings) -> str:
+    scan = settings.scan
+    if scan.n_chunks == 1:
+        return "results_single.csv"
+    return f"results_chunk{scan.chunk}_{settings.dataset.name}.csv"
+
+
+def _flush_chunk(frame: Any, settings: AnalysisSettings, out: Path, info: dict[str, Any], *,
+                 state: str) -> None:
+    """The chunk's table and ``chunks/<dataset>_chunk<k>.json`` (counts, SLURM job ids, state)."""
+    write_table(out / _chunk_table(settings), frame)
+    n_bad = int((frame.status != "ok").sum()) if len(frame) else 0
+    write_json(out / "chunks" / f"{settings.dataset.name}_chunk{settings.scan.chunk}.json", {
+        **info, **job_provenance(), "state": state, "table": _chunk_table(settings), "n_done": len(frame),
+        "n_failed": n_bad, "computed": int(frame.attrs.get("computed", 0)),
+        "reused": int(frame.attrs.get("reused", 0))})
+
+
 def task_scan(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
-    """Scan the mass grid: ``results_single.csv``, per-mass ``numbers.json``, plots."""
+    """Scan the grid (or chunk ``scan.chunk`` of ``scan.n_chunks``) into the run folder ``out``.
+
+    One chunk: ``results_single.csv`` and summary plots; several: ``results_chunk<k>_<dataset>.csv``
+    (``task=merge`` then collects the run).  Per mass: ``m030MeV/<dataset>/numbers.json``.
+    """
     spectrum = load_validated(settings, cfg, out)
     masses = chunk_of(mass_grid(settings), settings.scan.n_chunks, settings.scan.chunk)
-    log.info("scanning %d masses of dataset %s (%.1f-%.1f MeV) into %s", len(masses),
-             settings.dataset.name, masses[0] * 1e3, masses[-1] * 1e3, out)
-    frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out)
-    write_table(out / "results_single.csv", frame)
-    _summary_plots(frame, settings, out)
+    info = chunk_provenance(settings)
+    write_run_manifest(out, settings)
+    log.info("chunk %d/%d: scanning %d masses of dataset %s (%.1f-%.1f MeV) into %s", settings.scan.chunk + 1,
+             settings.scan.n_chunks, len(masses), settings.dataset.name, masses[0] * 1e3, masses[-1] * 1e3, out)
+    try:
+        frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, provenance=info,
+                         handle_signals=True)
+    except ScanInterrupted as exc:
+        _flush_chunk(exc.frame, settings, out, info, state="interrupted")
+        raise
+    _flush_chunk(frame, settings, out, info, state="done")
+    log.info("%d mass points computed, %d reused from an earlier run", frame.attrs["computed"],
+             frame.attrs["reused"])
+    if settings.scan.n_chunks == 1:
+        _summary_plots(frame, settings, out)
     _per_mass_plots(spectrum, frame, settings, out)
     _log_summary(frame)
+    _look_elsewhere(spectrum, frame, settings, out)
     return frame
 
 
 def task_test(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> MassPointResult:
     """One mass point (``mass=0.030``): fit, significance, limits; printed and saved."""
     if cfg.get("mass") is None:
-        raise InputError("task=test needs a mass in GeV, e.g. `python -m hps_bayes task=test mass=0.030`")
+        raise ConfigError("task=test needs a mass in GeV, e.g. `python -m hps_bayes task=test mass=0.030`")
     spectrum = load_validated(settings, cfg, out)
-    frame = run_scan(spectrum, config=settings, masses=[float(cfg["mass"])], out_dir=out, progress=False)
+    mass = float(cfg["mass"])
+    check_mass(spectrum, mass, settings)
+    frame = run_scan(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
+                     provenance={"task": "test"}, handle_signals=True)
     result = MassPointResult.from_dict(_row_to_result(frame.iloc[0].to_dict()))
     _per_mass_plots(spectrum, frame, settings, out, force=True)
     _print_result(result)
     return result
+
+
+def run_settings(run_dir: Path, settings: AnalysisSettings) -> list[AnalysisSettings]:
+    """The settings of every scan recorded in ``run_dir`` (``scan_<dataset>.json``), else the configured one.
+
+    The run's own settings define its grid and config hash; plots follow the current config.
+    """
+    found = []
+    for path in sorted(run_dir.glob("scan_*.json")):
+        recorded = settings_from_mapping(read_json(path)["settings"])
+        found.append(replace(recorded, plots=settings.plots))
+    if not found:
+        log.warning("no scan_<dataset>.json in %s: merging the configured grid of dataset %s", run_dir,
+                    settings.dataset.name)
+    return found or [settings]
+
+
+def task_merge(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Collect a chunked run's ``numbers.json`` into ``results_single.csv``, summary plots and
+    ``merge_report.json``; missing and failed points are reported (an error with ``task.strict=true``)."""
+    import pandas as pd
+
+    if not cfg.get("run_dir") or not out.is_dir():
+        raise ConfigError(f"task=merge needs the folder of the run to merge, e.g. run_dir=multirun/2026-01-31/"
+                          f"12-00-00; got run_dir={cfg.get('run_dir')!r}" + ("" if out.is_dir() else " (not found)"))
+    frames, reports = [], []
+    for run in run_settings(out, settings):
+        frame, report = collect_points(out, run)
+        frames.append(frame)
+        reports.append(report)
+        _summary_plots(frame, run, out)
+        _log_merge(report)
+    merged = pd.concat(frames, ignore_index=True)
+    write_table(out / "results_single.csv", merged)
+    complete = all(r["complete"] for r in reports)
+    write_json(out / "merge_report.json", {"run_dir": str(out), "complete": complete, "datasets": reports})
+    log.info("merged %d mass points into %s (%s)", len(merged), out / "results_single.csv",
+             "complete" if complete else "INCOMPLETE: rerun the scan command to fill the gaps")
+    if not complete and (cfg.get("task") or {}).get("strict"):
+        raise IncompleteRunError(f"run {out} is incomplete (task.strict=true): see merge_report.json")
+    return merged
+
+
+def _log_merge(report: dict[str, Any]) -> None:
+    log.info("dataset %s: %d of %d mass points ok, %d missing, %d failed", report["dataset"], report["n_ok"],
+             report["n_points"], report["n_missing"], report["n_failed"])
+    if report["missing"] or report["stale"]:
+        masses = ", ".join(f"{m * 1e3:.2f}" for m in report["missing"] + report["stale"])
+        log.warning("dataset %s: missing mass points [MeV]: %s", report["dataset"], masses)
+    for bad in report["failed"]:
+        log.warning("dataset %s: m=%.2f MeV failed: %s (%s)", report["dataset"], bad["mass"] * 1e3,
+                    bad["status"], bad["message"])
 
 
 def task_simulate(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Path:
@@ -131,13 +267,15 @@ def _summary_plots(frame: Any, settings: AnalysisSettings, out: Path) -> None:
 
 def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, out: Path, *,
                     force: bool = False) -> None:
+    wanted = {round(m, 7) for m in settings.plots.per_mass_masses}
+    rows = [row for row in frame.itertuples() if row.status == "ok"
+            and (force or settings.plots.per_mass or round(row.mass, 7) in wanted)]
+    if not rows:
+        return  # matplotlib is not even imported (a second off every chunk's start)
     from hps_bayes import plots
 
-    wanted = {round(m, 7) for m in settings.plots.per_mass_masses}
     spec = prepare_spectrum(spectrum, settings)
-    for row in frame.itertuples():
-        if not (force or settings.plots.per_mass or round(row.mass, 7) in wanted) or row.status != "ok":
-            continue
+    for row in rows:
         result = MassPointResult.from_dict(_row_to_result(dict(row._asdict())))
         arrays = window_fit_arrays(spec, result, settings)
         folder = point_path(out, result, settings.dataset.name).parent
@@ -175,3 +313,166 @@ def _print_result(r: MassPointResult) -> None:
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
+
+
+def task_spurious(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Spurious-signal study (``hps_bayes.studies``): ``spurious.csv``, summary, plot, S(m) table."""
+    from hps_bayes import plots, studies
+    from hps_bayes.model import spurious_table_path
+    from hps_bayes.results import write_json
+
+    task = cfg.get("task", {})
+    data = load_validated(settings, cfg, out) if task.get("reference", "demo") == "data" else None
+    families = [f for f in task.get("families", studies.FAMILIES) if data is None or f != "demo"]
+    reference = studies.reference_spectrum(settings, _demo_options(cfg), data)
+    frame, summary = studies.run_spurious(
+        settings, reference, families=families, n_toys=int(task.get("n_toys", 100)),
+        step=float(task.get("step", 0.002)), seed=settings.seed, inject_sigmas=float(task.get("inject_sigmas", 5.0)),
+        edge_sigmas=task.get("edge_sigmas"))
+    name = settings.dataset.name
+    write_table(out / "spurious.csv", frame)
+    write_json(out / "spurious_summary.json", {"summary": summary, "settings": settings.to_dict(), "task": task})
+    plots.plot_spurious(frame, out / f"spurious_{name}.{settings.plots.format}", dataset_label=f"HPS {name}")
+    masses, relative = studies.spurious_relative(frame)
+    note = f"S/(rho sigma) from task=spurious on {name} (config {settings.config_hash()}, {task.get('n_toys')} toys)"
+    studies.write_spurious_table(out / f"spurious_{name}.csv", masses, relative, note=note)
+    if task.get("write_table"):
+        target = studies.write_spurious_table(spurious_table_path(name), masses, relative, note=note)
+        log.info("spurious-signal table written to %s", target)
+    log.info("spurious-signal study of %s:\n%s", name, studies.summary_table(summary))
+    return summary
+
+
+def task_posterior(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Bayesian cross-check (:mod:`hps_bayes.posterior`) at ``task.masses`` (or ``mass``), GeV.
+
+    Per mass in ``m030MeV/<dataset>/``: the CLs point (``numbers.json``), the NUTS posterior
+    (``posterior.nc``, ``posterior.json``) and its plots; ``posterior_comparison_<dataset>.csv``
+    (CLs vs credible limits, diagnostics) in the run folder.
+    """
+    import pandas as pd
+
+    from hps_bayes import posterior, posterior_plots
+    from hps_bayes.scan import build_window
+
+    task = cfg.get("task") or {}
+    masses = [float(m) for m in task.get("masses") or ([cfg["mass"]] if cfg.get("mass") is not None else [])]
+    if not masses:
+        raise ConfigError("task=posterior needs masses in GeV: `task.masses=[0.030,0.050]` or `mass=0.030`")
+    prior = posterior.PosteriorSettings.from_dict(cfg.get("posterior"))
+    spectrum = load_validated(settings, cfg, out)
+    for mass in masses:
+        check_mass(spectrum, mass, settings)
+    frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, progress=False,
+                     provenance={"task": "posterior"}, handle_signals=True)
+    spec, name, rows = prepare_spectrum(spectrum, settings), settings.dataset.name, []
+    for r in frame.itertuples():
+        window = build_window(spec, r.mass, settings)
+        seed = posterior.mass_seed(settings.seed if prior.seed is None else prior.seed, r.mass)
+        k = r.A_up / r.eps2_up if r.status == "ok" and r.eps2_up > 0 else float("nan")
+        result = posterior.sample_mass_point(window, settings.background, prior=prior, seed=seed,
+                                             yield_per_eps2=k, dataset=name)
+        folder = point_path(out, r.mass, name).parent
+        posterior.write_posterior(result, folder, extra={"posterior": prior.to_dict(), "settings": settings.to_dict()})
+        if task.get("plots", True):
+            arrays = posterior.posterior_arrays(result, window, rng=np.random.default_rng(seed))
+            posterior_plots.plot_posterior_point(arrays, folder, A_up_cls=r.A_up, A_hat=r.A_hat,
+                                                 fmt=settings.plots.format)
+        rows.append(posterior.comparison_row(result, A_up_cls=r.A_up, A_hat=r.A_hat, sigma_A=r.sigma_A,
+                                             status=r.status))
+        log.info("m=%.2f MeV: A_up CLs %.4g, credible %.4g (ratio %.3f), diagnostics %s", r.mass * 1e3, r.A_up,
+                 result.A_up_credible, rows[-1]["ratio"], "passed" if result.passed else "FAILED")
+    table = pd.DataFrame(rows)
+    write_table(out / f"posterior_comparison_{name}.csv", table)
+    return table
+
+
+# --- look-elsewhere effect (stats.lee_toys > 0) and task=bands ---------------------------------------
+
+def _look_elsewhere(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, out: Path) -> Any:
+    """With ``stats.lee_toys`` > 0 and one chunk: toy scans over the scanned masses, the global
+    significance of the largest local excess (:mod:`hps_bayes.stats.lee`) in the log and in
+    ``summary.json`` (key ``look_elsewhere`` → dataset)."""
+    from hps_bayes.scan import toy_scans
+    from hps_bayes.stats.lee import look_elsewhere
+
+    n_scans = settings.stats.lee_toys
+    ok = frame[frame.status == "ok"] if len(frame) else frame
+    if n_scans <= 0 or len(ok) == 0:
+        return None
+    if settings.scan.n_chunks > 1:
+        log.warning("stats.lee_toys=%d: the look-elsewhere toy scans need the whole grid; run them in a "
+                    "one-chunk scan (scan.n_chunks=1), which reuses the finished points", n_scans)
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 0, 2]))
+    z_toys = toy_scans(spectrum, settings, n_scans=n_scans, rng=rng, masses=ok.mass.to_numpy())
+    lee = look_elsewhere(ok.mass.to_numpy(), ok.Z.to_numpy(), z_toys, ok.sigma_m.to_numpy(),
+                         c0=settings.stats.lee_c0)
+    path = out / "summary.json"
+    with _locked(path):
+        summary = read_json(path) if path.exists() else {}
+        summary.setdefault("look_elsewhere", {})[settings.dataset.name] = {
+            **lee.to_dict(), "seed": settings.seed, "config_hash": settings.config_hash()}
+        write_json(path, summary)
+    log.info("look-elsewhere (%d toy scans, %d masses): largest local Z = %.2f at %.2f MeV (p_local %.2e); "
+             "global p: toys %.3g ± %.2g (Z = %.2f), Gross-Vitells %.3g (<N(c0=%.1f)> = %.2f), trials factor "
+             "%.1f → %.3g", lee.n_toy_scans, len(ok), lee.z_local_max, lee.mass_at_max * 1e3, lee.p_local,
+             lee.p_global_toys, lee.p_global_toys_error, lee.z_global_toys, lee.p_global_gv, lee.c0,
+             lee.n_upcrossings_mean, lee.trials_factor, lee.p_global_trials)
+    return lee
+
+
+
+def task_bands(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Toy-based expected limits (median, ±1σ, ±2σ) beside the asymptotic ones over the dataset's grid.
+
+    ``task.n_toys`` (null: ``stats.n_toys``, 1000 if that is 0) background-only and s+b toys per
+    mass and tested A.  Writes ``bands.csv`` (one row per mass and ``method``, the columns of
+    ``results_single.csv``, with ``A_up_error`` the toy limit's MC error) and Brazil plots of A and ε²
+    (``summary_plots/bands_{A,eps2}_<dataset>``): toy band and observed limit, asymptotic band over it.
+    """
+    import pandas as pd
+
+    from hps_bayes import plots
+
+    task = cfg.get("task") or {}
+    n_toys = int(task.get("n_toys") or settings.stats.n_toys or 1000)
+    needed = int(np.ceil(10.0 / (settings.stats.alpha * 0.02275)))
+    if n_toys < needed:  # p_{s+b} ≈ α Φ(−2) at the −2σ expected limit must be resolved by ~10 toys
+        log.warning("bands with %d toys: the -2 sigma (and -1 sigma) expected limits are biased low: p_s+b near "
+                    "alpha*Phi(-2) = %.1e is resolved only with >= %d toys (stats.n_toys=10000)", n_toys,
+                    settings.stats.alpha * 0.02275, needed)
+    spectrum = load_validated(settings, cfg, out)
+    masses = mass_grid(settings)
+    log.info("bands of dataset %s: %d masses (%.1f-%.1f MeV), %d toys per ensemble", settings.dataset.name,
+             len(masses), masses[0] * 1e3, masses[-1] * 1e3, n_toys)
+    frames = {method: run_scan(spectrum, masses=masses, config=replace(
+        settings, stats=replace(settings.stats, method=method, n_toys=n_toys if method == "toys" else 0)))
+        for method in ("asymptotic", "toys")}
+    table = pd.concat(list(frames.values()), ignore_index=True).sort_values(["mass", "method"], kind="stable")
+    write_table(out / "bands.csv", table)
+    name, ext = settings.dataset.name, settings.plots.format
+    for quantity, short in (("A_up", "A"), ("eps2_up", "eps2")):
+        plots.plot_limit_bands(frames["toys"], frames["asymptotic"], out / "summary_plots" /
+                               f"bands_{short}_{name}.{ext}", quantity=quantity,  # type: ignore[arg-type]
+                               dataset_label=f"HPS {name}")
+    _log_summary(frames["toys"])
+    return table
+
+
+def task_active(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Active learning (``hps_bayes.active``, config ``active:``): history ``active_history.csv`` (resumable),
+    ``active_summary.json``, ``active_convergence.csv`` and ``active_plots/``."""
+    from hps_bayes import plots_active
+    from hps_bayes.active.runner import run_configured
+
+    spec = dict(cfg.get("active") or {})
+    target = (spec.get("objective") or {}).get("callable")
+    user = None
+    if (spec.get("objective") or {}).get("kind") == "callable" and target:
+        from hydra.utils import instantiate
+
+        user = instantiate(target)
+    summary = run_configured(spec, settings, out, spectrum=lambda: load_validated(settings, cfg, out),
+                             user_objective=user, plotter=plots_active.plot_snapshot)
+    return summary

@@ -29,13 +29,15 @@ ALLOWED: dict[str, set[str]] = {
     "scan": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "posterior"},
     "studies": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "combine": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
+    "active": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
+    "plots_active": {"results"},
     "tasks": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots",
-              "studies", "posterior", "posterior_plots", "combine", "export"},
+              "studies", "posterior", "posterior_plots", "combine", "export", "active", "plots_active"},
     "app": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots", "tasks",
-            "studies", "posterior", "posterior_plots", "combine", "export"},
+            "studies", "posterior", "posterior_plots", "combine", "export", "active", "plots_active"},
 }
 HEAVY = {"uproot": {"io"}, "pymc": {"model", "posterior"}, "pytensor": {"model", "fit", "posterior"},
-         "matplotlib": {"plots", "posterior_plots"}, "mplhep": {"plots", "posterior_plots"}, "hydra": {"app"}, "omegaconf": {"app"}}
+         "matplotlib": {"plots", "posterior_plots", "plots_active"}, "mplhep": {"plots", "posterior_plots", "plots_active"}, "hydra": {"app", "tasks"}, "omegaconf": {"app"}}
 
 
 def _layer(path: Path) -> str:

@@ -308,8 +308,8 @@ def test_bad_inputs_raise_input_error(change: dict, fragment: str) -> None:
 
 
 def test_bad_settings_raise_config_error() -> None:
-    with pytest.raises(ConfigError, match="toy calculator"):
-        cls_upper_limit(**GOOD, method="toys")
+    with pytest.raises(ConfigError, match="n_toys = 5"):
+        cls_upper_limit(**GOOD, method="toys", n_toys=5)
     with pytest.raises(ConfigError, match="'bayes'"):
         cls_upper_limit(**GOOD, method="bayes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="alpha = 1.5"):

@@ -1,7 +1,7 @@
 """Statistics layer: test statistics, calculators, CLs limits (arXiv:1007.1727).
 
 Built only on :mod:`hps_bayes.fit`: ``teststat`` (q0, q̃μ from fits) →
-``calculators`` (asymptotic now, toys later, one :class:`Calculator`
+``calculators`` and ``toys`` (asymptotic and toy-based, one :class:`Calculator`
 interface) → ``limits`` (hypotest, CLs upper limit with expected band) →
 ``simple`` (a known-background model and :func:`cls_upper_limit`).
 """
@@ -17,6 +17,7 @@ from hps_bayes.stats.calculators import (
 from hps_bayes.stats.limits import HypoTestResult, UpperLimit, eq89_expected_limits, hypotest, upper_limit
 from hps_bayes.stats.simple import KnownBackgroundObjective, cls_upper_limit
 from hps_bayes.stats.teststat import fit_fixed, fit_free, q0, q0_from_fits, q_mu_tilde, q_mu_tilde_from_fits
+from hps_bayes.stats.toys import ToyCalculator, ToyEnsemble, draw_toys, empirical_pvalue
 
 __all__ = [
     "AsymptoticCalculator",
@@ -25,9 +26,13 @@ __all__ = [
     "HypoTestResult",
     "KnownBackgroundObjective",
     "PValues",
+    "ToyCalculator",
+    "ToyEnsemble",
     "UpperLimit",
     "asymptotic_pvalues",
     "cls_upper_limit",
+    "draw_toys",
+    "empirical_pvalue",
     "eq89_expected_limits",
     "expected_cls",
     "fit_fixed",

@@ -55,6 +55,8 @@ class PValues:
     clsb : p_{s+b} = 1 − F(q̃μ | μ).
     clb : CL_b = 1 − p_b = 1 − F(q̃μ | 0).
     cls : CLs = clsb / clb.
+    clsb_error, clb_error, cls_error : Monte Carlo (binomial) errors; 0 for asymptotic p-values.
+    n_toys : toys per ensemble; 0 for asymptotic p-values.
     """
 
     mu: float
@@ -63,6 +65,10 @@ class PValues:
     clsb: float
     clb: float
     cls: float
+    clsb_error: float = 0.0
+    clb_error: float = 0.0
+    cls_error: float = 0.0
+    n_toys: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,12 +81,16 @@ class Discovery:
     p0 : 1 − F(q0 | 0) = 1 − Φ(√q0) (Eqs. 52-53).
     z0 : Φ⁻¹(1 − p0) = √q0 (Eq. 54).
     mu_hat : the free-fit μ̂.
+    p0_error : Monte Carlo (binomial) error of a toy p0; 0 when asymptotic.
+    n_toys : background-only toys behind p0; 0 when asymptotic.
     """
 
     q0: float
     p0: float
     z0: float
     mu_hat: float
+    p0_error: float = 0.0
+    n_toys: int = 0
 
 
 class Calculator(Protocol):

@@ -39,6 +39,8 @@ class UpperLimit:
     converged : True when every root was found and every fit converged.
     message : what went wrong, or "converged".
     alpha : the CLs level (0.05 for a 95% CL limit).
+    mu_up_error : Monte Carlo error of ``mu_up`` (toys): σ(CLs) at the limit over |dCLs/dμ|; 0 when asymptotic.
+    n_toys : toys per ensemble behind the CLs values; 0 when asymptotic.
     """
 
     mu_up: float
@@ -48,6 +50,8 @@ class UpperLimit:
     converged: bool
     message: str
     alpha: float = 0.05
+    mu_up_error: float = 0.0
+    n_toys: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON-ready); ``mu_up_expected`` becomes a list."""
@@ -69,6 +73,8 @@ class UpperLimit:
             converged=bool(data["converged"]),
             message=str(data["message"]),
             alpha=float(data.get("alpha", 0.05)),
+            mu_up_error=float(data.get("mu_up_error", 0.0)),
+            n_toys=int(data.get("n_toys", 0)),
         )
 
 
@@ -142,17 +148,20 @@ class _Evaluations:
 
     def __init__(self, calculator: Calculator) -> None:
         self._calc = calculator
-        self._obs: dict[float, float] = {}
+        self._obs: dict[float, PValues] = {}
         self._exp: dict[float, ExpectedCLs] = {}
 
     @property
     def count(self) -> int:
         return len(set(self._obs) | set(self._exp))
 
-    def observed(self, mu: float) -> float:
+    def pvalues(self, mu: float) -> PValues:
         if mu not in self._obs:
-            self._obs[mu] = self._calc.pvalues(mu).cls
+            self._obs[mu] = self._calc.pvalues(mu)
         return self._obs[mu]
+
+    def observed(self, mu: float) -> float:
+        return self.pvalues(mu).cls
 
     def expected(self, mu: float, index: int) -> float:
         if mu not in self._exp:
@@ -188,8 +197,9 @@ def _solve(f: Callable[[float], float], guess: float, *, rtol: float, what: str)
     return float(root), ("" if info.converged else f"{what}: brentq {info.flag}")
 
 
-def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e-4) -> UpperLimit:
-    """CLs upper limit on μ and its expected band, by bracketing and Brent's method.
+def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e-4,
+                scan: int | None = None) -> UpperLimit:
+    """CLs upper limit on μ and its expected band, by bracketing and Brent's method (or a μ scan).
 
     Solves CLs(μ) = p_{s+b}(μ)/CL_b(μ) = α for the observed data and
     CLs_N(μ) = α for N = −2..2 (see :func:`~hps_bayes.stats.calculators.expected_cls`).
@@ -198,13 +208,18 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     ----------
     calculator : built on the observed data (asymptotic or toys).
     alpha : CLs level, 0 < alpha < 1 (0.05: 95% CL).
-    rtol : relative tolerance on every limit.
+    rtol : relative tolerance on every limit (Brent's method).
+    scan : instead of Brent's method, evaluate CLs on ``scan`` μ values spanning the Wald
+        guesses of all six limits (extended where a crossing lies outside) and interpolate
+        Φ⁻¹(CLs) linearly at each crossing, as pyhf does for toys.  Far fewer μ values
+        (each one an ensemble of toys), at the price of the interpolation error.
 
     Returns
     -------
     UpperLimit
         ``converged`` is False (with the reason in ``message``) when a root
         was not found or a fit did not converge; unfound limits are NaN.
+        With toys, ``mu_up_error`` is σ(CLs)/|dCLs/dμ| at the limit.
 
     Examples
     --------
@@ -218,29 +233,74 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     _check_alpha(alpha)
     if not 0 < rtol < 0.1:
         raise ConfigError(f"rtol = {rtol} is not allowed: use a relative tolerance in (0, 0.1), e.g. 1e-4")
+    if scan is not None and scan < 3:
+        raise ConfigError(f"scan = {scan}: use at least 3 mu values (about 10-15 for toys)")
     ev = _Evaluations(calculator)
     sigma = calculator.sigma_mu()
     level = _probit(alpha)
-    guess = _eq89(sigma, calculator.mu_hat / sigma, alpha)
-    mu_up, why = _solve(lambda m: _probit(ev.observed(m)) - level, guess, rtol=rtol, what="observed limit")
-    problems = [why] if why else []
-    expected = []
-    for index, guess in enumerate(eq89_expected_limits(sigma, alpha=alpha)):
-        root, why = _solve(_expected_curve(ev, index, level), guess, rtol=rtol,
-                           what=f"expected limit N = {N_SIGMA[index]}")
-        expected.append(root)
-        problems += [why] if why else []
+    guesses = [_eq89(sigma, calculator.mu_hat / sigma, alpha), *eq89_expected_limits(sigma, alpha=alpha)]
+    curves = [lambda m: _probit(ev.observed(m)) - level]
+    curves += [_expected_curve(ev, index, level) for index in range(len(N_SIGMA))]
+    names = ["observed limit"] + [f"expected limit N = {n}" for n in N_SIGMA]
+    if scan is None:
+        found = [_solve(f, g, rtol=rtol, what=w) for f, g, w in zip(curves, guesses, names, strict=True)]
+        slopes = [float("nan")] * 6
+    else:
+        grid = [float(m) for m in np.linspace(0.5 * min(guesses), 1.3 * max(guesses), scan)]
+        found, slopes = [], []
+        for f, w in zip(curves, names, strict=True):
+            root, why, slope = _scan_root(f, grid, what=w)
+            found.append((root, why))
+            slopes.append(slope)
+    mu_up = found[0][0]
+    problems = [why for _, why in found if why]
     cls_at = ev.observed(mu_up) if np.isfinite(mu_up) else float("nan")
+    pv = ev.pvalues(mu_up) if np.isfinite(mu_up) else None
     problems += list(calculator.messages)
+    exp = [root for root, _ in found[1:]]
     return UpperLimit(
         mu_up=mu_up,
-        mu_up_expected=(expected[0], expected[1], expected[2], expected[3], expected[4]),
+        mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]),
         cls_at_limit=cls_at,
         n_evaluations=ev.count,
         converged=not problems,
         message="; ".join(problems) if problems else "converged",
         alpha=float(alpha),
+        mu_up_error=_limit_error(pv, slopes[0], lambda m: _probit(ev.observed(m))),
+        n_toys=pv.n_toys if pv is not None else 0,
     )
+
+
+def _scan_root(f: Callable[[float], float], grid: list[float], *,
+               what: str) -> tuple[float, str, float]:
+    """First downward crossing of ``f`` on ``grid`` (extended geometrically where needed), linearly
+    interpolated: (root, why-not, slope of f there)."""
+    for _ in range(12):
+        values = [f(m) for m in grid]
+        if values[0] <= 0:
+            grid.insert(0, grid[0] / 1.6)
+            continue
+        if values[-1] > 0:
+            grid.append(grid[-1] * 1.6)
+            continue
+        i = next(i for i in range(len(values) - 1) if values[i] > 0 >= values[i + 1])
+        slope = (values[i + 1] - values[i]) / (grid[i + 1] - grid[i])
+        return float(grid[i] - values[i] / slope), "", float(slope)
+    return float("nan"), f"{what}: CLs - alpha did not change sign on mu in [{grid[0]:g}, {grid[-1]:g}]", \
+        float("nan")
+
+
+def _limit_error(pv: PValues | None, slope: float, probit_cls: Callable[[float], float]) -> float:
+    """σ(μ_up) = σ(CLs) / |dCLs/dμ|, in probit space: σ(CLs)/φ(Φ⁻¹(CLs)) / |dΦ⁻¹(CLs)/dμ|."""
+    if pv is None or pv.cls_error <= 0:
+        return 0.0
+    mu = pv.mu
+    if not np.isfinite(slope):
+        step = 0.05 * mu
+        slope = (probit_cls(mu + step) - probit_cls(mu - step)) / (2 * step)
+    z = _probit(pv.cls)
+    density = float(np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))
+    return float(pv.cls_error / density / abs(slope)) if slope != 0 and density > 0 else float("inf")
 
 
 def _expected_curve(ev: _Evaluations, index: int, level: float) -> Callable[[float], float]:

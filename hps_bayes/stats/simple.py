@@ -22,6 +22,7 @@ from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.fit import FitData, FloatArray
 from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.limits import UpperLimit, upper_limit
+from hps_bayes.stats.toys import ToyCalculator
 
 __all__ = ["KnownBackgroundObjective", "cls_upper_limit"]
 
@@ -89,6 +90,27 @@ class _LinearShift:
         if self.dense is not None:
             return self.dense.T @ (c[:, None] * self.dense)
         return np.diag(self.sigma**2 * c[self.index])
+
+    def apply_batch(self, z: FloatArray) -> FloatArray:
+        """Rows L z_k, shape (K, n)."""
+        if self.dense is not None:
+            return z @ self.dense.T
+        out = np.zeros((z.shape[0], self.n_bins))
+        out[:, self.index] = self.sigma * z
+        return out
+
+    def rmatvec_batch(self, w: FloatArray) -> FloatArray:
+        """Rows Lᵀ w_k, shape (K, k)."""
+        return w @ self.dense if self.dense is not None else self.sigma * w[:, self.index]
+
+    def gram_batch(self, c: FloatArray) -> FloatArray:
+        """Lᵀ diag(c_k) L per row, shape (K, k, k)."""
+        if self.dense is not None:
+            return np.swapaxes(self.dense[None] * c[:, :, None], 1, 2) @ self.dense
+        out = np.zeros((c.shape[0], self.k, self.k))
+        idx = np.arange(self.k)
+        out[:, idx, idx] = self.sigma**2 * c[:, self.index]
+        return out
 
 
 def _factor_cov(cov: ArrayLike | None, n_bins: int) -> _LinearShift:
@@ -196,6 +218,45 @@ class KnownBackgroundObjective:
         hess[1:, 1:] = self._shift.gram(c) + np.eye(self.n_params - 1)
         return f, grad, hess
 
+    # --- batched evaluation (hps_bayes.fit.BatchObjective) ------------------------------------
+    def expected_counts_batch(self, thetas: FloatArray) -> FloatArray:
+        """ν_k = b0 + L z_k + μ_k s per row, shape (K, n)."""
+        return self._b + self._shift.apply_batch(thetas[:, 1:]) + thetas[:, :1] * self._s
+
+    def nll_batch(self, thetas: FloatArray, counts: FloatArray, aux: FloatArray) -> FloatArray:
+        """:meth:`nll` per row, shape (K,)."""
+        nu = self.expected_counts_batch(thetas)
+        ok = np.all(nu > 0, axis=1)
+        nu = np.where(nu > 0, nu, 1.0)
+        ratio = nu / np.where(counts > 0, counts, 1.0)
+        z = thetas[:, 1:] - aux
+        f = np.sum(nu - counts - counts * np.log(ratio), axis=1) + 0.5 * np.sum(z * z, axis=1)
+        return np.where(ok, f, np.inf)
+
+    def nll_grad_batch(self, thetas: FloatArray, counts: FloatArray,
+                       aux: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """:meth:`nll_grad_hess` without the Hessian, per row."""
+        f = self.nll_batch(thetas, counts, aux)
+        nu = self.expected_counts_batch(thetas)
+        nu = np.where(np.isfinite(f)[:, None], nu, np.nan)
+        w = 1.0 - counts / nu
+        grad = np.concatenate([(w @ self._s)[:, None], self._shift.rmatvec_batch(w) + thetas[:, 1:] - aux], axis=1)
+        return f, grad
+
+    def nll_grad_hess_batch(self, thetas: FloatArray, counts: FloatArray,
+                            aux: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """:meth:`nll_grad_hess` per row: (K,), (K, p), (K, p, p)."""
+        f, grad = self.nll_grad_batch(thetas, counts, aux)
+        nu = np.where(np.isfinite(f)[:, None], self.expected_counts_batch(thetas), np.nan)
+        c = counts / nu**2
+        hess = np.empty((len(f), self.n_params, self.n_params))
+        hess[:, 0, 0] = c @ self._s**2
+        cross = self._shift.rmatvec_batch(c * self._s)
+        hess[:, 0, 1:] = cross
+        hess[:, 1:, 0] = cross
+        hess[:, 1:, 1:] = self._shift.gram_batch(c) + np.eye(self.n_params - 1)
+        return f, grad, hess
+
     def initial(self, data: FitData) -> FloatArray:
         """Start: z = aux (0 if that makes a background ≤ 0), μ = (n − b)·s / s·s kept above the floor.
 
@@ -224,6 +285,9 @@ def cls_upper_limit(
     alpha: float = 0.05,
     method: Literal["asymptotic", "toys"] = "asymptotic",
     rtol: float = 1e-4,
+    n_toys: int = 1000,
+    rng: np.random.Generator | int | None = None,
+    scan: int | None = 13,
 ) -> UpperLimit:
     """CLs upper limit on the signal yield μ for a known (or Gaussian-uncertain) background.
 
@@ -240,8 +304,14 @@ def cls_upper_limit(
         normalised to 1, μ is the total signal yield A.
     background_cov : background covariance (n×n), or None.
     alpha : CLs level (0.05: 95% CL).
-    method : "asymptotic"; "toys" arrives with the toy calculator.
-    rtol : relative tolerance of the limits.
+    method : "asymptotic" (Eqs. 65-66) or "toys" (:class:`~hps_bayes.stats.toys.ToyCalculator`:
+        pseudo-data from the conditional fits at μ and at 0, constraint centres drawn too).
+    rtol : relative tolerance of the limits (asymptotic).
+    n_toys : toys per ensemble (method="toys").
+    rng : a ``numpy.random.Generator`` or a seed (method="toys"); None: seed 0, so that
+        repeated calls agree — pass your own for independent results.
+    scan : method="toys": number of μ values of the CLs scan whose crossings are
+        interpolated (see :func:`~hps_bayes.stats.limits.upper_limit`); None: Brent's method.
 
     Returns
     -------
@@ -254,11 +324,12 @@ def cls_upper_limit(
     >>> round(lim.mu_up / lim.mu_up_expected[2], 6)  # observed = median expected when n = b
     1.0
     """
-    if method == "toys":  # hook: build a ToyCalculator(objective, data, n_toys=..., rng=...) here
-        raise ConfigError("method='toys' is not available yet: toy p-values come with the toy calculator "
-                          "(hps_bayes.stats.calculators); use method='asymptotic' for now")
-    if method != "asymptotic":
-        raise ConfigError(f"method={method!r} is not allowed: use 'asymptotic' (or 'toys' once it exists)")
+    if method not in ("asymptotic", "toys"):
+        raise ConfigError(f"method={method!r} is not allowed: use 'asymptotic' or 'toys'")
     objective = KnownBackgroundObjective(background, template, background_cov=background_cov)
-    calculator = AsymptoticCalculator(objective, objective.fit_data(observed))
-    return upper_limit(calculator, alpha=alpha, rtol=rtol)
+    data = objective.fit_data(observed)
+    if method == "asymptotic":
+        return upper_limit(AsymptoticCalculator(objective, data), alpha=alpha, rtol=rtol)
+    generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(0 if rng is None else rng)
+    calculator = ToyCalculator(objective, data, n_toys=n_toys, rng=generator)
+    return upper_limit(calculator, alpha=alpha, rtol=max(rtol, 1e-3), scan=scan)

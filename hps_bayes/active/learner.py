@@ -1,0 +1,467 @@
+"""Ask/tell active learner: a Gaussian-process surrogate over a box and an acquisition function.
+
+The surrogate is scikit-learn's :class:`~sklearn.gaussian_process.GaussianProcessRegressor`
+with kernel C·Matérn-5/2(ARD) + White (a nugget for noisy, e.g. toy-based, values),
+``normalize_y``, on inputs mapped to the unit cube (after a log transform of the
+axes named in ``log_axes``).  Hyperparameters are fitted by type-II maximum
+likelihood on at most ``max_fit`` points (default start plus random restarts);
+the posterior itself always conditions on every finite value told, through one
+Cholesky factor kept here, which also gives exact Kriging-believer batches:
+
+    with fixed hyperparameters, adding the believed value μ(x_j) at x_j leaves μ
+    unchanged and lowers the variance by the rank-one term
+    σ²₊(x) = σ²(x) − c(x, x_j)² / (σ²(x_j) + s²)      (c: posterior covariance, s²: noise),
+
+so a batch of q costs q rank-one updates over the candidate set, not q refits.
+
+Acquisitions (maximised over a dense scrambled-Sobol candidate set, or the
+candidates given), with μ, σ the latent posterior mean and standard deviation:
+
+- ``straddle`` (Bryan et al., NIPS 2005): 1.96σ − |μ − t|
+- ``misclassification``: Φ(−|μ − t|/σ);  ``entropy``: H(p), p = Φ((μ − t)/σ)
+- ``pi``: Φ((μ − f* − ξ)/σ);  ``ei``: (μ − f* − ξ)Φ(z) + σφ(z), z = (μ − f* − ξ)/σ
+  (Jones, Schonlau, Welch 1998, Eq. 15);  ``ucb``: μ + κσ (Srinivas et al. 2010)
+  — for a maximum (``maximize=False`` turns them to a minimum).
+
+Non-finite values (failed evaluations) are kept in the history, left out of
+the fit, and their points are never proposed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+from scipy.linalg import cho_solve, cholesky, solve_triangular
+from scipy.special import ndtr
+from scipy.stats import qmc
+
+from hps_bayes.core import FloatArray
+from hps_bayes.errors import ConfigError, HpsBayesWarning
+
+log = logging.getLogger(__name__)
+
+Acquisition = Literal["straddle", "misclassification", "entropy", "pi", "ei", "ucb"]
+CONTOUR: frozenset[str] = frozenset({"straddle", "misclassification", "entropy"})
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Latent posterior of the surrogate at some points (original units in ``points``)."""
+
+    points: FloatArray
+    mean: FloatArray
+    std: FloatArray
+
+
+def acquisition_values(kind: Acquisition, mean: FloatArray, std: FloatArray, *, threshold: float | None = None,
+                       best: float = -np.inf, xi: float = 0.0, kappa: float = 2.0) -> FloatArray:
+    """The acquisition ``kind`` at points with posterior mean ``mean`` and std ``std`` (module docstring)."""
+    s = np.maximum(std, 1e-12)
+    if kind in CONTOUR:
+        if threshold is None:
+            raise ConfigError(f"acquisition {kind!r} needs a threshold (the contour level), e.g. threshold=0")
+        gap = np.abs(mean - threshold)
+        if kind == "straddle":
+            return np.asarray(1.96 * std - gap)
+        if kind == "misclassification":
+            return np.asarray(ndtr(-gap / s))
+        p = np.clip(ndtr((mean - threshold) / s), 1e-300, 1 - 1e-16)
+        return np.asarray(-(p * np.log(p) + (1 - p) * np.log1p(-p)))
+    improvement = mean - best - xi
+    z = improvement / s
+    if kind == "pi":
+        return np.asarray(ndtr(z))
+    if kind == "ei":
+        return np.asarray(improvement * ndtr(z) + s * np.exp(-0.5 * z * z) / _SQRT2PI)
+    if kind == "ucb":
+        return np.asarray(mean + kappa * std)
+    raise ConfigError(f"acquisition={kind!r} is not known; choose one of {list(get_args(Acquisition))}")
+
+
+class ActiveLearner:
+    """Ask/tell active learning over a box of parameters.
+
+    Parameters
+    ----------
+    bounds : sequence of (low, high)
+        The box, one pair per axis, in the objective's own units.
+    log_axes : sequence of bool or int, optional
+        Axes to model in log10 (bools, one per axis, or the axis indices); they need low > 0.
+    acquisition : {"straddle", "misclassification", "entropy", "pi", "ei", "ucb"}
+        Contour acquisitions need ``threshold``; the others look for the maximum
+        (the minimum with ``maximize=False``).
+    threshold : float, optional
+        Contour level t.
+    rng : numpy.random.Generator
+        Source of randomness (candidates, initial design, restarts).
+    candidates : int or array (n, d), optional
+        Number of scrambled-Sobol candidates in the box (default 1024·d, at most
+        8192) or explicit candidate points in the objective's units.
+    n_init : int, optional
+        Space-filling points asked before the surrogate is used (default 5·d).
+    noise : bool
+        Fit a white-noise term (nugget; a tiny floor keeps it there for deterministic values too).
+    max_fit : int
+        Most points used to fit the hyperparameters (the posterior uses all).
+    n_restarts : int
+        Random optimizer restarts of every hyperparameter fit (besides the default start).
+
+    Examples
+    --------
+    >>> learner = ActiveLearner([(0.0, 1.0)], acquisition="ei", rng=np.random.default_rng(1), n_init=3)
+    >>> x = learner.ask(3); learner.tell(x, -(x[:, 0] - 0.3) ** 2)
+    >>> learner.ask(1).shape
+    (1, 1)
+    """
+
+    def __init__(self, bounds: Sequence[Sequence[float]], *, log_axes: Sequence[bool] | Sequence[int] = (),
+                 acquisition: Acquisition = "straddle", threshold: float | None = None,
+                 rng: np.random.Generator, candidates: int | FloatArray | None = None, n_init: int | None = None,
+                 maximize: bool = True, noise: bool = True, max_fit: int = 300, n_restarts: int = 2,
+                 xi: float = 0.0, kappa: float = 2.0, calibrate: bool = True) -> None:
+        self.bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
+        self.dim = len(self.bounds)
+        self.log_axes = _log_mask(log_axes, self.dim)
+        _check_box(self.bounds, self.log_axes)
+        if acquisition not in get_args(Acquisition):
+            raise ConfigError(f"acquisition={acquisition!r} is not known; choose one of {list(get_args(Acquisition))}")
+        if acquisition in CONTOUR and threshold is None:
+            raise ConfigError(f"acquisition={acquisition!r} finds a contour: give its level, e.g. threshold=0.0")
+        self.acquisition, self.threshold, self.maximize = acquisition, threshold, maximize
+        self.rng, self.noise, self.max_fit, self.n_restarts = rng, noise, max_fit, n_restarts
+        self.xi, self.kappa, self.calibrate = xi, kappa, calibrate
+        self.n_init = 5 * self.dim if n_init is None else int(n_init)
+        self._cand_u = self._make_candidates(candidates)
+        self.x_u = np.empty((0, self.dim))
+        self.y = np.empty(0)
+        self.iteration = np.empty(0)
+        self._gp: object | None = None
+        self._post: _Posterior | None = None
+        self._z_history: list[float] = []  # standardised residuals of new points before they were told
+
+    # ------------------------------------------------------------------ coordinates
+    def to_unit(self, points: FloatArray) -> FloatArray:
+        """Map points (n, d) in the objective's units to the unit cube of the surrogate."""
+        x = np.array(points, dtype=np.float64).reshape(-1, self.dim)
+        lo, hi = self.bounds[:, 0].copy(), self.bounds[:, 1].copy()
+        la = self.log_axes
+        x[:, la], lo[la], hi[la] = np.log10(x[:, la]), np.log10(lo[la]), np.log10(hi[la])
+        return (x - lo) / (hi - lo)
+
+    def from_unit(self, u: FloatArray) -> FloatArray:
+        """Inverse of :meth:`to_unit`."""
+        u = np.asarray(u, dtype=np.float64).reshape(-1, self.dim)
+        lo, hi = self.bounds[:, 0].copy(), self.bounds[:, 1].copy()
+        la = self.log_axes
+        lo[la], hi[la] = np.log10(lo[la]), np.log10(hi[la])
+        x = lo + u * (hi - lo)
+        x[:, la] = 10.0 ** x[:, la]
+        return x
+
+    def _make_candidates(self, candidates: int | FloatArray | None) -> FloatArray:
+        if candidates is not None and not np.isscalar(candidates):
+            return np.clip(self.to_unit(np.asarray(candidates, dtype=np.float64)), 0.0, 1.0)
+        n = int(candidates) if candidates is not None else min(1024 * self.dim, 8192)
+        m = max(1, math.ceil(math.log2(max(n, 2))))
+        sobol = qmc.Sobol(self.dim, scramble=True, seed=self.rng)
+        return np.asarray(sobol.random_base2(m)[:n], dtype=np.float64)
+
+    @property
+    def candidates(self) -> FloatArray:
+        """The candidate points in the objective's units."""
+        return self.from_unit(self._cand_u)
+
+    # ------------------------------------------------------------------ history
+    @property
+    def points(self) -> FloatArray:
+        """Every point told (failed ones included), in the objective's units."""
+        return self.from_unit(self.x_u)
+
+    @property
+    def n_told(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_finite(self) -> int:
+        return int(np.isfinite(self.y).sum())
+
+    def tell(self, points: FloatArray, values: Sequence[float] | FloatArray, *,
+             iteration: Sequence[int] | FloatArray | None = None) -> None:
+        """Add evaluated points (n, d) and their values (NaN/inf: failed; kept, not fitted) and refit.
+
+        ``iteration`` labels the points (default: the number of ``tell`` calls so far, from 1).
+        """
+        u = self.to_unit(points)
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        if len(v) != len(u):
+            raise ConfigError(f"tell got {len(u)} points but {len(v)} values; give one value per point")
+        finite = np.isfinite(v)
+        if self._post is not None and finite.any():
+            mean, std = self._post.predict(u[finite])
+            scale = np.sqrt(std**2 + self._post.noise_var * self._post.y_std**2)
+            self._z_history.extend(((v[finite] - mean) / np.maximum(scale, 1e-12)).tolist())
+        label = np.full(len(v), (self.iteration.max() + 1) if len(self.iteration) else 1.0)
+        self.iteration = np.concatenate([self.iteration, label if iteration is None else np.asarray(iteration, float)])
+        self.x_u = np.vstack([self.x_u, u])
+        self.y = np.concatenate([self.y, v])
+        if (~finite).any():
+            log.warning("%d failed evaluation(s) (non-finite values) recorded; their points are not asked again",
+                        int((~finite).sum()))
+        self._refit()
+
+    # ------------------------------------------------------------------ surrogate
+    def _refit(self) -> None:
+        ok = np.isfinite(self.y)
+        if ok.sum() < max(2, min(self.n_init, 3)):
+            self._post = None
+            return
+        x, y = self.x_u[ok], self.y[ok]
+        self._gp = _fit_hyperparameters(x, y, self._fit_subset(x, y), previous=self._gp, noise=self.noise,
+                                        n_restarts=self.n_restarts, rng=self.rng)
+        self._post = _Posterior(self._gp, x, y)
+
+    def _fit_subset(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Indices of at most ``max_fit`` points for the hyperparameter fit: half the most relevant, half random."""
+        n = len(y)
+        if n <= self.max_fit:
+            return np.arange(n)
+        if self.threshold is not None and self.acquisition in CONTOUR:
+            score = np.abs(y - self.threshold)
+        else:
+            score = -y if self.maximize else y
+        near = np.argsort(score, kind="stable")[: self.max_fit // 2]
+        rest = np.setdiff1d(np.arange(n), near)
+        return np.concatenate([near, self.rng.choice(rest, self.max_fit - len(near), replace=False)])
+
+    def predict(self, points: FloatArray) -> Prediction:
+        """Latent posterior mean and standard deviation at ``points`` (objective units)."""
+        if self._post is None:
+            raise ConfigError(f"the surrogate needs >= 3 finite values before it can predict; told {self.n_finite}")
+        mean, std = self._post.predict(self.to_unit(points))
+        return Prediction(np.asarray(points, dtype=np.float64).reshape(-1, self.dim), mean, std)
+
+    @property
+    def sigma_scale(self) -> float:
+        """Calibration factor of σ from the standardised residuals of the last 20 new points.
+
+        Each batch is a held-out test at the points the surrogate found most uncertain:
+        z = (y − μ)/sqrt(σ² + s²_noise) of the last 20 new points, before they were told;
+        scale = 1.4826·median|z| (robust to one wild early residual), clipped to [1, 30];
+        1 until 10 residuals exist or when ``calibrate=False``.
+        """
+        z = np.asarray(self._z_history[-20:])
+        if not self.calibrate or len(z) < 10:
+            return 1.0
+        return float(np.clip(1.4826 * np.median(np.abs(z)), 1.0, 30.0))
+
+    def misclassified_fraction(self, points: FloatArray | None = None, *, calibrated: bool = True) -> float:
+        """The surrogate's own estimate of the misclassified fraction, mean Φ(−|μ − t|/σ), over the candidates.
+
+        ``calibrated=True`` scales σ by :attr:`sigma_scale` (the raw estimate can be off many-fold).
+        """
+        if self.threshold is None:
+            raise ConfigError("misclassified_fraction needs a contour threshold")
+        if self._post is None:
+            return 1.0
+        u = self._cand_u if points is None else self.to_unit(points)
+        mean, std = self._post.predict(u)
+        scale = self.sigma_scale if calibrated else 1.0
+        return float(np.mean(ndtr(-np.abs(mean - self.threshold) / np.maximum(scale * std, 1e-12))))
+
+    # ------------------------------------------------------------------ ask
+    def ask(self, q: int = 1) -> FloatArray:
+        """The next ``q`` points to evaluate (q, d), in the objective's units."""
+        if q < 1:
+            raise ConfigError(f"ask(q={q}): q must be >= 1")
+        free = self._free_candidates()
+        if self._post is None or self.n_finite < self.n_init:
+            return self.from_unit(self._initial(q, free))
+        if len(free) == 0:
+            raise ConfigError("every candidate point has been evaluated; give more candidates")
+        return self.from_unit(self._believer_batch(self._cand_u[free], q))
+
+    def _free_candidates(self) -> FloatArray:
+        """Indices of candidates not yet told (successful or failed)."""
+        if not len(self.x_u):
+            return np.arange(len(self._cand_u))
+        from scipy.spatial import cKDTree
+
+        dist, _ = cKDTree(self.x_u).query(self._cand_u, k=1)
+        return np.flatnonzero(dist > 1e-9)
+
+    def _initial(self, q: int, free: FloatArray) -> FloatArray:
+        """Space-filling first points: the free candidates farthest from everything told (greedy maximin)."""
+        pool = self._cand_u[free]
+        chosen: list[int] = []
+        told = self.x_u
+        dist = _min_dist(pool, told) if len(told) else self.rng.random(len(pool))  # first pick: random
+        for _ in range(min(q, len(pool))):
+            j = int(np.argmax(dist))
+            chosen.append(j)
+            dist = np.minimum(dist, np.linalg.norm(pool - pool[j], axis=1))
+            dist[j] = -np.inf
+        return pool[chosen]
+
+    def _best(self) -> float:
+        ok = np.isfinite(self.y)
+        return float(np.max(self.y[ok]) if self.maximize else -np.min(self.y[ok]))
+
+    def _believer_batch(self, pool: FloatArray, q: int) -> FloatArray:
+        """q points by Kriging believer with fixed hyperparameters (rank-one variance updates)."""
+        assert self._post is not None
+        mean, var, cross = self._post.predict_joint(pool)
+        sign = 1.0 if self.maximize else -1.0
+        chosen: list[int] = []
+        updates: list[FloatArray] = []
+        post = self._post
+        for _ in range(min(q, len(pool))):
+            std = np.sqrt(np.maximum(var, 0.0)) * post.y_std
+            acq = acquisition_values(self.acquisition, sign * mean, std, threshold=self.threshold,
+                                     best=self._best(), xi=self.xi, kappa=self.kappa)
+            acq[chosen] = -np.inf
+            j = int(np.argmax(acq))
+            chosen.append(j)
+            c = cross(j) - sum((w * w[j] for w in updates), np.zeros(len(pool)))
+            w = c / math.sqrt(max(var[j], 0.0) + self._post.noise_var + 1e-12)
+            updates.append(w)
+            var = var - w * w
+        return pool[chosen]
+
+    def best_value(self) -> float:
+        """The best finite value told (largest, or smallest with ``maximize=False``)."""
+        ok = np.isfinite(self.y)
+        return float(np.max(self.y[ok]) if self.maximize else np.min(self.y[ok]))
+
+    def best_point(self) -> FloatArray:
+        """The point of :meth:`best_value`, in the objective's units."""
+        y = np.where(np.isfinite(self.y), self.y if self.maximize else -self.y, -np.inf)
+        return self.from_unit(self.x_u[int(np.argmax(y))])[0]
+
+    def max_expected_improvement(self) -> tuple[float, float]:
+        """(largest EI over the free candidates, spread max − min of the finite values)."""
+        assert self._post is not None
+        free = self._free_candidates()
+        ok = self.y[np.isfinite(self.y)]
+        spread = float(ok.max() - ok.min()) or 1.0
+        if not len(free):
+            return 0.0, spread
+        mean, std = self._post.predict(self._cand_u[free])
+        sign = 1.0 if self.maximize else -1.0
+        ei = acquisition_values("ei", sign * mean, std, best=self._best(), xi=self.xi)
+        return float(np.max(ei)), spread
+
+    def state(self) -> dict[str, float]:
+        """Diagnostics of the current surrogate (kernel hyperparameters, calibration)."""
+        info: dict[str, float] = {"n_told": self.n_told, "n_finite": self.n_finite, "sigma_scale": self.sigma_scale}
+        if self._post is not None:
+            info["noise_std"] = math.sqrt(self._post.noise_var) * self._post.y_std
+            for i, ls in enumerate(np.atleast_1d(self._post.lengthscale)):
+                info[f"lengthscale_{i}"] = float(ls)
+        return info
+
+
+# ---------------------------------------------------------------------------- helpers
+def _log_mask(log_axes: Sequence[bool] | Sequence[int], dim: int) -> np.ndarray:
+    values = list(log_axes)
+    if values and all(isinstance(v, (bool, np.bool_)) for v in values):
+        if len(values) != dim:
+            raise ConfigError(f"log_axes has {len(values)} flags for {dim} axes; give one per axis")
+        return np.asarray(values, dtype=bool)
+    mask = np.zeros(dim, dtype=bool)
+    for i in values:
+        if not 0 <= int(i) < dim:
+            raise ConfigError(f"log_axes index {i} is outside 0..{dim - 1}")
+        mask[int(i)] = True
+    return mask
+
+
+def _check_box(bounds: FloatArray, log_axes: np.ndarray) -> None:
+    if bounds.size == 0 or not np.all(np.isfinite(bounds)) or np.any(bounds[:, 0] >= bounds[:, 1]):
+        raise ConfigError(f"bounds must be finite (low, high) pairs with low < high, got {bounds.tolist()}")
+    if np.any(bounds[log_axes, 0] <= 0):
+        raise ConfigError(f"a log axis needs low > 0, got bounds {bounds.tolist()} with log_axes {log_axes.tolist()}")
+
+
+def _min_dist(a: FloatArray, b: FloatArray) -> FloatArray:
+    from scipy.spatial import cKDTree
+
+    return np.asarray(cKDTree(b).query(a, k=1)[0], dtype=np.float64)
+
+
+def _kernel(dim: int, noise: bool) -> object:
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    base = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=np.full(dim, 0.3), length_scale_bounds=(0.03, 10.0),
+                                                     nu=2.5)
+    return base + WhiteKernel(1e-4, (1e-8, 1e0)) if noise else base
+
+
+def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: FloatArray, *, previous: object | None, noise: bool,
+                         n_restarts: int, rng: np.random.Generator) -> object:
+    """A fitted GaussianProcessRegressor (type-II ML on ``subset``); ``previous`` is kept if the fit fails."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    # always from the default start plus random restarts: a warm start can stay in a degenerate optimum
+    # (one lengthscale at its bound) found on the first few points
+    gp = GaussianProcessRegressor(_kernel(x.shape[1], noise), normalize_y=True, n_restarts_optimizer=n_restarts, alpha=1e-10,
+                                  random_state=int(rng.integers(2**31)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            gp.fit(x[subset], y[subset])
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            warnings.warn(f"GP hyperparameter fit failed ({exc}); keeping the previous kernel", HpsBayesWarning,
+                          stacklevel=3)
+            if previous is None:
+                raise
+            return previous
+    return gp
+
+
+class _Posterior:
+    """The GP posterior on all finite points with the fitted kernel held fixed (one Cholesky factor)."""
+
+    def __init__(self, gp: object, x: FloatArray, y: FloatArray) -> None:
+        kernel = gp.kernel_  # type: ignore[attr-defined]
+        names = {type(k).__name__: k for k in (getattr(kernel, "k1", None), getattr(kernel, "k2", None)) if k}
+        if "WhiteKernel" in names:
+            self.signal, self.noise_var = kernel.k1, float(kernel.k2.noise_level)
+        else:
+            self.signal, self.noise_var = kernel, 0.0
+        self.lengthscale = self.signal.k2.length_scale
+        self.x = x
+        self.y_mean, self.y_std = float(np.mean(y)), float(np.std(y)) or 1.0
+        yn = (y - self.y_mean) / self.y_std
+        gram = self.signal(x) + (self.noise_var + 1e-8) * np.eye(len(x))
+        self.chol = cholesky(gram, lower=True)
+        self.alpha = cho_solve((self.chol, True), yn)
+        self.prior_var = float(self.signal.diag(x[:1])[0])
+
+    def predict(self, u: FloatArray) -> tuple[FloatArray, FloatArray]:
+        kx = self.signal(u, self.x)
+        mean = kx @ self.alpha
+        v = solve_triangular(self.chol, kx.T, lower=True)
+        var = np.maximum(self.prior_var - np.einsum("ij,ij->j", v, v), 0.0)
+        return mean * self.y_std + self.y_mean, np.sqrt(var) * self.y_std
+
+    def predict_joint(self, u: FloatArray) -> tuple[FloatArray, FloatArray, object]:
+        """Mean (original units), variance and a function j ↦ posterior covariance of all u with u_j
+        (both in units of the normalised target)."""
+        kx = self.signal(u, self.x)
+        mean = kx @ self.alpha * self.y_std + self.y_mean
+        v = solve_triangular(self.chol, kx.T, lower=True)
+        var = np.maximum(self.prior_var - np.einsum("ij,ij->j", v, v), 0.0)
+        signal = self.signal
+
+        def cross(j: int) -> FloatArray:
+            return np.asarray(signal(u, u[j : j + 1])[:, 0] - v.T @ v[:, j])
+
+        return mean, var, cross

@@ -1,0 +1,66 @@
+"""Objectives wired to the analysis: callables of one point (a sequence of floats) returning a float.
+
+A non-finite return (or an exception) marks a failed evaluation; the loop records
+it and the learner never asks for that point again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hps_bayes.core import FloatArray
+from hps_bayes.io import Spectrum
+from hps_bayes.scan import evaluate_point, mass_grid, prepare_spectrum
+from hps_bayes.settings import AnalysisSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExcessObjective:
+    """Local significance Z(m) of one dataset at a mass (GeV): :func:`hps_bayes.scan.evaluate_point`.
+
+    Maximised (EI/UCB) to find the largest local excess.  ``spectrum`` is the
+    full spectrum as read from file; it is rebinned and cropped once here.
+    A fit failure (status other than "ok") gives NaN.  With ``stats.method=toys``
+    each call is a toy-based p0 — the expensive case active learning is for.
+    """
+
+    spectrum: Spectrum
+    settings: AnalysisSettings
+    prepared: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.prepared:
+            object.__setattr__(self, "spectrum", prepare_spectrum(self.spectrum, self.settings))
+            object.__setattr__(self, "prepared", True)
+
+    def __call__(self, point: Sequence[float]) -> float:
+        result = evaluate_point(self.spectrum, float(point[0]), self.settings)
+        if result.status != "ok":
+            log.warning("m=%.2f MeV: %s (%s): recorded as a failed evaluation", result.mass * 1e3, result.status,
+                        result.message)
+            return float("nan")
+        return float(result.Z)
+
+    def grid(self) -> FloatArray:
+        """The scan's mass grid (GeV): the candidates of the excess search."""
+        return mass_grid(self.settings)
+
+    def bounds(self) -> list[tuple[float, float]]:
+        masses = self.grid()
+        return [(float(masses[0]), float(masses[-1]))]
+
+    def sigma_m(self, mass: float) -> float:
+        from hps_bayes.physics import sigma_m
+
+        return float(sigma_m(mass, self.settings.dataset))
+
+
+def grid_values(objective: object, points: FloatArray) -> FloatArray:
+    """The objective at every point, in-process (a truth grid for plots and benchmarks)."""
+    return np.array([float(objective(p)) for p in np.atleast_2d(points)])  # type: ignore[operator]

@@ -1,0 +1,192 @@
+"""``task=active`` as a library function: build the objective and learner from a plain mapping, run, plot.
+
+Takes the ``active:`` config section as a plain dict (never a DictConfig);
+Hydra-specific work (``_target_`` instantiation) is done by the caller
+(:func:`hps_bayes.tasks.task_active`) and the result passed as ``user_objective``.
+Plots are drawn by the ``plotter`` passed in (``hps_bayes.plots_active.plot_snapshot``),
+from the arrays computed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hps_bayes.active.learner import CONTOUR, ActiveLearner
+from hps_bayes.active.loop import ActiveSummary, make_executor, run_active
+from hps_bayes.active.models import WedgeSignalModel, is_pure_eps2_scaling, per_mass_eps2_limit
+from hps_bayes.active.objectives import ExcessObjective, grid_values
+from hps_bayes.core import FloatArray
+from hps_bayes.errors import ConfigError
+from hps_bayes.io import Spectrum
+from hps_bayes.results import write_table
+from hps_bayes.settings import AnalysisSettings
+
+log = logging.getLogger(__name__)
+HISTORY = "active_history.csv"
+LABELS = {"mass_gev": "$m_{A'}$ [GeV]", "eps2": r"$\epsilon^2$"}
+
+
+def build_objective(spec: Mapping[str, Any], settings: AnalysisSettings, spectrum: Callable[[], Spectrum],
+                    user_objective: Any = None) -> Any:
+    """The objective named by ``spec["objective"]["kind"]``: wedge, excess or callable."""
+    obj = dict(spec.get("objective") or {})
+    kind = obj.get("kind", "wedge")
+    if kind == "wedge":
+        model = dict(obj.get("model") or {})
+        for key in ("a_up_masses", "a_up_values"):
+            model[key] = tuple(model.get(key) or ())
+        return WedgeSignalModel(**model)
+    if kind == "excess":
+        return ExcessObjective(spectrum(), settings)
+    if kind == "callable":
+        if user_objective is None or not callable(user_objective):
+            raise ConfigError("active.objective.kind=callable needs active.objective.callable._target_ naming a "
+                              "callable (a function or a class with __call__), e.g. my_module.MyModel")
+        return user_objective
+    raise ConfigError(f"active.objective.kind={kind!r}: choose wedge, excess or callable")
+
+
+def build_learner(spec: Mapping[str, Any], objective: Any, rng: np.random.Generator) -> ActiveLearner:
+    """The learner of ``spec`` (bounds, log_axes, acquisition, threshold, q, candidates...)."""
+    candidates: Any = spec.get("candidates")
+    bounds = spec.get("bounds")
+    if isinstance(objective, ExcessObjective):
+        grid = objective.grid()
+        bounds = bounds or objective.bounds()
+        candidates = grid[:, None] if candidates in (None, "grid") else candidates
+    if not bounds:
+        raise ConfigError("active.bounds is missing: give one [low, high] pair per axis")
+    return ActiveLearner(bounds, log_axes=list(spec.get("log_axes") or ()), acquisition=spec["acquisition"],
+                         threshold=spec.get("threshold"), rng=rng, candidates=candidates,
+                         n_init=spec.get("n_init"), maximize=bool(spec.get("maximize", True)),
+                         noise=bool(spec.get("noise", True)), max_fit=int(spec.get("max_fit", 300)))
+
+
+def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Path, *,
+                   spectrum: Callable[[], Spectrum], user_objective: Any = None,
+                   plotter: Callable[[dict[str, Any], Path], Any] | None = None) -> ActiveSummary:
+    """Run the loop of the ``active:`` config section into ``out`` (history, summary, convergence, plots)."""
+    objective = build_objective(spec, settings, spectrum, user_objective)
+    axes = list(spec.get("axes") or [f"x{i}" for i in range(len(spec.get("bounds") or [[0, 1]]))])
+    if isinstance(objective, WedgeSignalModel) and _pure_scaling(objective, spec, out):
+        return ActiveSummary(0, 0, 0, "pure_eps2_scaling: solved per mass exactly (active_per_mass.csv)")
+    seed = np.random.SeedSequence(settings.seed).spawn(1)[0]
+    learner = build_learner(spec, objective, np.random.default_rng(seed))
+    truth = _truth(spec, objective, learner)
+    track: list[dict[str, float]] = []
+
+    def callback(lr: ActiveLearner, iteration: int) -> None:
+        track.append(_progress(lr, truth))
+        every = int(spec.get("plots_every") or 0)
+        if plotter and every and iteration % every == 0:
+            plotter(snapshot(lr, axes, truth, iteration_label=f"iteration {iteration}"), out / "active_plots"
+                    / f"iter{iteration:03d}")
+
+    executor = make_executor(spec.get("executor", {}).get("cluster", "none"), out / "active_jobs",
+                             dict(spec.get("executor", {}).get("parameters") or {}))
+    summary, history = run_active(objective, learner, axes=axes, max_evaluations=int(spec["max_evaluations"]),
+                                  q=int(spec.get("q", 1)), history_path=out / HISTORY, executor=executor,
+                                  target_misclassified=float(spec.get("target_misclassified", 0.01)),
+                                  patience=int(spec.get("patience", 2)), callback=callback)
+    if track:
+        import pandas as pd
+
+        write_table(out / "active_convergence.csv", pd.DataFrame(track))
+    if plotter and learner.n_finite >= 3:
+        plotter(snapshot(learner, axes, truth, convergence=track,
+                         target=spec.get("target_misclassified")), out / "active_plots" / "final")
+    log.info("active learning: %d evaluations (%d failed), stop: %s; %s", summary.n_evaluations, summary.n_failed,
+             summary.stop_reason, _describe(summary))
+    return summary
+
+
+def _describe(s: ActiveSummary) -> str:
+    if math.isfinite(s.estimated_misclassified):
+        return f"estimated misclassified fraction {s.estimated_misclassified:.4f} (raw {s.estimated_misclassified_raw:.4f})"
+    return f"best value {s.best_value:.4g} at {np.round(s.best_point, 6).tolist()}"
+
+
+def _pure_scaling(model: WedgeSignalModel, spec: Mapping[str, Any], out: Path) -> bool:
+    """For a pure ε² scaling, write the exact per-mass limits and say so (no active learning needed)."""
+    (m_lo, m_hi), (e_lo, e_hi) = spec["bounds"]
+    masses = np.geomspace(m_lo, m_hi, 200)
+    if not is_pure_eps2_scaling(model.expected_yield, masses[::20], np.geomspace(e_lo, e_hi, 5)):
+        return False
+    import pandas as pd
+
+    eps2 = per_mass_eps2_limit(model.expected_yield, model.a_up, masses)
+    write_table(out / "active_per_mass.csv", pd.DataFrame({"mass_gev": masses, "eps2_up": eps2}))
+    log.info("the signal yield is a pure eps^2 scaling: one limit per mass fixes the contour exactly; wrote "
+             "%s (no active learning needed)", out / "active_per_mass.csv")
+    return True
+
+
+def _axis_grid(learner: ActiveLearner, axis: int, n: int) -> FloatArray:
+    lo, hi = learner.bounds[axis]
+    return np.geomspace(lo, hi, n) if learner.log_axes[axis] else np.linspace(lo, hi, n)
+
+
+def _truth(spec: Mapping[str, Any], objective: Any, learner: ActiveLearner) -> dict[str, Any] | None:
+    """The objective on a dense grid, when cheap and asked for (``truth_grid``: points per axis; 0: none)."""
+    n = int(spec.get("truth_grid") or 0)
+    if n <= 0 or learner.dim > 2:
+        return None
+    if learner.dim == 1:
+        x = learner.candidates[:, 0] if isinstance(objective, ExcessObjective) else _axis_grid(learner, 0, n)
+        return {"axes": [x], "values": grid_values(objective, x[:, None])}
+    xs = [_axis_grid(learner, 0, n), _axis_grid(learner, 1, n)]
+    mm, ee = np.meshgrid(*xs, indexing="ij")
+    if hasattr(objective, "log_mu95"):
+        values = objective.log_mu95(mm, ee)
+    else:
+        values = grid_values(objective, np.c_[mm.ravel(), ee.ravel()]).reshape(mm.shape)
+    return {"axes": xs, "values": np.asarray(values)}
+
+
+def _progress(learner: ActiveLearner, truth: dict[str, Any] | None) -> dict[str, float]:
+    row: dict[str, float] = {"n_evaluations": learner.n_told, "n_failed": learner.n_told - learner.n_finite}
+    if learner._post is None:
+        return row
+    if learner.acquisition in CONTOUR:
+        row["estimated_misclassified"] = learner.misclassified_fraction()
+        row["estimated_misclassified_raw"] = learner.misclassified_fraction(calibrated=False)
+        if truth is not None and learner.dim == 2:
+            mean = _grid_prediction(learner, truth["axes"])[0]
+            t = learner.threshold
+            row["true_misclassified"] = float(np.mean((mean <= t) != (truth["values"] <= t)))
+    else:
+        row["best_value"] = learner.best_value()
+        row["best_point_0"] = float(learner.best_point()[0])
+    return row
+
+
+def _grid_prediction(learner: ActiveLearner, axes: list[FloatArray]) -> tuple[FloatArray, FloatArray]:
+    mesh = np.meshgrid(*axes, indexing="ij")
+    pred = learner.predict(np.stack([m.ravel() for m in mesh], axis=1))
+    return pred.mean.reshape(mesh[0].shape), pred.std.reshape(mesh[0].shape)
+
+
+def snapshot(learner: ActiveLearner, axes: list[str], truth: dict[str, Any] | None, *, iteration_label: str = "",
+             convergence: list[dict[str, float]] | None = None, target: float | None = None) -> dict[str, Any]:
+    """Everything a plot of the current surrogate needs, as plain arrays."""
+    import pandas as pd
+
+    grid_axes = truth["axes"] if truth is not None else [_axis_grid(learner, i, 80) for i in range(min(learner.dim, 2))]
+    snap: dict[str, Any] = {"dim": learner.dim, "axes": axes, "labels": [LABELS.get(a, a) for a in axes],
+                            "log_axes": learner.log_axes.tolist(), "threshold": learner.threshold,
+                            "points": learner.points, "values": learner.y, "title": iteration_label,
+                            "iteration": learner.iteration, "truth": None if truth is None else truth["values"],
+                            "convergence": pd.DataFrame(convergence or []), "target": target}
+    if learner.dim <= 2 and learner._post is not None:
+        snap["grid"] = grid_axes
+        snap["mean"], snap["std"] = _grid_prediction(learner, grid_axes)
+        if learner.dim == 1 and learner.n_finite:
+            snap["best"] = float(learner.best_point()[0])
+    return snap
+

@@ -1,0 +1,140 @@
+"""Look-elsewhere effect: upcrossings and Gross–Vitells against Rice's formula on a synthetic
+Gaussian process, monotone global p-values, toy scans of a spectrum, the scan summary, task=bands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.ndimage import gaussian_filter1d
+from scipy.special import ndtr
+
+from hps_bayes.app import load_config, settings_from_config
+from hps_bayes.demo import write_demo_file
+from hps_bayes.io import Spectrum
+from hps_bayes.physics import load_preset
+from hps_bayes.scan import toy_scans
+from hps_bayes.settings import resolve_settings
+from hps_bayes.stats.lee import (
+    LookElsewhere,
+    global_pvalue_from_toys,
+    gross_vitells,
+    look_elsewhere,
+    mean_upcrossings,
+    trials_factor,
+    upcrossings,
+)
+
+
+def _smooth_process(n_scans: int, n_points: int, width: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance stationary Gaussian process: white noise smoothed by a Gaussian of sd ``width``
+    (points); its correlation is exp(−τ²/(4 width²)), so λ₂ = −ρ''(0) = 1/(2 width²)."""
+    pad = int(8 * width)
+    noise = rng.standard_normal((n_scans, n_points + 2 * pad))
+    x = gaussian_filter1d(noise, width, axis=1, mode="wrap", truncate=8.0)[:, pad:-pad]
+    kernel = np.exp(-0.5 * (np.arange(-pad, pad + 1) / width) ** 2)
+    return np.asarray(x / np.sqrt(np.sum((kernel / kernel.sum()) ** 2)))
+
+
+def test_upcrossings_count_steps_across_the_level() -> None:
+    z = np.array([[0.0, 2.0, 0.5, 1.5, 3.0], [2.0, 2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, np.nan, 2.0]])
+    assert upcrossings(z, 1.0).tolist() == [2, 0, 1]
+    assert mean_upcrossings(z, 1.0) == pytest.approx(1.0)
+
+
+def test_gross_vitells_on_a_gaussian_process_with_known_upcrossings() -> None:
+    """Rice: ⟨N(u)⟩ = L √λ₂ e^{−u²/2} / (2π).  The measured ⟨N(c0)⟩ matches it, and Gross–Vitells
+    from c0 = 1 predicts the toys' global p of max Z (Z = max(0, X)) at Z = 2.5 and 3."""
+    width, n_points = 5.0, 400
+    z = np.maximum(_smooth_process(4000, n_points, width, np.random.default_rng(1)), 0.0)
+    rice = (n_points - 1) * np.sqrt(1.0 / (2 * width**2)) / (2 * np.pi)
+    for level in (0.5, 1.0, 2.0):
+        measured = mean_upcrossings(z, level)
+        assert measured == pytest.approx(rice * np.exp(-0.5 * level**2), rel=0.06), level
+    n_c0 = mean_upcrossings(z[:200], 1.0)  # a few toy scans suffice at a low level
+    z_max = z.max(axis=1)
+    for z_obs in (2.5, 3.0):
+        p_toys, err = global_pvalue_from_toys(z_max, z_obs)
+        assert gross_vitells(z_obs, n_c0, 1.0) == pytest.approx(p_toys, abs=4 * err + 0.15 * p_toys)
+
+
+def test_global_pvalues_are_monotone_and_above_local() -> None:
+    rng = np.random.default_rng(3)
+    z = np.maximum(_smooth_process(500, 200, 3.0, rng), 0.0)
+    masses = np.linspace(0.02, 0.12, 200)
+    sigma = np.full(200, 0.002)
+    previous = None
+    for z_obs in (0.5, 1.5, 2.0, 2.5, 3.0, 4.0):
+        observed = np.zeros(200)
+        observed[57] = z_obs
+        lee = look_elsewhere(masses, observed, z, sigma)
+        assert lee.mass_at_max == pytest.approx(masses[57]) and lee.n_toy_scans == 500
+        assert lee.p_local == pytest.approx(float(ndtr(-z_obs)))
+        for p in (lee.p_global_toys + lee.p_global_toys_error, lee.p_global_gv, lee.p_global_trials):
+            assert lee.p_local <= p <= 1.0
+        if previous is not None:
+            assert lee.p_global_toys <= previous.p_global_toys
+            assert lee.p_global_gv <= previous.p_global_gv
+            assert lee.p_global_trials <= previous.p_global_trials
+        previous = lee
+    assert LookElsewhere.from_dict(previous.to_dict()) == previous
+    assert previous.trials_factor == pytest.approx(50.0)
+    assert trials_factor(masses, sigma, sigmas_per_trial=2.0) == pytest.approx(25.0)
+
+
+def test_toy_scans_shape_and_seed(raw_spectrum_2015: Spectrum) -> None:
+    settings = resolve_settings("2015", {"background": {"spurious": "off"}})
+    masses = [0.04, 0.06, 0.08]
+    runs = [toy_scans(raw_spectrum_2015, settings, n_scans=40, rng=np.random.default_rng(seed), masses=masses)
+            for seed in (5, 5, 6)]
+    assert runs[0].shape == (40, 3) and np.all(np.isfinite(runs[0])) and np.all(runs[0] >= 0)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+    # background-only truth: Z = max(0, N(0, 1)) at each mass (about half the toys at 0)
+    pooled = np.concatenate(runs[:1] + runs[2:]).ravel()
+    assert 0.35 < np.mean(pooled == 0) < 0.65 and 0.3 < np.mean(pooled**2) < 0.75
+
+
+@pytest.fixture(scope="module")
+def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "demo.root"
+    return write_demo_file(path, load_preset("demo"), n_events=2e6, seed=5, shape="2015")
+
+
+def _settings_cfg(demo_file: Path, *overrides: str) -> tuple:
+    cfg = load_config([f"dataset.path={demo_file}", "background.spurious=off", "plots.per_mass=false",
+                       "scan.mass_min=0.05", "scan.mass_max=0.07", "scan.step=0.01", *overrides])
+    from hps_bayes.app import _plain
+
+    return settings_from_config(cfg), _plain(cfg)
+
+
+def test_scan_summary_reports_the_look_elsewhere_effect(tmp_path: Path, demo_file: Path) -> None:
+    from hps_bayes.tasks import task_scan
+
+    settings, cfg = _settings_cfg(demo_file, "stats.lee_toys=30", "plots.summary=false")
+    task_scan(settings, cfg, tmp_path)
+    lee = json.loads((tmp_path / "summary.json").read_text())["look_elsewhere"]["demo"]
+    assert lee["n_toy_scans"] == 30 and 0 <= lee["p_global_toys"] <= 1 and lee["c0"] == 1.0
+    assert lee["p_local"] <= lee["p_global_trials"] and lee["trials_factor"] > 1
+    off, cfg_off = _settings_cfg(demo_file)
+    assert off.config_hash() == settings.config_hash()  # lee_toys does not change a point's numbers
+
+
+def test_bands_task_smoke(tmp_path: Path, demo_file: Path) -> None:
+    from hps_bayes.tasks import task_bands
+
+    settings, cfg = _settings_cfg(demo_file, "task=bands", "stats.n_toys=100", "scan.mass_max=0.06")
+    assert cfg["task"]["name"] == "bands"
+    table = task_bands(settings, cfg, tmp_path)
+    frame = pd.read_csv(tmp_path / "bands.csv")
+    assert len(frame) == len(table) == 4 and sorted(set(frame.method)) == ["asymptotic", "toys"]
+    assert set(frame.status) == {"ok"}
+    toys = frame[frame.method == "toys"]
+    assert (toys.n_toys == 100).all() and (toys.A_up_error > 0).all()
+    assert frame[frame.method == "asymptotic"].A_up_error.isna().all()
+    for short in ("A", "eps2"):
+        assert (tmp_path / "summary_plots" / f"bands_{short}_demo.png").stat().st_size > 10_000

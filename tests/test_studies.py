@@ -1,0 +1,106 @@
+"""The spurious-signal study (hps_bayes.studies), range-end windows and the spurious-signal nuisance."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hps_bayes import studies
+from hps_bayes.errors import ConfigError
+from hps_bayes.fit import newton_fit
+from hps_bayes.model import (
+    BackgroundSettings,
+    SpuriousTable,
+    WindowObjective,
+    load_spurious_table,
+    window_bounds,
+)
+from hps_bayes.scan import build_window
+from hps_bayes.settings import resolve_settings
+from hps_bayes.tasks import task_spurious
+
+DEMO = {"shape": "2015", "n_events": 2_000_000}
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return resolve_settings("2015")
+
+
+@pytest.fixture(scope="module")
+def reference(settings):
+    return studies.reference_spectrum(settings, DEMO)
+
+
+@pytest.mark.parametrize("family", ["expcheb", "powerlaw"])
+def test_truth_shapes_imitate_the_reference_but_are_not_it(reference, family):
+    truth = studies.fit_truth(reference, family)
+    ratio = truth.counts / reference.counts
+    assert truth.name == family and np.all(truth.counts > 0)
+    assert 0.5 < ratio.min() and ratio.max() < 1.5  # the same turn-on, peak and fall ...
+    assert np.ptp(ratio) > 1e-3  # ... but a different function
+
+
+def test_window_bounds_shift_keeps_the_full_width_inside_the_range():
+    lo, hi, cl, ch = window_bounds(0.021, 0.01, 0.02, 0.13, edge="shift")
+    assert (lo, hi, cl, ch) == (0.02, pytest.approx(0.04), False, False)
+    lo, hi, cl, ch = window_bounds(0.125, 0.01, 0.02, 0.13, edge="shift")
+    assert (lo, hi, cl, ch) == (pytest.approx(0.11), 0.13, False, False)
+    lo, hi, cl, ch = window_bounds(0.021, 0.01, 0.02, 0.13, edge="clip")
+    assert (lo, hi, cl, ch) == (0.02, pytest.approx(0.031), True, False)
+    assert window_bounds(0.05, 1.0, 0.02, 0.13, edge="shift") == (0.02, 0.13, True, True)  # wider than the range
+    with pytest.raises(ConfigError, match="background.edge"):
+        BackgroundSettings(edge="wrap")  # type: ignore[arg-type]
+
+
+def test_spurious_point_is_reproducible_and_recovers_an_injected_signal(settings, reference):
+    a = studies.spurious_point(reference, 0.05, settings, n_toys=20, seed=3)
+    b = studies.spurious_point(reference, 0.05, settings, n_toys=20, seed=3)
+    assert a == b
+    assert abs(a.asimov_z) < 0.2  # the demo truth at 50 MeV: no spurious signal without noise
+    assert a.sigma_A_floor < a.asimov_sigma_A  # the known-background floor is below
+    assert abs(a.mean_z) < 4 * 1 / np.sqrt(20) + 0.2 and 0.5 < a.width_z < 1.5
+    assert a.recovered == pytest.approx(1.0, abs=0.15)
+    assert a.n_failed == 0
+
+
+def test_spurious_table_sets_a_nuisance_that_inflates_sigma_A(settings, reference, tmp_path):
+    path = studies.write_spurious_table(tmp_path / "s.csv", np.array([0.03, 0.08]), np.array([0.0, 1e-3]),
+                                       note="test")
+    table = load_spurious_table(str(path))
+    assert isinstance(table, SpuriousTable) and table(0.055) == pytest.approx(5e-4)
+    on = replace(settings, background=replace(settings.background, spurious="table", spurious_table=str(path)))
+    off = replace(settings, background=replace(settings.background, spurious="off"))
+    w_off, w_on = build_window(reference, 0.055, off), build_window(reference, 0.055, on)
+    assert w_off.spurious == 0 and w_on.spurious > 0
+    errors = []
+    for w in (w_off, w_on):
+        obj = WindowObjective(w, settings.background)
+        errors.append(newton_fit(obj, obj.observed()).poi_error(obj))
+    assert errors[1] == pytest.approx(np.hypot(errors[0], w_on.spurious), rel=1e-3)  # σ_tot = √(σ_A² + S²)
+    with pytest.raises(ConfigError, match="task=spurious"):
+        load_spurious_table(str(tmp_path / "missing.csv"))
+
+
+def test_spurious_relative_takes_the_largest_bias_over_shapes():
+    frame = pd.DataFrame({"status": "ok", "shape": ["a", "b", "a", "b"], "mass": [0.03, 0.03, 0.05, 0.05],
+                          "asimov_A": [10.0, -30.0, 0.0, 0.0], "mean_A": [0.0] * 4, "sd_A": [1.0] * 4,
+                          "n_toys": [100] * 4, "rho": [1e6] * 4, "sigma_m": [1e-3] * 4})
+    masses, rel = studies.spurious_relative(frame, smooth=0)
+    assert list(masses) == [0.03, 0.05] and rel == pytest.approx([30.0 / 1e3, 0.0])
+
+
+def test_task_spurious_writes_csv_plot_and_table(settings, tmp_path: Path):
+    cfg = {"dataset": {"demo": DEMO}, "task": {"families": ["demo", "powerlaw"], "n_toys": 4, "step": 0.04,
+                                               "inject_sigmas": 5.0, "edge_sigmas": None, "write_table": False}}
+    summary = task_spurious(settings, cfg, tmp_path)
+    frame = pd.read_csv(tmp_path / "spurious.csv")
+    assert set(frame["shape"].unique()) == {"demo", "powerlaw"} and (frame.status == "ok").all()
+    assert set(summary) == {"demo", "powerlaw", "all"}
+    assert (tmp_path / "spurious_2015.png").stat().st_size > 0
+    assert load_spurious_table(str(tmp_path / "spurious_2015.csv")).mass.size == frame.mass.nunique()
+    assert "| demo |" in studies.summary_table(summary)
