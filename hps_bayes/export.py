@@ -6,6 +6,7 @@ as DataFrames); nothing here computes statistics.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ def _expected_with_bands(rows: Any) -> Any:
 
 
 def write_hepdata(frame: Any, out_dir: str | Path, *, descriptions: Mapping[str, str] | None = None) -> Path:
-    """A HEPData submission (``submission.yaml`` + one table per source) of the ε² limits.
+    """A HEPData submission (``hepdata/submission.yaml`` + one table per source, and the
+    validated ``submission.tar.gz``) of the ε² limits, in ``out_dir``.
 
     ``frame`` is a :func:`limits_table`; rows whose status is not "ok" are left out
     (they have no limit).  Returns the folder holding the YAML files.
@@ -83,10 +85,11 @@ def write_hepdata(frame: Any, out_dir: str | Path, *, descriptions: Mapping[str,
         table.add_variable(_variable("Observed 95% CL upper limit on $\\epsilon^2$", observed, independent=False))
         table.add_variable(_expected_with_bands(rows))
         submission.add_table(table)
-    folder = out / "hepdata"
-    folder.mkdir(parents=True, exist_ok=True)
-    submission.create_files(str(folder), remove_old=True)
-    return folder
+    out.mkdir(parents=True, exist_ok=True)
+    # hepdata_lib writes (and validates) submission.tar.gz in the working directory
+    with contextlib.chdir(out):
+        submission.create_files("hepdata", remove_old=True)
+    return out / "hepdata"
 
 
 def finite_rows(frame: Any) -> Any:

@@ -38,6 +38,7 @@ def test_limits_table_round_trips_through_csv_and_parquet(tmp_path: Path) -> Non
 
 def test_hepdata_submission_has_one_table_per_source_with_bands(tmp_path: Path) -> None:
     folder = write_hepdata(limits_table(_single(), _combined()), tmp_path)
+    assert (tmp_path / "submission.tar.gz").is_file()  # validated by hepdata-validator
     docs = list(yaml.safe_load_all((folder / "submission.yaml").read_text()))
     tables = [d for d in docs if "data_file" in d]
     assert [t["name"] for t in tables] == ["eps2 limits 2015", "eps2 limits combined"]
