@@ -47,6 +47,7 @@ TASKS: dict[str, Callable[[AnalysisSettings, dict[str, Any], Path], Any]] = {
     "active": tasks.task_active,
     "posterior": tasks.task_posterior,
     "bands": tasks.task_bands,
+    "combine": tasks.task_combine,
 }
 SECTIONS = {"background": BackgroundSettings, "stats": StatsSettings, "scan": ScanSettings, "plots": PlotSettings}
 

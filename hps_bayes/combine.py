@@ -18,17 +18,19 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hps_bayes import __version__
 from hps_bayes.core import FitData, FloatArray
-from hps_bayes.errors import InputError
+from hps_bayes.errors import HpsBayesError, InputError
 from hps_bayes.fit import Objective
 from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
 from hps_bayes.physics import f_rad, yield_per_eps2
-from hps_bayes.results import CombinedResult
+from hps_bayes.results import CombinedResult, mass_label, write_json
 from hps_bayes.scan import background_density, build_window, prepare_spectrum
 from hps_bayes.settings import AnalysisSettings
 from hps_bayes.stats import AsymptoticCalculator, upper_limit
@@ -163,3 +165,46 @@ def evaluate_combined(
         k_factors=tuple(m.k for m in members), sigma_eps2_single=tuple(m.sigma_eps2 for m in members),
         version=__version__, seconds=time.perf_counter() - t_start,
     )
+
+
+def combined_masses(grids: Mapping[str, FloatArray], *, decimals: int = 7) -> FloatArray:
+    """Masses that lie on the grids of two or more datasets (the overlap regions)."""
+    counts: dict[float, int] = {}
+    for grid in grids.values():
+        for m in np.round(np.asarray(grid, dtype=float), decimals):
+            counts[float(m)] = counts.get(float(m), 0) + 1
+    return np.array(sorted(m for m, n in counts.items() if n >= 2))
+
+
+def run_combination(
+    spectra: Mapping[str, Spectrum],
+    settings: Mapping[str, AnalysisSettings],
+    masses: Sequence[float],
+    *,
+    out_dir: str | Path | None = None,
+    alpha: float = 0.05,
+    progress: bool | None = None,
+) -> Any:
+    """:func:`evaluate_combined` at every mass; with ``out_dir`` each result goes atomically to
+    ``<out_dir>/m070MeV/combined/numbers.json`` (with the settings of every dataset used).
+
+    A mass where the combination fails gets a row with its status and message.
+    """
+    from tqdm.auto import tqdm
+
+    rows = []
+    disable = None if progress is None else not progress
+    for mass in tqdm(list(masses), desc="combination", unit="mass", disable=disable, leave=False):
+        covering = {n: settings[n] for n in datasets_covering(float(mass), settings)}
+        try:
+            result = evaluate_combined(spectra, float(mass), covering, alpha=alpha)
+        except (HpsBayesError, np.linalg.LinAlgError, ArithmeticError) as exc:
+            result = CombinedResult(mass=float(mass), datasets="+".join(covering), status="fit_failed",
+                                    message=str(exc), version=__version__)
+        if out_dir is not None:
+            write_json(Path(out_dir) / mass_label(float(mass)) / "combined" / "numbers.json",
+                       {"result": result.to_dict(), "settings": {n: s.to_dict() for n, s in covering.items()}})
+        rows.append(result.to_row())
+    import pandas as pd
+
+    return pd.DataFrame(rows)

@@ -232,6 +232,11 @@ def load_preset(name: str) -> DatasetPreset:
     return preset_from_mapping(_read_preset_file(_preset_file(name)))
 
 
+def preset_mapping(name: str) -> dict[str, Any]:
+    """The full mapping of a preset file (including its ``demo:`` block), inheritance resolved."""
+    return _read_preset_file(_preset_file(name))
+
+
 def _read_preset_file(path: Path) -> dict[str, Any]:
     """The mapping in a preset file, with a Hydra ``defaults:`` list of other presets merged in."""
     import yaml  # PyYAML: a dependency of Hydra/OmegaConf, only needed here
@@ -244,7 +249,11 @@ def _read_preset_file(path: Path) -> dict[str, Any]:
     for base in data.get("defaults", []):
         if base != "_self_":
             merged.update(_read_preset_file(_preset_file(str(base))))
-    merged.update({k: v for k, v in data.items() if k != "defaults"})
+    for key, value in data.items():
+        if key == "demo" and isinstance(merged.get("demo"), Mapping):
+            merged["demo"] = {**merged["demo"], **value}  # merged like Hydra merges mappings
+        elif key != "defaults":
+            merged[key] = value
     return merged
 
 

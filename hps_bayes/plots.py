@@ -25,7 +25,7 @@ several datasets mixed, raises :class:`hps_bayes.errors.InputError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +232,7 @@ def _draw_published(ax: Axes, published: pd.DataFrame) -> np.ndarray:
                          "read shared/data/hps2015_published_limit.csv with pandas.read_csv(..., comment='#')")
     pub = published.sort_values("mass_GeV")
     eps2 = pub["epsilon2"].to_numpy(dtype=float)
-    ax.plot(pub["mass_GeV"].to_numpy(dtype=float) * 1e3, eps2, color="#3f6fd8", lw=2, label=PUBLISHED_2015_LABEL)
+    ax.plot(pub["mass_GeV"].to_numpy(dtype=float) * 1e3, eps2, color="#7a21dd", lw=2.5, ls="-.", label=PUBLISHED_2015_LABEL)
     return eps2
 
 
@@ -617,4 +617,64 @@ def plot_limit_bands(toys: pd.DataFrame, asymptotic: pd.DataFrame, path: str | P
         _draw_limit_axes(ax, curve, ylabel=ylabel, extra=[asym.observed, asym.expected], fallback=fallback,
                          title="Expected bands: toys (filled), asymptotic (blue)")
         _header(ax, dataset_label)
+        return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# several datasets and their combination
+# --------------------------------------------------------------------------------------------
+_OVERLAY_COLORS = ("#e42536", "#5790fc", "#f89c20", "#964a8b", "#9c9ca1")
+
+
+def plot_eps2_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
+                      published: pd.DataFrame | None = None, combined: str | None = "combined") -> Path:
+    """Observed (solid) and expected median (dashed) ε² limits of several datasets on one log plot.
+
+    ``frames`` maps a legend label to a results frame (one dataset or the combination);
+    the entry named ``combined`` is drawn in black, with its ±1σ band.  Failed rows are
+    left out of the lines (each frame's own plot marks them).
+    """
+    if not frames:
+        raise InputError("plot_eps2_overlay needs at least one results frame")
+    curves = {label: _limit_curve(frame, "eps2_up", label) for label, frame in frames.items()}
+    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+        ax = fig.subplots()
+        colors = iter(_OVERLAY_COLORS)
+        for label, c in curves.items():
+            color = "black" if label == combined else next(colors)
+            if label == combined and c.mass_mev.size:
+                ax.fill_between(c.mass_mev, c.expected[1], c.expected[3], color=_GREEN, lw=0, alpha=0.6,
+                                label=f"{label}: expected $\\pm 1\\sigma$")
+            ax.plot(c.mass_mev, c.observed, color=color, lw=2, label=f"{label}: observed")
+            ax.plot(c.mass_mev, c.expected[2], color=color, lw=1.5, ls="--", label=f"{label}: expected")
+        extra = [] if published is None else [_draw_published(ax, published)]
+        values = [v for c in curves.values() for v in (c.observed, c.expected[1:4])]
+        _set_log_y(ax, _log_limits([*values, *extra], headroom=0.45, fallback=(2e-7, 3e-3)))
+        ax.set_xlabel(MASS_LABEL)
+        ax.set_ylabel(r"$\epsilon^{2}$ upper limit (95% CL)")
+        ax.legend(loc="upper left", ncols=2, fontsize=13)
+        _header(ax, "all datasets")
+        return _save(fig, path)
+
+
+def plot_p0_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
+                    combined: str | None = "combined") -> Path:
+    """Local p0 vs mass of several datasets and their combination (black) on one log plot."""
+    if not frames:
+        raise InputError("plot_p0_overlay needs at least one results frame")
+    points = {label: _scan_points(frame, "p0", label) for label, frame in frames.items()}
+    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+        ax = fig.subplots()
+        colors = iter(_OVERLAY_COLORS)
+        for label, (mass, p0, _) in points.items():
+            color = "black" if label == combined else next(colors)
+            ax.plot(mass, p0, color=color, lw=2 if label == combined else 1.5, label=label)
+        _draw_sigma_lines(ax)
+        finite = np.concatenate([p[1][np.isfinite(p[1]) & (p[1] > 0)] for p in points.values()])
+        p5 = 0.5 * math.erfc(5 / math.sqrt(2.0))
+        _set_log_y(ax, (min(float(finite.min()) if finite.size else 1.0, p5) / 20, 2.0))
+        ax.set_xlabel(MASS_LABEL)
+        ax.set_ylabel("Local $p_0$")
+        ax.legend(loc="center left", bbox_to_anchor=(0.0, 0.285), fontsize=15)
+        _header(ax, "all datasets")
         return _save(fig, path)

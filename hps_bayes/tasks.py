@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from hps_bayes.combine import combined_masses, run_combination
 from hps_bayes.demo import write_demo_file
 from hps_bayes.errors import ConfigError, HpsBayesError, InputError
+from hps_bayes.export import limits_table, write_hepdata, write_limits
 from hps_bayes.io import Spectrum, check_analysable, load_spectrum, validate_spectrum
+from hps_bayes.physics import preset_mapping
 from hps_bayes.results import MassPointResult, mass_label, read_json, write_json, write_table
 from hps_bayes.scan import (
     ScanInterrupted,
@@ -68,7 +72,7 @@ def ensure_input(settings: AnalysisSettings, cfg: dict[str, Any]) -> Path:
     """The dataset's ROOT file; the demo spectrum is generated on first use (once, if chunks race)."""
     path = Path(settings.dataset.path)
     demo = _demo_options(cfg)
-    if path.exists() or not demo or settings.dataset.name != "demo":
+    if path.exists() or not demo or not demo.get("generate", settings.dataset.name == "demo"):
         return path
     with _locked(path):
         if not path.exists():
@@ -476,3 +480,78 @@ def task_active(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> A
     summary = run_configured(spec, settings, out, spectrum=lambda: load_validated(settings, cfg, out),
                              user_objective=user, plotter=plots_active.plot_snapshot)
     return summary
+
+
+def combination_members(cfg: dict[str, Any]) -> dict[str, tuple[AnalysisSettings, dict[str, Any]]]:
+    """The enabled datasets of ``task.datasets``: name → (settings, plain config for that dataset)."""
+    members: dict[str, tuple[AnalysisSettings, dict[str, Any]]] = {}
+    for entry in cfg["task"].get("datasets") or []:
+        if not entry.get("enabled", True):
+            continue
+        mapping = preset_mapping(str(entry["preset"]))
+        for key, value in entry.items():
+            if key == "demo":
+                mapping["demo"] = {**mapping.get("demo", {}), **value}
+            elif key not in ("preset", "enabled"):
+                mapping[key] = value
+        plain = {**cfg, "dataset": mapping}
+        settings = settings_from_mapping({**plain, "dataset": {k: v for k, v in mapping.items() if k != "demo"}})
+        if settings.dataset.name in members:
+            raise ConfigError(f"task.datasets: two enabled entries are named {settings.dataset.name!r} "
+                              f"(preset {entry['preset']!r}); give each dataset its own name")
+        members[settings.dataset.name] = (settings, plain)
+    if not members:
+        raise ConfigError("task=combine: no enabled dataset in task.datasets; enable at least one")
+    return members
+
+
+def task_combine(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Scan every enabled dataset, combine them (shared ε²) where their grids overlap, export.
+
+    Writes ``results_single.csv``, ``results_combined.csv``, ``limits.csv``/``.parquet``,
+    ``hepdata/``, per-dataset and combined ``numbers.json`` and the summary plots.
+    """
+    members = combination_members(cfg)
+    spectra = {name: load_validated(s, plain, out) for name, (s, plain) in members.items()}
+    grids = {name: mass_grid(s) for name, (s, _) in members.items()}
+    frames = {name: run_scan(spectra[name], config=s, masses=grids[name], out_dir=out)
+              for name, (s, _) in members.items()}
+    single = pd.concat(list(frames.values()), ignore_index=True)
+    write_table(out / "results_single.csv", single)
+    masses = combined_masses(grids)
+    if cfg["task"].get("combine", True) and len(members) > 1 and len(masses) == 0:
+        raise ConfigError(f"task=combine: the grids of {sorted(members)} do not overlap; nothing to combine "
+                          f"(ranges: { {n: s.dataset.mass_range for n, (s, _) in members.items()} })")
+    combined = run_combination(spectra, {n: s for n, (s, _) in members.items()}, masses, out_dir=out,
+                               alpha=settings.stats.alpha) if cfg["task"].get("combine", True) else pd.DataFrame()
+    write_table(out / "results_combined.csv", combined)
+    _export(single, combined, out, hepdata=bool(cfg["task"].get("hepdata", True)))
+    _combination_plots(frames, combined, {n: s for n, (s, _) in members.items()}, out)
+    log.info("combined %d masses (%s); results in %s", len(combined),
+             ", ".join(sorted(set(combined.datasets))) if len(combined) else "none", out)
+    return single, combined
+
+
+def _export(single: Any, combined: Any, out: Path, *, hepdata: bool) -> None:
+    table = limits_table(single, combined)
+    write_limits(table, out)
+    if hepdata and len(table):
+        write_hepdata(table, out)
+
+
+def _combination_plots(frames: dict[str, Any], combined: Any, settings: dict[str, AnalysisSettings],
+                       out: Path) -> None:
+    from hps_bayes import plots
+
+    for name, frame in frames.items():
+        _summary_plots(frame, settings[name], out)
+    folder = out / "summary_plots"
+    curves = {f"HPS {name}": frame for name, frame in frames.items()}
+    if len(combined):
+        plots.plot_eps2_limits(combined, folder / "eps2_ul_combined.png", dataset_label="combined",
+                               title="Combination (shared $\\epsilon^2$)")
+        plots.plot_p0(combined, folder / "p0_combined.png", dataset_label="combined")
+        curves["combined"] = combined
+    published = pd.read_csv(PUBLISHED_2015, comment="#") if "2015" in frames else None
+    plots.plot_eps2_overlay(curves, folder / "eps2_ul_overlay.png", published=published)
+    plots.plot_p0_overlay(curves, folder / "p0_overlay.png")
