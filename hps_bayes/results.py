@@ -30,7 +30,9 @@ class MassPointResult:
 
     ``A_up_error`` is the Monte Carlo uncertainty of a toy limit ``A_up`` (σ(CLs) over the CLs slope
     at the limit; NaN for asymptotic limits).  ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
-    N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``status`` is
+    N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``spurious_signal`` is the size S
+    (events) of the spurious-signal nuisance at this mass (0: off); ``sigma_A`` includes it in
+    quadrature, σ_A = √(σ_stat² + S²), so its effect on σ_A is √(σ_A² − S²) → σ_A.  ``status`` is
     "ok" when every fit converged and the limit search closed; otherwise a
     short reason, and ``message`` says more.
     """
