@@ -72,23 +72,27 @@ _WINDOW_MARGINS = {"left": 0.16, "right": 0.96, "bottom": 0.11, "top": 0.94}
 # figure plumbing
 # --------------------------------------------------------------------------------------------
 @contextmanager
-def _hep_figure(figsize: tuple[float, float], margins: dict[str, float]) -> Iterator[Figure]:
+def hep_figure(figsize: tuple[float, float], margins: dict[str, float] | None = None, *,
+               dpi: int = DPI, layout: Literal["constrained", "compressed", "tight"] | None = None
+               ) -> Iterator[Figure]:
     """A pyplot-free ``Figure`` drawn inside mplhep's ROOT style (rcParams restored on exit)."""
     with matplotlib.style.context(mplhep.style.ROOT):
-        fig = Figure(figsize=figsize, dpi=DPI)
-        fig.subplots_adjust(**margins)
+        fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
+        if margins:
+            fig.subplots_adjust(**margins)
         yield fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Save ``fig`` (inside the style context), then clear it so its artists are freed at once."""
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` at its dpi (inside the style context), then clear it so its artists are freed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=DPI)
+        fig.savefig(path, dpi=fig.dpi)
     finally:
         fig.clear()
     return path
+
 
 
 def _header(ax: Axes, right: str, left: str = "") -> None:
@@ -267,14 +271,14 @@ def plot_eps2_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: st
     empty frame raises :class:`~hps_bayes.errors.InputError` (a ``ValueError``).
     """
     curve = _limit_curve(frame, "eps2_up", dataset_label)
-    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+    with hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
         ax = fig.subplots()
         _draw_brazil(ax, curve, observed_label="Observed 95% CL limit")
         extra = [] if published is None else [_draw_published(ax, published)]
         _draw_limit_axes(ax, curve, ylabel=r"$\epsilon^{2}$ upper limit (95% CL)", extra=extra,
                          fallback=(2e-7, 3e-3), title=title)
         _header(ax, dataset_label)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_A_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Path:
@@ -284,13 +288,13 @@ def plot_A_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) 
     ``A_up_expected_{m2,m1,median,p1,p2}``.
     """
     curve = _limit_curve(frame, "A_up", dataset_label)
-    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+    with hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
         ax = fig.subplots()
         _draw_brazil(ax, curve, observed_label="Observed 95% CL limit")
         _draw_limit_axes(ax, curve, ylabel="A upper limit (95% CL) [events]", extra=[],
                          fallback=(2.0, 3e5))
         _header(ax, dataset_label)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_p0(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Path:
@@ -300,7 +304,7 @@ def plot_p0(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Pat
     Â < 0 have q0 = 0 and p0 = 0.5 (Eq. 12).  Failed rows are marked by red ticks.
     """
     mass, p0, failed = _scan_points(frame, "p0", dataset_label)
-    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+    with hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
         ax = fig.subplots()
         ax.plot(mass, p0, color="black", lw=2, marker="o", ms=4, label="Local $p_0$")
         _draw_sigma_lines(ax)
@@ -313,7 +317,7 @@ def plot_p0(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Pat
         # between the 4σ and 5σ lines: empty unless an excess beyond 4σ, and clear of the failure ticks
         ax.legend(loc="center left", bbox_to_anchor=(0.0, 0.285), fontsize=17)
         _header(ax, dataset_label)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_z_distribution(frame: pd.DataFrame, path: str | Path, *, dataset_label: str,
@@ -331,7 +335,7 @@ def plot_z_distribution(frame: pd.DataFrame, path: str | Path, *, dataset_label:
     lim = max(5.0, math.ceil(float(np.abs(values).max())) + 0.5) if values.size else 5.0
     edges = np.arange(-lim, lim + 1e-9, 0.25 if values.size >= 400 else 0.5)
     counts, _ = np.histogram(values, bins=edges)
-    with _hep_figure((10.0, 9.0), _WINDOW_MARGINS) as fig:
+    with hep_figure((10.0, 9.0), _WINDOW_MARGINS) as fig:
         ax = fig.subplots()
         ax.stairs(counts, edges, fill=True, color="#9cb9f0", label=f"Mass points ({values.size})")
         ax.stairs(counts, edges, color="#3f6fd8", lw=2)
@@ -349,7 +353,7 @@ def plot_z_distribution(frame: pd.DataFrame, path: str | Path, *, dataset_label:
         _stat_box(ax, values)
         ax.legend(loc="upper left", fontsize=17)
         _header(ax, dataset_label)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def _signed_z(frame: pd.DataFrame, z: Literal["wald", "signed"], dataset_label: str
@@ -455,7 +459,7 @@ def plot_fit_full(arrays: WindowFitArrays, path: str | Path, *,
     w = _window(arrays)
     fit = w.bkg_free + w.sig_free
     pull = np.where(fit > 0, (w.counts - fit) / np.sqrt(np.where(fit > 0, fit, 1.0)), np.nan)
-    with _hep_figure((10.0, 10.0), _WINDOW_MARGINS) as fig:
+    with hep_figure((10.0, 10.0), _WINDOW_MARGINS) as fig:
         ax, axr = _two_panels(fig)
         _draw_data(ax, w)
         ax.stairs(w.bkg_free, w.edges, color="#3f6fd8", lw=2.5, label="Background (free fit)")
@@ -467,7 +471,7 @@ def plot_fit_full(arrays: WindowFitArrays, path: str | Path, *,
                        f"$Z$ = {arrays.Z:.2f}"])
         _draw_pulls(axr, w, pull)
         _header(ax, arrays.dataset)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def _draw_pulls(ax: Axes, w: _Window, pull: np.ndarray) -> None:
@@ -495,7 +499,7 @@ def plot_blind_ul(arrays: WindowFitArrays, path: str | Path, *,
     """
     w = _window(arrays)
     total = w.bkg_limit + w.sig_limit
-    with _hep_figure((10.0, 10.0), _WINDOW_MARGINS) as fig:
+    with hep_figure((10.0, 10.0), _WINDOW_MARGINS) as fig:
         ax, axr = _two_panels(fig)
         ax.stairs(total, w.edges, baseline=w.bkg_limit, fill=True, color=_SIGNAL_COLOR,
                   label=r"Signal at limit $A_{up}\,T$")
@@ -507,7 +511,7 @@ def plot_blind_ul(arrays: WindowFitArrays, path: str | Path, *,
         _info_box(ax, [f"$m$ = {w.mass_mev:.1f} MeV", f"$A_{{up}}$ = {arrays.A_up:.4g} events (95% CL)"])
         _draw_subtracted(axr, w)
         _header(ax, arrays.dataset)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def _draw_subtracted(ax: Axes, w: _Window) -> None:
@@ -527,7 +531,7 @@ def plot_s_over_b_ul(arrays: WindowFitArrays, path: str | Path) -> Path:
     """Per-bin signal-to-background, A_up·T_i / b_i (fit at the limit), in per cent, vs mass."""
     w = _window(arrays)
     ratio = np.where(w.bkg_limit > 0, w.sig_limit / np.where(w.bkg_limit > 0, w.bkg_limit, 1.0), np.nan)
-    with _hep_figure((10.0, 9.0), _WINDOW_MARGINS) as fig:
+    with hep_figure((10.0, 9.0), _WINDOW_MARGINS) as fig:
         ax = fig.subplots()
         ax.stairs(100 * ratio, w.edges, color="#e42536", lw=2.5, label="Signal at the 95% CL limit")
         ax.axhline(0, color="black", lw=1)
@@ -540,7 +544,7 @@ def plot_s_over_b_ul(arrays: WindowFitArrays, path: str | Path) -> Path:
         ax.legend(loc="upper right", fontsize=16)
         _info_box(ax, [f"$A_{{up}}$ = {arrays.A_up:.4g} events"])
         _header(ax, arrays.dataset)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,7 +560,7 @@ def plot_spurious(frame: pd.DataFrame, path: str | Path, *, dataset_label: str, 
     ok = frame[frame.status == "ok"]
     if ok.empty:
         raise InputError(f"no successful cells to plot for {dataset_label}")
-    with _hep_figure((12.0, 10.0), {"left": 0.12, "right": 0.97, "bottom": 0.09, "top": 0.94}) as fig:
+    with hep_figure((12.0, 10.0), {"left": 0.12, "right": 0.97, "bottom": 0.09, "top": 0.94}) as fig:
         top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1], "hspace": 0.05})
         for ax, lo, hi in ((top, -band, band), (bottom, 0.9, 1.1)):
             ax.axhspan(lo, hi, color="#d0d0d0", alpha=0.6, lw=0)
@@ -574,7 +578,7 @@ def plot_spurious(frame: pd.DataFrame, path: str | Path, *, dataset_label: str, 
         lim = max(0.5, float(np.nanmax(np.abs(np.r_[ok.mean_z, ok.asimov_z]))) * 1.3)
         top.set_ylim(-lim, lim * 1.4)
         _header(top, dataset_label, "spurious signal")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,14 +614,14 @@ def plot_limit_bands(toys: pd.DataFrame, asymptotic: pd.DataFrame, path: str | P
     n_toys = int(toys["n_toys"].max()) if "n_toys" in toys.columns and len(toys) else 0
     ylabel = "A upper limit (95% CL) [events]" if quantity == "A_up" else r"$\epsilon^{2}$ upper limit (95% CL)"
     fallback = (2.0, 3e5) if quantity == "A_up" else (2e-7, 3e-3)
-    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+    with hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
         ax = fig.subplots()
         _draw_brazil(ax, curve, observed_label=f"Observed 95% CL limit (toys, {n_toys} per ensemble)")
         _draw_asymptotic_band(ax, asym)
         _draw_limit_axes(ax, curve, ylabel=ylabel, extra=[asym.observed, asym.expected], fallback=fallback,
                          title="Expected bands: toys (filled), asymptotic (blue)")
         _header(ax, dataset_label)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,7 +641,7 @@ def plot_eps2_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
     if not frames:
         raise InputError("plot_eps2_overlay needs at least one results frame")
     curves = {label: _limit_curve(frame, "eps2_up", label) for label, frame in frames.items()}
-    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+    with hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
         ax = fig.subplots()
         colors = iter(_OVERLAY_COLORS)
         for label, c in curves.items():
@@ -654,7 +658,7 @@ def plot_eps2_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
         ax.set_ylabel(r"$\epsilon^{2}$ upper limit (95% CL)")
         ax.legend(loc="upper left", ncols=2, fontsize=13)
         _header(ax, "all datasets")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_p0_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
@@ -663,7 +667,7 @@ def plot_p0_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
     if not frames:
         raise InputError("plot_p0_overlay needs at least one results frame")
     points = {label: _scan_points(frame, "p0", label) for label, frame in frames.items()}
-    with _hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
+    with hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
         ax = fig.subplots()
         colors = iter(_OVERLAY_COLORS)
         for label, (mass, p0, _) in points.items():
@@ -677,4 +681,4 @@ def plot_p0_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
         ax.set_ylabel("Local $p_0$")
         ax.legend(loc="center left", bbox_to_anchor=(0.0, 0.285), fontsize=15)
         _header(ax, "all datasets")
-        return _save(fig, path)
+        return save_figure(fig, path)

@@ -7,15 +7,14 @@ truth grid and the history were computed upstream (``hps_bayes.active``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import matplotlib.style
-import mplhep
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from hps_bayes.plots import hep_figure, save_figure
 
 __all__ = ["plot_active_convergence", "plot_snapshot", "plot_surrogate_1d", "plot_surrogate_2d"]
 
@@ -23,21 +22,9 @@ DPI = 110
 _FAIL_COLOR = "#d00000"
 
 
-@contextmanager
-def _figure(figsize: tuple[float, float]) -> Iterator[Figure]:
-    with matplotlib.style.context(mplhep.style.ROOT):
-        fig = Figure(figsize=figsize, dpi=DPI)
-        yield fig
+def _figure(figsize: tuple[float, float]) -> Any:
+    return hep_figure(figsize, dpi=DPI)
 
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=DPI)
-    finally:
-        fig.clear()
-    return path
 
 
 def _points(ax: Axes, x: np.ndarray, y: np.ndarray, iteration: np.ndarray, failed: np.ndarray, fig: Figure) -> None:
@@ -75,7 +62,7 @@ def plot_surrogate_2d(path: str | Path, *, x: np.ndarray, y: np.ndarray, mean: n
         note = "white: estimated contour" + (", red dashed: truth" if truth is not None else "")
         ax_mean.set_title(f"{title}  ({note})" if title else note, fontsize=15)
         ax_std.set_title(f"{len(points)} evaluations", fontsize=15)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_surrogate_1d(path: str | Path, *, x: np.ndarray, mean: np.ndarray, std: np.ndarray, points: np.ndarray,
@@ -99,7 +86,7 @@ def plot_surrogate_1d(path: str | Path, *, x: np.ndarray, mean: np.ndarray, std:
         ax.legend(fontsize=14, loc="upper right")
         if title:
             ax.set_title(title, fontsize=15)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_active_convergence(path: str | Path, *, n_evaluations: np.ndarray, estimated: np.ndarray,
@@ -118,7 +105,7 @@ def plot_active_convergence(path: str | Path, *, n_evaluations: np.ndarray, esti
         ax.set_xlabel("evaluations")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=14)
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_snapshot(snap: dict, stem: str | Path) -> list[Path]:

@@ -8,17 +8,14 @@ ranks of the pooled draws for the rank plot).  Figures are made without pyplot.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.style
-import mplhep
 import numpy as np
-from matplotlib.figure import Figure
 
 from hps_bayes.errors import InputError
+from hps_bayes.plots import hep_figure, save_figure
 
 if TYPE_CHECKING:  # a type only: plotting does not load PyMC
     from hps_bayes.posterior import PosteriorArrays
@@ -27,20 +24,9 @@ DPI = 100
 _CHAIN_COLORS = ("#3f6fd8", "#e42536", "#f89c20", "#5790fc", "#964a8b", "#9c9ca1")
 
 
-@contextmanager
-def _figure(figsize: tuple[float, float]) -> Iterator[Figure]:
-    with matplotlib.style.context(mplhep.style.ROOT):
-        yield Figure(figsize=figsize, dpi=DPI, layout="constrained")
+def _figure(figsize: tuple[float, float]) -> Any:
+    return hep_figure(figsize, dpi=DPI, layout="constrained")
 
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=DPI)
-    finally:
-        fig.clear()
-    return path
 
 
 def plot_trace_rank(draws: Mapping[str, np.ndarray], path: str | Path, *, title: str) -> Path:
@@ -68,7 +54,7 @@ def plot_trace_rank(draws: Mapping[str, np.ndarray], path: str | Path, *, title:
             ax_r.set_yticks([])
         axes[0, 0].legend(fontsize=12, loc="upper right", ncol=2)
         axes[0, 0].set_title(title, fontsize=16, loc="left")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_A_posterior(A: np.ndarray, path: str | Path, *, A_up_credible: float, A_up_cls: float,
@@ -88,7 +74,7 @@ def plot_A_posterior(A: np.ndarray, path: str | Path, *, A_up_credible: float, A
         ax.set_ylim(0, None)
         ax.legend(fontsize=14, loc="upper right")
         ax.set_title(title, fontsize=16, loc="left")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_ppc(edges: np.ndarray, counts: np.ndarray, band: np.ndarray, path: str | Path, *, mass: float,
@@ -122,7 +108,7 @@ def plot_ppc(edges: np.ndarray, counts: np.ndarray, band: np.ndarray, path: str 
         ax.set_title(title, fontsize=16, loc="left")
         axr.set_ylabel("(n − median)/√median", fontsize=16)
         axr.set_xlabel(r"$m(e^{+}e^{-})$ [MeV]")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_posterior_point(arrays: PosteriorArrays, folder: str | Path, *, A_up_cls: float, A_hat: float,

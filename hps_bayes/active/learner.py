@@ -32,9 +32,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
@@ -227,7 +227,7 @@ class ActiveLearner:
                                         n_restarts=self.n_restarts, rng=self.rng)
         self._post = _Posterior(self._gp, x, y)
 
-    def _fit_subset(self, x: FloatArray, y: FloatArray) -> FloatArray:
+    def _fit_subset(self, x: FloatArray, y: FloatArray) -> np.ndarray:
         """Indices of at most ``max_fit`` points for the hyperparameter fit: half the most relevant, half random."""
         n = len(y)
         if n <= self.max_fit:
@@ -287,7 +287,7 @@ class ActiveLearner:
             raise ConfigError("every candidate point has been evaluated; give more candidates")
         return self.from_unit(self._believer_batch(self._cand_u[free], q))
 
-    def _free_candidates(self) -> FloatArray:
+    def _free_candidates(self) -> np.ndarray:
         """Indices of candidates not yet told (successful or failed)."""
         if not len(self.x_u):
             return np.arange(len(self._cand_u))
@@ -296,7 +296,7 @@ class ActiveLearner:
         dist, _ = cKDTree(self.x_u).query(self._cand_u, k=1)
         return np.flatnonzero(dist > 1e-9)
 
-    def _initial(self, q: int, free: FloatArray) -> FloatArray:
+    def _initial(self, q: int, free: np.ndarray) -> FloatArray:
         """Space-filling first points: the free candidates farthest from everything told (greedy maximin)."""
         pool = self._cand_u[free]
         chosen: list[int] = []
@@ -395,7 +395,7 @@ def _min_dist(a: FloatArray, b: FloatArray) -> FloatArray:
     return np.asarray(cKDTree(b).query(a, k=1)[0], dtype=np.float64)
 
 
-def _kernel(dim: int, noise: bool) -> object:
+def _kernel(dim: int, noise: bool) -> Any:
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
     base = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=np.full(dim, 0.3), length_scale_bounds=(0.03, 10.0),
@@ -403,7 +403,7 @@ def _kernel(dim: int, noise: bool) -> object:
     return base + WhiteKernel(1e-4, (1e-8, 1e0)) if noise else base
 
 
-def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: FloatArray, *, previous: object | None, noise: bool,
+def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: np.ndarray, *, previous: object | None, noise: bool,
                          n_restarts: int, rng: np.random.Generator) -> object:
     """A fitted GaussianProcessRegressor (type-II ML on ``subset``); ``previous`` is kept if the fit fails."""
     from sklearn.exceptions import ConvergenceWarning
@@ -452,7 +452,7 @@ class _Posterior:
         var = np.maximum(self.prior_var - np.einsum("ij,ij->j", v, v), 0.0)
         return mean * self.y_std + self.y_mean, np.sqrt(var) * self.y_std
 
-    def predict_joint(self, u: FloatArray) -> tuple[FloatArray, FloatArray, object]:
+    def predict_joint(self, u: FloatArray) -> tuple[FloatArray, FloatArray, Callable[[int], FloatArray]]:
         """Mean (original units), variance and a function j ↦ posterior covariance of all u with u_j
         (both in units of the normalised target)."""
         kx = self.signal(u, self.x)

@@ -29,7 +29,7 @@ from hps_bayes.results import write_json, write_table
 
 log = logging.getLogger(__name__)
 
-Objective = Callable[[Sequence[float]], float]
+Objective = Callable[[Any], float]
 Cluster = Literal["none", "local", "slurm", "debug"]
 
 
@@ -83,7 +83,7 @@ def evaluate_batch(objective: Objective, points: FloatArray, executor: Any = Non
     for job, p in zip(jobs, points, strict=True):
         try:
             out.append(job.result())
-        except Exception as exc:  # a killed or failed job: record it, keep going
+        except Exception as exc:  # noqa: BLE001  (a killed or failed job: record it, keep going)
             log.warning("job for point %s failed: %s", np.round(p, 8).tolist(), str(exc).splitlines()[0][:200])
             out.append((math.nan, "failed", f"job: {str(exc).splitlines()[0][:200]}", math.nan))
     return out
@@ -93,7 +93,7 @@ def _safe_call(objective: Objective, point: FloatArray) -> tuple[float, str, str
     start = time.perf_counter()
     try:
         value = float(objective(np.asarray(point, dtype=np.float64)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (any failure of a user objective is recorded, not fatal)
         return math.nan, "failed", f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - start
     status = "ok" if math.isfinite(value) else "failed"
     return value, status, "" if status == "ok" else "non-finite value", time.perf_counter() - start

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hps_bayes.core import FloatArray
 from hps_bayes.demo import demo_density
@@ -115,7 +116,7 @@ class WedgeSignalModel:
         return float(self.log_mu95(np.array(point[0]), np.array(point[1])))
 
 
-def is_pure_eps2_scaling(yield_fn: YieldFunction, masses: Sequence[float], eps2: Sequence[float], *,
+def is_pure_eps2_scaling(yield_fn: YieldFunction, masses: ArrayLike, eps2: ArrayLike, *,
                          rtol: float = 1e-6) -> bool:
     """True when N(m, c·ε²) = c·N(m, ε²) at every probed (m, ε²) (c = 3.7): a prompt model.
 
@@ -130,7 +131,7 @@ def is_pure_eps2_scaling(yield_fn: YieldFunction, masses: Sequence[float], eps2:
 
 
 def per_mass_eps2_limit(yield_fn: YieldFunction, a_up: Callable[[FloatArray], FloatArray],
-                        masses: Sequence[float]) -> FloatArray:
+                        masses: ArrayLike) -> FloatArray:
     """Exact ε² limit per mass for a pure-scaling yield: ε²_up(m) = A_up(m) / N(m, ε²=1)."""
     m = np.asarray(masses, dtype=np.float64)
     return np.asarray(a_up(m) / yield_fn(m, np.ones_like(m)), dtype=np.float64)

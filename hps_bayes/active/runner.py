@@ -90,7 +90,7 @@ def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Pat
 
     executor = make_executor(spec.get("executor", {}).get("cluster", "none"), out / "active_jobs",
                              dict(spec.get("executor", {}).get("parameters") or {}))
-    summary, history = run_active(objective, learner, axes=axes, max_evaluations=int(spec["max_evaluations"]),
+    summary, _ = run_active(objective, learner, axes=axes, max_evaluations=int(spec["max_evaluations"]),
                                   q=int(spec.get("q", 1)), history_path=out / HISTORY, executor=executor,
                                   target_misclassified=float(spec.get("target_misclassified", 0.01)),
                                   patience=int(spec.get("patience", 2)), callback=callback)
@@ -158,7 +158,7 @@ def _progress(learner: ActiveLearner, truth: dict[str, Any] | None) -> dict[str,
         row["estimated_misclassified_raw"] = learner.misclassified_fraction(calibrated=False)
         if truth is not None and learner.dim == 2:
             mean = _grid_prediction(learner, truth["axes"])[0]
-            t = learner.threshold
+            t = float(learner.threshold)  # type: ignore[arg-type]
             row["true_misclassified"] = float(np.mean((mean <= t) != (truth["values"] <= t)))
     else:
         row["best_value"] = learner.best_value()

@@ -1,0 +1,180 @@
+"""Active learning against a dense grid (issue 9): the wedge contour and the excess search.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 3]
+
+Wedge (hps_bayes.active.WedgeSignalModel, box m ∈ [15, 200] MeV × ε² ∈ [1e-12, 1e-4], both log):
+evaluations until ≤1% of the 60×60 truth grid over log m × log ε² is misclassified, for straddle and
+entropy with q = 1 and q = 10 (Kriging-believer batches; counted after each batch), against k×k
+regular sub-grids and random points interpolated by the same GP; the per-mass contour error in
+decades of ε² at that point; the stopping rule's estimate against the truth; ask(q=10) time with
+1000 points told.  Excess: EI over the scan's mass grid of a demo spectrum with an injected signal,
+evaluations until the best point is within σ(m) of the full scan's largest local Z.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from hps_bayes.active import (
+    ActiveLearner,
+    ExcessObjective,
+    WedgeSignalModel,
+    contour_error_decades,
+    grid_values,
+    run_active,
+    truth_grid,
+)
+from hps_bayes.demo import simulate_spectrum
+from hps_bayes.physics import load_preset, sigma_m
+from hps_bayes.settings import resolve_settings
+
+BOUNDS = [(0.015, 0.2), (1e-12, 1e-4)]
+MODEL = WedgeSignalModel()
+MASSES, EPS2, TRUTH = truth_grid(MODEL, BOUNDS, 60)
+MM, EE = np.meshgrid(MASSES, EPS2, indexing="ij")
+GRID = np.c_[MM.ravel(), EE.ravel()]
+FINE_EPS2 = np.geomspace(*BOUNDS[1], 600)
+FINE_TRUTH = MODEL.log_mu95(MASSES[:, None], FINE_EPS2[None, :])
+
+
+def _learner(seed: int, acquisition: str = "straddle") -> ActiveLearner:
+    return ActiveLearner(BOUNDS, log_axes=[0, 1], acquisition=acquisition, threshold=0.0,  # type: ignore[arg-type]
+                         rng=np.random.default_rng(seed))
+
+
+def _mis(learner: ActiveLearner) -> float:
+    return float(np.mean((learner.predict(GRID).mean.reshape(60, 60) <= 0) != (TRUTH <= 0)))
+
+
+def _decades(learner: ActiveLearner) -> tuple[float, float]:
+    mm, ee = np.meshgrid(MASSES, FINE_EPS2, indexing="ij")
+    est = learner.predict(np.c_[mm.ravel(), ee.ravel()]).mean.reshape(mm.shape)
+    err = contour_error_decades(FINE_TRUTH, est, FINE_EPS2)
+    return float(np.median(err)), float(np.percentile(err, 95))
+
+
+def active_run(seed: int, acquisition: str, q: int, limit: int = 180) -> dict[str, float]:
+    learner = _learner(seed, acquisition)
+    out: dict[str, float] = {"n": np.nan}
+    while learner.n_told < limit:
+        x = learner.ask(q)
+        learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+        if learner.n_told >= learner.n_init and _mis(learner) <= 0.01:
+            est = learner.misclassified_fraction()
+            med, p95 = _decades(learner)
+            out = {"n": learner.n_told, "mis": _mis(learner), "est": est,
+                   "raw": learner.misclassified_fraction(calibrated=False), "med": med, "p95": p95}
+            break
+    return out
+
+
+def stopping_check(seed: int, acquisition: str, q: int) -> tuple[int, float, float, float]:
+    """Where the calibrated stopping rule (≤1%, 2 iterations in a row) stops: (n, truth, estimate, raw)."""
+    learner = _learner(seed, acquisition)
+    summary, _ = run_active(MODEL, learner, axes=["m", "e"], max_evaluations=300, q=q, patience=2)
+    return summary.n_evaluations, _mis(learner), summary.estimated_misclassified, summary.estimated_misclassified_raw
+
+
+def fixed_design(points: np.ndarray, seed: int) -> float:
+    learner = _learner(seed)
+    learner.tell(points, MODEL.log_mu95(points[:, 0], points[:, 1]))
+    return _mis(learner)
+
+
+def subgrid(k: int) -> np.ndarray:
+    m, e = np.geomspace(*BOUNDS[0], k), np.geomspace(*BOUNDS[1], k)
+    mm, ee = np.meshgrid(m, e, indexing="ij")
+    return np.c_[mm.ravel(), ee.ravel()]
+
+
+def first_reaching(sizes: list[int], make: Callable[[int], float], target: float = 0.01) -> tuple[int, float]:
+    for n in sizes:
+        mis = make(n)
+        if mis <= target:
+            return n, mis
+    return -1, mis
+
+
+def excess_run(seed: int, mass0: float, step: float = 0.0005) -> tuple[int, int, float, float]:
+    """Evaluations until EI's best is within σ(m) of the full scan's largest Z; (evals, grid size, m*, m_found)."""
+    preset = load_preset("demo")
+    spectrum = simulate_spectrum("2015", n_events=21.5e6, rng=np.random.default_rng(100 + seed), signal_mass=mass0,
+                                 signal_yield=40000.0, sigma=float(sigma_m(mass0, preset)))
+    objective = ExcessObjective(spectrum, resolve_settings("demo", {"scan": {"step": step},
+                                                                    "background": {"spurious": "off"}}))
+    grid = objective.grid()
+    z = grid_values(objective, grid[:, None])
+    target = float(grid[np.nanargmax(z)])
+    width = float(sigma_m(target, preset))
+    learner = ActiveLearner(objective.bounds(), log_axes=[0], acquisition="ei", rng=np.random.default_rng(seed),
+                            candidates=grid[:, None], n_init=4)
+    while learner.n_told < len(grid):
+        x = learner.ask(1)
+        learner.tell(x, [objective(p) for p in x])
+        if learner.n_finite and abs(float(learner.best_point()[0]) - target) <= width:
+            break
+    return learner.n_told, len(grid), target, float(learner.best_point()[0])
+
+
+def ask_timing() -> tuple[float, float]:
+    learner = _learner(0)
+    x = learner.from_unit(np.random.default_rng(1).random((1000, 2)))
+    t0 = time.perf_counter()
+    learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+    t1 = time.perf_counter()
+    learner.ask(10)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def _mean(runs: list[dict[str, float]], key: str) -> float:
+    return float(np.nanmean([r.get(key, np.nan) for r in runs]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    seeds = range(args.seeds)
+    print(f"wedge: 60x60 truth grid, {100 * (TRUTH <= 0).mean():.1f}% excluded; seeds {list(seeds)}")
+    print(f"{'method':<22}{'evals to <=1%':>16}{'% of 3600':>11}{'mis':>8}{'est':>8}{'raw':>8}"
+          f"{'dec med':>9}{'dec p95':>9}")
+    for acquisition in ("straddle", "entropy"):
+        for q in (1, 10):
+            runs = [active_run(s, acquisition, q) for s in seeds]
+            n = np.array([r["n"] for r in runs], float)
+            print(f"{acquisition + f' q={q}':<22}{np.mean(n):>9.1f} {n.astype(int).tolist()!s:>6}"
+                  f"{100 * np.mean(n) / 3600:>10.2f}%{_mean(runs, 'mis'):>8.4f}{_mean(runs, 'est'):>8.4f}{_mean(runs, 'raw'):>8.4f}"
+                  f"{_mean(runs, 'med'):>9.3f}{_mean(runs, 'p95'):>9.3f}")
+    n_grid, mis_grid = first_reaching(list(range(5, 31)), lambda k: fixed_design(subgrid(k), 0))
+    print(f"{'regular sub-grid + GP':<22}{n_grid ** 2:>9d} ({n_grid}x{n_grid}){100 * n_grid ** 2 / 3600:>6.2f}%"
+          f"{mis_grid:>8.4f}")
+    rand = []
+    for s in seeds:
+        rng = np.random.default_rng(50 + s)
+        pool = _learner(0).from_unit(rng.random((3600, 2)))
+        rand.append(first_reaching(list(range(20, 1001, 20)), lambda n, p=pool, s=s: fixed_design(p[:n], s))[0])
+    print(f"{'random points + GP':<22}{np.mean(rand):>9.1f} {rand}")
+    print("\nstopping rule (calibrated estimate <= 1% in 2 consecutive iterations):")
+    for acquisition, q in (("straddle", 1), ("straddle", 10), ("entropy", 10)):
+        for s in seeds:
+            n, truth, est, raw = stopping_check(s, acquisition, q)
+            print(f"  {acquisition} q={q} seed {s}: stops at {n:>3d}, true {truth:.4f}, est {est:.4f} "
+                  f"(raw {raw:.4f}; truth/est {truth / max(est, 1e-9):.2f}, truth/raw {truth / max(raw, 1e-9):.2f})")
+    t_tell, t_ask = ask_timing()
+    print(f"\n1000 points told: tell {t_tell:.2f} s (hyperparameter fit on 300), ask(q=10) {t_ask:.2f} s")
+    print("\nexcess search (demo 2015, 21.5M events, 40000 injected, scan step 0.5 MeV, EI q=1, n_init=4):")
+    for s, mass0 in zip(seeds, (0.045, 0.065, 0.085, 0.035, 0.055), strict=False):
+        n, size, target, found = excess_run(s, mass0)
+        print(f"  injected {mass0 * 1e3:.0f} MeV: largest Z of the scan at {target * 1e3:.1f} MeV; found "
+              f"{found * 1e3:.1f} MeV after {n} of {size} masses ({100 * n / size:.0f}%)")
+
+
+if __name__ == "__main__":
+    main()
