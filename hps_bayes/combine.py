@@ -179,7 +179,7 @@ def combined_masses(grids: Mapping[str, FloatArray], *, decimals: int = 7) -> Fl
 def run_combination(
     spectra: Mapping[str, Spectrum],
     settings: Mapping[str, AnalysisSettings],
-    masses: Sequence[float],
+    masses: Sequence[float] | FloatArray,
     *,
     out_dir: str | Path | None = None,
     alpha: float = 0.05,
