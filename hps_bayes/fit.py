@@ -332,7 +332,7 @@ def _iterate(objective: BatchObjective, theta: FloatArray, counts: FloatArray, a
              state: dict[str, Any]) -> NDArray[np.intp]:
     """Newton iterations on ``rows`` (shared Hessian when ``shared`` is given); returns the rows left."""
     f, conv, n_iter = state["nll"], state["converged"], state["n_iter"]
-    grad: FloatArray | None = None  # gradient at theta[rows] when known from the last step
+    grad: FloatArray | None = state.pop("grad", None)  # gradient at theta[rows] when known
     for _ in range(max_iter):
         if rows.size == 0:
             break
@@ -390,6 +390,11 @@ def _iterate(objective: BatchObjective, theta: FloatArray, counts: FloatArray, a
     return rows
 
 
+#: Data sets fitted together by :func:`newton_fit_batch`: larger batches are split into chunks of this
+#: size, whose (K, n) work arrays stay in the CPU cache (2-3x faster than one batch of 10k toys).
+BATCH_CHUNK = 512
+
+
 def newton_fit_batch(
     objective: BatchObjective,
     counts: FloatArray,
@@ -397,12 +402,13 @@ def newton_fit_batch(
     *,
     poi_fixed: float | None = None,
     init: FloatArray | None = None,
-    tol: float = 1e-9,
+    tol: float = 1e-8,
     precision_tol: float = 1e-6,
     shared_hessian: bool = True,
     max_shared_iter: int = 30,
     max_iter: int = 30,
     fallback: bool = True,
+    chunk_size: int = BATCH_CHUNK,
 ) -> BatchFitResult:
     """Fit K data sets at once: vectorised Newton with backtracking per data set.
 
@@ -429,6 +435,11 @@ def newton_fit_batch(
     shared_hessian : run phase 1.
     max_shared_iter, max_iter : iteration limits of phases 1 and 2.
     fallback : run phase 3.
+    chunk_size : more data sets than this are fitted in chunks of this size (each with its own
+        shared Hessian), for speed.
+
+    The default ``tol`` (1e-8 on the decrement) keeps q = 2 ΔNLL within ~3e-8 of fits converged to
+    1e-14 (measured on 2000 toys of the 2015-like demo windows at 50 and 90 MeV).
 
     Returns
     -------
@@ -439,6 +450,27 @@ def newton_fit_batch(
     aux = np.asarray(aux, dtype=float).reshape(n_sets, -1)
     if init is None:
         init = objective.initial(FitData(counts.mean(axis=0), aux.mean(axis=0)))
+    options: dict[str, Any] = {"poi_fixed": poi_fixed, "tol": tol, "precision_tol": precision_tol,
+                               "shared_hessian": shared_hessian, "max_shared_iter": max_shared_iter,
+                               "max_iter": max_iter, "fallback": fallback}
+    if n_sets > chunk_size:
+        init2d = np.asarray(init, dtype=float)
+        parts = [_fit_chunk(objective, counts[s:s + chunk_size], aux[s:s + chunk_size],
+                            init=init2d if init2d.ndim == 1 else init2d[s:s + chunk_size], **options)
+                 for s in range(0, n_sets, chunk_size)]
+        return BatchFitResult(theta=np.vstack([r.theta for r in parts]), nll=np.concatenate([r.nll for r in parts]),
+                              converged=np.concatenate([r.converged for r in parts]),
+                              n_iter=np.concatenate([r.n_iter for r in parts]), poi_fixed=poi_fixed,
+                              n_full_newton=sum(r.n_full_newton for r in parts),
+                              n_fallback=sum(r.n_fallback for r in parts))
+    return _fit_chunk(objective, counts, aux, init=init, **options)
+
+
+def _fit_chunk(objective: BatchObjective, counts: FloatArray, aux: FloatArray, *, init: FloatArray,
+               poi_fixed: float | None, tol: float, precision_tol: float, shared_hessian: bool,
+               max_shared_iter: int, max_iter: int, fallback: bool) -> BatchFitResult:
+    """:func:`newton_fit_batch` on one chunk of data sets."""
+    n_sets = counts.shape[0]
     theta = np.array(np.broadcast_to(init, (n_sets, objective.n_params)), dtype=float)
     free = np.ones(objective.n_params, dtype=bool)
     if poi_fixed is not None:
@@ -447,12 +479,17 @@ def newton_fit_batch(
     state: dict[str, Any] = {"nll": np.full(n_sets, np.inf), "converged": np.zeros(n_sets, dtype=bool),
                              "n_iter": np.zeros(n_sets, dtype=int)}
     rows = np.arange(n_sets)
-    start_f = objective.nll_batch(theta, counts, aux)
+    start_f, start_g = objective.nll_grad_batch(theta, counts, aux)
     infeasible = np.flatnonzero(~np.isfinite(start_f))
     for k in infeasible:  # a start where some expected count is <= 0: the objective's own start
         theta[k] = objective.initial(FitData(counts[k], aux[k]))
         if poi_fixed is not None:
             theta[k, objective.poi_index] = poi_fixed
+    if infeasible.size:
+        start_f[infeasible], start_g[infeasible] = objective.nll_grad_batch(theta[infeasible], counts[infeasible],
+                                                                            aux[infeasible])
+    state["nll"][:] = start_f
+    state["grad"] = start_g  # the shared-Hessian phase starts from it (no second evaluation)
     opts: dict[str, Any] = {"tol": tol, "precision_tol": precision_tol, "state": state}
     if shared_hessian:
         shared = _shared_factor(objective, theta, counts, aux, free)

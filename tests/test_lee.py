@@ -120,7 +120,7 @@ def test_scan_summary_reports_the_look_elsewhere_effect(tmp_path: Path, demo_fil
     lee = json.loads((tmp_path / "summary.json").read_text())["look_elsewhere"]["demo"]
     assert lee["n_toy_scans"] == 30 and 0 <= lee["p_global_toys"] <= 1 and lee["c0"] == 1.0
     assert lee["p_local"] <= lee["p_global_trials"] and lee["trials_factor"] > 1
-    off, cfg_off = _settings_cfg(demo_file)
+    off, _ = _settings_cfg(demo_file)
     assert off.config_hash() == settings.config_hash()  # lee_toys does not change a point's numbers
 
 

@@ -283,7 +283,7 @@ class ToyCalculator:
 
 
 def q0_batch(objective: BatchObjective, counts: FloatArray, aux: FloatArray, *, init: FloatArray,
-             shared_hessian: bool = True) -> tuple[FloatArray, FloatArray]:
+             shared_hessian: bool = True) -> tuple[FloatArray, Any]:
     """q0 (arXiv:1007.1727, Eq. 12) of K data sets at once, and which of them had a failed fit.
 
     The fit at μ = 0 of every data set, then the free fit only where ∂NLL/∂μ < 0 there
