@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,9 +31,9 @@ from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
 from hps_bayes.physics import f_rad, yield_per_eps2
 from hps_bayes.results import CombinedResult, mass_label, write_json
-from hps_bayes.scan import background_density, build_window, prepare_spectrum
+from hps_bayes.scan import TOY_SCAN_POINTS, background_density, build_window, point_rng, prepare_spectrum
 from hps_bayes.settings import AnalysisSettings
-from hps_bayes.stats import AsymptoticCalculator, upper_limit
+from hps_bayes.stats import AsymptoticCalculator, ToyCalculator, upper_limit
 
 
 class CombinedObjective:
@@ -97,6 +97,55 @@ class CombinedObjective:
         parts = [o.initial(d)[1:] for o, d in zip(self.objectives, self.split_data(data), strict=True)]
         return np.concatenate([[0.0], *parts])
 
+    # ---- batched evaluation (K toys at once), for the toy calculator ----
+    def _split_batch(self, thetas: FloatArray, counts: FloatArray, aux: FloatArray
+                     ) -> list[tuple[Any, FloatArray, FloatArray, FloatArray, float, int, int]]:
+        parts = []
+        for k, (o, c) in enumerate(zip(self.objectives, self.coupling, strict=True)):
+            lo, hi = int(self._p[k]), int(self._p[k + 1])
+            th = np.concatenate([thetas[:, :1] * c, thetas[:, lo:hi]], axis=1)
+            parts.append((o, th, counts[:, self._n[k]:self._n[k + 1]], aux[:, self._q[k]:self._q[k + 1]],
+                          float(c), lo, hi))
+        return parts
+
+    def nll_batch(self, thetas: FloatArray, counts: FloatArray, aux: FloatArray) -> FloatArray:
+        return np.asarray(sum(o.nll_batch(th, n, q) for o, th, n, q, *_ in
+                              self._split_batch(thetas, counts, aux)))
+
+    def nll_grad_batch(self, thetas: FloatArray, counts: FloatArray,
+                       aux: FloatArray) -> tuple[FloatArray, FloatArray]:
+        f = np.zeros(len(thetas))
+        g = np.zeros_like(thetas, dtype=float)
+        for o, th, n, q, c, lo, hi in self._split_batch(thetas, counts, aux):
+            fd, gd = o.nll_grad_batch(th, n, q)
+            f += fd
+            g[:, 0] += c * gd[:, 0]
+            g[:, lo:hi] = gd[:, 1:]
+        return f, g
+
+    def nll_grad_hess_batch(self, thetas: FloatArray, counts: FloatArray,
+                            aux: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """The chain rule of :meth:`nll_grad_hess`, row by row."""
+        f = np.zeros(len(thetas))
+        g = np.zeros_like(thetas, dtype=float)
+        h = np.zeros((len(thetas), self.n_params, self.n_params))
+        for o, th, n, q, c, lo, hi in self._split_batch(thetas, counts, aux):
+            fd, gd, hd = o.nll_grad_hess_batch(th, n, q)
+            f += fd
+            g[:, 0] += c * gd[:, 0]
+            g[:, lo:hi] = gd[:, 1:]
+            h[:, 0, 0] += c * c * hd[:, 0, 0]
+            h[:, 0, lo:hi] = c * hd[:, 0, 1:]
+            h[:, lo:hi, 0] = c * hd[:, 1:, 0]
+            h[:, lo:hi, lo:hi] = hd[:, 1:, 1:]
+        return f, g, h
+
+    def expected_counts_batch(self, thetas: FloatArray) -> FloatArray:
+        empty = np.zeros((len(thetas), 0))
+        return np.concatenate([o.expected_counts_batch(th) for o, th, *_ in
+                               self._split_batch(thetas, np.zeros((len(thetas), int(self._n[-1]))),
+                                                 np.zeros((len(thetas), int(self._q[-1]))))] or [empty], axis=1)
+
     def join_data(self, parts: Sequence[FitData]) -> FitData:
         return FitData(np.concatenate([p.counts for p in parts]), np.concatenate([p.aux for p in parts]))
 
@@ -139,10 +188,16 @@ def evaluate_combined(
     settings: Mapping[str, AnalysisSettings],
     *,
     alpha: float = 0.05,
+    method: Literal["asymptotic", "toys"] = "asymptotic",
+    n_toys: int = 1000,
+    rng: np.random.Generator | None = None,
 ) -> CombinedResult:
     """Combined fit of every dataset covering ``mass``: ε̂², σ(ε²), q0, Z and CLs limits on ε².
 
-    ``spectra`` and ``settings`` are keyed by the same dataset names.
+    ``spectra`` and ``settings`` are keyed by the same dataset names.  ``method="toys"``
+    uses the toy calculator (all datasets' counts and constraint centres drawn together
+    from the joint fit, both fits batched over the toys); ``rng`` defaults to one seeded by
+    the first dataset's seed and the mass.
     """
     t_start = time.perf_counter()
     names = datasets_covering(mass, settings)
@@ -153,17 +208,24 @@ def evaluate_combined(
     scale = 1.0 / float(np.sqrt(np.sum([1.0 / m.sigma_eps2**2 for m in members])))
     objective = CombinedObjective([m.objective for m in members], [m.k for m in members], scale=scale)
     data = objective.join_data([m.objective.observed() for m in members])
-    calc = AsymptoticCalculator(objective, data)
-    disc = calc.discovery()
-    limit = upper_limit(calc, alpha=alpha)
-    converged = calc.converged and limit.converged
+    asymptotic = AsymptoticCalculator(objective, data)
+    if method == "toys":
+        toys = ToyCalculator(objective, data, n_toys=n_toys,
+                             rng=rng if rng is not None else point_rng(settings[names[0]], mass, purpose=7))
+        disc = toys.discovery()
+        limit = upper_limit(toys, alpha=alpha, rtol=1e-3, scan=TOY_SCAN_POINTS)
+        converged = toys.converged and limit.converged
+    else:
+        disc = asymptotic.discovery()
+        limit = upper_limit(asymptotic, alpha=alpha)
+        converged = asymptotic.converged and limit.converged
     return CombinedResult(
         mass=float(mass), datasets="+".join(m.name for m in members), status="ok" if converged else "fit_failed",
-        message="" if converged else limit.message, eps2_hat=calc.mu_hat * scale,
-        sigma_eps2=calc.sigma_mu() * scale, q0=disc.q0, p0=disc.p0, Z=disc.z0, eps2_up=limit.mu_up * scale,
+        message="" if converged else limit.message, eps2_hat=asymptotic.mu_hat * scale,
+        sigma_eps2=asymptotic.sigma_mu() * scale, q0=disc.q0, p0=disc.p0, Z=disc.z0, eps2_up=limit.mu_up * scale,
         eps2_up_expected=tuple(v * scale for v in limit.mu_up_expected),
         k_factors=tuple(m.k for m in members), sigma_eps2_single=tuple(m.sigma_eps2 for m in members),
-        version=__version__, seconds=time.perf_counter() - t_start,
+        method=method, version=__version__, seconds=time.perf_counter() - t_start,
     )
 
 
@@ -183,6 +245,8 @@ def run_combination(
     *,
     out_dir: str | Path | None = None,
     alpha: float = 0.05,
+    method: Literal["asymptotic", "toys"] = "asymptotic",
+    n_toys: int = 1000,
     progress: bool | None = None,
 ) -> Any:
     """:func:`evaluate_combined` at every mass; with ``out_dir`` each result goes atomically to
@@ -197,7 +261,7 @@ def run_combination(
     for mass in tqdm(list(masses), desc="combination", unit="mass", disable=disable, leave=False):
         covering = {n: settings[n] for n in datasets_covering(float(mass), settings)}
         try:
-            result = evaluate_combined(spectra, float(mass), covering, alpha=alpha)
+            result = evaluate_combined(spectra, float(mass), covering, alpha=alpha, method=method, n_toys=n_toys)
         except (HpsBayesError, np.linalg.LinAlgError, ArithmeticError) as exc:
             result = CombinedResult(mass=float(mass), datasets="+".join(covering), status="fit_failed",
                                     message=str(exc), version=__version__)

@@ -81,3 +81,35 @@ def test_datasets_covering_uses_each_range() -> None:
     assert datasets_covering(0.03, settings) == ["2015"]
     assert datasets_covering(0.07, settings) == ["2015", "2016"]
     assert datasets_covering(0.15, settings) == ["2016"]
+
+
+def test_combined_batch_methods_equal_the_single_ones(raw_spectrum_2015: Spectrum, spectrum_2016: Spectrum) -> None:
+    objs = [WindowObjective(build_window(prepare_spectrum(sp, s), MASS, s), s.background)
+            for sp, s in ((raw_spectrum_2015, S2015), (spectrum_2016, S2016))]
+    comb = CombinedObjective(objs, [2.0e8, 5.0e8], scale=1e-5)
+    data = comb.join_data([o.observed() for o in objs])
+    rng = np.random.default_rng(2)
+    base = newton_fit(comb, data).theta
+    thetas = base + rng.normal(scale=0.01, size=(3, comb.n_params))
+    counts = np.tile(data.counts, (3, 1))
+    aux = rng.normal(scale=0.1, size=(3, len(data.aux)))
+    f, g, h = comb.nll_grad_hess_batch(thetas, counts, aux)
+    for k in range(3):
+        fk, gk, hk = comb.nll_grad_hess(thetas[k], type(data)(counts[k], aux[k]))
+        assert f[k] == pytest.approx(fk, rel=1e-10)
+        np.testing.assert_allclose(g[k], gk, rtol=1e-7, atol=1e-7 * np.abs(gk).max())
+        np.testing.assert_allclose(h[k], hk, rtol=1e-7, atol=1e-9 * np.abs(hk).max())
+    np.testing.assert_allclose(comb.expected_counts_batch(thetas)[1], comb.expected_counts(thetas[1]), rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_combined_toy_limit_agrees_with_asymptotic_at_large_counts(raw_spectrum_2015: Spectrum,
+                                                                   spectrum_2016: Spectrum) -> None:
+    settings = {"2015": S2015, "2016": S2016}
+    spectra = {"2015": raw_spectrum_2015, "2016": spectrum_2016}
+    asym = evaluate_combined(spectra, MASS, settings)
+    toys = evaluate_combined(spectra, MASS, settings, method="toys", n_toys=2000, rng=np.random.default_rng(4))
+    assert toys.status == "ok" and toys.method == "toys"
+    # thousands of events per bin: the asymptotic formulae hold; 2000 toys leave a few % of MC error
+    assert toys.eps2_up == pytest.approx(asym.eps2_up, rel=0.08)
+    assert toys.eps2_up_expected[2] == pytest.approx(asym.eps2_up_expected[2], rel=0.08)
