@@ -49,6 +49,8 @@ class MassPointResult:
     q0: float = NAN
     p0: float = NAN
     Z: float = NAN
+    p0_method: str = "asymptotic"
+    p0_asymptotic: float = NAN
     A_up: float = NAN
     A_up_error: float = NAN
     A_up_expected: tuple[float, ...] = field(default_factory=_nan5)

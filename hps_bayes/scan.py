@@ -49,7 +49,7 @@ from hps_bayes.results import (
     write_json,
 )
 from hps_bayes.settings import AnalysisSettings, resolve_settings
-from hps_bayes.stats import AsymptoticCalculator, ToyCalculator, upper_limit
+from hps_bayes.stats import AsymptoticCalculator, Discovery, ToyCalculator, upper_limit
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,9 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
     objective = WindowObjective(window, settings.background)
     calc = _calculator(objective, mass, settings)
     disc = calc.discovery()  # toys: p0 from the background-only toys where any reaches q0
+    p0_asymptotic = calc.asymptotic.discovery().p0 if isinstance(calc, ToyCalculator) else disc.p0
+    if 0 < settings.stats.toy_p0_above_z <= disc.z0 and disc.n_toys == 0:
+        disc = _toy_discovery(objective, mass, settings, disc)
     if isinstance(calc, ToyCalculator):
         limit = upper_limit(calc, alpha=settings.stats.alpha, rtol=1e-3, scan=TOY_SCAN_POINTS)
         calc = calc.asymptotic  # observed fits and σ for the columns below
@@ -165,6 +168,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
         dataset=preset.name, mass=float(mass), status=status, message=message,
         sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
         sigma_A_stat=free.poi_error(objective), q0=disc.q0, p0=disc.p0, Z=disc.z0,
+        p0_method="toys" if disc.n_toys else "asymptotic", p0_asymptotic=p0_asymptotic,
         A_up=limit.mu_up, A_up_error=limit.mu_up_error if limit.n_toys else float("nan"),
         A_up_expected=tuple(limit.mu_up_expected),
         eps2_up=limit.mu_up / k, eps2_up_expected=tuple(v / k for v in limit.mu_up_expected),
@@ -175,6 +179,20 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
         seed=settings.seed, config_hash=settings.config_hash(), version=__version__,
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSettings,
+                   asymptotic: Discovery) -> Discovery:
+    """p0 from ``stats.toy_p0_toys`` background-only toys (q0 of each, batched), for an excess
+    whose asymptotic Z reached ``stats.toy_p0_above_z``; the asymptotic p0 where no toy reaches
+    the observed q0 (then p0 < 1/N and the log says so)."""
+    toys = ToyCalculator(objective, objective.observed(), n_toys=settings.stats.toy_p0_toys,
+                         rng=point_rng(settings, mass, purpose=3))
+    disc = toys.discovery()
+    if disc.n_toys == 0:
+        log.info("m=%.2f MeV: no toy of %d reaches q0 = %.1f; p0 < %.1e, the asymptotic p0 is kept",
+                 mass * 1e3, settings.stats.toy_p0_toys, asymptotic.q0, 1 / settings.stats.toy_p0_toys)
+    return disc
 
 
 def evaluate_point(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> MassPointResult:

@@ -30,6 +30,8 @@ class StatsSettings:
     global significance of the largest local excess (:func:`hps_bayes.scan.toy_scans`,
     :mod:`hps_bayes.stats.lee`); ``lee_c0`` is the Gross–Vitells upcrossing level (Z units).
     Neither changes a mass point's numbers (they are not part of the config hash).
+    ``toy_p0_above_z`` > 0: where the local Z reaches it, p0 and Z come from
+    ``toy_p0_toys`` background-only toys instead of the asymptotic formula (``p0_method``).
     """
 
     method: Method = "asymptotic"
@@ -37,8 +39,13 @@ class StatsSettings:
     n_toys: int = 0
     lee_toys: int = 0
     lee_c0: float = 1.0
+    toy_p0_above_z: float = 0.0
+    toy_p0_toys: int = 10000
 
     def __post_init__(self) -> None:
+        if self.toy_p0_above_z < 0 or self.toy_p0_toys < 100:
+            raise ConfigError(f"stats.toy_p0_above_z={self.toy_p0_above_z}, stats.toy_p0_toys={self.toy_p0_toys}: "
+                              "the threshold must be >= 0 (0: off) and at least 100 toys are needed")
         if self.method not in ("asymptotic", "toys"):
             raise ConfigError(f"stats.method={self.method!r}: allowed are 'asymptotic' and 'toys'")
         if not 0.0 < self.alpha < 0.5:

@@ -168,3 +168,28 @@ def test_coverage_of_toy_and_asymptotic_limits() -> None:
                            for i, o in enumerate(observed[:n_exp])])
         coverage = float(np.mean(limits >= true_a))
         assert coverage >= 0.95 - 2 * np.sqrt(0.95 * 0.05 / n_exp), (method, coverage)
+
+
+def test_toy_p0_replaces_the_asymptotic_one_above_the_threshold() -> None:
+    """stats.toy_p0_above_z: an excess above the threshold gets its p0 from background-only toys."""
+    from dataclasses import replace as dc_replace
+
+    import hps_bayes
+    from hps_bayes.demo import simulate_spectrum
+    from hps_bayes.physics import load_preset, sigma_m, signal_template
+
+    rng = np.random.default_rng(21)
+    spectrum = simulate_spectrum("2015", n_events=2_000_000, rng=rng)
+    sigma = float(sigma_m(0.05, load_preset("2015")))
+    signal = rng.poisson(3500 * signal_template(spectrum.edges, 0.05, sigma))
+    spectrum = dc_replace(spectrum, counts=spectrum.counts + signal, variances=spectrum.variances + signal)
+    plain = hps_bayes.evaluate_mass(spectrum, 0.05, dataset="2015")
+    cfg = {"stats": {"toy_p0_above_z": 2.0, "toy_p0_toys": 20000}}
+    toys = hps_bayes.evaluate_mass(spectrum, 0.05, dataset="2015", config=cfg)
+    assert plain.p0_method == "asymptotic" and 2.5 < plain.Z < 4.5
+    assert toys.p0_method == "toys" and toys.p0_asymptotic == pytest.approx(plain.p0)
+    # large counts: toys reproduce the asymptotic p0 within their binomial error (+ a few %)
+    err = np.sqrt(toys.p0 * (1 - toys.p0) / 20000)
+    assert toys.p0 == pytest.approx(plain.p0, abs=3 * err + 0.1 * plain.p0)
+    below = hps_bayes.evaluate_mass(spectrum, 0.05, dataset="2015", config={"stats": {"toy_p0_above_z": 9.0}})
+    assert below.p0_method == "asymptotic"
