@@ -48,6 +48,8 @@ TASKS: dict[str, Callable[[AnalysisSettings, dict[str, Any], Path], Any]] = {
     "posterior": tasks.task_posterior,
     "bands": tasks.task_bands,
     "combine": tasks.task_combine,
+    "inject": tasks.task_inject,
+    "coverage": tasks.task_coverage,
 }
 SECTIONS = {"background": BackgroundSettings, "stats": StatsSettings, "scan": ScanSettings, "plots": PlotSettings}
 
@@ -127,6 +129,7 @@ def run_dir(cfg: DictConfig) -> Path:
 def hydra_main(cfg: DictConfig) -> Any:
     """The Hydra task function: validate, run the task, turn package errors into exit codes."""
     np.seterr(all="ignore")
+    logging.getLogger("arviz").setLevel(logging.WARNING)  # its import banner is not run information
     name = str(cfg.task.name)
     try:
         if name not in TASKS:
