@@ -10,8 +10,10 @@ cross-check").  Priors:
 
 * A: flat on A ≥ 0 (``HalfFlat``).  With a flat prior the 95% credible upper limit of a
   Gaussian likelihood (μ̂, σ) solves ``(Φ(μ̂/σ) − Φ((μ̂ − A)/σ)) / Φ(μ̂/σ) = 0.95``, the same
-  equation as the asymptotic CLs limit for μ̂ ≥ 0 (Cowan et al., arXiv:1007.1727, Eqs. 59, 65;
-  Read, J. Phys. G 28 (2002) 2693); for μ̂ < 0 CLs with q̃μ gives somewhat smaller limits.
+  equation as the asymptotic CLs limit with q̃μ for every μ̂, negative included (Cowan et al.,
+  arXiv:1007.1727, Eqs. 65-66: for μ̂ < 0, p_{s+b} = Φ((μ̂ − μ)/σ) and CL_b = Φ(μ̂/σ); Read,
+  J. Phys. G 28 (2002) 2693).  Sampled and CLs limits differ only where the likelihood is not
+  that Gaussian: the posterior integrates η and ℓ (a wider σ′), Poisson tails, σ from Asimov.
   Alternatives (not implemented): a flat prior on A down to the physical boundary
   ``min_i b_i + A T_i > 0`` (credible intervals, no limit), or a reference/Jeffreys prior
   ∝ 1/√(A + B) that pulls limits down.  A flat prior in A is flat in ε² (A = K ε²).
@@ -92,6 +94,8 @@ class PosteriorSettings:
     lengthscale_min : hard lower bound ℓ_min of ℓ, in units of σ(m)/m.
     lengthscale_log_sd : log-sd s of the LogNormal prior of ℓ − ℓ_min.
     r_hat_max, ess_bulk_min, ess_tail_min, max_divergences, bfmi_min : diagnostic thresholds.
+    scan_top_z : after ``task=scan``, sample the ``scan_top_z`` masses of largest local Z (0: off).
+    scan_masses : after ``task=scan``, also sample these masses (GeV; the nearest grid point).
     """
 
     draws: int = 1500
@@ -110,8 +114,14 @@ class PosteriorSettings:
     ess_tail_min: float = 400.0
     max_divergences: int = 0
     bfmi_min: float = 0.3
+    scan_top_z: int = 0
+    scan_masses: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scan_masses", tuple(float(m) for m in self.scan_masses or ()))
+        if self.scan_top_z < 0 or any(not m > 0 for m in self.scan_masses):
+            raise ConfigError(f"posterior.scan_top_z={self.scan_top_z}, scan_masses={list(self.scan_masses)}: "
+                              f"need scan_top_z >= 0 (0: off) and masses > 0 in GeV, e.g. [0.030, 0.050]")
         if self.draws < 10 or self.tune < 0 or self.chains < 1 or self.cores < 1:
             raise ConfigError(f"posterior.draws={self.draws}, tune={self.tune}, chains={self.chains}, "
                               f"cores={self.cores}: need draws >= 10, tune >= 0, chains >= 1, cores >= 1 "
@@ -139,7 +149,13 @@ class PosteriorSettings:
             raise ConfigError(f"posterior: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["scan_masses"] = list(self.scan_masses)
+        return d
+
+    def sampler_dict(self) -> dict[str, Any]:
+        """The settings that change a posterior (all but the ``scan_*`` selection): a reuse key."""
+        return {k: v for k, v in self.to_dict().items() if not k.startswith("scan_")}
 
 
 @dataclass(frozen=True)
@@ -380,7 +396,7 @@ def sample_mass_point(
         Credible limit, posterior summaries, diagnostics (``passed``/``problems``) and the trace.
     """
     prior = prior or PosteriorSettings()
-    over = {k: v for k, v in (("draws", draws), ("tune", tune), ("chains", chains)) if v is not None}
+    over: dict[str, Any] = {k: v for k, v in (("draws", draws), ("tune", tune), ("chains", chains)) if v is not None}
     prior = dataclasses.replace(prior, **over)
     t_start = time.perf_counter()
     wh = reference_fit(window)
@@ -481,24 +497,99 @@ def read_posterior(folder: str | Path) -> tuple[PosteriorResult, Any]:
     return dataclasses.replace(result, trace=trace), trace
 
 
+def select_scan_masses(masses: FloatArray, z: FloatArray, ok: Any, *, top_z: int = 0,
+                       explicit: tuple[float, ...] = (), tolerance: float = 0.0) -> tuple[list[float], list[float]]:
+    """The scanned masses to sample: the ``top_z`` of largest local Z (``ok`` points only) and the
+    grid point nearest each ``explicit`` mass within ``tolerance`` (GeV).
+
+    Returns (selected masses, ascending; explicit masses with no grid point within ``tolerance``).
+
+    >>> select_scan_masses(np.array([0.03, 0.04, 0.05]), np.array([0.5, 2.1, 1.0]), np.ones(3, bool),
+    ...                    top_z=1, explicit=(0.0301,), tolerance=0.0005)
+    ([0.03, 0.04], [])
+    """
+    masses, z, ok = np.asarray(masses, dtype=float), np.asarray(z, dtype=float), np.asarray(ok, dtype=bool)
+    chosen: set[float] = set()
+    if top_z > 0 and ok.any():
+        order = np.argsort(-np.where(ok & np.isfinite(z), z, -np.inf), kind="stable")[:min(top_z, int(ok.sum()))]
+        chosen.update(float(masses[i]) for i in order)
+    unmatched = []
+    for m in explicit:
+        i = int(np.argmin(np.abs(masses - m))) if masses.size else -1
+        if i >= 0 and abs(masses[i] - m) <= tolerance + 1e-12:
+            chosen.add(float(masses[i]))
+        else:
+            unmatched.append(float(m))
+    return sorted(chosen), unmatched
+
+
+def numbers_entry(result: PosteriorResult, prior: PosteriorSettings, *, config_hash: str) -> dict[str, Any]:
+    """The ``"posterior"`` entry of a point's ``numbers.json``: the summary, the sampler settings
+    (:meth:`PosteriorSettings.sampler_dict`) and the frequentist config hash it was sampled with."""
+    return {"result": result.to_dict(), "settings": prior.sampler_dict(), "config_hash": config_hash,
+            "files": ["posterior.nc", "posterior.json"]}
+
+
+def merge_into_numbers(path: str | Path, entry: Mapping[str, Any]) -> Path:
+    """Add ``entry`` as key ``"posterior"`` of the ``numbers.json`` at ``path``, atomically.
+
+    The rest of the file (the CLs result, its settings and provenance) is kept as it is.  Callers
+    that share the file between processes hold a lock around this read-modify-write.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FitError(f"{path} does not exist: the frequentist point must be written before its posterior")
+    with open(path) as fh:
+        payload = json.load(fh)
+    payload["posterior"] = dict(entry)
+    return write_json(path, payload)
+
+
+def reusable(numbers: Mapping[str, Any], prior: PosteriorSettings, *, config_hash: str) -> bool:
+    """Whether a point's ``numbers.json`` already holds a posterior of these settings and config hash."""
+    entry = numbers.get("posterior") or {}
+    return bool(entry) and entry.get("settings") == prior.sampler_dict() and entry.get("config_hash") == config_hash
+
+
 def comparison_row(result: PosteriorResult, *, A_up_cls: float, A_hat: float, sigma_A: float,
                    status: str) -> dict[str, Any]:
     """One row of ``posterior_comparison.csv``: CLs and credible limits, their ratio, diagnostics.
 
     ``A_up_flat_gauss`` is the flat-prior limit of a Gaussian likelihood with the frequentist
     (Â, σ_A), ``(Φ(μ̂/σ) − Φ((μ̂ − A)/σ))/Φ(μ̂/σ) = credibility``: what the sampled limit should be
-    with η, ℓ fixed and a Gaussian likelihood (equal to the CLs limit when Â ≥ 0).
+    with η, ℓ fixed and a Gaussian likelihood (equal to the asymptotic CLs limit for any Â).
+    ``width_ratio`` = σ′/σ_A (:func:`effective_width`); to first order
+    ``ratio − 1 ≈ e(Â/σ_A) (σ′/σ_A − 1)`` with e(x) = 1 − x g′(x)/g(x), g(x) = x − Φ⁻¹(0.05 Φ(x)).
     """
     return {"dataset": result.dataset, "mass": result.mass, "folder": mass_label(result.mass),
             "status": status, "A_hat": A_hat, "sigma_A": sigma_A, "A_up": A_up_cls,
             "A_up_flat_gauss": flat_prior_limit(A_hat, sigma_A, credibility=result.credibility),
             "A_up_credible": result.A_up_credible,
             "ratio": result.A_up_credible / A_up_cls if A_up_cls > 0 else NAN,
+            "width_ratio": effective_width(A_hat, result.A_up_credible, credibility=result.credibility) / sigma_A
+            if sigma_A > 0 else NAN,
             "A_mean": result.A_mean, "A_sd": result.A_sd, "eps2_up_credible": result.eps2_up_credible,
             "eta_mean": result.eta_mean, "lengthscale_mean": result.lengthscale_mean,
             "r_hat_max": result.r_hat_max, "ess_bulk_min": result.ess_bulk_min,
             "ess_tail_min": result.ess_tail_min, "divergences": result.divergences, "bfmi_min": result.bfmi_min,
             "passed": result.passed, "problems": "; ".join(result.problems), "seconds": result.seconds}
+
+
+def effective_width(mu_hat: float, mu_up: float, *, credibility: float = 0.95) -> float:
+    """The σ′ for which :func:`flat_prior_limit` (μ̂, σ′) equals ``mu_up``: the Gaussian width the
+    posterior behaves as.  σ′/σ_A > 1 measures how much integrating η and ℓ widened it.
+
+    >>> round(effective_width(0.0, 3.92), 3)
+    2.0
+    """
+    from scipy.optimize import brentq
+
+    if not (math.isfinite(mu_hat) and math.isfinite(mu_up) and mu_up > max(mu_hat, 0.0)):
+        return NAN
+    lo, hi = max(1e-6 * mu_up, abs(mu_hat) / 30.0), 10.0 * (mu_up + abs(mu_hat))  # Φ(μ̂/σ) > 0 at lo
+    return float(brentq(lambda s: flat_prior_limit(mu_hat, s, credibility=credibility) - mu_up, lo, hi))
 
 
 def flat_prior_limit(mu_hat: float, sigma: float, *, credibility: float = 0.95) -> float:

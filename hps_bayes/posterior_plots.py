@@ -125,3 +125,53 @@ def plot_posterior_point(arrays: PosteriorArrays, folder: str | Path, *, A_up_cl
         plot_ppc(arrays.edges, arrays.counts, arrays.band, folder / f"posterior_ppc.{fmt}", mass=arrays.mass,
                  title=title),
     ]
+
+
+def plot_limit_comparison(mass: np.ndarray, A_up_cls: np.ndarray, A_up_credible: np.ndarray, passed: np.ndarray,
+                          path: str | Path, *, dataset_label: str, scan_mass: np.ndarray | None = None,
+                          scan_A_up: np.ndarray | None = None) -> Path:
+    """Bayesian (flat prior, 95% credible) against CLs upper limits on A versus mass, ratio below.
+
+    ``mass`` [GeV], ``A_up_cls``, ``A_up_credible`` and ``passed`` are the sampled points (rows of
+    ``posterior_comparison_<dataset>.csv``); ``scan_mass``/``scan_A_up`` optionally draw the whole
+    scan's CLs limit as a line behind them.  Points that failed the sampler diagnostics are drawn
+    hollow and named in the legend.  The ratio panel marks 1 (the Gaussian-likelihood expectation).
+    """
+    m = np.asarray(mass, dtype=float) * 1e3
+    cls_, cred = np.asarray(A_up_cls, dtype=float), np.asarray(A_up_credible, dtype=float)
+    ok = np.asarray(passed, dtype=bool)
+    if not (m.shape == cls_.shape == cred.shape == ok.shape) or m.size == 0:
+        raise InputError(f"plot_limit_comparison: mass {m.shape}, A_up_cls {cls_.shape}, A_up_credible "
+                         f"{cred.shape} and passed {ok.shape} must be equal, non-empty 1-d arrays")
+    ratio = np.divide(cred, cls_, out=np.full_like(cred, np.nan), where=cls_ > 0)
+    with _figure((10.0, 9.0)) as fig:
+        ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1.4)})
+        if scan_mass is not None and scan_A_up is not None:
+            ax.plot(np.asarray(scan_mass) * 1e3, scan_A_up, color="#e42536", lw=1.5, alpha=0.6,
+                    label="95% CL$_s$ limit, whole scan")
+        ax.plot(m, cls_, "s", ms=14, mfc="none", mec="#e42536", mew=2.5, ls="none",
+                label="95% CL$_s$ limit, sampled masses")
+        for sel, marker, color, note in ((ok, "o", "#3f6fd8", ""), (~ok, "X", "#f89c20", " (FAILED diagnostics)")):
+            if sel.any():
+                ax.plot(m[sel], cred[sel], marker, ms=8, color=color, ls="none",
+                        label=f"95% credible limit, flat prior $A\\geq 0${note}")
+                axr.plot(m[sel], ratio[sel], marker, ms=9, color=color, ls="none")
+        ax.set_yscale("log")
+        ax.set_ylabel("95% upper limit on $A$ [events]")
+        ax.legend(fontsize=14, loc="best")
+        ax.set_title(f"{dataset_label}: Bayesian vs CL$_s$ limits", fontsize=16, loc="left")
+        axr.axhline(1.0, color="gray", ls="--", lw=1.5)
+        finite = ratio[np.isfinite(ratio)]
+        half = max(0.1, 1.15 * float(np.max(np.abs(finite - 1.0)))) if finite.size else 0.2
+        axr.set_ylim(1.0 - half, 1.0 + half)
+        if m.size <= 12:  # few points: print the ratios
+            for x, r in zip(m, ratio, strict=True):
+                if np.isfinite(r):
+                    axr.annotate(f"{r:.3f}", (x, r), xytext=(8, 0), textcoords="offset points", fontsize=13,
+                                 va="center")
+        axr.set_ylabel("credible / CL$_s$", fontsize=16)
+        axr.set_xlabel(r"$m(e^{+}e^{-})$ [MeV]")
+        ax.margins(x=0.08, y=0.12)  # markers and ratio labels off the frame
+        if m.size == 1 and scan_mass is None:
+            ax.set_xlim(m[0] - 5.0, m[0] + 5.0)
+        return save_figure(fig, path)

@@ -160,6 +160,7 @@ def task_scan(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any
     _per_mass_plots(spectrum, frame, settings, out)
     _log_summary(frame)
     _look_elsewhere(spectrum, frame, settings, out)
+    _scan_posteriors(spectrum, frame, settings, cfg, out)
     return frame
 
 
@@ -350,14 +351,12 @@ def task_spurious(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) ->
 def task_posterior(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
     """Bayesian cross-check (:mod:`hps_bayes.posterior`) at ``task.masses`` (or ``mass``), GeV.
 
-    Per mass in ``m030MeV/<dataset>/``: the CLs point (``numbers.json``), the NUTS posterior
-    (``posterior.nc``, ``posterior.json``) and its plots; ``posterior_comparison_<dataset>.csv``
-    (CLs vs credible limits, diagnostics) in the run folder.
+    Per mass in ``m030MeV/<dataset>/``: the CLs point (``numbers.json``, which also gets the posterior
+    summary under ``"posterior"``), the NUTS posterior (``posterior.nc``, ``posterior.json``) and its
+    plots; ``posterior_comparison_<dataset>.csv`` (CLs vs credible limits, diagnostics) in the run
+    folder and ``summary_plots/posterior_vs_cls_<dataset>`` (limits and their ratio versus mass).
     """
-    import pandas as pd
-
-    from hps_bayes import posterior, posterior_plots
-    from hps_bayes.scan import build_window
+    from hps_bayes import posterior
 
     task = cfg.get("task") or {}
     masses = [float(m) for m in task.get("masses") or ([cfg["mass"]] if cfg.get("mass") is not None else [])]
@@ -369,25 +368,92 @@ def task_posterior(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
         check_mass(spectrum, mass, settings)
     frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, progress=False,
                      provenance={"task": "posterior"}, handle_signals=True)
+    return _sample_posteriors(spectrum, frame, settings, prior, out, plots=bool(task.get("plots", True)))
+
+
+def _scan_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, cfg: dict[str, Any],
+                     out: Path) -> Any:
+    """After a scan: sample ``posterior.scan_top_z`` most significant and ``posterior.scan_masses`` points.
+
+    Top-Z selection needs the whole grid: in a chunked scan only the explicit masses of this chunk
+    are sampled (a one-chunk rerun reuses the finished points and samples the top ones).
+    """
+    from hps_bayes import posterior
+
+    prior = posterior.PosteriorSettings.from_dict(cfg.get("posterior"))
+    if (prior.scan_top_z <= 0 and not prior.scan_masses) or frame.empty:
+        return None
+    top_z = prior.scan_top_z
+    if top_z > 0 and settings.scan.n_chunks > 1:
+        log.warning("posterior.scan_top_z=%d needs the whole grid: skipped in chunk %d of %d; rerun with "
+                    "scan.n_chunks=1 (reuses the finished points) or task=posterior", top_z,
+                    settings.scan.chunk + 1, settings.scan.n_chunks)
+        top_z = 0
+    selected, unmatched = posterior.select_scan_masses(
+        frame.mass.to_numpy(), frame.Z.to_numpy(), (frame.status == "ok").to_numpy(), top_z=top_z,
+        explicit=prior.scan_masses, tolerance=0.5 * settings.scan.step)
+    if unmatched and settings.scan.n_chunks == 1:
+        log.warning("posterior.scan_masses %s MeV: no scanned mass within half a step; use task=posterior "
+                    "'task.masses=[...]' for masses off the grid", [round(m * 1e3, 3) for m in unmatched])
+    if not selected:
+        return None
+    log.info("sampling the posterior at %d scanned masses: %s MeV", len(selected),
+             ", ".join(f"{m * 1e3:.2f}" for m in selected))
+    rows = frame[np.isin(frame.mass.to_numpy(), selected)]
+    tag = settings.dataset.name if settings.scan.n_chunks == 1 else f"chunk{settings.scan.chunk}_{settings.dataset.name}"
+    return _sample_posteriors(spectrum, rows, settings, prior, out, plots=settings.plots.summary, scan=frame, tag=tag)
+
+
+def _sample_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, prior: Any, out: Path, *,
+                       plots: bool, scan: Any = None, tag: str | None = None) -> Any:
+    """Sample every row of ``frame`` (points of a scan) and write the posterior outputs (see task_posterior).
+
+    ``tag`` names the comparison CSV and plot (default: the dataset; ``chunk<k>_<dataset>`` in a chunked scan).
+
+    A point whose ``numbers.json`` already holds a posterior of the same sampler settings and config
+    hash (and whose ``posterior.nc`` exists) is read back instead of sampled again.
+    """
+    import pandas as pd
+
+    from hps_bayes import posterior, posterior_plots
+    from hps_bayes.scan import build_window
+
     spec, name, rows = prepare_spectrum(spectrum, settings), settings.dataset.name, []
     for r in frame.itertuples():
         window = build_window(spec, r.mass, settings)
         seed = posterior.mass_seed(settings.seed if prior.seed is None else prior.seed, r.mass)
-        k = r.A_up / r.eps2_up if r.status == "ok" and r.eps2_up > 0 else float("nan")
-        result = posterior.sample_mass_point(window, settings.background, prior=prior, seed=seed,
-                                             yield_per_eps2=k, dataset=name)
-        folder = point_path(out, r.mass, name).parent
-        posterior.write_posterior(result, folder, extra={"posterior": prior.to_dict(), "settings": settings.to_dict()})
-        if task.get("plots", True):
-            arrays = posterior.posterior_arrays(result, window, rng=np.random.default_rng(seed))
-            posterior_plots.plot_posterior_point(arrays, folder, A_up_cls=r.A_up, A_hat=r.A_hat,
-                                                 fmt=settings.plots.format)
+        numbers = point_path(out, r.mass, name)
+        folder = numbers.parent
+        if numbers.is_file() and posterior.reusable(read_json(numbers), prior, config_hash=settings.config_hash()) and \
+                (folder / "posterior.nc").is_file():
+            result, _ = posterior.read_posterior(folder)
+            log.info("m=%.2f MeV: posterior reused from %s", r.mass * 1e3, folder)
+        else:
+            k = r.A_up / r.eps2_up if r.status == "ok" and r.eps2_up > 0 else float("nan")
+            result = posterior.sample_mass_point(window, settings.background, prior=prior, seed=seed,
+                                                 yield_per_eps2=k, dataset=name)
+            posterior.write_posterior(result, folder, extra={"posterior": prior.to_dict(),
+                                                             "settings": settings.to_dict()})
+            with _locked(numbers):
+                posterior.merge_into_numbers(numbers, posterior.numbers_entry(
+                    result, prior, config_hash=settings.config_hash()))
+            if plots:
+                arrays = posterior.posterior_arrays(result, window, rng=np.random.default_rng(seed))
+                posterior_plots.plot_posterior_point(arrays, folder, A_up_cls=r.A_up, A_hat=r.A_hat,
+                                                     fmt=settings.plots.format)
         rows.append(posterior.comparison_row(result, A_up_cls=r.A_up, A_hat=r.A_hat, sigma_A=r.sigma_A,
                                              status=r.status))
         log.info("m=%.2f MeV: A_up CLs %.4g, credible %.4g (ratio %.3f), diagnostics %s", r.mass * 1e3, r.A_up,
                  result.A_up_credible, rows[-1]["ratio"], "passed" if result.passed else "FAILED")
     table = pd.DataFrame(rows)
-    write_table(out / f"posterior_comparison_{name}.csv", table)
+    tag = tag or name
+    write_table(out / f"posterior_comparison_{tag}.csv", table)
+    if plots and len(table):
+        ok = scan[scan.status == "ok"] if scan is not None else None
+        posterior_plots.plot_limit_comparison(
+            table.mass.to_numpy(), table.A_up.to_numpy(), table.A_up_credible.to_numpy(), table.passed.to_numpy(),
+            out / "summary_plots" / f"posterior_vs_cls_{tag}.{settings.plots.format}", dataset_label=f"HPS {name}",
+            scan_mass=None if ok is None else ok.mass.to_numpy(), scan_A_up=None if ok is None else ok.A_up.to_numpy())
     return table
 
 

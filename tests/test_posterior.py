@@ -24,12 +24,18 @@ from hps_bayes.posterior import (
     PosteriorResult,
     PosteriorSettings,
     comparison_row,
+    effective_width,
     flat_prior_limit,
+    merge_into_numbers,
+    numbers_entry,
     predictive_counts,
     read_posterior,
+    reusable,
     sample_mass_point,
+    select_scan_masses,
     write_posterior,
 )
+from hps_bayes.results import mass_label, read_json, write_json
 from hps_bayes.scan import build_window, evaluate_point, prepare_spectrum
 from hps_bayes.settings import AnalysisSettings, resolve_settings
 
@@ -157,3 +163,73 @@ def test_task_posterior_writes_the_comparison(tmp_path: Path) -> None:
     csv = pd.read_csv(tmp_path / "posterior_comparison_demo.csv")
     assert list(csv.mass) == [0.05] and {"A_up", "A_up_credible", "ratio", "passed"} <= set(csv.columns)
     assert len(table) == 1 and 0.8 < float(csv.ratio.iloc[0]) < 1.5
+
+
+# --------------------------------------------------------------------------- sampling after a scan
+
+
+def test_scan_selection_takes_top_z_and_nearest_grid_points() -> None:
+    masses = np.array([0.03, 0.04, 0.05, 0.06])
+    z = np.array([0.2, 3.0, 1.0, 2.5])
+    ok = np.array([True, True, True, False])  # a failed point is never "most significant"
+    chosen, unmatched = select_scan_masses(masses, z, ok, top_z=2, explicit=(0.0302, 0.07), tolerance=0.0005)
+    assert chosen == [0.03, 0.04, 0.05] and unmatched == [0.07]
+    assert select_scan_masses(masses, z, ok, top_z=0) == ([], [])
+    assert select_scan_masses(masses, z, ok, top_z=10)[0] == [0.03, 0.04, 0.05]
+    with pytest.raises(ConfigError, match="scan_top_z"):
+        PosteriorSettings(scan_top_z=-1)
+    assert PosteriorSettings.from_dict({"scan_masses": [0.05]}).scan_masses == (0.05,)
+
+
+def test_summary_is_merged_into_numbers_json(tmp_path: Path) -> None:
+    """The CLs content of numbers.json is kept; "posterior" is added; reuse needs the same settings."""
+    path = write_json(tmp_path / "numbers.json", {"result": {"mass": 0.05, "A_up": 10.0}, "provenance": {"x": 1}})
+    prior = PosteriorSettings(draws=100, scan_top_z=3)
+    result = PosteriorResult(dataset="demo", mass=0.05, A_up_credible=11.0, passed=True)
+    merge_into_numbers(path, numbers_entry(result, prior, config_hash="abc"))
+    back = read_json(path)
+    assert back["result"] == {"mass": 0.05, "A_up": 10.0} and back["provenance"] == {"x": 1}
+    assert back["posterior"]["result"]["A_up_credible"] == 11.0 and back["posterior"]["config_hash"] == "abc"
+    assert reusable(back, dataclasses.replace(prior, scan_top_z=0), config_hash="abc")  # selection only
+    assert not reusable(back, dataclasses.replace(prior, draws=200), config_hash="abc")
+    assert not reusable(back, prior, config_hash="other")
+    with pytest.raises(Exception, match="does not exist"):
+        merge_into_numbers(tmp_path / "missing.json", {})
+
+
+def test_effective_width_inverts_the_flat_prior_limit() -> None:
+    for mu_hat, sigma in ((-1.6, 1.2), (0.0, 1.0), (2.0, 0.5)):
+        assert effective_width(mu_hat, flat_prior_limit(mu_hat, sigma)) == pytest.approx(sigma, rel=1e-8)
+
+
+def test_scan_samples_the_most_significant_points(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """task=scan with posterior.scan_top_z=1 and one explicit mass on a two-mass grid: both points are
+    sampled, their numbers.json get "posterior", the CSV and the comparison plot are written; a rerun
+    reuses the posteriors instead of sampling again."""
+    import pandas as pd
+
+    from hps_bayes import tasks
+    from hps_bayes.app import _plain, load_config, settings_from_config
+
+    cfg = load_config(["scan.mass_min=0.05", "scan.mass_max=0.06", "scan.step=0.01", f"run_dir={tmp_path}",
+                       "background.spurious=off", "plots.per_mass=false", "posterior.scan_top_z=1",
+                       "posterior.scan_masses=[0.0501]", "posterior.draws=100", "posterior.tune=150",
+                       "posterior.ess_bulk_min=50", "posterior.ess_tail_min=50"])
+    settings, plain = settings_from_config(cfg), _plain(cfg)
+    frame = tasks.task_scan(settings, plain, tmp_path)
+    assert sorted(frame.mass) == [0.05, 0.06]
+    top = float(frame.loc[frame.Z.idxmax(), "mass"])
+    csv = pd.read_csv(tmp_path / "posterior_comparison_demo.csv")
+    assert sorted(csv.mass) == sorted({0.05, top})
+    assert {"mass", "A_up", "A_up_credible", "ratio", "width_ratio", "passed"} <= set(csv.columns)
+    assert (tmp_path / "summary_plots" / "posterior_vs_cls_demo.png").is_file()
+    for mass in csv.mass:
+        folder = tmp_path / mass_label(mass) / "demo"
+        numbers = read_json(folder / "numbers.json")
+        assert numbers["result"]["mass"] == mass and numbers["posterior"]["result"]["mass"] == mass
+        assert numbers["posterior"]["result"]["A_up_credible"] == pytest.approx(
+            float(csv.loc[csv.mass == mass, "A_up_credible"].iloc[0]))
+        assert (folder / "posterior.nc").is_file() and (folder / "posterior_A.png").is_file()
+    with caplog.at_level(logging.INFO, logger="hps_bayes"):
+        tasks.task_scan(settings, plain, tmp_path)
+    assert caplog.text.count("posterior reused") == len(csv)
