@@ -28,16 +28,20 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"io", "physics", "demo", "model"},
     "scan": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "posterior"},
     "studies": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
+    "closure": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "studies"},
+    "plots_closure": {"results"},
     "combine": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "active": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "plots_active": {"results", "plots"},
     "tasks": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots",
-              "studies", "posterior", "posterior_plots", "combine", "export", "active", "plots_active"},
+              "studies", "posterior", "posterior_plots", "combine", "export", "active", "plots_active",
+              "closure", "plots_closure"},
     "app": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots", "tasks",
-            "studies", "posterior", "posterior_plots", "combine", "export", "active", "plots_active"},
+            "studies", "posterior", "posterior_plots", "combine", "export", "active", "plots_active",
+            "closure", "plots_closure"},
 }
 HEAVY = {"uproot": {"io"}, "pymc": {"model", "posterior"}, "pytensor": {"model", "fit", "posterior"},
-         "matplotlib": {"plots", "posterior_plots", "plots_active"}, "mplhep": {"plots", "posterior_plots", "plots_active"}, "hydra": {"app", "tasks"}, "omegaconf": {"app"}}
+         "matplotlib": {"plots", "posterior_plots", "plots_active", "plots_closure"}, "mplhep": {"plots", "posterior_plots", "plots_active", "plots_closure"}, "hydra": {"app", "tasks"}, "omegaconf": {"app"}}
 
 
 def _layer(path: Path) -> str:
