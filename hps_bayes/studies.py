@@ -10,7 +10,11 @@ spectra (``shared/reference/background-model.md``).  This study measures it:
    - ``demo``: the demo density itself (two log-normals × turn-on);
    - ``expcheb``: Φ((m − m_on)/w) · exp(Σ_k c_k T_k(x)), Chebyshev T_k of degree 7 in m
      (x maps the range onto [−1, 1]) — the published HPS 2015 background form;
-   - ``powerlaw``: Φ((m − m_on)/w) · exp(p₀ + a ln r + b r + c r² + d/r), r = m/m_mid.
+   - ``powerlaw``: Φ((m − m_on)/w) · exp(p₀ + a ln r + b r + c r² + d/r), r = m/m_mid;
+   - ``dijet`` (a spectrum the defaults were never tuned on): a logistic turn-on × the
+     dijet form x^(−p₁ − p₂ ln x) (1 − x)^p₃, x = m / (2 m_hi), fitted to the reference and
+     then *distorted*: the turn-on 2 MeV higher and half as wide, the fall steeper by
+     (m/m_mid)^(−0.5), renormalised to the reference's events.
 
 2. At every mass of a grid, background-only Poisson toys of each truth (window
    bins only; ``numpy.random.Generator`` seeded per shape and mass from one base
@@ -46,7 +50,7 @@ from scipy.special import ndtr
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.demo import expected_spectrum
 from hps_bayes.errors import ConfigError, InputError
-from hps_bayes.fit import newton_fit
+from hps_bayes.fit import newton_fit, newton_fit_batch
 from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
 from hps_bayes.scan import build_window, prepare_spectrum
@@ -54,7 +58,7 @@ from hps_bayes.settings import AnalysisSettings
 
 log = logging.getLogger(__name__)
 
-Family = Literal["demo", "expcheb", "powerlaw"]
+Family = Literal["demo", "expcheb", "powerlaw", "dijet"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 #: Chebyshev degree of the ``expcheb`` truth.
 EXPCHEB_DEGREE = 7
@@ -81,6 +85,13 @@ def _family_model(family: str, lo: float, hi: float) -> tuple[Callable[[FloatArr
             poly = p[2] + p[3] * np.log(r) + p[4] * r + p[5] * r**2 + p[6] / r
             return np.asarray(poly + np.log(_turn_on(m, p[0], p[1]) + 1e-300))
         return powerlaw, 5
+    if family == "dijet":
+        def dijet(m: FloatArray, p: FloatArray) -> FloatArray:
+            x = m / (2.0 * hi)
+            lx = np.log(x)
+            on = -np.logaddexp(0.0, -(m - p[0]) / math.exp(p[1]))  # ln of a logistic turn-on
+            return np.asarray(p[2] - (p[3] + p[4] * lx) * lx + p[5] * np.log1p(-x) + on)
+        return dijet, 4
     raise ConfigError(f"truth family {family!r} is not one of {list(FAMILIES)}")
 
 
@@ -111,6 +122,10 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
     if family == "expcheb":
         x = 2.0 * (m - lo) / (hi - lo) - 1.0
         start = np.polynomial.chebyshev.chebfit(x[keep], y[keep], EXPCHEB_DEGREE)
+    elif family == "dijet":
+        lx = np.log(m / (2.0 * hi))
+        design = np.column_stack([np.ones_like(lx), -lx, -lx**2, np.log1p(-m / (2.0 * hi))])
+        start, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
     else:
         r = m / (0.5 * (lo + hi))
         design = np.column_stack([np.ones_like(r), np.log(r), r, r**2, 1.0 / r])
@@ -123,7 +138,14 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
 
     bounds = ([lo - 0.05, math.log(2e-4)] + [-np.inf] * n_shape, [hi, math.log(0.05)] + [np.inf] * n_shape)
     fit = least_squares(resid, p0, bounds=bounds, x_scale="jac", max_nfev=4000)
-    expected = w * np.exp(model(m, fit.x))
+    params = np.array(fit.x)
+    if family == "dijet":  # distort: a spectrum the model was never tuned on
+        params[0] += 0.002
+        params[1] += math.log(0.5)
+    expected = w * np.exp(model(m, params))
+    if family == "dijet":
+        expected *= (m / (0.5 * (lo + hi))) ** -0.5
+        expected *= counts.sum() / expected.sum()
     chi2 = float(np.sum(fit.fun**2))
     log.info("truth %s fitted to %s: chi2/bin = %.3g", family, reference.name, chi2 / len(counts))
     return replace(reference, counts=expected, variances=expected, name=f"{family}",
@@ -177,6 +199,8 @@ class SpuriousPoint:
     window_hi: float
     window_clipped: bool
     seed: int
+    eta: float = 0.0
+    lengthscale: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,14 +216,35 @@ def _toy_fits(objective: WindowObjective, expected: FloatArray, rng: np.random.G
     """
     n_aux = objective.model.n_aux
     aux_slice = slice(objective.n_params - n_aux, objective.n_params)
-    a_hat, sigma = [], []
-    failed = 0
     counts_all = rng.poisson(expected, size=(n_toys, len(expected))).astype(float)
     aux_all = rng.standard_normal((n_toys, n_aux))
-    for counts, aux in zip(counts_all, aux_all):
-        start = init.copy()
-        start[aux_slice] = aux
-        fit = newton_fit(objective, FitData(counts, aux), init=start)
+    start = np.tile(init, (n_toys, 1))
+    start[:, aux_slice] = aux_all
+    try:
+        fit = newton_fit_batch(objective, counts_all, aux_all, init=start)
+    except (ValueError, np.linalg.LinAlgError) as exc:  # a non-finite step in the batch: toy by toy
+        log.debug("batched toy fits failed (%s); fitting one toy at a time", exc)
+        return _toy_fits_one_by_one(objective, counts_all, aux_all, start)
+    _, _, hess = objective.nll_grad_hess_batch(fit.theta, counts_all, aux_all)
+    ok = fit.converged & np.all(np.isfinite(hess), axis=(1, 2))
+    err = np.full(n_toys, np.nan)
+    for k in np.flatnonzero(ok):
+        try:
+            err[k] = math.sqrt(np.linalg.inv(hess[k])[0, 0])
+        except (np.linalg.LinAlgError, ValueError):
+            pass
+    ok &= np.isfinite(err)
+    a_hat, sigma, failed = fit.theta[ok, 0], err[ok], int(n_toys - ok.sum())
+    return np.asarray(a_hat), np.asarray(sigma), failed
+
+
+def _toy_fits_one_by_one(objective: WindowObjective, counts_all: FloatArray, aux_all: FloatArray,
+                         start: FloatArray) -> tuple[FloatArray, FloatArray, int]:
+    """:func:`_toy_fits` with :func:`newton_fit` per toy (the fallback of the batched fit)."""
+    a_hat, sigma = [], []
+    failed = 0
+    for counts, aux, init in zip(counts_all, aux_all, start):
+        fit = newton_fit(objective, FitData(counts, aux), init=init)
         err = fit.poi_error(objective)
         if not (fit.converged and np.isfinite(err)):
             failed += 1
@@ -236,7 +281,9 @@ def spurious_point(truth: Spectrum, mass: float, settings: AnalysisSettings, *, 
         recovered=float(np.mean(a_hat_inj) / a_inj) if len(a_hat_inj) else math.nan,
         recovered_err=float(np.std(a_hat_inj) / a_inj / math.sqrt(n_ok)) if len(a_hat_inj) else math.nan,
         n_failed=failed + failed_inj, window_lo=float(window.edges[0]), window_hi=float(window.edges[-1]),
-        window_clipped=bool(window.clipped_low or window.clipped_high), seed=seed,
+        window_clipped=bool(window.clipped_low or window.clipped_high), seed=seed, eta=float(window.eta),
+        lengthscale=float(window.lengthscale_t * 0.5 * math.log(window.edges[-1] / window.edges[0])
+                          / (window.sigma / window.mass)),
     )
 
 
@@ -264,7 +311,7 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
             point = spurious_point(truth, float(mass), settings, n_toys=n_toys, seed=point_seed(seed, i, j),
                                    inject_sigmas=inject_sigmas)
             rows.append(point.to_dict() | {"status": "ok"})
-        except (InputError, np.linalg.LinAlgError, FloatingPointError) as exc:
+        except (InputError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
             log.warning("%s m=%.1f MeV: %s", truth.name, mass * 1e3, exc)
             rows.append({"shape": truth.name, "mass": float(mass), "status": f"failed: {exc}"})
     return pd.DataFrame(rows)

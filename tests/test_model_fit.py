@@ -142,3 +142,35 @@ def test_spurious_nuisance_widens_sigma_a_in_quadrature(spectrum_2015: Spectrum)
     with_s = WindowObjective(replace(base.window, spurious=s_size), SETTINGS)
     fit = newton_fit(with_s, with_s.observed())
     assert fit.poi_error(with_s) == pytest.approx(np.hypot(sigma_a, s_size), rel=1e-3)
+
+
+def test_marginal_likelihood_switches_the_gp_on_only_where_the_mean_cannot_follow() -> None:
+    from hps_bayes.model import laplace_neg_log_evidence, marginal_likelihood_hyperparameters
+
+    t = np.linspace(-1, 1, 200)
+    offset = np.zeros_like(t)
+    smooth = np.exp(9.0 - 1.5 * t - 0.8 * t**2)  # exactly a degree-2 exp-polynomial: no GP needed
+    settings = BackgroundSettings(n_basis=40)
+    fit = marginal_likelihood_hyperparameters(t, smooth, offset, degree=4, settings=settings, ell_min=0.05)
+    assert fit.eta == 0.0 and fit.eta_at_bound
+    wiggly = smooth * np.exp(0.05 * np.sin(12 * t))  # structure on ℓ ~ 0.1 that degree 4 cannot follow
+    fit = marginal_likelihood_hyperparameters(t, wiggly, offset, degree=4, settings=settings, ell_min=0.05)
+    assert fit.eta > 0.01 and 0.05 <= fit.lengthscale < 0.5
+    assert fit.neg_log_evidence < fit.neg_log_evidence_no_gp - 10
+    # the evidence is continuous at eta -> 0 (the GP block of the Hessian tends to the identity)
+    free = np.polynomial.legendre.legvander(t, 4)
+    tiny = np.full((len(t), 3), 1e-9)
+    assert laplace_neg_log_evidence(offset, free, tiny, wiggly)[0] == pytest.approx(
+        laplace_neg_log_evidence(offset, free, np.zeros((len(t), 0)), wiggly)[0], abs=1e-6)
+
+
+def test_marginal_hyperparameters_are_chosen_once_per_spectrum(expected_2015: Spectrum) -> None:
+    settings = BackgroundSettings(window_sigmas=1000, poly_degree=6, n_basis=40, hyper="marginal")
+    a = _objective(expected_2015, 0.05, settings=settings).window
+    b = _objective(expected_2015, 0.08, settings=settings).window
+    assert a.eta > 0 and a.eta == b.eta  # degree 6 cannot follow the whole range: the GP is on
+    assert a.lengthscale_t == pytest.approx(b.lengthscale_t)
+    fixed = _objective(expected_2015, 0.05, settings=replace(settings, hyper="fixed")).window
+    assert fixed.eta == settings.eta
+    with pytest.raises(Exception, match="hyper"):
+        BackgroundSettings(hyper="map")  # type: ignore[arg-type]

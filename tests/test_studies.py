@@ -45,6 +45,15 @@ def test_truth_shapes_imitate_the_reference_but_are_not_it(reference, family):
     assert np.ptp(ratio) > 1e-3  # ... but a different function
 
 
+def test_dijet_truth_is_a_spectrum_the_defaults_were_not_tuned_on(reference):
+    truth = studies.fit_truth(reference, "dijet")
+    ratio = truth.counts / reference.counts
+    assert truth.name == "dijet" and np.all(truth.counts > 0)
+    assert truth.counts.sum() == pytest.approx(reference.counts.sum(), rel=1e-9)  # same events ...
+    assert ratio.max() / ratio.min() > 2  # ... a different turn-on and a steeper fall
+    assert np.argmax(truth.counts) < len(truth.counts) // 3  # still a peak near the start, then a fall
+
+
 def test_window_bounds_shift_keeps_the_full_width_inside_the_range():
     lo, hi, cl, ch = window_bounds(0.021, 0.01, 0.02, 0.13, edge="shift")
     assert (lo, hi, cl, ch) == (0.02, pytest.approx(0.04), False, False)
@@ -104,3 +113,16 @@ def test_task_spurious_writes_csv_plot_and_table(settings, tmp_path: Path):
     assert (tmp_path / "spurious_2015.png").stat().st_size > 0
     assert load_spurious_table(str(tmp_path / "spurious_2015.csv")).mass.size == frame.mass.nunique()
     assert "| demo |" in studies.summary_table(summary)
+
+
+def test_whole_range_background_composes_and_finds_its_packaged_table():
+    from hps_bayes.app import load_config, settings_from_config
+    from hps_bayes.model import SPURIOUS_DIR, spurious_table_path
+
+    settings = settings_from_config(load_config(["dataset=hps2015", "background=whole"]))
+    bkg = settings.background
+    assert bkg.window_sigmas == 1000 and bkg.hyper == "marginal" and bkg.hyper_scope == "spectrum"
+    path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
+    assert path == SPURIOUS_DIR / "spurious_2015_whole.csv" and path.is_file()
+    assert load_spurious_table(str(path)).relative.max() > 0
+    assert spurious_table_path("2016", "/tmp/x_{dataset}.csv") == Path("/tmp/x_2016.csv")
