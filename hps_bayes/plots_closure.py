@@ -7,18 +7,16 @@ Figures are pyplot-free ``Figure`` objects drawn inside ``matplotlib.style.conte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import matplotlib.style
 import mplhep
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from hps_bayes.errors import InputError
+from hps_bayes.plots import hep_figure, save_figure
 
 __all__ = ["plot_coverage", "plot_injection_linearity", "plot_injection_pulls"]
 
@@ -28,22 +26,8 @@ _BAND = "#d0d0d0"
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
-@contextmanager
-def _figure(figsize: tuple[float, float]) -> Iterator[Figure]:
-    with matplotlib.style.context(mplhep.style.ROOT):
-        fig = Figure(figsize=figsize, dpi=DPI)
-        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.09, top=0.94)
-        yield fig
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=DPI)
-    finally:
-        fig.clear()
-    return path
+def _figure(figsize: tuple[float, float]) -> Any:
+    return hep_figure(figsize, {"left": 0.13, "right": 0.97, "bottom": 0.09, "top": 0.94}, dpi=DPI)
 
 
 def _header(ax: Axes, right: str, left: str) -> None:
@@ -88,7 +72,7 @@ def plot_injection_pulls(frame: pd.DataFrame, path: str | Path, *, dataset_label
         top.set_ylim(-lim, 1.6 * lim)
         top.legend(fontsize=11, ncol=len(truths), loc="upper left")
         _header(top, dataset_label, "Simulation injection")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_injection_linearity(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Path:
@@ -115,7 +99,7 @@ def plot_injection_linearity(frame: pd.DataFrame, path: str | Path, *, dataset_l
         bottom.set_xlabel(r"$A_{inj}/\sigma_A$ (expected $\sigma_A$)")
         top.legend(fontsize=13, loc="upper left", title=f"{len(masses)} masses", title_fontsize=12)
         _header(top, dataset_label, "Simulation injection")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
 
 def plot_coverage(frame: pd.DataFrame, path: str | Path, *, dataset_label: str, cl: float = 0.95) -> Path:
@@ -142,4 +126,4 @@ def plot_coverage(frame: pd.DataFrame, path: str | Path, *, dataset_label: str, 
         ax.set_ylim(min(0.85, lo - 0.02), 1.06)
         ax.legend(fontsize=11, loc="lower left", ncol=2)
         _header(ax, dataset_label, "Simulation coverage")
-        return _save(fig, path)
+        return save_figure(fig, path)

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "scan": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "posterior"},
     "studies": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "closure": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "studies"},
-    "plots_closure": {"results"},
+    "plots_closure": {"results", "plots"},
     "combine": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "active": {"io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
     "plots_active": {"results", "plots"},
