@@ -18,10 +18,10 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import hps_bayes  # noqa: E402
-from hps_bayes.demo import simulate_spectrum  # noqa: E402
+import hps_bayes
+from hps_bayes.demo import simulate_spectrum
 
 
 def main() -> None:
