@@ -78,11 +78,7 @@ class MassPointResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MassPointResult:
-        kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for key in ("A_up_expected", "eps2_up_expected"):
-            if key in kwargs:
-                kwargs[key] = tuple(float(v) for v in kwargs[key])
-        return cls(**kwargs)
+        return cls(**_fields_from(cls, d, ("A_up_expected", "eps2_up_expected")))
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for CSV/Parquet: band tuples become columns ``*_m2 … *_p2``."""
@@ -92,6 +88,19 @@ class MassPointResult:
             for n, v in zip(N_SIGMA_BAND, values, strict=True):
                 row[f"{key}_{_band_suffix(n)}"] = v
         return row
+
+
+def _fields_from(cls: Any, d: Mapping[str, Any], tuple_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The entries of ``d`` that are fields of ``cls``; ``tuple_keys`` become float tuples
+    (from lists, as JSON stores them, or ";"-joined strings, as CSV rows hold them)."""
+    kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+    for key in tuple_keys:
+        if key in kwargs:
+            value = kwargs[key]
+            if isinstance(value, str):
+                value = [v for v in value.split(";") if v]
+            kwargs[key] = tuple(float(v) for v in value)
+    return kwargs
 
 
 def _band_suffix(n: int) -> str:
@@ -219,13 +228,7 @@ class CombinedResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CombinedResult:
-        kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for key in ("eps2_up_expected", "k_factors", "sigma_eps2_single"):
-            value = kwargs.get(key, ())
-            if isinstance(value, str):
-                value = [float(v) for v in value.split(";") if v]
-            kwargs[key] = tuple(float(v) for v in value)
-        return cls(**kwargs)
+        return cls(**_fields_from(cls, d, ("eps2_up_expected", "k_factors", "sigma_eps2_single")))
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for CSV/Parquet: the band as ``eps2_up_expected_m2 … _p2``, lists joined by ";"."""
