@@ -190,30 +190,34 @@ def _background_fields() -> set[str]:
     return {f.name for f in fields(BackgroundSettings)}
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, log_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m hps_bayes task=active ...`` run from ``cwd``; Hydra's own log goes to ``log_dir``."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "hps_bayes", "task=active", *args], cwd=cwd, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180, check=False)
+    command = [sys.executable, "-m", "hps_bayes", "task=active", *args, f"hydra.run.dir={log_dir}"]
+    return subprocess.run(command, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=180, check=False)
 
 
 def test_task_active_runs_through_submitit_and_resumes(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     small = [f"run_dir={run}", "active.executor.cluster=debug", "active.candidates=1024", "active.patience=99"]
-    proc = _cli(*small, "active.max_evaluations=20", cwd=root)
+    proc = _cli(*small, "active.max_evaluations=20", cwd=root, log_dir=tmp_path / "hydra")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert len(pd.read_csv(run / "active_history.csv")) == 20
     assert (run / "active_plots" / "final_surrogate.png").exists()
-    proc = _cli(*small, "active.max_evaluations=30", cwd=root)
+    proc = _cli(*small, "active.max_evaluations=30", cwd=root, log_dir=tmp_path / "hydra")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "resuming" in proc.stdout and len(pd.read_csv(run / "active_history.csv")) == 30
 
 
 def test_task_active_user_callable_and_prompt_model(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
-    proc = _cli(f"run_dir={tmp_path / 'a'}", "active=callable", "active.max_evaluations=20", cwd=root)
+    proc = _cli(f"run_dir={tmp_path / 'a'}", "active=callable", "active.max_evaluations=20", cwd=root,
+                log_dir=tmp_path / "hydra")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert len(pd.read_csv(tmp_path / "a" / "active_history.csv")) == 20
-    proc = _cli(f"run_dir={tmp_path / 'b'}", "active.objective.model.lifetime=false", cwd=root)
+    proc = _cli(f"run_dir={tmp_path / 'b'}", "active.objective.model.lifetime=false", cwd=root,
+                log_dir=tmp_path / "hydra")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "pure eps^2 scaling" in proc.stdout and (tmp_path / "b" / "active_per_mass.csv").exists()
