@@ -296,16 +296,24 @@ def point_seed(seed: int, shape_index: int, mass_index: int) -> int:
 
 
 def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatArray, settings: AnalysisSettings, *,
-                   n_toys: int, seed: int, inject_sigmas: float = 5.0, progress: bool | None = None) -> Any:
-    """:func:`spurious_point` for every truth and mass; a pandas DataFrame (one row per cell)."""
+                   n_toys: int, seed: int, inject_sigmas: float = 5.0, progress: bool | None = None,
+                   mass_indices: Sequence[int] | None = None) -> Any:
+    """:func:`spurious_point` for every truth and mass; a pandas DataFrame (one row per cell).
+
+    ``mass_indices``: the masses' places in the whole study grid (default 0, 1, ...), which seed
+    their toys (:func:`point_seed`), so that a chunk of the grid gives the rows of the whole run.
+    """
     import pandas as pd
     from tqdm.auto import tqdm
 
     if n_toys < 2:
         raise ConfigError(f"task.n_toys={n_toys}: the study needs at least 2 toys per mass (100 for numbers)")
+    indices = list(range(len(masses))) if mass_indices is None else [int(j) for j in mass_indices]
+    if len(indices) != len(masses):
+        raise ValueError(f"{len(indices)} mass indices for {len(masses)} masses")
     rows = []
     disable = None if progress is None else not progress
-    cells = [(i, truth, j, mass) for i, truth in enumerate(truths) for j, mass in enumerate(masses)]
+    cells = [(i, truth, j, mass) for i, truth in enumerate(truths) for j, mass in zip(indices, masses)]
     for i, truth, j, mass in tqdm(cells, desc="spurious", unit="cell", disable=disable, leave=False):
         try:
             point = spurious_point(truth, float(mass), settings, n_toys=n_toys, seed=point_seed(seed, i, j),
@@ -326,7 +334,9 @@ def summarise(frame: Any) -> dict[str, dict[str, float]]:
     """Per truth shape (and ``all``): worst mean Â/σ_A, width range, σ_A/σ_A⁰, recovered range, cells passing.
 
     A cell passes when the bias the nuisance leaves uncovered (:func:`residual_z`; = |mean Â/σ_A|
-    with the nuisance off) is ≤ 0.2 and 0.9 ≤ width ≤ 1.1 (the width carries ±1/√(2N) of noise).
+    with the nuisance off) is ≤ 0.2 and 0.9 ≤ width ≤ 1.1 (the width carries ±1/√(2N) of noise);
+    ``cells_bias_ok`` counts the cells meeting the bias criterion alone, ``worst_asimov_resid_z`` is
+    the uncovered bias of the noise-free fit (no toy noise).
     """
     ok = frame[frame.status == "ok"].copy()
     ok["resid_z"] = residual_z(ok)
@@ -349,6 +359,9 @@ def summarise(frame: Any) -> dict[str, dict[str, float]]:
             "recovered_net_min": float((group.recovered - group.mean_A / group.A_inj).min()),
             "recovered_net_max": float((group.recovered - group.mean_A / group.A_inj).max()),
             "cells": len(group), "cells_passing": int(passing.sum()),
+            "cells_bias_ok": int((group.resid_z.abs() <= 0.2).sum()),
+            "worst_asimov_resid_z": float(((group.asimov_A.abs() - group.spurious).clip(lower=0)
+                                           / group.sigma_A).max()),
             "failed_fits": int(group.n_failed.sum()),
         }
     return out
@@ -391,17 +404,35 @@ def study_masses(settings: AnalysisSettings, *, step: float, edge_sigmas: float 
 
 def run_spurious(settings: AnalysisSettings, reference: Spectrum, *, families: Sequence[str], n_toys: int,
                  step: float, seed: int, inject_sigmas: float = 5.0, edge_sigmas: float | None = None,
-                 progress: bool | None = None) -> tuple[Any, dict[str, dict[str, float]]]:
-    """The whole study on ``reference``: truths, grid, toys; the per-cell frame and :func:`summarise`."""
+                 progress: bool | None = None, n_chunks: int = 1,
+                 chunk: int = 0) -> tuple[Any, dict[str, dict[str, float]]]:
+    """The study on ``reference``: truths, grid, toys; the per-cell frame (sorted by mass) and :func:`summarise`.
+
+    With ``n_chunks`` > 1 only the ``chunk``-th contiguous piece of the grid
+    (:func:`hps_bayes.scan.chunk_of`) is run; its toys are seeded by the masses' places in the
+    whole grid, so the chunks' frames concatenated are the one-chunk frame.
+    """
+    from hps_bayes.scan import chunk_of
+
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown or not families:
         raise ConfigError(f"task.families={list(families)}: choose from {list(FAMILIES)}")
     truths = [fit_truth(reference, f) for f in families]
-    masses = study_masses(settings, step=step, edge_sigmas=edge_sigmas)
-    log.info("spurious-signal study of %s: %d shapes x %d masses (%.1f-%.1f MeV) x %d toys (+ injection)",
-             settings.dataset.name, len(truths), len(masses), masses[0] * 1e3, masses[-1] * 1e3, n_toys)
+    grid = study_masses(settings, step=step, edge_sigmas=edge_sigmas)
+    indices = chunk_of(np.arange(len(grid), dtype=float), n_chunks, chunk).astype(int)
+    masses = grid[indices]
+    if len(masses) == 0:
+        log.warning("spurious-signal study of %s: chunk %d of %d has no masses (%d in the grid)",
+                    settings.dataset.name, chunk + 1, n_chunks, len(grid))
+        import pandas as pd
+
+        return pd.DataFrame(columns=["shape", "mass", "status"]), {}
+    log.info("spurious-signal study of %s (chunk %d/%d): %d shapes x %d of %d masses (%.1f-%.1f MeV) x %d toys "
+             "(+ injection)", settings.dataset.name, chunk + 1, n_chunks, len(truths), len(masses), len(grid),
+             masses[0] * 1e3, masses[-1] * 1e3, n_toys)
     frame = spurious_study(truths, masses, settings, n_toys=n_toys, seed=seed, inject_sigmas=inject_sigmas,
-                           progress=progress)
+                           progress=progress, mass_indices=[int(j) for j in indices])
+    frame = frame.sort_values("mass", kind="stable").reset_index(drop=True)
     return frame, summarise(frame)
 
 

@@ -115,6 +115,25 @@ def test_task_spurious_writes_csv_plot_and_table(settings, tmp_path: Path):
     assert "| demo |" in studies.summary_table(summary)
 
 
+def test_task_spurious_in_two_chunks_merges_into_the_one_chunk_table(settings, tmp_path: Path):
+    cfg = {"dataset": {"demo": DEMO}, "task": {"families": ["powerlaw"], "n_toys": 3, "step": 0.02,
+                                               "inject_sigmas": 5.0, "edge_sigmas": None, "write_table": False}}
+    one = tmp_path / "one"
+    task_spurious(settings, cfg, one)
+    two = tmp_path / "two"
+    for k in (1, 0):  # either chunk may finish last
+        chunked = replace(settings, scan=replace(settings.scan, n_chunks=2, chunk=k))
+        result = task_spurious(chunked, cfg, two)
+    assert not (one / "spurious_chunk0of2.csv").exists() and (two / "spurious_chunk1of2.csv").is_file()
+    single, merged = pd.read_csv(one / "spurious.csv"), pd.read_csv(two / "spurious.csv")
+    assert len(single) > 2 and merged.mass.is_monotonic_increasing
+    pd.testing.assert_frame_equal(merged, single)
+    assert result == studies.summarise(single)
+    for name in ("spurious_2015.png", "spurious_nuisance_2015.png", "spurious_2015.csv", "spurious_summary.json"):
+        assert (two / name).stat().st_size > 0
+    assert (two / "spurious_2015.csv").read_text() == (one / "spurious_2015.csv").read_text()
+
+
 def test_whole_range_background_composes_and_finds_its_packaged_table():
     from hps_bayes.app import load_config, settings_from_config
     from hps_bayes.model import SPURIOUS_DIR, spurious_table_path
