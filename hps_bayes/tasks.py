@@ -320,11 +320,27 @@ def _print_result(r: MassPointResult) -> None:
     Console().print(table)
 
 
+def _merge_chunk(out: Path, stem: str, frame: Any, scan: Any) -> Any:
+    """Write this chunk's ``<stem>`` table and, when every chunk of the run is done, merge them into
+    ``<stem>.csv`` (under a lock: the last chunk to finish merges).  Returns the merged table, or
+    None while other chunks are still running."""
+    from hps_bayes import closure
+
+    with _locked(out / f"{stem}.csv"):
+        write_table(out / closure.chunk_table(stem, scan.chunk, scan.n_chunks), frame)
+        merged = closure.merge_chunks(out, stem, scan.n_chunks)
+        if merged is not None and scan.n_chunks > 1:
+            write_table(out / f"{stem}.csv", merged)
+    if merged is None:
+        log.info("%s chunk %d/%d done; the last chunk to finish merges the run", stem, scan.chunk + 1, scan.n_chunks)
+    return merged
+
+
 def task_spurious(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
     """Spurious-signal study (``hps_bayes.studies``): ``spurious.csv``, summary, plots, S(m) table; chunked
     over masses by scan.n_chunks/chunk like ``task=inject`` (each chunk writes ``spurious_chunk<k>of<n>.csv``;
     the last one to finish merges them and writes the rest)."""
-    from hps_bayes import closure, plots, studies
+    from hps_bayes import plots, studies
     from hps_bayes.model import spurious_table_path
 
     task, scan, name = cfg.get("task", {}), settings.scan, settings.dataset.name
@@ -335,15 +351,9 @@ def task_spurious(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) ->
         settings, reference, families=families, n_toys=int(task.get("n_toys", 100)),
         step=float(task.get("step", 0.002)), seed=settings.seed, inject_sigmas=float(task.get("inject_sigmas", 5.0)),
         edge_sigmas=task.get("edge_sigmas"), n_chunks=scan.n_chunks, chunk=scan.chunk)
-    with _locked(out / "spurious.csv"):
-        write_table(out / closure.chunk_table("spurious", scan.chunk, scan.n_chunks), cells)
-        frame = closure.merge_chunks(out, "spurious", scan.n_chunks)
-        if frame is None:
-            log.info("spurious chunk %d/%d done; the last chunk to finish merges the run", scan.chunk + 1,
-                     scan.n_chunks)
-            return studies.summarise(cells) if len(cells) else {}
-        if scan.n_chunks > 1:
-            write_table(out / "spurious.csv", frame)
+    frame = _merge_chunk(out, "spurious", cells, scan)
+    if frame is None:
+        return studies.summarise(cells) if len(cells) else {}
     summary = studies.summarise(frame)
     write_json(out / "spurious_summary.json", {"summary": summary, "settings": settings.to_dict(), "task": task})
     fmt = settings.plots.format
@@ -660,13 +670,9 @@ def task_inject(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> A
     cells["config_hash"], cells["seed"] = settings.config_hash(), settings.seed
     if task.get("write_toys", True):
         write_table(out / closure.chunk_table("inject_toys", scan.chunk, scan.n_chunks), toys)
-    with _locked(out / "inject.csv"):
-        write_table(out / closure.chunk_table("inject", scan.chunk, scan.n_chunks), cells)
-        frame = closure.merge_chunks(out, "inject", scan.n_chunks)
-        if frame is None:
-            return cells
-        if scan.n_chunks > 1:
-            write_table(out / "inject.csv", frame)
+    frame = _merge_chunk(out, "inject", cells, scan)
+    if frame is None:
+        return cells
     summary = closure.injection_summary(frame)
     write_json(out / "inject_summary.json", {"summary": summary, "settings": settings.to_dict(), "task": task})
     fmt = settings.plots.format
@@ -697,13 +703,9 @@ def task_coverage(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) ->
         methods=list(task.get("methods", ("asymptotic", "toys"))), n_experiments=n_exp,
         n_toys=int(task.get("n_toys", 300)), known_scales=[float(v) for v in task.get("known_scales", (1.0,))])
     frame["config_hash"], frame["seed"] = settings.config_hash(), settings.seed
-    with _locked(out / "coverage.csv"):
-        write_table(out / closure.chunk_table("coverage", scan.chunk, scan.n_chunks), frame)
-        merged = closure.merge_chunks(out, "coverage", scan.n_chunks)
-        if merged is None:
-            return frame
-        if scan.n_chunks > 1:
-            write_table(out / "coverage.csv", merged)
+    merged = _merge_chunk(out, "coverage", frame, scan)
+    if merged is None:
+        return frame
     plots_closure.plot_coverage(merged, out / f"coverage_{name}.{settings.plots.format}", dataset_label=f"HPS {name}",
                                 cl=1 - settings.stats.alpha)
     log.info("coverage of the %.0f%% CL limits on %s:\n%s", 100 * (1 - settings.stats.alpha), name,
