@@ -96,6 +96,22 @@ def test_wedge_contour_within_one_percent(acquisition: str, q: int) -> None:
     assert _misclassified(learner) <= 0.01, learner.n_told
 
 
+def test_sur_batch_is_distinct_and_not_worse_than_believer() -> None:
+    """A q=10 contour batch: ten distinct free candidates; after three batches no more misclassified than
+    the plain Kriging believer's (same seed; the benchmark has the averages)."""
+    mis = {}
+    for batch in ("sur", "believer"):
+        learner = _wedge_learner(acquisition="straddle", batch=batch)
+        for _ in range(3):
+            x = learner.ask(10)
+            assert len({tuple(p) for p in x}) == 10
+            learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+        mis[batch] = _misclassified(learner)
+    assert mis["sur"] <= mis["believer"] + 1e-12, mis
+    with pytest.raises(ConfigError, match="batch"):
+        _wedge_learner(batch="qei")
+
+
 def test_stopping_rule_against_truth() -> None:
     """When the calibrated estimate says ≤1%, the truth is ≤2% (it was 0.3–1.3% in benchmarks/bench_active.py)."""
     learner = _wedge_learner(seed=3)

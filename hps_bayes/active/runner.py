@@ -65,7 +65,8 @@ def build_learner(spec: Mapping[str, Any], objective: Any, rng: np.random.Genera
     return ActiveLearner(bounds, log_axes=list(spec.get("log_axes") or ()), acquisition=spec["acquisition"],
                          threshold=spec.get("threshold"), rng=rng, candidates=candidates,
                          n_init=spec.get("n_init"), maximize=bool(spec.get("maximize", True)),
-                         noise=bool(spec.get("noise", True)), max_fit=int(spec.get("max_fit", 300)))
+                         noise=bool(spec.get("noise", True)), max_fit=int(spec.get("max_fit", 300)),
+                         batch=spec.get("batch", "sur"))
 
 
 def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Path, *,
