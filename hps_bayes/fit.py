@@ -343,8 +343,8 @@ def _iterate(objective: BatchObjective, theta: FloatArray, counts: FloatArray, a
         else:
             f_r, g = objective.nll_grad_batch(th, c, a) if grad is None else (f[rows], grad)
             chol, scale = shared
-            y = solve_triangular(chol, (g[:, free] * scale).T, lower=True)
-            step = np.asarray(solve_triangular(chol.T, y, lower=False).T * scale)
+            y = solve_triangular(chol, (g[:, free] * scale).T, lower=True, check_finite=False)
+            step = np.asarray(solve_triangular(chol.T, y, lower=False, check_finite=False).T * scale)
         f[rows] = f_r
         decrement = 0.5 * np.einsum("ki,ki->k", g[:, free], step)
         bad = ~np.isfinite(decrement)

@@ -193,3 +193,21 @@ def test_toy_p0_replaces_the_asymptotic_one_above_the_threshold() -> None:
     assert toys.p0 == pytest.approx(plain.p0, abs=3 * err + 0.1 * plain.p0)
     below = hps_bayes.evaluate_mass(spectrum, 0.05, dataset="2015", config={"stats": {"toy_p0_above_z": 9.0}})
     assert below.p0_method == "asymptotic"
+
+
+def test_batch_fit_survives_a_toy_with_a_non_finite_gradient() -> None:
+    """A toy whose gradient is not finite is marked failed (or refitted alone), never an exception."""
+    from hps_bayes.fit import newton_fit_batch
+    from hps_bayes.stats import KnownBackgroundObjective
+
+    class NanRow(KnownBackgroundObjective):
+        def nll_grad_batch(self, thetas, counts, aux):  # type: ignore[no-untyped-def]
+            f, g = super().nll_grad_batch(thetas, counts, aux)
+            g[counts[:, 0] == 999] = np.nan
+            return f, g
+
+    obj = NanRow(np.array([100.0, 80.0, 60.0]), np.array([0.2, 0.6, 0.2]))
+    counts = np.array([[110.0, 85.0, 55.0], [999.0, 80.0, 60.0], [95.0, 70.0, 66.0]])
+    result = newton_fit_batch(obj, counts, np.zeros((3, 0)), fallback=False)
+    assert result.converged[0] and result.converged[2]
+    assert not result.converged[1]
