@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,7 +52,15 @@ from hps_bayes.errors import ConfigError, FitError, HpsBayesError, InputError
 from hps_bayes.fit import newton_fit, newton_fit_batch
 from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
-from hps_bayes.scan import TOY_SCAN_POINTS, build_window, mass_grid, point_rng, prepare_spectrum
+from hps_bayes.scan import (
+    TOY_SCAN_POINTS,
+    build_window,
+    fit_range,
+    guard_turn_on,
+    mass_grid,
+    point_rng,
+    prepare_spectrum,
+)
 
 __all__ = ["TRUTHS", "CoverageCell", "WindowTruth", "coverage_cell", "coverage_fraction", "inject_cell",
            "prepare_spectrum", "run_coverage", "run_injection", "study_masses", "truth_spectra", "window_truths"]
@@ -88,11 +96,13 @@ class WindowTruth:
 
 
 def truth_spectra(data: Spectrum, settings: AnalysisSettings, truths: Sequence[str]) -> dict[str, Spectrum | None]:
-    """The smooth truth spectra fitted to the (prepared) data; ``fit`` maps to None (made per window)."""
+    """The smooth truth spectra fitted to the data over the dataset's whole range (turn-on included,
+    also where the turn-on guard starts the fit range above it); ``fit`` maps to None (made per window)."""
     unknown = sorted(set(truths) - set(TRUTHS))
     if unknown or not truths:
         raise ConfigError(f"task.truths={list(truths)}: choose from {list(TRUTHS)}")
-    spec = prepare_spectrum(data, settings)
+    whole = replace(settings.background, turn_on="off", fit_range_min=None)
+    spec = prepare_spectrum(data, replace(settings, background=whole))
     return {name: None if name == FIT_TRUTH else fit_truth(spec, name) for name in truths}
 
 
@@ -278,6 +288,7 @@ def run_injection(data: Spectrum, settings: AnalysisSettings, *, masses: Sequenc
         raise ConfigError(f"task.n_toys={n_toys}: use at least 2 (300-500 for numbers)")
     if units not in ("sigma", "events"):
         raise ConfigError(f"task.units={units!r}: use 'sigma' (units of the expected sigma_A) or 'events'")
+    settings = guard_turn_on(data, settings)
     spec = prepare_spectrum(data, settings)
     spectra = truth_spectra(data, settings, truths)
     rows, toy_rows = [], []
@@ -428,6 +439,7 @@ def run_coverage(data: Spectrum, settings: AnalysisSettings, *, masses: Sequence
         raise ConfigError(f"task.methods={list(methods)}: choose from ['asymptotic', 'toys']")
     if "toys" in methods and n_toys < 10:
         raise ConfigError(f"task.n_toys={n_toys}: toy limits need at least 10 toys per ensemble (200-1000)")
+    settings = guard_turn_on(data, settings)
     spec = prepare_spectrum(data, settings)
     spectra = truth_spectra(data, settings, [truth])
     cells = []
@@ -471,11 +483,13 @@ def coverage_table(frame: Any) -> str:
 
 def check_inputs(spectrum: Spectrum, settings: AnalysisSettings, masses: FloatArray) -> None:
     """Raise :class:`InputError` for masses outside the dataset range (before any fit)."""
-    lo, hi = settings.dataset.mass_range
+    lo, hi = fit_range(settings)
     bad = [m for m in masses if not lo <= m <= hi]
     if bad:
-        raise InputError(f"task.masses {bad} (GeV) lie outside dataset {settings.dataset.name!r}'s range "
-                         f"[{lo}, {hi}] GeV; choose masses inside it")
+        why = (" (the background fit range starts above the spectrum's sharp turn-on: background.turn_on=off "
+               "or background.fit_range_min to change it)" if lo > settings.dataset.mass_range[0] else "")
+        raise InputError(f"task.masses {bad} (GeV) lie outside dataset {settings.dataset.name!r}'s fit range "
+                         f"[{lo:.4g}, {hi:.4g}] GeV{why}; choose masses inside it")
 
 
 # --------------------------------------------------------------------------- chunked runs

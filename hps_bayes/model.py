@@ -54,6 +54,7 @@ SpuriousMode = Literal["off", "table"]
 HyperMode = Literal["fixed", "marginal"]
 HyperScope = Literal["spectrum", "window"]
 HyperFree = Literal["both", "eta"]
+TurnOnMode = Literal["guard", "off"]
 
 #: Folder of the per-dataset spurious-signal tables ``spurious_<dataset>.csv``.
 SPURIOUS_DIR = Path(__file__).resolve().parent / "data"
@@ -92,6 +93,13 @@ class BackgroundSettings:
     lengthscale_min : lower bound of ℓ (units of σ(m)/m) for ``hyper_free="both"``, per window.
     lengthscale_min_lnm : the same bound in ln m for ``hyper_scope="spectrum"`` (one bound for the
         whole range, so that η, ℓ are the same at every mass; 0.1 = 2σ(m)/m of 2015).
+    turn_on : ``"guard"``: the spectrum's turn-on is measured (:mod:`hps_bayes.turnon`) and, where
+        it is sharp (width < ``turn_on_sharpness`` σ(m)), the fit range starts at its end,
+        m_on + ``turn_on_widths``·w (:func:`hps_bayes.scan.guard_turn_on`); ``"off"``: the
+        dataset's range as it is.
+    turn_on_widths, turn_on_sharpness : n_w and κ of the guard.
+    fit_range_min : where the background fit range starts (GeV); set by the guard from the data
+        (``None``: not measured yet) or by hand (the guard then keeps it).
     """
 
     poly_degree: int = 10
@@ -111,6 +119,10 @@ class BackgroundSettings:
     hyper_degree: int = -1
     lengthscale_min: float = 2.0
     lengthscale_min_lnm: float = 0.1
+    turn_on: TurnOnMode = "guard"
+    turn_on_widths: float = 2.0
+    turn_on_sharpness: float = 4.0
+    fit_range_min: float | None = None
 
     def __post_init__(self) -> None:
         if self.edge not in ("shift", "clip"):
@@ -130,6 +142,11 @@ class BackgroundSettings:
                               f"{self.lengthscale_min} (use > 0)")
         if self.poly_degree < 0 or self.poly_degree > 15:
             raise ConfigError(f"background.poly_degree={self.poly_degree}: use 0..15")
+        if self.turn_on not in ("guard", "off") or not self.turn_on_widths >= 0 \
+                or not self.turn_on_sharpness >= 0:
+            raise ConfigError(f"background.turn_on={self.turn_on!r}, turn_on_widths={self.turn_on_widths}, "
+                              f"turn_on_sharpness={self.turn_on_sharpness}: use turn_on guard|off and "
+                              f"non-negative widths and sharpness")
         if self.n_basis < 1:
             raise ConfigError(f"background.n_basis={self.n_basis}: use at least 1 basis function")
         if self.c <= 1.0:

@@ -50,18 +50,27 @@ from hps_bayes.results import (
 )
 from hps_bayes.settings import AnalysisSettings, resolve_settings
 from hps_bayes.stats import AsymptoticCalculator, Discovery, ToyCalculator, upper_limit
+from hps_bayes.turnon import TurnOn, measure_turn_on
 
 log = logging.getLogger(__name__)
+
+
+def fit_range(settings: AnalysisSettings) -> tuple[float, float]:
+    """The background fit range (GeV): the dataset's ``mass_range``, starting at
+    ``background.fit_range_min`` (the turn-on guard, :func:`guard_turn_on`) when that is higher."""
+    lo, hi = settings.dataset.mass_range
+    start = settings.background.fit_range_min
+    return (max(float(lo), float(start)) if start is not None else float(lo)), float(hi)
 
 
 def mass_grid(settings: AnalysisSettings) -> FloatArray:
     """The scan's masses (GeV): ``scan.mass_min``..``mass_max`` in ``scan.step``.
 
-    Unset ends default to the dataset's range shrunk by ``scan.edge_sigmas``·σ(m)
+    Unset ends default to the fit range (:func:`fit_range`) shrunk by ``scan.edge_sigmas``·σ(m)
     at each end, so that no window loses more than half its width to the range end.
     """
     preset, scan = settings.dataset, settings.scan
-    lo, hi = preset.mass_range
+    lo, hi = fit_range(settings)
     if scan.mass_min is None:
         lo = float(lo + scan.edge_sigmas * sigma_m(lo, preset))
     else:
@@ -85,14 +94,64 @@ def chunk_of(masses: FloatArray, n_chunks: int, chunk: int) -> FloatArray:
 
 
 def prepare_spectrum(spectrum: Spectrum, settings: AnalysisSettings) -> Spectrum:
-    """Rebin by the dataset's factor and crop to its mass range."""
+    """Rebin by the dataset's factor and crop to its fit range (:func:`fit_range`)."""
     preset = settings.dataset
     out = rebin(spectrum, preset.rebin) if preset.rebin > 1 else spectrum
-    return crop(out, *preset.mass_range)
+    return crop(out, *fit_range(settings))
+
+
+def measure_spectrum_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> TurnOn:
+    """The turn-on of ``spectrum`` over the dataset's whole ``mass_range`` (:func:`hps_bayes.turnon.measure_turn_on`).
+
+    ``prepared``: the spectrum is already rebinned (e.g. a truth of the spurious-signal study).
+    """
+    preset, bkg = settings.dataset, settings.background
+    if prepared:
+        spec = crop(spectrum, *preset.mass_range)
+    else:
+        spec = crop(rebin(spectrum, preset.rebin) if preset.rebin > 1 else spectrum, *preset.mass_range)
+    return measure_turn_on(spec.edges, spec.counts, lambda m: float(sigma_m(m, preset)),
+                           widths=bkg.turn_on_widths, sharpness=bkg.turn_on_sharpness)
+
+
+def guard_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False,
+                  turn: TurnOn | None = None) -> AnalysisSettings:
+    """Settings whose background fit range starts above a sharp turn-on of ``spectrum``.
+
+    With ``background.turn_on="guard"`` and ``background.fit_range_min`` unset, the turn-on is
+    measured (:func:`measure_spectrum_turn_on`); where it is sharp, ``fit_range_min`` becomes
+    the first bin edge at or above m_on + n_w·w, else the range start.  The scan grid
+    (:func:`mass_grid`) then keeps ``scan.edge_sigmas``·σ(m) from it, windows never reach below
+    it, and a mass below it is refused with the reason.  Idempotent: settings whose
+    ``fit_range_min`` is set (measured before, or by hand) come back unchanged.  ``turn``: the
+    measurement, when it was made already.
+    """
+    bkg = settings.background
+    if bkg.turn_on == "off" or bkg.fit_range_min is not None:
+        return settings
+    turn = turn or measure_spectrum_turn_on(spectrum, settings, prepared=prepared)
+    start = float(turn.fit_lo)
+    if turn.guarded:
+        spec = spectrum if prepared else (rebin(spectrum, settings.dataset.rebin)
+                                          if settings.dataset.rebin > 1 else spectrum)
+        edges = np.asarray(spec.edges, float)
+        tol = 1e-6 * float(np.min(np.abs(np.diff(edges))))
+        above = edges[edges >= start - tol]
+        start = float(above[0]) if len(above) else start
+    return replace(settings, background=replace(bkg, fit_range_min=start))
 
 
 def _check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
     lo, hi = settings.dataset.mass_range
+    start = fit_range(settings)[0]
+    if start > lo and lo <= mass < start:
+        raise InputError(
+            f"mass {mass * 1e3:.2f} MeV is below the background fit range of dataset {settings.dataset.name!r}, "
+            f"which starts at {start * 1e3:.2f} MeV above the spectrum's sharp turn-on (background.turn_on=guard): "
+            f"a smooth background cannot tell a turn-on as sharp as the resolution from a signal there. "
+            f"Choose a mass above {start * 1e3:.2f} MeV, or set background.turn_on=off (or "
+            f"background.fit_range_min=<GeV>) and carry the spurious signal measured there"
+        )
     if not (lo <= mass <= hi) or not (spectrum.edges[0] <= mass <= spectrum.edges[-1]):
         raise InputError(
             f"mass {mass * 1e3:.2f} MeV is outside dataset {settings.dataset.name!r}'s range "
@@ -110,7 +169,7 @@ def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings) ->
     _check_mass(spectrum, mass, settings)
     sigma = float(sigma_m(mass, settings.dataset))
     template = signal_template(spectrum.edges, mass, sigma)
-    lo, hi = settings.dataset.mass_range
+    lo, hi = fit_range(settings)
     bkg = settings.background
     window = make_window(spectrum.edges, spectrum.counts, mass=mass, sigma=sigma, template=template,
                          settings=bkg, range_lo=lo, range_hi=hi)
@@ -232,7 +291,7 @@ def evaluate_mass(
     MassPointResult
         ``A_hat, sigma_A, p0, Z, A_up, eps2_up, A_up_expected`` (N = -2..2) and ``status``.
     """
-    settings = resolve_settings(dataset, config)
+    settings = guard_turn_on(spectrum, resolve_settings(dataset, config))
     spec = prepare_spectrum(spectrum, settings)
     _check_mass(spec, mass, settings)
     return evaluate_point(spec, mass, settings)
@@ -424,7 +483,7 @@ def run_scan(
     """
     from tqdm.auto import tqdm
 
-    settings = resolve_settings(dataset, config)
+    settings = guard_turn_on(spectrum, resolve_settings(dataset, config))
     spec = prepare_spectrum(spectrum, settings)
     grid = mass_grid(settings) if masses is None else np.asarray(list(masses), dtype=float)
     results: list[MassPointResult] = []

@@ -38,14 +38,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-from scipy.optimize import least_squares
-from scipy.special import ndtr
 
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.demo import expected_spectrum
@@ -53,46 +51,18 @@ from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.fit import newton_fit, newton_fit_batch
 from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
+from hps_bayes.physics import sigma_m
 from hps_bayes.scan import build_window, prepare_spectrum
 from hps_bayes.settings import AnalysisSettings
+from hps_bayes.turnon import fit_shape, shape_model
 
 log = logging.getLogger(__name__)
 
 Family = Literal["demo", "expcheb", "powerlaw", "dijet"]
 FAMILIES: tuple[str, ...] = get_args(Family)
-#: Chebyshev degree of the ``expcheb`` truth.
-EXPCHEB_DEGREE = 7
 
 
 # --------------------------------------------------------------------------- truth shapes
-
-
-def _turn_on(m: FloatArray, m_on: float, log_w: float) -> FloatArray:
-    return np.asarray(ndtr((m - m_on) / math.exp(log_w)))
-
-
-def _family_model(family: str, lo: float, hi: float) -> tuple[Callable[[FloatArray, FloatArray], FloatArray], int]:
-    """ln ρ(m; p) of a family (without the bin width) and its number of shape parameters."""
-    mid = 0.5 * (lo + hi)
-    if family == "expcheb":
-        def expcheb(m: FloatArray, p: FloatArray) -> FloatArray:
-            x = 2.0 * (m - lo) / (hi - lo) - 1.0
-            return np.asarray(np.polynomial.chebyshev.chebval(x, p[2:]) + np.log(_turn_on(m, p[0], p[1]) + 1e-300))
-        return expcheb, EXPCHEB_DEGREE + 1
-    if family == "powerlaw":
-        def powerlaw(m: FloatArray, p: FloatArray) -> FloatArray:
-            r = m / mid
-            poly = p[2] + p[3] * np.log(r) + p[4] * r + p[5] * r**2 + p[6] / r
-            return np.asarray(poly + np.log(_turn_on(m, p[0], p[1]) + 1e-300))
-        return powerlaw, 5
-    if family == "dijet":
-        def dijet(m: FloatArray, p: FloatArray) -> FloatArray:
-            x = m / (2.0 * hi)
-            lx = np.log(x)
-            on = -np.logaddexp(0.0, -(m - p[0]) / math.exp(p[1]))  # ln of a logistic turn-on
-            return np.asarray(p[2] - (p[3] + p[4] * lx) * lx + p[5] * np.log1p(-x) + on)
-        return dijet, 4
-    raise ConfigError(f"truth family {family!r} is not one of {list(FAMILIES)}")
 
 
 def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] | None = None) -> Spectrum:
@@ -102,7 +72,7 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
     ----------
     reference : the (rebinned, cropped) spectrum the shape imitates.
     family : ``"demo"`` returns ``reference`` itself (it must then be the demo expected counts);
-        ``"expcheb"`` or ``"powerlaw"`` (module docstring).
+        ``"expcheb"``, ``"powerlaw"`` or ``"dijet"`` (module docstring; :func:`hps_bayes.turnon.fit_shape`).
     turn_on : starting (m_on, width) of the turn-on in GeV; default 5 MeV below the range, 2 MeV.
 
     Returns
@@ -112,44 +82,24 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
     """
     if family == "demo":
         return replace(reference, name="demo")
+    if family not in FAMILIES:
+        raise ConfigError(f"truth family {family!r} is not one of {list(FAMILIES)}")
     edges, counts = reference.edges, np.asarray(reference.counts, float)
-    lo, hi = float(edges[0]), float(edges[-1])
-    m, w = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
-    model, n_shape = _family_model(family, lo, hi)
-    on = turn_on or (lo - 0.005, 0.002)
-    y = np.log(np.maximum(counts, 0.5) / w)
-    keep = m > on[0] + 3 * on[1]
-    if family == "expcheb":
-        x = 2.0 * (m - lo) / (hi - lo) - 1.0
-        start = np.polynomial.chebyshev.chebfit(x[keep], y[keep], EXPCHEB_DEGREE)
-    elif family == "dijet":
-        lx = np.log(m / (2.0 * hi))
-        design = np.column_stack([np.ones_like(lx), -lx, -lx**2, np.log1p(-m / (2.0 * hi))])
-        start, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
-    else:
-        r = m / (0.5 * (lo + hi))
-        design = np.column_stack([np.ones_like(r), np.log(r), r, r**2, 1.0 / r])
-        start, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
-    p0 = np.concatenate([[on[0], math.log(on[1])], start])
-    err = np.sqrt(np.maximum(counts, 1.0))
-
-    def resid(p: FloatArray) -> FloatArray:
-        return np.asarray((w * np.exp(model(m, p)) - counts) / err)
-
-    bounds = ([lo - 0.05, math.log(2e-4)] + [-np.inf] * n_shape, [hi, math.log(0.05)] + [np.inf] * n_shape)
-    fit = least_squares(resid, p0, bounds=bounds, x_scale="jac", max_nfev=4000)
-    params = np.array(fit.x)
+    fit = fit_shape(edges, counts, family, turn_on=turn_on)
+    expected = fit.expected
     if family == "dijet":  # distort: a spectrum the model was never tuned on
+        lo, hi = float(edges[0]), float(edges[-1])
+        m, w = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
+        params = np.array(fit.params)
         params[0] += 0.002
         params[1] += math.log(0.5)
-    expected = w * np.exp(model(m, params))
-    if family == "dijet":
+        expected = w * np.exp(shape_model(family, lo, hi)[0](m, params))
         expected *= (m / (0.5 * (lo + hi))) ** -0.5
         expected *= counts.sum() / expected.sum()
-    chi2 = float(np.sum(fit.fun**2))
-    log.info("truth %s fitted to %s: chi2/bin = %.3g", family, reference.name, chi2 / len(counts))
+    chi2 = fit.chi2 / fit.n_bins
+    log.info("truth %s fitted to %s: chi2/bin = %.3g", family, reference.name, chi2)
     return replace(reference, counts=expected, variances=expected, name=f"{family}",
-                   source=f"{family} fitted to {reference.source} (chi2/bin {chi2 / len(counts):.3g})")
+                   source=f"{family} fitted to {reference.source} (chi2/bin {chi2:.3g})")
 
 
 def reference_spectrum(settings: AnalysisSettings, demo: dict[str, Any], data: Spectrum | None = None) -> Spectrum:
@@ -297,11 +247,15 @@ def point_seed(seed: int, shape_index: int, mass_index: int) -> int:
 
 def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatArray, settings: AnalysisSettings, *,
                    n_toys: int, seed: int, inject_sigmas: float = 5.0, progress: bool | None = None,
-                   mass_indices: Sequence[int] | None = None) -> Any:
+                   mass_indices: Sequence[int] | None = None,
+                   truth_settings: Sequence[AnalysisSettings] | None = None) -> Any:
     """:func:`spurious_point` for every truth and mass; a pandas DataFrame (one row per cell).
 
     ``mass_indices``: the masses' places in the whole study grid (default 0, 1, ...), which seed
     their toys (:func:`point_seed`), so that a chunk of the grid gives the rows of the whole run.
+    ``truth_settings``: per truth, the settings to fit it with (default ``settings``; e.g. each
+    truth's own turn-on guard, :func:`truth_guards`); masses outside that truth's scan grid
+    (:func:`study_masses`) are left out for it.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -313,12 +267,17 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
         raise ValueError(f"{len(indices)} mass indices for {len(masses)} masses")
     rows = []
     disable = None if progress is None else not progress
-    cells = [(i, truth, j, mass) for i, truth in enumerate(truths) for j, mass in zip(indices, masses)]
+    own = list(truth_settings) if truth_settings is not None else [settings] * len(truths)
+    if len(own) != len(truths):
+        raise ValueError(f"{len(own)} truth settings for {len(truths)} truths")
+    spans = [_grid_span(s) for s in own]
+    cells = [(i, truth, j, mass) for i, truth in enumerate(truths) for j, mass in zip(indices, masses)
+             if spans[i][0] - 1e-9 <= mass <= spans[i][1] + 1e-9]
     for i, truth, j, mass in tqdm(cells, desc="spurious", unit="cell", disable=disable, leave=False):
         try:
-            point = spurious_point(truth, float(mass), settings, n_toys=n_toys, seed=point_seed(seed, i, j),
+            point = spurious_point(truth, float(mass), own[i], n_toys=n_toys, seed=point_seed(seed, i, j),
                                    inject_sigmas=inject_sigmas)
-            rows.append(point.to_dict() | {"status": "ok"})
+            rows.append(point.to_dict() | {"status": "ok", "fit_range_min": own[i].background.fit_range_min})
         except (InputError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
             log.warning("%s m=%.1f MeV: %s", truth.name, mass * 1e3, exc)
             rows.append({"shape": truth.name, "mass": float(mass), "status": f"failed: {exc}"})
@@ -402,6 +361,23 @@ def study_masses(settings: AnalysisSettings, *, step: float, edge_sigmas: float 
     return mass_grid(replace(settings, scan=scan))
 
 
+def _grid_span(settings: AnalysisSettings) -> tuple[float, float]:
+    """First and last mass of the scan grid of ``settings`` (any step): the masses it searches."""
+    from hps_bayes.scan import fit_range
+
+    preset, scan = settings.dataset, settings.scan
+    lo, hi = fit_range(settings)
+    return (float(lo + scan.edge_sigmas * sigma_m(lo, preset)), float(hi - scan.edge_sigmas * sigma_m(hi, preset)))
+
+
+def truth_guards(truths: Sequence[Spectrum], settings: AnalysisSettings) -> list[AnalysisSettings]:
+    """Each truth's own settings: its turn-on measured on its expected counts (as it would be on data of
+    that shape) and the background fit range guarded accordingly (:func:`hps_bayes.scan.guard_turn_on`)."""
+    from hps_bayes.scan import guard_turn_on
+
+    return [guard_turn_on(t, settings, prepared=True) for t in truths]
+
+
 def run_spurious(settings: AnalysisSettings, reference: Spectrum, *, families: Sequence[str], n_toys: int,
                  step: float, seed: int, inject_sigmas: float = 5.0, edge_sigmas: float | None = None,
                  progress: bool | None = None, n_chunks: int = 1,
@@ -418,7 +394,11 @@ def run_spurious(settings: AnalysisSettings, reference: Spectrum, *, families: S
     if unknown or not families:
         raise ConfigError(f"task.families={list(families)}: choose from {list(FAMILIES)}")
     truths = [fit_truth(reference, f) for f in families]
-    grid = study_masses(settings, step=step, edge_sigmas=edge_sigmas)
+    if edge_sigmas is not None:
+        settings = replace(settings, scan=replace(settings.scan, edge_sigmas=edge_sigmas))
+    own = truth_guards(truths, settings)
+    # the union of the truths' grids: each truth is studied from its own fit range on
+    grid = np.unique(np.concatenate([study_masses(s, step=step) for s in own]))
     indices = chunk_of(np.arange(len(grid), dtype=float), n_chunks, chunk).astype(int)
     masses = grid[indices]
     if len(masses) == 0:
@@ -431,7 +411,7 @@ def run_spurious(settings: AnalysisSettings, reference: Spectrum, *, families: S
              "(+ injection)", settings.dataset.name, chunk + 1, n_chunks, len(truths), len(masses), len(grid),
              masses[0] * 1e3, masses[-1] * 1e3, n_toys)
     frame = spurious_study(truths, masses, settings, n_toys=n_toys, seed=seed, inject_sigmas=inject_sigmas,
-                           progress=progress, mass_indices=[int(j) for j in indices])
+                           progress=progress, mass_indices=[int(j) for j in indices], truth_settings=own)
     frame = frame.sort_values("mass", kind="stable").reset_index(drop=True)
     return frame, summarise(frame)
 

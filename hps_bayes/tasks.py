@@ -30,8 +30,10 @@ from hps_bayes.scan import (
     chunk_of,
     chunk_seeds,
     collect_points,
+    guard_turn_on,
     job_provenance,
     mass_grid,
+    measure_spectrum_turn_on,
     point_path,
     prepare_spectrum,
     run_scan,
@@ -109,6 +111,29 @@ def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
     return spectrum
 
 
+def load_guarded(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> tuple[Spectrum, AnalysisSettings]:
+    """:func:`load_validated`, then the turn-on guard (:func:`hps_bayes.scan.guard_turn_on`): the spectrum
+    and the settings whose background fit range starts above a sharp turn-on.  The measured turn-on
+    goes into ``validation_report.json`` (``turn_on``)."""
+    spectrum = load_validated(settings, cfg, out)
+    if settings.background.turn_on == "off" or settings.background.fit_range_min is not None:
+        return spectrum, settings
+    turn = measure_spectrum_turn_on(spectrum, settings)
+    guarded = guard_turn_on(spectrum, settings, turn=turn)
+    path = out / "validation_report.json"
+    reports = read_json(path) if path.exists() else {}
+    entry = dict(reports.get(settings.dataset.name) or {})
+    entry["turn_on"] = turn.to_dict() | {"fit_range_min": guarded.background.fit_range_min}
+    _record_validation(out, settings.dataset.name, entry)
+    if turn.guarded:
+        log.warning("dataset %s: sharp turn-on at %.2f MeV (width %.2f MeV = %.2f sigma(m)); the background fit "
+                    "range starts at %.2f MeV and the search %g sigma(m) above it (background.turn_on=off to "
+                    "search below, background.fit_range_min to set it by hand)", settings.dataset.name,
+                    turn.m_on * 1e3, turn.width * 1e3, turn.width / turn.sigma_at_turn_on,
+                    turn.fit_lo * 1e3, settings.scan.edge_sigmas)
+    return spectrum, guarded
+
+
 def chunk_provenance(settings: AnalysisSettings) -> dict[str, Any]:
     """This chunk's place in the run and its seed (``SeedSequence(seed).spawn(n_chunks)[chunk]``)."""
     scan = settings.scan
@@ -140,7 +165,7 @@ def task_scan(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any
     One chunk: ``results_single.csv`` and summary plots; several: ``results_chunk<k>_<dataset>.csv``
     (``task=merge`` then collects the run).  Per mass: ``m030MeV/<dataset>/numbers.json``.
     """
-    spectrum = load_validated(settings, cfg, out)
+    spectrum, settings = load_guarded(settings, cfg, out)
     masses = chunk_of(mass_grid(settings), settings.scan.n_chunks, settings.scan.chunk)
     info = chunk_provenance(settings)
     write_run_manifest(out, settings)
@@ -168,7 +193,7 @@ def task_test(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Mas
     """One mass point (``mass=0.030``): fit, significance, limits; printed and saved."""
     if cfg.get("mass") is None:
         raise ConfigError("task=test needs a mass in GeV, e.g. `python -m hps_bayes task=test mass=0.030`")
-    spectrum = load_validated(settings, cfg, out)
+    spectrum, settings = load_guarded(settings, cfg, out)
     mass = float(cfg["mass"])
     check_mass(spectrum, mass, settings)
     frame = run_scan(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
@@ -387,7 +412,7 @@ def task_posterior(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
     if not masses:
         raise ConfigError("task=posterior needs masses in GeV: `task.masses=[0.030,0.050]` or `mass=0.030`")
     prior = posterior.PosteriorSettings.from_dict(cfg.get("posterior"))
-    spectrum = load_validated(settings, cfg, out)
+    spectrum, settings = load_guarded(settings, cfg, out)
     for mass in masses:
         check_mass(spectrum, mass, settings)
     frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, progress=False,
@@ -536,7 +561,7 @@ def task_bands(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> An
         log.warning("bands with %d toys: the -2 sigma (and -1 sigma) expected limits are biased low: p_s+b near "
                     "alpha*Phi(-2) = %.1e is resolved only with >= %d toys (stats.n_toys=10000)", n_toys,
                     settings.stats.alpha * 0.02275, needed)
-    spectrum = load_validated(settings, cfg, out)
+    spectrum, settings = load_guarded(settings, cfg, out)
     masses = mass_grid(settings)
     log.info("bands of dataset %s: %d masses (%.1f-%.1f MeV), %d toys per ensemble", settings.dataset.name,
              len(masses), masses[0] * 1e3, masses[-1] * 1e3, n_toys)
@@ -602,7 +627,9 @@ def task_combine(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> 
     ``hepdata/``, per-dataset and combined ``numbers.json`` and the summary plots.
     """
     members = combination_members(cfg)
-    spectra = {name: load_validated(s, plain, out) for name, (s, plain) in members.items()}
+    loaded = {name: load_guarded(s, plain, out) for name, (s, plain) in members.items()}
+    spectra = {name: spec for name, (spec, _) in loaded.items()}
+    members = {name: (loaded[name][1], plain) for name, (_, plain) in members.items()}
     grids = {name: mass_grid(s) for name, (s, _) in members.items()}
     frames = {name: run_scan(spectra[name], config=s, masses=grids[name], out_dir=out)
               for name, (s, _) in members.items()}
@@ -656,7 +683,7 @@ def task_inject(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> A
     from hps_bayes import closure, plots_closure
 
     task, scan, name = cfg.get("task") or {}, settings.scan, settings.dataset.name
-    data = load_validated(settings, cfg, out)
+    data, settings = load_guarded(settings, cfg, out)
     masses = closure.study_masses(settings, task.get("masses"), int(task.get("n_masses", 6)))
     closure.check_inputs(data, settings, masses)
     mine = chunk_of(masses, scan.n_chunks, scan.chunk)
@@ -688,7 +715,7 @@ def task_coverage(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) ->
     from hps_bayes import closure, plots_closure
 
     task, scan, name = cfg.get("task") or {}, settings.scan, settings.dataset.name
-    data = load_validated(settings, cfg, out)
+    data, settings = load_guarded(settings, cfg, out)
     masses = closure.study_masses(settings, task.get("masses"), int(task.get("n_masses", 1)))
     closure.check_inputs(data, settings, masses)
     mine = chunk_of(masses, scan.n_chunks, scan.chunk)

@@ -1,0 +1,174 @@
+"""The trigger/acceptance turn-on of a spectrum, measured from the spectrum itself.
+
+Every HPS spectrum rises from a turn-on to a peak before it falls.  Where the turn-on
+is as sharp as the mass resolution, no smooth background over a ±10σ(m) window can
+tell it from a signal: the spurious-signal study (``docs/background_study.md``) measured
+fake signals of up to 9 σ_A for a turn-on of width ≈ σ(m) inside the window, and
+−0.6…−1 σ_A at the 2016 peak, whose ±10σ window reaches down into the turn-on.
+
+This module fits the form HPS published for its 2015 background,
+
+    ρ(m) = Φ((m − m_on)/w) · exp(Σ_k c_k T_k(x)),   T_k Chebyshev of degree 7 in m,
+
+to the spectrum's counts (χ² with Neyman weights, :func:`fit_shape`) and reports the
+turn-on position m_on, its width w and the *turn-on end* m_on + n_w·w.  The background
+model's range guard (``background.turn_on``, :func:`hps_bayes.scan.guard_turn_on`) starts
+the fit range there when the turn-on is sharp, w < κ·σ(m_on); a wide turn-on (2015:
+w ≈ 9σ) is smooth on the scale of the signal and is left to the background model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.special import ndtr
+
+from hps_bayes.core import FloatArray
+from hps_bayes.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+#: Chebyshev degree of the ``expcheb`` form.
+EXPCHEB_DEGREE = 7
+#: Shape families :func:`fit_shape` knows (ln ρ without the bin width; turn-on parameters first).
+SHAPES: tuple[str, ...] = ("expcheb", "powerlaw", "dijet")
+
+
+def erf_turn_on(m: FloatArray, m_on: float, log_w: float) -> FloatArray:
+    """Φ((m − m_on)/w), w = exp(log_w)."""
+    return np.asarray(ndtr((m - m_on) / math.exp(log_w)))
+
+
+def shape_model(family: str, lo: float, hi: float) -> tuple[Callable[[FloatArray, FloatArray], FloatArray], int]:
+    """ln ρ(m; p) of a family on the range [lo, hi] (without the bin width) and its number of shape
+    parameters; p = (m_on, ln w, shape parameters...)."""
+    mid = 0.5 * (lo + hi)
+    if family == "expcheb":
+        def expcheb(m: FloatArray, p: FloatArray) -> FloatArray:
+            x = 2.0 * (m - lo) / (hi - lo) - 1.0
+            return np.asarray(np.polynomial.chebyshev.chebval(x, p[2:]) + np.log(erf_turn_on(m, p[0], p[1]) + 1e-300))
+        return expcheb, EXPCHEB_DEGREE + 1
+    if family == "powerlaw":
+        def powerlaw(m: FloatArray, p: FloatArray) -> FloatArray:
+            r = m / mid
+            poly = p[2] + p[3] * np.log(r) + p[4] * r + p[5] * r**2 + p[6] / r
+            return np.asarray(poly + np.log(erf_turn_on(m, p[0], p[1]) + 1e-300))
+        return powerlaw, 5
+    if family == "dijet":
+        def dijet(m: FloatArray, p: FloatArray) -> FloatArray:
+            x = m / (2.0 * hi)
+            lx = np.log(x)
+            on = -np.logaddexp(0.0, -(m - p[0]) / math.exp(p[1]))  # ln of a logistic turn-on
+            return np.asarray(p[2] - (p[3] + p[4] * lx) * lx + p[5] * np.log1p(-x) + on)
+        return dijet, 4
+    raise ConfigError(f"shape family {family!r} is not one of {list(SHAPES)}")
+
+
+@dataclass(frozen=True)
+class ShapeFit:
+    """A family fitted to a spectrum: parameters, expected counts on its bins, χ²."""
+
+    family: str
+    params: FloatArray
+    expected: FloatArray
+    chi2: float
+    n_bins: int
+
+    @property
+    def m_on(self) -> float:
+        return float(self.params[0])
+
+    @property
+    def width(self) -> float:
+        return math.exp(float(self.params[1]))
+
+
+def fit_shape(edges: FloatArray, counts: FloatArray, family: str, *,
+              turn_on: tuple[float, float] | None = None) -> ShapeFit:
+    """Fit ``family`` (:func:`shape_model`) to binned ``counts`` by least squares (Neyman weights).
+
+    ``turn_on``: starting (m_on, w) in GeV; default 5 MeV below the range start, 2 MeV wide.
+    """
+    edges, counts = np.asarray(edges, float), np.asarray(counts, float)
+    lo, hi = float(edges[0]), float(edges[-1])
+    m, w = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
+    model, n_shape = shape_model(family, lo, hi)
+    on = turn_on or (lo - 0.005, 0.002)
+    y = np.log(np.maximum(counts, 0.5) / w)
+    keep = m > on[0] + 3 * on[1]
+    if family == "expcheb":
+        x = 2.0 * (m - lo) / (hi - lo) - 1.0
+        start = np.polynomial.chebyshev.chebfit(x[keep], y[keep], EXPCHEB_DEGREE)
+    elif family == "dijet":
+        lx = np.log(m / (2.0 * hi))
+        design = np.column_stack([np.ones_like(lx), -lx, -lx**2, np.log1p(-m / (2.0 * hi))])
+        start, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
+    else:
+        r = m / (0.5 * (lo + hi))
+        design = np.column_stack([np.ones_like(r), np.log(r), r, r**2, 1.0 / r])
+        start, *_ = np.linalg.lstsq(design[keep], y[keep], rcond=None)
+    p0 = np.concatenate([[on[0], math.log(on[1])], start])
+    err = np.sqrt(np.maximum(counts, 1.0))
+
+    def resid(p: FloatArray) -> FloatArray:
+        return np.asarray((w * np.exp(model(m, p)) - counts) / err)
+
+    bounds = ([lo - 0.05, math.log(2e-4)] + [-np.inf] * n_shape, [hi, math.log(0.05)] + [np.inf] * n_shape)
+    fit = least_squares(resid, p0, bounds=bounds, x_scale="jac", max_nfev=4000)
+    params = np.array(fit.x)
+    return ShapeFit(family, params, w * np.exp(model(m, params)), float(np.sum(fit.fun**2)), len(counts))
+
+
+@dataclass(frozen=True)
+class TurnOn:
+    """The measured turn-on and what the range guard makes of it (GeV).
+
+    ``end`` = m_on + widths·w; ``sharp``: w < sharpness·σ(m_on); ``fit_lo`` is where the
+    background model's range starts: ``end`` when the turn-on is sharp and ends inside the
+    range, else the range start.
+    """
+
+    m_on: float
+    width: float
+    sigma_at_turn_on: float
+    end: float
+    sharp: bool
+    range_lo: float
+    fit_lo: float
+    chi2_per_bin: float
+
+    @property
+    def guarded(self) -> bool:
+        return self.fit_lo > self.range_lo
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"guarded": self.guarded}
+
+
+def measure_turn_on(edges: FloatArray, counts: FloatArray, sigma: Callable[[float], float], *,
+                    widths: float, sharpness: float) -> TurnOn:
+    """Fit the ``expcheb`` form to the spectrum and decide where the background model may start.
+
+    ``sigma``: the mass resolution σ(m) in GeV; ``widths`` = n_w; ``sharpness`` = κ.
+    """
+    edges, counts = np.asarray(edges, float), np.asarray(counts, float)
+    if not np.isfinite(counts).all() or counts.sum() <= 0:
+        raise InputError("the turn-on cannot be measured on an empty spectrum; set background.turn_on=off")
+    fit = fit_shape(edges, counts, "expcheb")
+    lo, hi = float(edges[0]), float(edges[-1])
+    sigma_on = float(sigma(min(max(fit.m_on, lo), hi)))
+    end = fit.m_on + widths * fit.width
+    sharp = fit.width < sharpness * sigma_on
+    fit_lo = end if sharp and end > lo else lo
+    result = TurnOn(m_on=fit.m_on, width=fit.width, sigma_at_turn_on=sigma_on, end=end, sharp=bool(sharp),
+                    range_lo=lo, fit_lo=float(fit_lo), chi2_per_bin=fit.chi2 / fit.n_bins)
+    log.info("turn-on: m_on %.2f MeV, width %.2f MeV (%.2f sigma(m)), end %.2f MeV -> background fit range "
+             "starts at %.2f MeV", result.m_on * 1e3, result.width * 1e3, result.width / sigma_on, end * 1e3,
+             result.fit_lo * 1e3)
+    return result
