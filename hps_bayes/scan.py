@@ -176,10 +176,23 @@ def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings) ->
     if bkg.spurious == "table":
         path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
         if bkg.spurious_table or path.is_file():
-            window = with_spurious(window, load_spurious_table(str(path)))
+            table = load_spurious_table(str(path))
+            step = float(np.min(np.diff(table.mass))) if table.mass.size > 1 else 0.0
+            if mass < table.mass[0] - step or mass > table.mass[-1] + step:
+                _warn_outside_table(str(path), "below" if mass < table.mass[0] else "above",
+                                    float(table.mass[0] if mass < table.mass[0] else table.mass[-1]))
+            window = with_spurious(window, table)
         else:
             _warn_no_table(str(path))
     return window
+
+
+@functools.lru_cache(maxsize=32)
+def _warn_outside_table(path: str, side: str, end: float) -> None:
+    log.warning("masses %s %.1f MeV lie outside the spurious-signal table %s (measured over the fit range of its "
+                "settings, e.g. above the turn-on guard): S there is the table's end value, not a measurement; "
+                "rerun `python -m hps_bayes task=spurious task.write_table=true` with these settings", side,
+                end * 1e3, path)
 
 
 @functools.lru_cache(maxsize=32)
