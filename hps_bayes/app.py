@@ -114,6 +114,14 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in plain.items()}
 
 
+def _first_set(value: Any, default: Any) -> Any:
+    """``value`` unless it is null or empty, else ``default`` (the ``hps_or`` resolver of conf/config.yaml)."""
+    return default if value is None or value == "" else value
+
+
+OmegaConf.register_new_resolver("hps_or", _first_set, replace=True)
+
+
 def run_dir(cfg: DictConfig) -> Path:
     """The run folder all results go to: ``run_dir`` if set, else Hydra's run folder
     (``outputs/<date>/<time>``), or in a multirun the sweep folder shared by all its jobs."""

@@ -190,6 +190,11 @@ class Window:
     spurious: float = 0.0
 
     @property
+    def lengthscale_sigma(self) -> float:
+        """The GP lengthscale in units of σ(m)/m (``lengthscale_t`` is in the window's t ∈ [−1, 1])."""
+        return float(self.lengthscale_t * 0.5 * math.log(self.edges[-1] / self.edges[0]) / (self.sigma / self.mass))
+
+    @property
     def n_bins(self) -> int:
         return len(self.counts)
 

@@ -247,7 +247,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
         rho=rho, spurious_signal=window.spurious, window_lo=float(window.edges[0]),
         window_hi=float(window.edges[-1]), window_bins=window.n_bins, window_clipped=window.clipped_low or window.clipped_high,
         converged=converged, n_iter=free.n_iter, eta=window.eta,
-        lengthscale=settings.background.lengthscale, method=settings.stats.method, n_toys=limit.n_toys,
+        lengthscale=window.lengthscale_sigma, method=settings.stats.method, n_toys=limit.n_toys,
         seed=settings.seed, config_hash=settings.config_hash(), version=__version__,
         seconds=time.perf_counter() - t_start,
     )

@@ -232,8 +232,7 @@ def spurious_point(truth: Spectrum, mass: float, settings: AnalysisSettings, *, 
         recovered_err=float(np.std(a_hat_inj) / a_inj / math.sqrt(n_ok)) if len(a_hat_inj) else math.nan,
         n_failed=failed + failed_inj, window_lo=float(window.edges[0]), window_hi=float(window.edges[-1]),
         window_clipped=bool(window.clipped_low or window.clipped_high), seed=seed, eta=float(window.eta),
-        lengthscale=float(window.lengthscale_t * 0.5 * math.log(window.edges[-1] / window.edges[0])
-                          / (window.sigma / window.mass)),
+        lengthscale=window.lengthscale_sigma,
     )
 
 

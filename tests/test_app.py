@@ -126,3 +126,16 @@ def test_chunked_experiment_sweeps_its_chunks() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=chunked_scan"], return_hydra_config=True)
     assert cfg.scan.n_chunks == 8 and cfg.hydra.sweeper.params["scan.chunk"] == "range(8)"
+
+
+def test_run_dir_also_holds_hydras_log(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "hps_bayes", "task=simulate", f"run_dir={target}",
+                           f"dataset.path={tmp_path / 'sim.root'}"], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (target / "app.log").is_file() and (target / ".hydra" / "config.yaml").is_file()
+    assert not (tmp_path / "outputs").exists()

@@ -89,3 +89,17 @@ def test_other_hps_like_spectra_give_a_result_or_a_status_everywhere(shape: str,
 def test_mass_outside_the_range_is_a_clear_error(raw_spectrum_2015: Spectrum) -> None:
     with pytest.raises(hps_bayes.errors.InputError, match=r"outside dataset '2015'"):
         hps_bayes.evaluate_mass(raw_spectrum_2015, 0.5, dataset="2015")
+
+
+@pytest.mark.parametrize("lengthscale", [2.5, 4.0])
+def test_window_reports_the_gp_lengthscale_in_resolution_units(spectrum_2015, lengthscale):
+    from dataclasses import replace
+
+    from hps_bayes.scan import build_window
+    from hps_bayes.settings import resolve_settings
+
+    settings = resolve_settings("2015")
+    settings = replace(settings, background=replace(settings.background, eta=0.02, lengthscale=lengthscale))
+    for mass in (0.03, 0.06, 0.1):
+        window = build_window(spectrum_2015, mass, settings)
+        assert window.lengthscale_sigma == pytest.approx(lengthscale, rel=1e-9)
