@@ -116,3 +116,16 @@ def test_task_reports_the_turn_on_and_refuses_a_mass_below_it(tmp_path):
     with pytest.raises(InputError, match="turn-on"):
         check_mass(spectrum, 0.044, guarded)
     check_mass(spectrum, float(mass_grid(guarded)[0]), guarded)
+
+
+def test_closure_refuses_masses_below_the_guard_and_fits_truths_over_the_whole_range(settings_2016):
+    from hps_bayes import closure
+
+    settings = replace(settings_2016, dataset=replace(settings_2016.dataset, rebin=1))
+    spec = _turn_on_spectrum(0.040, 0.0016)
+    guarded = guard_turn_on(spec, settings)
+    with pytest.raises(InputError, match="turn-on"):
+        closure.check_inputs(spec, guarded, np.array([0.042, 0.08]))
+    closure.check_inputs(spec, guarded, np.array([0.08]))
+    truths = closure.truth_spectra(spec, guarded, ["expcheb"])
+    assert truths["expcheb"].edges[0] == pytest.approx(0.035)  # the turn-on is part of the truth's fit
