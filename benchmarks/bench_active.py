@@ -1,10 +1,10 @@
 """Active learning against a dense grid (issue 9): the wedge contour and the excess search.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 3]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 16] [--parts wedge,stop] [--batch sur]
 
 Wedge (hps_bayes.active.WedgeSignalModel, box m ∈ [15, 200] MeV × ε² ∈ [1e-12, 1e-4], both log):
 evaluations until ≤1% of the 60×60 truth grid over log m × log ε² is misclassified, for straddle and
-entropy with q = 1 and q = 10 (Kriging-believer batches; counted after each batch), against k×k
+entropy with q = 1 and q = 10 (SUR batches; counted after each whole batch), their ratio over seeds, against k×k
 regular sub-grids and random points interpolated by the same GP; the per-mass contour error in
 decades of ε² at that point; the stopping rule's estimate against the truth; ask(q=10) time with
 1000 points told.  Excess: EI over the scan's mass grid of a demo spectrum with an injected signal,
@@ -44,9 +44,9 @@ FINE_EPS2 = np.geomspace(*BOUNDS[1], 600)
 FINE_TRUTH = MODEL.log_mu95(MASSES[:, None], FINE_EPS2[None, :])
 
 
-def _learner(seed: int, acquisition: str = "straddle") -> ActiveLearner:
+def _learner(seed: int, acquisition: str = "straddle", batch: str = "sur") -> ActiveLearner:
     return ActiveLearner(BOUNDS, log_axes=[0, 1], acquisition=acquisition, threshold=0.0,  # type: ignore[arg-type]
-                         rng=np.random.default_rng(seed))
+                         rng=np.random.default_rng(seed), batch=batch)  # type: ignore[arg-type]
 
 
 def _mis(learner: ActiveLearner) -> float:
@@ -60,8 +60,9 @@ def _decades(learner: ActiveLearner) -> tuple[float, float]:
     return float(np.median(err)), float(np.percentile(err, 95))
 
 
-def active_run(seed: int, acquisition: str, q: int, limit: int = 180) -> dict[str, float]:
-    learner = _learner(seed, acquisition)
+def active_run(seed: int, acquisition: str, q: int, limit: int = 180, batch: str = "sur") -> dict[str, float]:
+    """Evaluations until the 60×60 grid is ≤1% misclassified, checked after every whole batch of q."""
+    learner = _learner(seed, acquisition, batch)
     out: dict[str, float] = {"n": np.nan}
     while learner.n_told < limit:
         x = learner.ask(q)
@@ -76,7 +77,7 @@ def active_run(seed: int, acquisition: str, q: int, limit: int = 180) -> dict[st
 
 
 def stopping_check(seed: int, acquisition: str, q: int) -> tuple[int, float, float, float]:
-    """Where the calibrated stopping rule (≤1%, 2 iterations in a row) stops: (n, truth, estimate, raw)."""
+    """Where the stopping rule (estimate ≤1%, 2 iterations in a row) stops: (n, truth, estimate, raw)."""
     learner = _learner(seed, acquisition)
     summary, _ = run_active(MODEL, learner, axes=["m", "e"], max_evaluations=300, q=q, patience=2)
     return summary.n_evaluations, _mis(learner), summary.estimated_misclassified, summary.estimated_misclassified_raw
@@ -137,43 +138,70 @@ def _mean(runs: list[dict[str, float]], key: str) -> float:
     return float(np.nanmean([r.get(key, np.nan) for r in runs]))
 
 
+def ratio_summary(n1: np.ndarray, n10: np.ndarray) -> str:
+    """q=10 against q=1 over seeds: ratio of the means, median and mean of the per-seed ratios, and the
+    floor that whole batches alone impose (q=1's count rounded up to a multiple of 10, per seed)."""
+    per_seed = n10 / n1
+    floor = 10 * np.ceil(n1 / 10)
+    return (f"q=10/q=1: ratio of means {np.mean(n10) / np.mean(n1):.2f}, per-seed median {np.median(per_seed):.2f}, "
+            f"mean {np.mean(per_seed):.2f} (min {per_seed.min():.2f}, max {per_seed.max():.2f}); "
+            f"whole-batch floor {np.mean(floor) / np.mean(n1):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--parts", default="wedge,grid,stop,timing,excess",
+                        help="comma-separated: wedge (q=1 vs q=10), grid (sub-grid, random), stop, timing, excess")
+    parser.add_argument("--batch", default="sur", help="batch rule for q=10: sur, believer-sur or believer")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     seeds = range(args.seeds)
     print(f"wedge: 60x60 truth grid, {100 * (TRUTH <= 0).mean():.1f}% excluded; seeds {list(seeds)}")
-    print(f"{'method':<22}{'evals to <=1%':>16}{'% of 3600':>11}{'mis':>8}{'est':>8}{'raw':>8}"
-          f"{'dec med':>9}{'dec p95':>9}")
-    for acquisition in ("straddle", "entropy"):
-        for q in (1, 10):
-            runs = [active_run(s, acquisition, q) for s in seeds]
-            n = np.array([r["n"] for r in runs], float)
-            print(f"{acquisition + f' q={q}':<22}{np.mean(n):>9.1f} {n.astype(int).tolist()!s:>6}"
-                  f"{100 * np.mean(n) / 3600:>10.2f}%{_mean(runs, 'mis'):>8.4f}{_mean(runs, 'est'):>8.4f}{_mean(runs, 'raw'):>8.4f}"
-                  f"{_mean(runs, 'med'):>9.3f}{_mean(runs, 'p95'):>9.3f}")
-    n_grid, mis_grid = first_reaching(list(range(5, 31)), lambda k: fixed_design(subgrid(k), 0))
-    print(f"{'regular sub-grid + GP':<22}{n_grid ** 2:>9d} ({n_grid}x{n_grid}){100 * n_grid ** 2 / 3600:>6.2f}%"
-          f"{mis_grid:>8.4f}")
-    rand = []
-    for s in seeds:
-        rng = np.random.default_rng(50 + s)
-        pool = _learner(0).from_unit(rng.random((3600, 2)))
-        rand.append(first_reaching(list(range(20, 1001, 20)), lambda n, p=pool, s=s: fixed_design(p[:n], s))[0])
-    print(f"{'random points + GP':<22}{np.mean(rand):>9.1f} {rand}")
-    print("\nstopping rule (calibrated estimate <= 1% in 2 consecutive iterations):")
-    for acquisition, q in (("straddle", 1), ("straddle", 10), ("entropy", 10)):
+    if "wedge" in parts:
+        print(f"{'method':<22}{'evals to <=1%':>16}{'% of 3600':>11}{'mis':>8}{'est':>8}{'raw':>8}"
+              f"{'dec med':>9}{'dec p95':>9}")
+        for acquisition in ("straddle", "entropy"):
+            counts = {}
+            for q in (1, 10):
+                runs = [active_run(s, acquisition, q, batch=args.batch) for s in seeds]
+                n = np.array([r["n"] for r in runs], float)
+                counts[q] = n
+                print(f"{acquisition + f' q={q}':<22}{np.mean(n):>9.1f} {n.astype(int).tolist()!s:>6}"
+                      f"{100 * np.mean(n) / 3600:>10.2f}%{_mean(runs, 'mis'):>8.4f}{_mean(runs, 'est'):>8.4f}"
+                      f"{_mean(runs, 'raw'):>8.4f}{_mean(runs, 'med'):>9.3f}{_mean(runs, 'p95'):>9.3f}")
+            print(f"  {acquisition} {ratio_summary(counts[1], counts[10])}")
+    if "grid" in parts:
+        n_grid, mis_grid = first_reaching(list(range(5, 31)), lambda k: fixed_design(subgrid(k), 0))
+        print(f"{'regular sub-grid + GP':<22}{n_grid ** 2:>9d} ({n_grid}x{n_grid}){100 * n_grid ** 2 / 3600:>6.2f}%"
+              f"{mis_grid:>8.4f}")
+        rand = []
         for s in seeds:
-            n, truth, est, raw = stopping_check(s, acquisition, q)
-            print(f"  {acquisition} q={q} seed {s}: stops at {n:>3d}, true {truth:.4f}, est {est:.4f} "
-                  f"(raw {raw:.4f}; truth/est {truth / max(est, 1e-9):.2f}, truth/raw {truth / max(raw, 1e-9):.2f})")
-    t_tell, t_ask = ask_timing()
-    print(f"\n1000 points told: tell {t_tell:.2f} s (hyperparameter fit on 300), ask(q=10) {t_ask:.2f} s")
-    print("\nexcess search (demo 2015, 21.5M events, 40000 injected, scan step 0.5 MeV, EI q=1, n_init=4):")
-    for s, mass0 in zip(seeds, (0.045, 0.065, 0.085, 0.035, 0.055), strict=False):
-        n, size, target, found = excess_run(s, mass0)
-        print(f"  injected {mass0 * 1e3:.0f} MeV: largest Z of the scan at {target * 1e3:.1f} MeV; found "
-              f"{found * 1e3:.1f} MeV after {n} of {size} masses ({100 * n / size:.0f}%)")
+            rng = np.random.default_rng(50 + s)
+            pool = _learner(0).from_unit(rng.random((3600, 2)))
+            rand.append(first_reaching(list(range(20, 1001, 20)), lambda n, p=pool, s=s: fixed_design(p[:n], s))[0])
+        print(f"{'random points + GP':<22}{np.mean(rand):>9.1f} {rand}")
+    if "stop" in parts:
+        print("\nstopping rule (estimate <= 1% in 2 consecutive iterations):")
+        for acquisition, q in (("straddle", 1), ("straddle", 10), ("entropy", 10)):
+            ratios, truths = [], []
+            for s in seeds:
+                n, truth, est, raw = stopping_check(s, acquisition, q)
+                ratios.append(truth / max(est, 1e-9))
+                truths.append(truth)
+                print(f"  {acquisition} q={q} seed {s}: stops at {n:>3d}, true {truth:.4f}, est {est:.4f} "
+                      f"(raw {raw:.4f}; truth/est {truth / max(est, 1e-9):.2f})")
+            print(f"  {acquisition} q={q}: truth at the stop <= {max(truths):.4f}; truth/est from {min(ratios):.2f} "
+                  f"to {max(ratios):.2f}, median {np.median(ratios):.2f}")
+    if "timing" in parts:
+        t_tell, t_ask = ask_timing()
+        print(f"\n1000 points told: tell {t_tell:.2f} s (hyperparameter fit on 300), ask(q=10) {t_ask:.2f} s")
+    if "excess" in parts:
+        print("\nexcess search (demo 2015, 21.5M events, 40000 injected, scan step 0.5 MeV, EI q=1, n_init=4):")
+        for s, mass0 in zip(seeds, (0.045, 0.065, 0.085, 0.035, 0.055), strict=False):
+            n, size, target, found = excess_run(s, mass0)
+            print(f"  injected {mass0 * 1e3:.0f} MeV: largest Z of the scan at {target * 1e3:.1f} MeV; found "
+                  f"{found * 1e3:.1f} MeV after {n} of {size} masses ({100 * n / size:.0f}%)")
 
 
 if __name__ == "__main__":

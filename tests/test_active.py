@@ -112,15 +112,43 @@ def test_sur_batch_is_distinct_and_not_worse_than_believer() -> None:
         _wedge_learner(batch="qei")
 
 
-def test_stopping_rule_against_truth() -> None:
-    """When the calibrated estimate says ≤1%, the truth is ≤2% (it was 0.3–1.3% in benchmarks/bench_active.py)."""
-    learner = _wedge_learner(seed=3)
-    summary, _ = run_active(MODEL, learner, axes=["mass_gev", "eps2"], max_evaluations=150, q=10,
-                                  target_misclassified=0.01, patience=1)
-    assert summary.stop_reason == "converged" and summary.n_evaluations <= 80
+@pytest.mark.parametrize(("acquisition", "q", "seed"), [("straddle", 10, 0), ("straddle", 10, 1), ("straddle", 10, 2),
+                                                     ("entropy", 10, 3), ("entropy", 10, 4), ("entropy", 10, 5),
+                                                     ("straddle", 1, 6), ("entropy", 1, 7)])
+def test_stopping_rule_against_truth(acquisition: str, q: int, seed: int) -> None:
+    """The rule (estimate ≤ 1% in 2 consecutive iterations) stops, and there the 60×60 truth grid is ≤ 1%
+    misclassified and within a factor 3 of the estimate (benchmarks/bench_active.py, 16 seeds: truth/estimate
+    0.1–1.8 at the stop, truth ≤ 0.6%)."""
+    learner = _wedge_learner(seed=seed, acquisition=acquisition)
+    summary, _ = run_active(MODEL, learner, axes=["mass_gev", "eps2"], max_evaluations=120, q=q,
+                            target_misclassified=0.01, patience=2)
+    truth = _misclassified(learner)
+    assert summary.stop_reason == "converged", summary
     assert summary.estimated_misclassified <= 0.01
-    assert _misclassified(learner) <= 0.02
+    assert truth <= 0.01, (truth, summary.estimated_misclassified)
+    assert truth <= 3.0 * summary.estimated_misclassified, (truth, summary.estimated_misclassified)
     assert learner.sigma_scale >= 1.0
+
+
+def test_leave_one_out_residuals_match_the_posterior_without_the_point() -> None:
+    """The closed-form LOO residuals behind ``sigma_scale`` equal the posterior without point i (same kernel,
+    same normalisation), with noisy values (the noise term fitted)."""
+    rng = np.random.default_rng(5)
+    learner = _wedge_learner(seed=5, candidates=512)
+    x = learner.from_unit(rng.random((30, 2)))
+    learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]) + rng.normal(0.0, 0.3, 30))
+    post = learner._post
+    assert post is not None and post.noise_var > 1e-4
+    gram = post.signal(post.x) + (post.noise_var + 1e-8) * np.eye(30)
+    z = learner.loo_residuals()
+    for i in (0, 7, 29):
+        keep = np.arange(30) != i
+        k_i = gram[keep, i]
+        solve = np.linalg.solve(gram[np.ix_(keep, keep)], np.c_[post.yn[keep], k_i])
+        mean, var = k_i @ solve[:, 0], gram[i, i] - k_i @ solve[:, 1]
+        assert z[i] == pytest.approx((post.yn[i] - mean) / np.sqrt(var), rel=1e-6, abs=1e-9)
+    assert learner.sigma_scale >= 1.0
+    assert learner.misclassified_fraction() >= learner.misclassified_fraction(calibrated=False)
 
 
 def test_failed_evaluations_are_kept_and_not_asked_again(tmp_path: Path) -> None:
