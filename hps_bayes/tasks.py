@@ -592,8 +592,13 @@ def task_active(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> A
         from hydra.utils import instantiate
 
         user = instantiate(target)
+    def datasets() -> tuple[dict[str, Spectrum], dict[str, AnalysisSettings]]:
+        members = combination_members(cfg)  # task.datasets, for active.objective.combined=true
+        return ({n: load_validated(s, plain, out) for n, (s, plain) in members.items()},
+                {n: s for n, (s, _) in members.items()})
+
     summary = run_configured(spec, settings, out, spectrum=lambda: load_validated(settings, cfg, out),
-                             user_objective=user, plotter=plots_active.plot_snapshot)
+                             user_objective=user, plotter=plots_active.plot_snapshot, datasets=datasets)
     return summary
 
 

@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "closure": {"turnon", "io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "studies"},
     "plots_closure": {"results", "plots"},
     "combine": {"turnon", "io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
-    "active": {"turnon", "io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan"},
+    "active": {"turnon", "io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "combine"},
     "plots_active": {"results", "plots"},
     "tasks": {"turnon", "io", "physics", "demo", "model", "fit", "stats", "results", "settings", "scan", "plots",
               "studies", "posterior", "posterior_plots", "combine", "export", "active", "plots_active",

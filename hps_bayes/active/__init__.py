@@ -12,6 +12,7 @@ Ask/tell API (as scikit-optimize's ``Optimizer`` or optuna's ask/tell)::
 local processes / SLURM) and a resumable CSV history.  Objectives:
 :class:`WedgeSignalModel` (exclusion contour of a displaced-vertex signal, a
 wedge in (m, ε²)), :class:`ExcessObjective` (largest local Z along the mass),
+:class:`CombinedExcessObjective` (the same for the combination of datasets, shared ε²),
 or any callable.  For a pure ε² scaling, :func:`per_mass_eps2_limit` solves the
 contour exactly per mass (:func:`is_pure_eps2_scaling` detects the case).
 """
@@ -27,8 +28,8 @@ from hps_bayes.active.models import (
     per_mass_eps2_limit,
     truth_grid,
 )
-from hps_bayes.active.objectives import ExcessObjective, grid_values
+from hps_bayes.active.objectives import CombinedExcessObjective, ExcessObjective, grid_values
 
-__all__ = ["CONTOUR", "ActiveLearner", "ActiveSummary", "ExcessObjective", "Prediction", "WedgeSignalModel",
+__all__ = ["CONTOUR", "ActiveLearner", "ActiveSummary", "CombinedExcessObjective", "ExcessObjective", "Prediction", "WedgeSignalModel",
            "acquisition_values", "contour_error_decades", "evaluate_batch", "grid_values", "is_pure_eps2_scaling",
            "make_executor", "per_mass_eps2_limit", "run_active", "truth_grid"]

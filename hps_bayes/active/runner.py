@@ -20,7 +20,7 @@ import numpy as np
 from hps_bayes.active.learner import CONTOUR, ActiveLearner
 from hps_bayes.active.loop import ActiveSummary, make_executor, run_active
 from hps_bayes.active.models import WedgeSignalModel, is_pure_eps2_scaling, per_mass_eps2_limit
-from hps_bayes.active.objectives import ExcessObjective, grid_values
+from hps_bayes.active.objectives import CombinedExcessObjective, ExcessObjective, grid_values
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError
 from hps_bayes.io import Spectrum
@@ -29,12 +29,18 @@ from hps_bayes.settings import AnalysisSettings
 
 log = logging.getLogger(__name__)
 HISTORY = "active_history.csv"
+Datasets = Callable[[], tuple[dict[str, Spectrum], dict[str, AnalysisSettings]]]
 LABELS = {"mass_gev": "$m_{A'}$ [GeV]", "eps2": r"$\epsilon^2$"}
 
 
 def build_objective(spec: Mapping[str, Any], settings: AnalysisSettings, spectrum: Callable[[], Spectrum],
-                    user_objective: Any = None) -> Any:
-    """The objective named by ``spec["objective"]["kind"]``: wedge, excess or callable."""
+                    user_objective: Any = None, datasets: Datasets | None = None) -> Any:
+    """The objective named by ``spec["objective"]["kind"]``: wedge, excess or callable.
+
+    ``kind: excess`` with ``combined: true`` is the combination of the datasets that ``datasets()``
+    returns (spectra and settings by name; ``task.datasets`` in the CLI), with ``settings.stats``'
+    method (asymptotic or toys).
+    """
     obj = dict(spec.get("objective") or {})
     kind = obj.get("kind", "wedge")
     if kind == "wedge":
@@ -42,6 +48,12 @@ def build_objective(spec: Mapping[str, Any], settings: AnalysisSettings, spectru
         for key in ("a_up_masses", "a_up_values"):
             model[key] = tuple(model.get(key) or ())
         return WedgeSignalModel(**model)
+    if kind == "excess" and obj.get("combined"):
+        if datasets is None:
+            raise ConfigError("active.objective.combined=true needs the datasets to combine (task.datasets)")
+        spectra, by_name = datasets()
+        return CombinedExcessObjective(spectra, by_name, method=settings.stats.method,
+                                       n_toys=max(settings.stats.n_toys, 10))
     if kind == "excess":
         return ExcessObjective(spectrum(), settings)
     if kind == "callable":
@@ -56,7 +68,7 @@ def build_learner(spec: Mapping[str, Any], objective: Any, rng: np.random.Genera
     """The learner of ``spec`` (bounds, log_axes, acquisition, threshold, q, candidates...)."""
     candidates: Any = spec.get("candidates")
     bounds = spec.get("bounds")
-    if isinstance(objective, ExcessObjective):
+    if isinstance(objective, (ExcessObjective, CombinedExcessObjective)):
         grid = objective.grid()
         bounds = bounds or objective.bounds()
         candidates = grid[:, None] if candidates in (None, "grid") else candidates
@@ -71,9 +83,10 @@ def build_learner(spec: Mapping[str, Any], objective: Any, rng: np.random.Genera
 
 def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Path, *,
                    spectrum: Callable[[], Spectrum], user_objective: Any = None,
-                   plotter: Callable[[dict[str, Any], Path], Any] | None = None) -> ActiveSummary:
+                   plotter: Callable[[dict[str, Any], Path], Any] | None = None,
+                   datasets: Datasets | None = None) -> ActiveSummary:
     """Run the loop of the ``active:`` config section into ``out`` (history, summary, convergence, plots)."""
-    objective = build_objective(spec, settings, spectrum, user_objective)
+    objective = build_objective(spec, settings, spectrum, user_objective, datasets)
     axes = list(spec.get("axes") or [f"x{i}" for i in range(len(spec.get("bounds") or [[0, 1]]))])
     if isinstance(objective, WedgeSignalModel) and _pure_scaling(objective, spec, out):
         return ActiveSummary(0, 0, 0, "pure_eps2_scaling: solved per mass exactly (active_per_mass.csv)")
@@ -139,7 +152,8 @@ def _truth(spec: Mapping[str, Any], objective: Any, learner: ActiveLearner) -> d
     if n <= 0 or learner.dim > 2:
         return None
     if learner.dim == 1:
-        x = learner.candidates[:, 0] if isinstance(objective, ExcessObjective) else _axis_grid(learner, 0, n)
+        excess = isinstance(objective, (ExcessObjective, CombinedExcessObjective))
+        x = learner.candidates[:, 0] if excess else _axis_grid(learner, 0, n)
         return {"axes": [x], "values": grid_values(objective, x[:, None])}
     xs = [_axis_grid(learner, 0, n), _axis_grid(learner, 1, n)]
     mm, ee = np.meshgrid(*xs, indexing="ij")
