@@ -44,9 +44,12 @@ FINE_EPS2 = np.geomspace(*BOUNDS[1], 600)
 FINE_TRUTH = MODEL.log_mu95(MASSES[:, None], FINE_EPS2[None, :])
 
 
+NOISE = {"fit": False}  # the wedge is deterministic: no nugget, as conf/active/wedge.yaml (--noise fits one)
+
+
 def _learner(seed: int, acquisition: str = "straddle", batch: str = "sur") -> ActiveLearner:
     return ActiveLearner(BOUNDS, log_axes=[0, 1], acquisition=acquisition, threshold=0.0,  # type: ignore[arg-type]
-                         rng=np.random.default_rng(seed), batch=batch)  # type: ignore[arg-type]
+                         rng=np.random.default_rng(seed), batch=batch, noise=NOISE["fit"])  # type: ignore[arg-type]
 
 
 def _mis(learner: ActiveLearner) -> float:
@@ -138,6 +141,39 @@ def _mean(runs: list[dict[str, float]], key: str) -> float:
     return float(np.nanmean([r.get(key, np.nan) for r in runs]))
 
 
+def batch_gap(seed: int, acquisition: str, n0: int) -> tuple[float, float, float, float]:
+    """From the q=10 state after ``n0`` evaluations, the misclassified fraction after 10 more points chosen as
+    one SUR batch, as 10 single asks (true values told in between), and as 10 single asks with the
+    hyperparameters frozen at that state while choosing: (start, batch, sequential, sequential frozen)."""
+    import copy
+
+    import hps_bayes.active.learner as learner_module
+
+    learner = _learner(seed, acquisition)
+    while learner.n_told < n0:
+        x = learner.ask(10)
+        learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+    out = [_mis(learner)]
+    batch = copy.deepcopy(learner)
+    x = batch.ask(10)
+    batch.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+    out.append(_mis(batch))
+    fit = learner_module._fit_hyperparameters
+    for frozen in (False, True):
+        single = copy.deepcopy(learner)
+        if frozen:
+            learner_module._fit_hyperparameters = lambda *a, previous, **k: previous  # type: ignore[assignment]
+        try:
+            for _ in range(10):
+                x = single.ask(1)
+                single.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+        finally:
+            learner_module._fit_hyperparameters = fit
+        single._refit()  # measured with hyperparameters fitted to all its points, as the others
+        out.append(_mis(single))
+    return out[0], out[1], out[2], out[3]
+
+
 def ratio_summary(n1: np.ndarray, n10: np.ndarray) -> str:
     """q=10 against q=1 over seeds: ratio of the means, median and mean of the per-seed ratios, and the
     floor that whole batches alone impose (q=1's count rounded up to a multiple of 10, per seed)."""
@@ -151,10 +187,13 @@ def ratio_summary(n1: np.ndarray, n10: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--parts", default="wedge,grid,stop,timing,excess",
-                        help="comma-separated: wedge (q=1 vs q=10), grid (sub-grid, random), stop, timing, excess")
+    parser.add_argument("--parts", default="wedge,gap,grid,stop,timing,excess",
+                        help="comma-separated: wedge (q=1 vs q=10), gap (one batch vs 10 single asks), grid "
+                             "(sub-grid, random), stop, timing, excess")
     parser.add_argument("--batch", default="sur", help="batch rule for q=10: sur, believer-sur or believer")
+    parser.add_argument("--noise", action="store_true", help="fit a nugget (white-noise term) to the wedge too")
     args = parser.parse_args()
+    NOISE["fit"] = args.noise
     parts = set(args.parts.split(","))
     seeds = range(args.seeds)
     print(f"wedge: 60x60 truth grid, {100 * (TRUTH <= 0).mean():.1f}% excluded; seeds {list(seeds)}")
@@ -171,6 +210,14 @@ def main() -> None:
                       f"{100 * np.mean(n) / 3600:>10.2f}%{_mean(runs, 'mis'):>8.4f}{_mean(runs, 'est'):>8.4f}"
                       f"{_mean(runs, 'raw'):>8.4f}{_mean(runs, 'med'):>9.3f}{_mean(runs, 'p95'):>9.3f}")
             print(f"  {acquisition} {ratio_summary(counts[1], counts[10])}")
+    if "gap" in parts:
+        print("\none batch of 10 against 10 single asks from the same q=10 state (mean misclassified %):")
+        for acquisition in ("straddle", "entropy"):
+            for n0 in (10, 20, 30):
+                rows = np.array([batch_gap(s, acquisition, n0) for s in seeds])
+                start, batch, single, frozen = 100 * rows.mean(axis=0)
+                print(f"  {acquisition} after {n0}: {start:.2f} -> SUR batch {batch:.2f}, 10 single asks {single:.2f}, "
+                      f"10 single asks with frozen hyperparameters {frozen:.2f}")
     if "grid" in parts:
         n_grid, mis_grid = first_reaching(list(range(5, 31)), lambda k: fixed_design(subgrid(k), 0))
         print(f"{'regular sub-grid + GP':<22}{n_grid ** 2:>9d} ({n_grid}x{n_grid}){100 * n_grid ** 2 / 3600:>6.2f}%"

@@ -4,7 +4,9 @@ The surrogate is scikit-learn's :class:`~sklearn.gaussian_process.GaussianProces
 with kernel C·Matérn-5/2(ARD) + White (a nugget for noisy, e.g. toy-based, values),
 ``normalize_y``, on inputs mapped to the unit cube (after a log transform of the
 axes named in ``log_axes``).  Hyperparameters are fitted by type-II maximum
-likelihood on at most ``max_fit`` points (default start plus random restarts);
+a posteriori (marginal likelihood × a log-normal prior on the lengthscales; plain maximum
+likelihood with ``lengthscale_prior=None``) on at most ``max_fit`` points (default start plus
+random restarts);
 the posterior itself always conditions on every finite value told, through one
 Cholesky factor kept here, which also gives exact Kriging-believer batches:
 
@@ -114,9 +116,15 @@ class ActiveLearner:
         Most points used to fit the hyperparameters (the posterior uses all).
     n_restarts : int
         Random optimizer restarts of every hyperparameter fit (besides the default start).
-    batch : {"sur", "believer"}
+    lengthscale_prior : (median, width) or None
+        A log-normal prior on every lengthscale (unit-cube units; ``width`` the sd of ln ℓ): the
+        hyperparameters are the posterior mode (MAP) instead of the maximum-likelihood values, which on
+        10–20 points often put one lengthscale at its bound (a surface flat along that axis).  Default
+        (0.3, 1.0): ℓ within a factor e of 0.3 at 1 sd.  ``None``: maximum likelihood.
+    batch : {"sur", "believer-sur", "believer"}
         How a contour acquisition fills a batch of q > 1: ``"sur"`` (default) takes each point to
-        lower the summed misclassification probability most given the earlier ones (``_sur_batch``);
+        lower the expected summed misclassification probability most given the earlier ones
+        (``_sur_batch``; ``"believer-sur"``: the same with the mean held fixed);
         ``"believer"`` takes the largest acquisition again after each believed point.  q = 1 and the
         extremum acquisitions always use the acquisition itself with the believer.
 
@@ -133,7 +141,8 @@ class ActiveLearner:
                  rng: np.random.Generator, candidates: int | FloatArray | None = None, n_init: int | None = None,
                  maximize: bool = True, noise: bool = True, max_fit: int = 300, n_restarts: int = 2,
                  xi: float = 0.0, kappa: float = 2.0, calibrate: bool = True,
-                 batch: Literal["sur", "believer-sur", "believer"] = "sur") -> None:
+                 batch: Literal["sur", "believer-sur", "believer"] = "sur",
+                 lengthscale_prior: tuple[float, float] | None = (0.3, 1.0)) -> None:
         self.bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
         self.dim = len(self.bounds)
         self.log_axes = _log_mask(log_axes, self.dim)
@@ -148,6 +157,12 @@ class ActiveLearner:
         if batch not in ("sur", "believer-sur", "believer"):
             raise ConfigError(f"batch={batch!r} is not known; choose 'sur', 'believer-sur' or 'believer'")
         self.batch = batch
+        if lengthscale_prior is not None:
+            centre, width = (float(v) for v in lengthscale_prior)
+            if not (centre > 0 and width > 0):
+                raise ConfigError(f"lengthscale_prior=(median, log-width) needs both > 0, got {lengthscale_prior}")
+            lengthscale_prior = (centre, width)
+        self.lengthscale_prior = lengthscale_prior
         self.n_init = 5 * self.dim if n_init is None else int(n_init)
         self._cand_u = self._make_candidates(candidates)
         self.x_u = np.empty((0, self.dim))
@@ -232,7 +247,7 @@ class ActiveLearner:
             return
         x, y = self.x_u[ok], self.y[ok]
         self._gp = _fit_hyperparameters(x, y, self._fit_subset(x, y), previous=self._gp, noise=self.noise,
-                                        n_restarts=self.n_restarts, rng=self.rng)
+                                        n_restarts=self.n_restarts, rng=self.rng, prior=self.lengthscale_prior)
         self._post = _Posterior(self._gp, x, y)
 
     def _fit_subset(self, x: FloatArray, y: FloatArray) -> np.ndarray:
@@ -494,21 +509,24 @@ def _min_dist(a: FloatArray, b: FloatArray) -> FloatArray:
 def _kernel(dim: int, noise: bool) -> Any:
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-    base = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=np.full(dim, 0.3), length_scale_bounds=(0.03, 10.0),
-                                                     nu=2.5)
+    base = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=np.full(dim, 0.3),
+                                                     length_scale_bounds=(0.03, 10.0), nu=2.5)
     return base + WhiteKernel(1e-4, (1e-8, 1e0)) if noise else base
 
 
 def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: np.ndarray, *, previous: object | None, noise: bool,
-                         n_restarts: int, rng: np.random.Generator) -> object:
-    """A fitted GaussianProcessRegressor (type-II ML on ``subset``); ``previous`` is kept if the fit fails."""
+                         n_restarts: int, rng: np.random.Generator,
+                         prior: tuple[float, float] | None = None) -> object:
+    """A fitted GaussianProcessRegressor (type-II ML, or MAP with a lengthscale ``prior``, on ``subset``);
+    ``previous`` is kept if the fit fails."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
 
     # always from the default start plus random restarts: a warm start can stay in a degenerate optimum
     # (one lengthscale at its bound) found on the first few points
-    gp = GaussianProcessRegressor(_kernel(x.shape[1], noise), normalize_y=True, n_restarts_optimizer=n_restarts, alpha=1e-10,
-                                  random_state=int(rng.integers(2**31)))
+    dim = x.shape[1]
+    gp = GaussianProcessRegressor(_kernel(dim, noise), normalize_y=True, n_restarts_optimizer=n_restarts, alpha=1e-10,
+                                  random_state=int(rng.integers(2**31)), optimizer=_map_optimizer(dim, prior))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
@@ -520,6 +538,30 @@ def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: np.ndarray, *, pr
                 raise
             return previous
     return gp
+
+
+def _map_optimizer(dim: int, prior: tuple[float, float] | None) -> Any:
+    """L-BFGS-B on −log marginal likelihood + a log-normal prior on each lengthscale (MAP, type-II);
+    sklearn's own maximum-likelihood optimizer without a prior."""
+    from scipy.optimize import minimize
+
+    if prior is None:
+        return "fmin_l_bfgs_b"
+    centre, width = math.log(prior[0]), float(prior[1])
+    lengthscales = slice(1, 1 + dim)  # theta: log C, log ℓ_1..ℓ_d (, log noise)
+
+    def optimizer(obj_func: Callable[..., Any], initial_theta: FloatArray, bounds: FloatArray) -> tuple[Any, float]:
+        def penalised(theta: FloatArray) -> tuple[float, FloatArray]:
+            value, grad = obj_func(theta, eval_gradient=True)
+            d = (theta[lengthscales] - centre) / width
+            grad = np.array(grad, dtype=np.float64)
+            grad[lengthscales] += d / width
+            return float(value + 0.5 * np.sum(d * d)), grad
+
+        res = minimize(penalised, initial_theta, jac=True, method="L-BFGS-B", bounds=bounds)
+        return res.x, float(res.fun)
+
+    return optimizer
 
 
 class _Posterior:

@@ -125,7 +125,11 @@ def run_active(objective: Objective, learner: ActiveLearner, *, axes: Sequence[s
 
     Stopping: for a contour, the surrogate's calibrated estimate of the misclassified
     fraction (:meth:`ActiveLearner.misclassified_fraction`) ≤ ``target_misclassified``
-    in ``patience`` consecutive iterations; for an extremum, the largest expected
+    in ``patience`` consecutive iterations, once values on both sides of the threshold have been
+    seen (before that the surrogate can be confidently wrong about a contour it has never met) and
+    while the fitted noise variance is below the signal variance (a fit that explains the values as
+    noise around a constant is sure of a contour it does not model);
+    for an extremum, the largest expected
     improvement over the candidates < ``ei_tolerance``·(spread of the values).
 
     Returns the summary and the history (a pandas DataFrame).
@@ -175,6 +179,13 @@ def _should_stop(learner: ActiveLearner, target: float, ei_tolerance: float) -> 
     if learner.n_finite < learner.n_init or learner._post is None:
         return False, "initial design"
     if learner.acquisition in CONTOUR:
+        y = learner.y[np.isfinite(learner.y)]
+        if not (np.any(y <= learner.threshold) and np.any(y > learner.threshold)):  # type: ignore[operator]
+            return False, "no value on each side of the threshold yet: the contour has not been found"
+        post = learner._post
+        if post.noise_var >= post.prior_var:
+            return False, (f"the surrogate explains the values mostly as noise (noise variance "
+                           f"{post.noise_var:.3g} >= signal variance {post.prior_var:.3g}): no contour to trust")
         est = learner.misclassified_fraction()
         return est <= target, f"estimated misclassified fraction {est:.4f} (σ scale {learner.sigma_scale:.2f})"
     ei, spread = learner.max_expected_improvement()
