@@ -179,7 +179,10 @@ def ratio_summary(n1: np.ndarray, n10: np.ndarray) -> str:
     floor that whole batches alone impose (q=1's count rounded up to a multiple of 10, per seed)."""
     per_seed = n10 / n1
     floor = 10 * np.ceil(n1 / 10)
-    return (f"q=10/q=1: ratio of means {np.mean(n10) / np.mean(n1):.2f}, per-seed median {np.median(per_seed):.2f}, "
+    draws = np.random.default_rng(0).integers(0, len(n1), (2000, len(n1)))  # bootstrap over seeds
+    lo, hi = np.percentile(n10[draws].mean(axis=1) / n1[draws].mean(axis=1), [16, 84])
+    return (f"q=10/q=1: ratio of means {np.mean(n10) / np.mean(n1):.2f} (bootstrap 68%: {lo:.2f}-{hi:.2f}), "
+            f"per-seed median {np.median(per_seed):.2f}, "
             f"mean {np.mean(per_seed):.2f} (min {per_seed.min():.2f}, max {per_seed.max():.2f}); "
             f"whole-batch floor {np.mean(floor) / np.mean(n1):.2f}")
 
