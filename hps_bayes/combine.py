@@ -31,7 +31,14 @@ from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
 from hps_bayes.physics import f_rad, yield_per_eps2
 from hps_bayes.results import CombinedResult, mass_label, write_json
-from hps_bayes.scan import TOY_SCAN_POINTS, background_density, build_window, point_rng, prepare_spectrum
+from hps_bayes.scan import (
+    TOY_SCAN_POINTS,
+    background_density,
+    build_window,
+    fit_range,
+    point_rng,
+    prepare_spectrum,
+)
 from hps_bayes.settings import AnalysisSettings
 from hps_bayes.stats import AsymptoticCalculator, ToyCalculator, upper_limit
 
@@ -167,8 +174,9 @@ class _Member:
 
 
 def datasets_covering(mass: float, settings: Mapping[str, AnalysisSettings]) -> list[str]:
-    """Names of the datasets whose mass range contains ``mass``."""
-    return [name for name, s in settings.items() if s.dataset.mass_range[0] <= mass <= s.dataset.mass_range[1]]
+    """Names of the datasets whose background fit range (:func:`hps_bayes.scan.fit_range`: the mass range,
+    above a sharp turn-on where the guard is on) contains ``mass``."""
+    return [name for name, s in settings.items() if fit_range(s)[0] <= mass <= fit_range(s)[1]]
 
 
 def _member(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> _Member:
@@ -203,7 +211,7 @@ def evaluate_combined(
     names = datasets_covering(mass, settings)
     if not names:
         raise InputError(f"no dataset covers m = {mass * 1e3:.2f} MeV; ranges: "
-                         f"{ {n: s.dataset.mass_range for n, s in settings.items()} }")
+                         f"{ {n: fit_range(s) for n, s in settings.items()} }")
     members = [_member(spectra[n], mass, settings[n]) for n in names]
     scale = 1.0 / float(np.sqrt(np.sum([1.0 / m.sigma_eps2**2 for m in members])))
     objective = CombinedObjective([m.objective for m in members], [m.k for m in members], scale=scale)

@@ -129,3 +129,13 @@ def test_closure_refuses_masses_below_the_guard_and_fits_truths_over_the_whole_r
     closure.check_inputs(spec, guarded, np.array([0.08]))
     truths = closure.truth_spectra(spec, guarded, ["expcheb"])
     assert truths["expcheb"].edges[0] == pytest.approx(0.035)  # the turn-on is part of the truth's fit
+
+
+def test_combination_leaves_out_a_dataset_below_its_guard(settings_2016):
+    from hps_bayes.combine import datasets_covering
+
+    settings = replace(settings_2016, dataset=replace(settings_2016.dataset, rebin=1))
+    guarded = guard_turn_on(_turn_on_spectrum(0.040, 0.0016), settings)
+    members = {"2015": resolve_settings("2015"), "2016": guarded}
+    assert datasets_covering(0.042, members) == ["2015"]
+    assert datasets_covering(0.060, members) == ["2015", "2016"]

@@ -17,7 +17,7 @@ from hps_bayes.combine import datasets_covering, evaluate_combined
 from hps_bayes.core import FloatArray
 from hps_bayes.io import Spectrum
 from hps_bayes.physics import sigma_m as _sigma_m
-from hps_bayes.scan import evaluate_point, mass_grid, prepare_spectrum
+from hps_bayes.scan import evaluate_point, guard_turn_on, mass_grid, prepare_spectrum
 from hps_bayes.settings import AnalysisSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class ExcessObjective:
 
     def __post_init__(self) -> None:
         if not self.prepared:
+            object.__setattr__(self, "settings", guard_turn_on(self.spectrum, self.settings))
             object.__setattr__(self, "spectrum", prepare_spectrum(self.spectrum, self.settings))
             object.__setattr__(self, "prepared", True)
 
@@ -77,6 +78,9 @@ class CombinedExcessObjective:
     settings: Mapping[str, AnalysisSettings]
     method: Literal["asymptotic", "toys"] = "asymptotic"
     n_toys: int = 1000
+
+    def __post_init__(self) -> None:  # each dataset's fit range above its sharp turn-on (idempotent)
+        object.__setattr__(self, "settings", {n: guard_turn_on(self.spectra[n], s) for n, s in self.settings.items()})
 
     def __call__(self, point: Sequence[float]) -> float:
         mass = float(point[0])
