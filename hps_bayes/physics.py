@@ -232,6 +232,22 @@ def load_preset(name: str) -> DatasetPreset:
     return preset_from_mapping(_read_preset_file(_preset_file(name)))
 
 
+def background_mapping(name: str) -> dict[str, Any]:
+    """The mapping of a background config (``conf/background/<name>.yaml``: default, whole, whole15, ...)."""
+    import yaml  # PyYAML: a dependency of Hydra/OmegaConf, only needed here
+
+    folder = PRESET_DIR.parent / "background"
+    path = folder / f"{str(name).strip().removesuffix('.yaml')}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"unknown background {name!r}; available in {folder}: {known}")
+    with path.open(encoding="utf-8") as stream:
+        data = yaml.safe_load(stream)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} must hold a mapping of background keys, got {type(data).__name__}")
+    return dict(data)
+
+
 def preset_mapping(name: str) -> dict[str, Any]:
     """The full mapping of a preset file (including its ``demo:`` block), inheritance resolved."""
     return _read_preset_file(_preset_file(name))

@@ -22,7 +22,7 @@ from hps_bayes.demo import write_demo_file
 from hps_bayes.errors import ConfigError, HpsBayesError, InputError
 from hps_bayes.export import limits_table, write_hepdata, write_limits
 from hps_bayes.io import Spectrum, check_analysable, load_spectrum, validate_spectrum
-from hps_bayes.physics import preset_mapping
+from hps_bayes.physics import background_mapping, preset_mapping
 from hps_bayes.results import MassPointResult, mass_label, read_json, write_json, write_table
 from hps_bayes.scan import (
     ScanInterrupted,
@@ -603,18 +603,27 @@ def task_active(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> A
 
 
 def combination_members(cfg: dict[str, Any]) -> dict[str, tuple[AnalysisSettings, dict[str, Any]]]:
-    """The enabled datasets of ``task.datasets``: name → (settings, plain config for that dataset)."""
+    """The enabled datasets of ``task.datasets``: name → (settings, plain config for that dataset).
+
+    An entry's ``background`` gives that dataset its own background model: a config name
+    (``background: whole15``, from ``conf/background/``) or a mapping of keys changed from the run's
+    ``background`` (``background: {poly_degree: 12}``); without it the run's ``background`` is used.
+    """
     members: dict[str, tuple[AnalysisSettings, dict[str, Any]]] = {}
     for entry in cfg["task"].get("datasets") or []:
         if not entry.get("enabled", True):
             continue
         mapping = preset_mapping(str(entry["preset"]))
+        background = dict(cfg.get("background") or {})
         for key, value in entry.items():
             if key == "demo":
                 mapping["demo"] = {**mapping.get("demo", {}), **value}
+            elif key == "background":
+                background = (background_mapping(value) if isinstance(value, str)
+                              else {**background, **dict(value or {})})
             elif key not in ("preset", "enabled"):
                 mapping[key] = value
-        plain = {**cfg, "dataset": mapping}
+        plain = {**cfg, "dataset": mapping, "background": background}
         settings = settings_from_mapping({**plain, "dataset": {k: v for k, v in mapping.items() if k != "demo"}})
         if settings.dataset.name in members:
             raise ConfigError(f"task.datasets: two enabled entries are named {settings.dataset.name!r} "

@@ -81,3 +81,21 @@ def test_a_missing_histogram_names_the_dataset_file(tmp_path: Path) -> None:
                         _entry("demo2016", tmp_path, hist_name="no_such_hist", demo={"generate": False})])
     report = json.loads((tmp_path / "run" / "validation_report.json").read_text())
     assert report["2016"]["histogram_found"] is False
+
+
+def test_each_dataset_may_have_its_own_background() -> None:
+    from omegaconf import OmegaConf
+
+    from hps_bayes.tasks import combination_members
+
+    cfg = OmegaConf.to_container(load_config(["task=combine", "+task.datasets.2.background=whole15",
+                                              "+task.datasets.1.background={poly_degree: 12}",
+                                              "background.spurious=off"]), resolve=True)
+    members = combination_members(cfg)
+    assert members["2015"][0].background.poly_degree == 10 and members["2015"][0].background.spurious == "off"
+    assert members["2016"][0].background.poly_degree == 12 and members["2016"][0].background.spurious == "off"
+    whole = members["2021"][0].background  # the named config, not the run's changes
+    assert (whole.poly_degree, whole.window_sigmas, whole.spurious) == (15, 1000.0, "table")
+    cfg["task"]["datasets"][0]["background"] = "no_such_background"
+    with pytest.raises(ConfigError, match="unknown background 'no_such_background'"):
+        combination_members(cfg)
