@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +60,7 @@ from hps_bayes.scan import (
     mass_grid,
     point_rng,
     prepare_spectrum,
+    whole_range_spectrum,
 )
 
 __all__ = ["TRUTHS", "CoverageCell", "WindowTruth", "coverage_cell", "coverage_fraction", "inject_cell",
@@ -101,8 +102,7 @@ def truth_spectra(data: Spectrum, settings: AnalysisSettings, truths: Sequence[s
     unknown = sorted(set(truths) - set(TRUTHS))
     if unknown or not truths:
         raise ConfigError(f"task.truths={list(truths)}: choose from {list(TRUTHS)}")
-    whole = replace(settings.background, turn_on="off", fit_range_min=None)
-    spec = prepare_spectrum(data, replace(settings, background=whole))
+    spec = whole_range_spectrum(data, settings)
     return {name: None if name == FIT_TRUTH else fit_truth(spec, name) for name in truths}
 
 

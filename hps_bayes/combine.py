@@ -176,7 +176,8 @@ class _Member:
 def datasets_covering(mass: float, settings: Mapping[str, AnalysisSettings]) -> list[str]:
     """Names of the datasets whose background fit range (:func:`hps_bayes.scan.fit_range`: the mass range,
     above a sharp turn-on where the guard is on) contains ``mass``."""
-    return [name for name, s in settings.items() if fit_range(s)[0] <= mass <= fit_range(s)[1]]
+    ranges = {name: fit_range(s) for name, s in settings.items()}
+    return [name for name, (lo, hi) in ranges.items() if lo <= mass <= hi]
 
 
 def _member(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> _Member:

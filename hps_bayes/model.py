@@ -585,6 +585,14 @@ class SpuriousTable:
     def __call__(self, mass: float) -> float:
         return float(np.interp(mass, self.mass, self.relative))
 
+    @functools.cached_property
+    def _step(self) -> float:
+        return float(np.min(np.diff(self.mass))) if self.mass.size > 1 else 0.0
+
+    def covers(self, mass: float) -> bool:
+        """Whether ``mass`` lies within the measured masses (one grid step beyond the ends allowed)."""
+        return bool(self.mass[0] - self._step <= mass <= self.mass[-1] + self._step)
+
 
 def spurious_table_path(dataset: str, table: str = "") -> Path:
     """The table file: ``table`` if given, else ``hps_bayes/data/spurious_<dataset>.csv``.

@@ -63,22 +63,24 @@ def fit_range(settings: AnalysisSettings) -> tuple[float, float]:
     return (max(float(lo), float(start)) if start is not None else float(lo)), float(hi)
 
 
+def default_grid_ends(settings: AnalysisSettings) -> tuple[float, float]:
+    """Where the grid starts and ends without ``scan.mass_min``/``mass_max``: the fit range
+    (:func:`fit_range`) shrunk by ``scan.edge_sigmas``·σ(m) at each end."""
+    preset, edge = settings.dataset, settings.scan.edge_sigmas
+    lo, hi = fit_range(settings)
+    return float(lo + edge * sigma_m(lo, preset)), float(hi - edge * sigma_m(hi, preset))
+
+
 def mass_grid(settings: AnalysisSettings) -> FloatArray:
     """The scan's masses (GeV): ``scan.mass_min``..``mass_max`` in ``scan.step``.
 
     Unset ends default to the fit range (:func:`fit_range`) shrunk by ``scan.edge_sigmas``·σ(m)
     at each end, so that no window loses more than half its width to the range end.
     """
-    preset, scan = settings.dataset, settings.scan
-    lo, hi = fit_range(settings)
-    if scan.mass_min is None:
-        lo = float(lo + scan.edge_sigmas * sigma_m(lo, preset))
-    else:
-        lo = scan.mass_min
-    if scan.mass_max is None:
-        hi = float(hi - scan.edge_sigmas * sigma_m(hi, preset))
-    else:
-        hi = scan.mass_max
+    scan = settings.scan
+    lo, hi = default_grid_ends(settings)
+    lo = lo if scan.mass_min is None else scan.mass_min
+    hi = hi if scan.mass_max is None else scan.mass_max
     # start on a multiple of the step so that grids of different runs line up
     start = math.ceil(round(lo / scan.step, 9)) * scan.step
     masses = np.arange(start, hi + 1e-9, scan.step)
@@ -95,9 +97,19 @@ def chunk_of(masses: FloatArray, n_chunks: int, chunk: int) -> FloatArray:
 
 def prepare_spectrum(spectrum: Spectrum, settings: AnalysisSettings) -> Spectrum:
     """Rebin by the dataset's factor and crop to its fit range (:func:`fit_range`)."""
-    preset = settings.dataset
-    out = rebin(spectrum, preset.rebin) if preset.rebin > 1 else spectrum
-    return crop(out, *fit_range(settings))
+    return crop(_rebinned(spectrum, settings), *fit_range(settings))
+
+
+def _rebinned(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> Spectrum:
+    """``spectrum`` in the dataset's bins (as it is when ``prepared``: already rebinned)."""
+    rebin_by = settings.dataset.rebin
+    return spectrum if prepared or rebin_by <= 1 else rebin(spectrum, rebin_by)
+
+
+def whole_range_spectrum(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> Spectrum:
+    """``spectrum`` rebinned and cropped to the dataset's whole ``mass_range`` (turn-on included,
+    whatever the guard says): what the turn-on and the closure truths are fitted to."""
+    return crop(_rebinned(spectrum, settings, prepared=prepared), *settings.dataset.mass_range)
 
 
 def measure_spectrum_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> TurnOn:
@@ -105,17 +117,33 @@ def measure_spectrum_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, 
 
     ``prepared``: the spectrum is already rebinned (e.g. a truth of the spurious-signal study).
     """
+    return _measure_turn_on(whole_range_spectrum(spectrum, settings, prepared=prepared), settings)
+
+
+def _measure_turn_on(whole: Spectrum, settings: AnalysisSettings) -> TurnOn:
     preset, bkg = settings.dataset, settings.background
-    if prepared:
-        spec = crop(spectrum, *preset.mass_range)
-    else:
-        spec = crop(rebin(spectrum, preset.rebin) if preset.rebin > 1 else spectrum, *preset.mass_range)
-    return measure_turn_on(spec.edges, spec.counts, lambda m: float(sigma_m(m, preset)),
+    return measure_turn_on(whole.edges, whole.counts, lambda m: float(sigma_m(m, preset)),
                            widths=bkg.turn_on_widths, sharpness=bkg.turn_on_sharpness)
 
 
-def guard_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False,
-                  turn: TurnOn | None = None) -> AnalysisSettings:
+def turn_on_guard(spectrum: Spectrum, settings: AnalysisSettings, *,
+                  prepared: bool = False) -> tuple[AnalysisSettings, TurnOn | None]:
+    """:func:`guard_turn_on` and the measurement it used (None when nothing was measured)."""
+    bkg = settings.background
+    if bkg.turn_on == "off" or bkg.fit_range_min is not None:
+        return settings, None
+    whole = whole_range_spectrum(spectrum, settings, prepared=prepared)
+    turn = _measure_turn_on(whole, settings)
+    start = float(turn.fit_lo)
+    if turn.guarded:  # the first bin edge at or above the turn-on end
+        edges = np.asarray(whole.edges, float)
+        tol = 1e-6 * float(np.min(np.abs(np.diff(edges))))
+        above = edges[edges >= start - tol]
+        start = float(above[0]) if len(above) else start
+    return replace(settings, background=replace(bkg, fit_range_min=start)), turn
+
+
+def guard_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> AnalysisSettings:
     """Settings whose background fit range starts above a sharp turn-on of ``spectrum``.
 
     With ``background.turn_on="guard"`` and ``background.fit_range_min`` unset, the turn-on is
@@ -123,22 +151,9 @@ def guard_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: b
     the first bin edge at or above m_on + n_w·w, else the range start.  The scan grid
     (:func:`mass_grid`) then keeps ``scan.edge_sigmas``·σ(m) from it, windows never reach below
     it, and a mass below it is refused with the reason.  Idempotent: settings whose
-    ``fit_range_min`` is set (measured before, or by hand) come back unchanged.  ``turn``: the
-    measurement, when it was made already.
+    ``fit_range_min`` is set (measured before, or by hand) come back unchanged.
     """
-    bkg = settings.background
-    if bkg.turn_on == "off" or bkg.fit_range_min is not None:
-        return settings
-    turn = turn or measure_spectrum_turn_on(spectrum, settings, prepared=prepared)
-    start = float(turn.fit_lo)
-    if turn.guarded:
-        spec = spectrum if prepared else (rebin(spectrum, settings.dataset.rebin)
-                                          if settings.dataset.rebin > 1 else spectrum)
-        edges = np.asarray(spec.edges, float)
-        tol = 1e-6 * float(np.min(np.abs(np.diff(edges))))
-        above = edges[edges >= start - tol]
-        start = float(above[0]) if len(above) else start
-    return replace(settings, background=replace(bkg, fit_range_min=start))
+    return turn_on_guard(spectrum, settings, prepared=prepared)[0]
 
 
 def _check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
@@ -177,8 +192,7 @@ def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings) ->
         path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
         if bkg.spurious_table or path.is_file():
             table = load_spurious_table(str(path))
-            step = float(np.min(np.diff(table.mass))) if table.mass.size > 1 else 0.0
-            if mass < table.mass[0] - step or mass > table.mass[-1] + step:
+            if not table.covers(mass):
                 _warn_outside_table(str(path), "below" if mass < table.mass[0] else "above",
                                     float(table.mass[0] if mass < table.mass[0] else table.mass[-1]))
             window = with_spurious(window, table)

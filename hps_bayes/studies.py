@@ -51,8 +51,7 @@ from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.fit import newton_fit, newton_fit_batch
 from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
-from hps_bayes.physics import sigma_m
-from hps_bayes.scan import build_window, prepare_spectrum
+from hps_bayes.scan import build_window, default_grid_ends, prepare_spectrum
 from hps_bayes.settings import AnalysisSettings
 from hps_bayes.turnon import fit_shape, shape_model
 
@@ -269,7 +268,7 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
     own = list(truth_settings) if truth_settings is not None else [settings] * len(truths)
     if len(own) != len(truths):
         raise ValueError(f"{len(own)} truth settings for {len(truths)} truths")
-    spans = [_grid_span(s) for s in own]
+    spans = [default_grid_ends(s) for s in own]
     cells = [(i, truth, j, mass) for i, truth in enumerate(truths) for j, mass in zip(indices, masses)
              if spans[i][0] - 1e-9 <= mass <= spans[i][1] + 1e-9]
     for i, truth, j, mass in tqdm(cells, desc="spurious", unit="cell", disable=disable, leave=False):
@@ -358,15 +357,6 @@ def study_masses(settings: AnalysisSettings, *, step: float, edge_sigmas: float 
     scan = replace(settings.scan, step=step, mass_min=None, mass_max=None,
                    edge_sigmas=settings.scan.edge_sigmas if edge_sigmas is None else edge_sigmas)
     return mass_grid(replace(settings, scan=scan))
-
-
-def _grid_span(settings: AnalysisSettings) -> tuple[float, float]:
-    """First and last mass of the scan grid of ``settings`` (any step): the masses it searches."""
-    from hps_bayes.scan import fit_range
-
-    preset, scan = settings.dataset, settings.scan
-    lo, hi = fit_range(settings)
-    return (float(lo + scan.edge_sigmas * sigma_m(lo, preset)), float(hi - scan.edge_sigmas * sigma_m(hi, preset)))
 
 
 def truth_guards(truths: Sequence[Spectrum], settings: AnalysisSettings) -> list[AnalysisSettings]:

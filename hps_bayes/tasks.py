@@ -30,13 +30,12 @@ from hps_bayes.scan import (
     chunk_of,
     chunk_seeds,
     collect_points,
-    guard_turn_on,
     job_provenance,
     mass_grid,
-    measure_spectrum_turn_on,
     point_path,
     prepare_spectrum,
     run_scan,
+    turn_on_guard,
     window_fit_arrays,
     write_run_manifest,
 )
@@ -85,12 +84,13 @@ def ensure_input(settings: AnalysisSettings, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def _record_validation(out: Path, name: str, report: dict[str, Any]) -> None:
-    """Add this dataset's entry to ``validation_report.json`` (chunks and datasets share the file)."""
+def _record_validation(out: Path, name: str, report: dict[str, Any], *, merge: bool = False) -> None:
+    """Add this dataset's entry to ``validation_report.json`` (chunks and datasets share the file);
+    ``merge``: add ``report``'s keys to the entry already there."""
     path = out / "validation_report.json"
     with _locked(path):
         reports = read_json(path) if path.exists() else {}
-        reports[name] = report
+        reports[name] = {**(reports.get(name) or {}), **report} if merge else report
         write_json(path, reports)
 
 
@@ -116,15 +116,11 @@ def load_guarded(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> 
     and the settings whose background fit range starts above a sharp turn-on.  The measured turn-on
     goes into ``validation_report.json`` (``turn_on``)."""
     spectrum = load_validated(settings, cfg, out)
-    if settings.background.turn_on == "off" or settings.background.fit_range_min is not None:
+    guarded, turn = turn_on_guard(spectrum, settings)
+    if turn is None:  # guard off, or the fit range set by hand
         return spectrum, settings
-    turn = measure_spectrum_turn_on(spectrum, settings)
-    guarded = guard_turn_on(spectrum, settings, turn=turn)
-    path = out / "validation_report.json"
-    reports = read_json(path) if path.exists() else {}
-    entry = dict(reports.get(settings.dataset.name) or {})
-    entry["turn_on"] = turn.to_dict() | {"fit_range_min": guarded.background.fit_range_min}
-    _record_validation(out, settings.dataset.name, entry)
+    _record_validation(out, settings.dataset.name,
+                       {"turn_on": turn.to_dict() | {"fit_range_min": guarded.background.fit_range_min}}, merge=True)
     if turn.guarded:
         log.warning("dataset %s: sharp turn-on at %.2f MeV (width %.2f MeV = %.2f sigma(m)); the background fit "
                     "range starts at %.2f MeV and the search %g sigma(m) above it (background.turn_on=off to "
