@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -321,3 +322,20 @@ def test_task_active_user_callable_and_prompt_model(tmp_path: Path) -> None:
                 log_dir=tmp_path / "hydra")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "pure eps^2 scaling" in proc.stdout and (tmp_path / "b" / "active_per_mass.csv").exists()
+
+
+def test_task_active_excess_combined_from_the_command_line(tmp_path: Path) -> None:
+    """active=excess_combined from the command line: the datasets of task.datasets are loaded (here two of
+    the three demo presets), every point is evaluated and the best of the history is reported."""
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    two = "task.datasets=[{preset: demo2015, enabled: true}, {preset: demo2016, enabled: true}]"
+    proc = _cli(f"run_dir={run}", "active=excess_combined", "active.max_evaluations=6", "active.n_init=3", two,
+                cwd=root, log_dir=tmp_path / "hydra")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    history = pd.read_csv(run / "active_history.csv")
+    assert len(history) == 6 and (history.status == "ok").all(), history
+    assert set(json.loads((run / "validation_report.json").read_text())) == {"2015", "2016"}
+    summary = json.loads((run / "active_summary.json").read_text())
+    assert summary["best_value"] == pytest.approx(history.value.max())
+    assert summary["best_point"][0] == pytest.approx(history.mass_gev[history.value.idxmax()])
