@@ -1,11 +1,12 @@
-"""Active learning against a dense grid (issue 9): the wedge contour and the excess search.
+"""Active learning against a dense grid: the wedge contour and the excess search.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 16] [--parts wedge,stop] [--batch sur]
 
 Wedge (hps_bayes.active.WedgeSignalModel, box m ∈ [15, 200] MeV × ε² ∈ [1e-12, 1e-4], both log):
 evaluations until ≤1% of the 60×60 truth grid over log m × log ε² is misclassified, for straddle and
-entropy with q = 1 and q = 10 (SUR batches; counted after each whole batch), their ratio over seeds, against k×k
-regular sub-grids and random points interpolated by the same GP; the per-mass contour error in
+entropy with q = 1 and q = 10 (SUR batches; counted after each whole batch), their ratio over seeds, and the
+cost of q = 10 at equal accuracy (q = 1 evaluations, same seed, to the accuracy q = 10 has after 20, 30, ...
+evaluations; ``--curve-to``), against k×k regular sub-grids and random points interpolated by the same GP; the per-mass contour error in
 decades of ε² at that point; the stopping rule's estimate against the truth; ask(q=10) time with
 1000 points told.  Excess: EI over the scan's mass grid of a demo spectrum with an injected signal,
 evaluations until the best point is within σ(m) of the full scan's largest local Z.
@@ -63,20 +64,48 @@ def _decades(learner: ActiveLearner) -> tuple[float, float]:
     return float(np.median(err)), float(np.percentile(err, 95))
 
 
-def active_run(seed: int, acquisition: str, q: int, limit: int = 180, batch: str = "sur") -> dict[str, float]:
-    """Evaluations until the 60×60 grid is ≤1% misclassified, checked after every whole batch of q."""
+def active_run(seed: int, acquisition: str, q: int, limit: int = 180, batch: str = "sur",
+               curve_to: int = 0) -> dict[str, float]:
+    """Evaluations until the 60×60 grid is ≤1% misclassified, checked after every whole batch of q, with the
+    estimate and the contour error there; with ``curve_to`` > 0 the run goes on to that many evaluations and
+    ``curve`` maps each count reached after a whole batch to the misclassified fraction there."""
     learner = _learner(seed, acquisition, batch)
     out: dict[str, float] = {"n": np.nan}
-    while learner.n_told < limit:
+    curve: dict[int, float] = {}
+    while learner.n_told < max(limit if np.isnan(out["n"]) else 0, curve_to):
         x = learner.ask(q)
         learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
-        if learner.n_told >= learner.n_init and _mis(learner) <= 0.01:
-            est = learner.misclassified_fraction()
+        if learner.n_told < learner.n_init:
+            continue
+        mis = curve[learner.n_told] = _mis(learner)
+        if mis <= 0.01 and np.isnan(out["n"]):
             med, p95 = _decades(learner)
-            out = {"n": learner.n_told, "mis": _mis(learner), "est": est,
+            out = {"n": learner.n_told, "mis": mis, "est": learner.misclassified_fraction(),
                    "raw": learner.misclassified_fraction(calibrated=False), "med": med, "p95": p95}
-            break
+    out["curve"] = curve  # type: ignore[assignment]
     return out
+
+
+def first_passage(curve: dict[int, float], level: float) -> float:
+    """The first evaluation count of a run whose misclassified fraction is ≤ ``level`` (NaN: never)."""
+    return float(min((n for n, mis in curve.items() if mis <= level), default=np.nan))
+
+
+def matched_cost(curves1: list[dict[int, float]], curves10: list[dict[int, float]], n: int) -> tuple[float, ...]:
+    """Evaluations of q = 1 for the accuracy q = 10 has after ``n`` evaluations, seed by seed.
+
+    For each seed, a = the misclassified fraction of the q = 10 run after n evaluations and n₁ = the first
+    count at which the q = 1 run of the same seed is at least as accurate; returns (mean a, mean n₁,
+    n/mean n₁, bootstrap 68% interval of that ratio over seeds, seeds whose q = 1 run never got there).
+    This compares the two at equal accuracy; the first passage of a fixed level instead charges q = 10
+    the rest of the batch in which it crosses, and whatever accuracy it has beyond the level."""
+    acc = np.array([c[n] for c in curves10])
+    n1 = np.array([first_passage(c, a) for c, a in zip(curves1, acc, strict=True)])
+    missing = int(np.isnan(n1).sum())
+    n1 = np.where(np.isnan(n1), max(max(c) for c in curves1), n1)  # not reached: counted at the run's end
+    draws = np.random.default_rng(0).integers(0, len(n1), (2000, len(n1)))
+    lo, hi = np.percentile(n / n1[draws].mean(axis=1), [16, 84])
+    return float(acc.mean()), float(n1.mean()), float(n / n1.mean()), float(lo), float(hi), missing
 
 
 def stopping_check(seed: int, acquisition: str, q: int) -> tuple[int, float, float, float]:
@@ -194,6 +223,10 @@ def main() -> None:
                         help="comma-separated: wedge (q=1 vs q=10), gap (one batch vs 10 single asks), grid "
                              "(sub-grid, random), stop, timing, excess")
     parser.add_argument("--batch", default="sur", help="batch rule for q=10: sur, believer-sur or believer")
+    parser.add_argument("--acquisitions", default="straddle,entropy", help="wedge: contour acquisitions to compare")
+    parser.add_argument("--curve-to", type=int, default=60,
+                        help="wedge: run q=10 to this many evaluations (q=1 to 1.5 times as many) and compare at equal "
+                             "accuracy; 0: stop at the first passage of 1%%")
     parser.add_argument("--noise", action="store_true", help="fit a nugget (white-noise term) to the wedge too")
     args = parser.parse_args()
     NOISE["fit"] = args.noise
@@ -203,16 +236,31 @@ def main() -> None:
     if "wedge" in parts:
         print(f"{'method':<22}{'evals to <=1%':>16}{'% of 3600':>11}{'mis':>8}{'est':>8}{'raw':>8}"
               f"{'dec med':>9}{'dec p95':>9}")
-        for acquisition in ("straddle", "entropy"):
-            counts = {}
+        for acquisition in args.acquisitions.split(","):
+            runs: dict[int, list[dict[str, float]]] = {}
             for q in (1, 10):
-                runs = [active_run(s, acquisition, q, batch=args.batch) for s in seeds]
-                n = np.array([r["n"] for r in runs], float)
-                counts[q] = n
+                runs[q] = [active_run(s, acquisition, q, batch=args.batch, curve_to=args.curve_to * (3 if q == 1 else 2) // 2)
+                           for s in seeds]
+                n = np.array([r["n"] for r in runs[q]], float)
                 print(f"{acquisition + f' q={q}':<22}{np.mean(n):>9.1f} {n.astype(int).tolist()!s:>6}"
-                      f"{100 * np.mean(n) / 3600:>10.2f}%{_mean(runs, 'mis'):>8.4f}{_mean(runs, 'est'):>8.4f}"
-                      f"{_mean(runs, 'raw'):>8.4f}{_mean(runs, 'med'):>9.3f}{_mean(runs, 'p95'):>9.3f}")
-            print(f"  {acquisition} {ratio_summary(counts[1], counts[10])}")
+                      f"{100 * np.mean(n) / 3600:>10.2f}%{_mean(runs[q], 'mis'):>8.4f}{_mean(runs[q], 'est'):>8.4f}"
+                      f"{_mean(runs[q], 'raw'):>8.4f}{_mean(runs[q], 'med'):>9.3f}{_mean(runs[q], 'p95'):>9.3f}")
+            n1, n10 = (np.array([r["n"] for r in runs[q]], float) for q in (1, 10))
+            print(f"  {acquisition} first passage of 1%, {ratio_summary(n1, n10)}")
+            if not args.curve_to:
+                continue
+            curves = {q: [r["curve"] for r in runs[q]] for q in (1, 10)}  # type: ignore[misc]
+            for level in (0.02, 0.005):
+                f1, f10 = (np.array([first_passage(c, level) for c in curves[q]]) for q in (1, 10))
+                both = np.isfinite(f1) & np.isfinite(f10)
+                print(f"  {acquisition} first passage of {100 * level:g}% (the {both.sum()} seeds where both get there): "
+                      f"{ratio_summary(f1[both], f10[both])}")
+            print(f"  {acquisition} at equal accuracy (q=1 evaluations, same seed, to the accuracy q=10 has):")
+            for n_eval in range(20, args.curve_to + 1, 10):
+                acc, mean1, ratio, lo, hi, missing = matched_cost(curves[1], curves[10], n_eval)
+                note = f"; {missing} q=1 runs never got there, counted at {3 * args.curve_to // 2}" if missing else ""
+                print(f"    q=10 after {n_eval}: {100 * acc:.2f}% misclassified; q=1 needs {mean1:.1f} -> "
+                      f"{ratio:.2f}x (bootstrap 68%: {lo:.2f}-{hi:.2f}){note}")
     if "gap" in parts:
         print("\none batch of 10 against 10 single asks from the same q=10 state (mean misclassified %):")
         for acquisition in ("straddle", "entropy"):

@@ -1,6 +1,6 @@
 """Closure studies: signal injection and extraction (``task=inject``) and coverage (``task=coverage``).
 
-Injection (issue 7, item 1).  At each mass, pseudo-data are drawn from a *background truth*
+Injection.  At each mass, pseudo-data are drawn from a *background truth*
 plus a signal of known yield A_inj, the window model is refit on every pseudo-dataset
 (its constraint centres — global observables — drawn too), and per pseudo-experiment
 
@@ -22,7 +22,7 @@ events or in units of the expected σ_A (the Hessian σ_A of the fit of the trut
 counts, "Asimov").  All fits of one cell (mass, truth, A_inj) are one batch
 (:func:`hps_bayes.fit.newton_fit_batch`); only the limits are computed one by one.
 
-Coverage (issue 7, item 3).  For true yields A_true (including 0): pseudo-experiments from a
+Coverage.  For true yields A_true (including 0): pseudo-experiments from a
 truth plus A_true, the 95% CL CLs upper limit of each (asymptotic, or toys with
 ``n_toys`` per ensemble), and the fraction with A_up ≥ A_true with its binomial error, on
 
@@ -318,7 +318,7 @@ def injection_summary(frame: Any, *, mean_tol: float = 0.1, width: tuple[float, 
     """Per truth (and ``all``): worst pull mean, width range, Â/A_inj range, cells passing.
 
     A cell passes when |pull mean| ≤ ``mean_tol`` and the width lies in ``width``
-    (the criterion of issue 7); with N toys the mean carries ±1/√N and the width ±1/√(2N) of noise.
+    (the closure criterion); with N toys the mean carries ±1/√N and the width ±1/√(2N) of noise.
     """
     ok = frame[frame.status == "ok"] if "status" in frame else frame
     out: dict[str, Any] = {}

@@ -29,7 +29,7 @@ spectra (``shared/reference/background-model.md``).  This study measures it:
 3. The same toys with a signal of ``inject_sigmas`` × σ_A injected: the fraction
    recovered, mean Â / A_inj.
 
-Criterion (ATLAS/CMS spurious signal; issue 3): |mean Â/σ_A| ≤ 0.2, width 0.9–1.1,
+Criterion (ATLAS/CMS spurious signal): |mean Â/σ_A| ≤ 0.2, width 0.9–1.1,
 injected signals recovered within 10 %.  With N toys the mean carries ±1/√N of noise,
 so the noise-free Â/σ_A is the precise number for the bias.
 """
