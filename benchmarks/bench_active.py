@@ -1,10 +1,10 @@
 """Active learning against a dense grid: the wedge contour and the excess search.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 16] [--parts wedge,stop] [--batch sur]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 16] [--parts wedge,stop] [--batch auto]
 
 Wedge (hps_bayes.active.WedgeSignalModel, box m ∈ [15, 200] MeV × ε² ∈ [1e-12, 1e-4], both log):
 evaluations until ≤1% of the 60×60 truth grid over log m × log ε² is misclassified, for straddle and
-entropy with q = 1 and q = 10 (SUR batches; counted after each whole batch), their ratio over seeds, and the
+entropy with q = 1 and q = 10 (batch=auto; counted after each whole batch), their ratio over seeds, and the
 cost of q = 10 at equal accuracy (q = 1 evaluations, same seed, to the accuracy q = 10 has after 20, 30, ...
 evaluations; ``--curve-to``), against k×k regular sub-grids and random points interpolated by the same GP; the per-mass contour error in
 decades of ε² at that point; the stopping rule's estimate against the truth; ask(q=10) time with
@@ -48,7 +48,7 @@ FINE_TRUTH = MODEL.log_mu95(MASSES[:, None], FINE_EPS2[None, :])
 NOISE = {"fit": False}  # the wedge is deterministic: no nugget, as conf/active/wedge.yaml (--noise fits one)
 
 
-def _learner(seed: int, acquisition: str = "straddle", batch: str = "sur") -> ActiveLearner:
+def _learner(seed: int, acquisition: str = "straddle", batch: str = "auto") -> ActiveLearner:
     return ActiveLearner(BOUNDS, log_axes=[0, 1], acquisition=acquisition, threshold=0.0,  # type: ignore[arg-type]
                          rng=np.random.default_rng(seed), batch=batch, noise=NOISE["fit"])  # type: ignore[arg-type]
 
@@ -64,7 +64,7 @@ def _decades(learner: ActiveLearner) -> tuple[float, float]:
     return float(np.median(err)), float(np.percentile(err, 95))
 
 
-def active_run(seed: int, acquisition: str, q: int, limit: int = 180, batch: str = "sur",
+def active_run(seed: int, acquisition: str, q: int, limit: int = 180, batch: str = "auto",
                curve_to: int = 0) -> dict[str, float]:
     """Evaluations until the 60×60 grid is ≤1% misclassified, checked after every whole batch of q, with the
     estimate and the contour error there; with ``curve_to`` > 0 the run goes on to that many evaluations and
@@ -219,10 +219,11 @@ def ratio_summary(n1: np.ndarray, n10: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--parts", default="wedge,gap,grid,stop,timing,excess",
                         help="comma-separated: wedge (q=1 vs q=10), gap (one batch vs 10 single asks), grid "
                              "(sub-grid, random), stop, timing, excess")
-    parser.add_argument("--batch", default="sur", help="batch rule for q=10: sur, believer-sur or believer")
+    parser.add_argument("--batch", default="auto", help="batch rule for q=10: auto, sur, believer-sur or believer")
     parser.add_argument("--acquisitions", default="straddle,entropy", help="wedge: contour acquisitions to compare")
     parser.add_argument("--curve-to", type=int, default=60,
                         help="wedge: run q=10 to this many evaluations (q=1 to 1.5 times as many) and compare at equal "
@@ -231,7 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     NOISE["fit"] = args.noise
     parts = set(args.parts.split(","))
-    seeds = range(args.seeds)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     print(f"wedge: 60x60 truth grid, {100 * (TRUTH <= 0).mean():.1f}% excluded; seeds {list(seeds)}")
     if "wedge" in parts:
         print(f"{'method':<22}{'evals to <=1%':>16}{'% of 3600':>11}{'mis':>8}{'est':>8}{'raw':>8}"
@@ -267,7 +268,7 @@ def main() -> None:
             for n0 in (10, 20, 30):
                 rows = np.array([batch_gap(s, acquisition, n0) for s in seeds])
                 start, batch, single, frozen = 100 * rows.mean(axis=0)
-                print(f"  {acquisition} after {n0}: {start:.2f} -> SUR batch {batch:.2f}, 10 single asks {single:.2f}, "
+                print(f"  {acquisition} after {n0}: {start:.2f} -> one batch {batch:.2f}, 10 single asks {single:.2f}, "
                       f"10 single asks with frozen hyperparameters {frozen:.2f}")
     if "grid" in parts:
         n_grid, mis_grid = first_reaching(list(range(5, 31)), lambda k: fixed_design(subgrid(k), 0))

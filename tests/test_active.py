@@ -115,6 +115,33 @@ def test_sur_batch_is_distinct_and_not_worse_than_believer() -> None:
         _wedge_learner(batch="qei")
 
 
+def test_auto_batches_turn_from_sur_to_the_believer_once_the_contour_is_located() -> None:
+    """batch="auto": SUR while the estimated misclassified fraction is above sur_until, then the same batch
+    as batch="believer" from the same state."""
+    import copy
+
+    learner = _wedge_learner(acquisition="straddle", noise=False)
+    x = learner.ask(10)
+    learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+    assert learner.misclassified_fraction() > 0.02 and learner.batch_rule() == "sur"
+    sur = copy.deepcopy(learner)
+    sur.batch = "sur"
+    np.testing.assert_array_equal(learner.ask(10), sur.ask(10))
+    while learner.batch_rule() == "sur":
+        assert learner.n_told < 100, learner.misclassified_fraction()
+        x = learner.ask(10)
+        learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
+    assert learner.misclassified_fraction() <= 0.02
+    believer = copy.deepcopy(learner)
+    believer.batch = "believer"
+    np.testing.assert_array_equal(learner.ask(10), believer.ask(10))
+    sur = copy.deepcopy(learner)
+    sur.batch = "sur"
+    assert not np.array_equal(learner.ask(10), sur.ask(10))
+    with pytest.raises(ConfigError, match="sur_until"):
+        _wedge_learner(sur_until=1.5)
+
+
 @pytest.mark.parametrize(("acquisition", "q", "seed", "noise"),
                          [("straddle", 10, 0, True), ("straddle", 10, 1, False), ("entropy", 10, 2, True),
                           ("entropy", 10, 3, False), ("entropy", 10, 4, True), ("straddle", 1, 5, False),
