@@ -1,10 +1,10 @@
 """Active learning against a dense grid: the wedge contour and the excess search.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 16] [--parts wedge,stop] [--batch auto]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_active.py [--seeds 16] [--parts wedge,stop] [--batch sur]
 
 Wedge (hps_bayes.active.WedgeSignalModel, box m ∈ [15, 200] MeV × ε² ∈ [1e-12, 1e-4], both log):
 evaluations until ≤1% of the 60×60 truth grid over log m × log ε² is misclassified, for straddle and
-entropy with q = 1 and q = 10 (batch=auto; counted after each whole batch), their ratio over seeds, and the
+entropy with q = 1 and q = 10 (SUR batches, or --batch; counted after each whole batch), their ratio over seeds, and the
 cost of q = 10 at equal accuracy (q = 1 evaluations, same seed, to the accuracy q = 10 has after 20, 30, ...
 evaluations; ``--curve-to``), against k×k regular sub-grids and random points interpolated by the same GP; the per-mass contour error in
 decades of ε² at that point; the stopping rule's estimate against the truth; ask(q=10) time with
@@ -48,7 +48,7 @@ FINE_TRUTH = MODEL.log_mu95(MASSES[:, None], FINE_EPS2[None, :])
 NOISE = {"fit": False}  # the wedge is deterministic: no nugget, as conf/active/wedge.yaml (--noise fits one)
 
 
-def _learner(seed: int, acquisition: str = "straddle", batch: str = "auto") -> ActiveLearner:
+def _learner(seed: int, acquisition: str = "straddle", batch: str = "sur") -> ActiveLearner:
     return ActiveLearner(BOUNDS, log_axes=[0, 1], acquisition=acquisition, threshold=0.0,  # type: ignore[arg-type]
                          rng=np.random.default_rng(seed), batch=batch, noise=NOISE["fit"])  # type: ignore[arg-type]
 
@@ -64,7 +64,7 @@ def _decades(learner: ActiveLearner) -> tuple[float, float]:
     return float(np.median(err)), float(np.percentile(err, 95))
 
 
-def active_run(seed: int, acquisition: str, q: int, limit: int = 180, batch: str = "auto",
+def active_run(seed: int, acquisition: str, q: int, limit: int = 180, batch: str = "sur",
                curve_to: int = 0) -> dict[str, float]:
     """Evaluations until the 60×60 grid is ≤1% misclassified, checked after every whole batch of q, with the
     estimate and the contour error there; with ``curve_to`` > 0 the run goes on to that many evaluations and
@@ -108,9 +108,9 @@ def matched_cost(curves1: list[dict[int, float]], curves10: list[dict[int, float
     return float(acc.mean()), float(n1.mean()), float(n / n1.mean()), float(lo), float(hi), missing
 
 
-def stopping_check(seed: int, acquisition: str, q: int) -> tuple[int, float, float, float]:
+def stopping_check(seed: int, acquisition: str, q: int, batch: str = "sur") -> tuple[int, float, float, float]:
     """Where the stopping rule (estimate ≤1%, 2 iterations in a row) stops: (n, truth, estimate, raw)."""
-    learner = _learner(seed, acquisition)
+    learner = _learner(seed, acquisition, batch)
     summary, _ = run_active(MODEL, learner, axes=["m", "e"], max_evaluations=300, q=q, patience=2)
     return summary.n_evaluations, _mis(learner), summary.estimated_misclassified, summary.estimated_misclassified_raw
 
@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--parts", default="wedge,gap,grid,stop,timing,excess",
                         help="comma-separated: wedge (q=1 vs q=10), gap (one batch vs 10 single asks), grid "
                              "(sub-grid, random), stop, timing, excess")
-    parser.add_argument("--batch", default="auto", help="batch rule for q=10: auto, sur, believer-sur or believer")
+    parser.add_argument("--batch", default="sur", help="batch rule for q=10: auto, sur, believer-sur or believer")
     parser.add_argument("--acquisitions", default="straddle,entropy", help="wedge: contour acquisitions to compare")
     parser.add_argument("--curve-to", type=int, default=60,
                         help="wedge: run q=10 to this many evaluations (q=1 to 1.5 times as many) and compare at equal "
@@ -283,14 +283,16 @@ def main() -> None:
     if "stop" in parts:
         print("\nstopping rule (estimate <= 1% in 2 consecutive iterations):")
         for acquisition, q in (("straddle", 1), ("straddle", 10), ("entropy", 10)):
-            ratios, truths = [], []
+            ratios, truths, counts = [], [], []
             for s in seeds:
-                n, truth, est, raw = stopping_check(s, acquisition, q)
+                n, truth, est, raw = stopping_check(s, acquisition, q, args.batch)
+                counts.append(n)
                 ratios.append(truth / max(est, 1e-9))
                 truths.append(truth)
                 print(f"  {acquisition} q={q} seed {s}: stops at {n:>3d}, true {truth:.4f}, est {est:.4f} "
                       f"(raw {raw:.4f}; truth/est {truth / max(est, 1e-9):.2f})")
-            print(f"  {acquisition} q={q}: truth at the stop <= {max(truths):.4f}; truth/est from {min(ratios):.2f} "
+            print(f"  {acquisition} q={q}: stops after {np.mean(counts):.1f} evaluations on average; truth at the stop <= "
+                  f"{max(truths):.4f}; truth/est from {min(ratios):.2f} "
                   f"to {max(ratios):.2f}, median {np.median(ratios):.2f}")
     if "timing" in parts:
         t_tell, t_ask = ask_timing()

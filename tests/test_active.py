@@ -120,7 +120,7 @@ def test_auto_batches_turn_from_sur_to_the_believer_once_the_contour_is_located(
     as batch="believer" from the same state."""
     import copy
 
-    learner = _wedge_learner(acquisition="straddle", noise=False)
+    learner = _wedge_learner(acquisition="straddle", noise=False, batch="auto")
     x = learner.ask(10)
     learner.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
     assert learner.misclassified_fraction() > 0.02 and learner.batch_rule() == "sur"

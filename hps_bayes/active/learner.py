@@ -16,8 +16,8 @@ Cholesky factor kept here, which also gives exact Kriging-believer batches:
 
 so a batch of q costs q rank-one updates over the candidate set, not q refits.  For a contour,
 batch points are by default chosen by stepwise uncertainty reduction on top of the same updates
-(each lowers the summed misclassification probability most; see ``ActiveLearner._sur_batch``) until
-the contour is located (estimated misclassified fraction ≤ ``sur_until``), then by the believer.
+(each lowers the summed misclassification probability most; see ``ActiveLearner._sur_batch``);
+``batch="auto"`` turns to the believer once the contour is located.
 
 Acquisitions (maximised over a dense scrambled-Sobol candidate set, or the
 candidates given), with μ, σ the latent posterior mean and standard deviation:
@@ -123,16 +123,18 @@ class ActiveLearner:
         10–20 points often put one lengthscale at its bound (a surface flat along that axis).  Default
         (0.3, 1.0): ℓ within a factor e of 0.3 at 1 sd.  ``None``: maximum likelihood.
     batch : {"auto", "sur", "believer-sur", "believer"}
-        How a contour acquisition fills a batch of q > 1: ``"sur"`` takes each point to
+        How a contour acquisition fills a batch of q > 1: ``"sur"`` (default) takes each point to
         lower the expected summed misclassification probability most given the earlier ones
         (``_sur_batch``; ``"believer-sur"``: the same with the mean held fixed);
         ``"believer"`` takes the largest acquisition again after each believed point;
-        ``"auto"`` (default): ``"sur"`` while the estimated misclassified fraction
+        ``"auto"``: ``"sur"`` while the estimated misclassified fraction
         (:meth:`misclassified_fraction`) is above ``sur_until``, ``"believer"`` once it is below.  SUR
         places a batch best while the contour is still to be found (after the initial design: 1.9%
         misclassified after one batch of 10, against 3.0% for the believer); once the contour is
         located, points on it, where the acquisition is largest, correct the surrogate more than
-        SUR's, which counts on the surrogate's own variance (benchmarks/bench_active.py, README).
+        SUR's, which counts on the surrogate's own variance.  So ``"auto"`` is more accurate for a
+        given number of evaluations, but SUR lowers the estimate the stopping rule reads, which
+        therefore stops sooner with ``"sur"`` (benchmarks/bench_active.py, README).
         q = 1 and the extremum acquisitions always use the acquisition itself with the believer.
     sur_until : float
         The estimated misclassified fraction below which ``batch="auto"`` turns from SUR to the believer.
@@ -150,7 +152,7 @@ class ActiveLearner:
                  rng: np.random.Generator, candidates: int | FloatArray | None = None, n_init: int | None = None,
                  maximize: bool = True, noise: bool = True, max_fit: int = 300, n_restarts: int = 2,
                  xi: float = 0.0, kappa: float = 2.0, calibrate: bool = True,
-                 batch: Literal["auto", "sur", "believer-sur", "believer"] = "auto", sur_until: float = 0.02,
+                 batch: Literal["auto", "sur", "believer-sur", "believer"] = "sur", sur_until: float = 0.02,
                  lengthscale_prior: tuple[float, float] | None = (0.3, 1.0)) -> None:
         self.bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
         self.dim = len(self.bounds)
