@@ -366,3 +366,20 @@ def test_task_active_excess_combined_from_the_command_line(tmp_path: Path) -> No
     summary = json.loads((run / "active_summary.json").read_text())
     assert summary["best_value"] == pytest.approx(history.value.max())
     assert summary["best_point"][0] == pytest.approx(history.mass_gev[history.value.idxmax()])
+
+
+def test_task_active_excess_with_toy_based_p0(tmp_path: Path) -> None:
+    """active=excess with stats=toys: every value is a toy-based local significance, Z = Φ⁻¹(1 − p0) with p0
+    a multiple of 1/n_toys (the asymptotic formula would give p0 off that lattice), fitted with a nugget."""
+    from scipy.stats import norm
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    proc = _cli(f"run_dir={run}", "active=excess", "stats=toys", "stats.n_toys=200", "active.noise=true",
+                "active.max_evaluations=5", "active.n_init=3", cwd=root, log_dir=tmp_path / "hydra")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    history = pd.read_csv(run / "active_history.csv")
+    assert len(history) == 5 and (history.status == "ok").all(), history
+    counts = norm.sf(history.value.to_numpy()) * 200
+    assert np.any(np.abs(counts - 100) > 0.5), counts  # not only Z = 0 (p0 = 1/2, clipped deficits)
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-6)
