@@ -27,6 +27,20 @@ def _figure(figsize: tuple[float, float]) -> Any:
 
 
 
+def _short_log_axis(axis: Any, low: float, high: float) -> None:
+    """A log axis spanning under two decades: labels at 1, 2, 3, 5 × 10^k in plain numbers, none on the
+    minor ticks (matplotlib's default labels every minor tick there, and they overlap)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    if not (low > 0 and high > low) or np.log10(high / low) >= 2.0:
+        return
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    ticks = [m * 10.0**k for k in decades for m in (1, 2, 3, 5) if low <= m * 10.0**k <= high]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _points(ax: Axes, x: np.ndarray, y: np.ndarray, iteration: np.ndarray, failed: np.ndarray, fig: Figure) -> None:
     """Evaluated points coloured by iteration; failed ones as red crosses."""
     ok = ~failed
@@ -57,6 +71,10 @@ def plot_surrogate_2d(path: str | Path, *, x: np.ndarray, y: np.ndarray, mean: n
             ax.set_ylabel(ylabel)
             ax.set_xscale("log" if log_x else "linear")
             ax.set_yscale("log" if log_y else "linear")
+            if log_x:
+                _short_log_axis(ax.xaxis, float(np.min(x)), float(np.max(x)))
+            if log_y:
+                _short_log_axis(ax.yaxis, float(np.min(y)), float(np.max(y)))
         _points(ax_mean, points[:, 0], points[:, 1], iteration, failed, fig)
         ax_std.scatter(points[~failed, 0], points[~failed, 1], s=8, color="white", zorder=4)
         note = "white: estimated contour" + (", red dashed: truth" if truth is not None else "")
@@ -127,7 +145,7 @@ def plot_snapshot(snap: dict, stem: str | Path) -> list[Path]:
         written.append(plot_surrogate_1d(
             stem.with_name(f"{stem.name}_surrogate.png"), x=snap["grid"][0], mean=snap["mean"], std=snap["std"],
             points=points, values=values, iteration=snap["iteration"], truth=snap["truth"], xlabel=labels[0],
-            ylabel="objective", best=snap.get("best"), title=snap["title"]))
+            ylabel=snap.get("value_label", "objective"), best=snap.get("best"), title=snap["title"]))
     conv = snap.get("convergence")
     if conv is not None and len(conv) and "estimated_misclassified" in conv:
         truth = conv["true_misclassified"].to_numpy() if "true_misclassified" in conv else None

@@ -105,12 +105,15 @@ def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Pat
     learner = build_learner(spec, objective, np.random.default_rng(seed))
     truth = _truth(spec, objective, learner)
     track: list[dict[str, float]] = []
+    value_label = "local significance Z" if isinstance(objective, (ExcessObjective, CombinedExcessObjective)) else (
+        "objective")
 
     def callback(lr: ActiveLearner, iteration: int) -> None:
         track.append(_progress(lr, truth))
         every = int(spec.get("plots_every") or 0)
         if plotter and every and iteration % every == 0:
-            plotter(snapshot(lr, axes, truth, iteration_label=f"iteration {iteration}"), out / "active_plots"
+            plotter(snapshot(lr, axes, truth, iteration_label=f"iteration {iteration}", value_label=value_label),
+                    out / "active_plots"
                     / f"iter{iteration:03d}")
 
     executor = make_executor(spec.get("executor", {}).get("cluster", "none"), out / "active_jobs",
@@ -124,8 +127,8 @@ def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Pat
 
         write_table(out / "active_convergence.csv", pd.DataFrame(track))
     if plotter and learner.n_finite >= 3:
-        plotter(snapshot(learner, axes, truth, convergence=track,
-                         target=spec.get("target_misclassified")), out / "active_plots" / "final")
+        plotter(snapshot(learner, axes, truth, convergence=track, target=spec.get("target_misclassified"),
+                         value_label=value_label), out / "active_plots" / "final")
     log.info("active learning: %d evaluations (%d failed), stop: %s; %s", summary.n_evaluations, summary.n_failed,
              summary.stop_reason, _describe(summary))
     return summary
@@ -199,16 +202,21 @@ def _grid_prediction(learner: ActiveLearner, axes: list[FloatArray]) -> tuple[Fl
 
 
 def snapshot(learner: ActiveLearner, axes: list[str], truth: dict[str, Any] | None, *, iteration_label: str = "",
-             convergence: list[dict[str, float]] | None = None, target: float | None = None) -> dict[str, Any]:
-    """Everything a plot of the current surrogate needs, as plain arrays."""
+             convergence: list[dict[str, float]] | None = None, target: float | None = None,
+             value_label: str = "objective") -> dict[str, Any]:
+    """Everything a plot of the current surrogate needs, as plain arrays (``value_label``: the objective's name)."""
     import pandas as pd
 
     grid_axes = truth["axes"] if truth is not None else [_axis_grid(learner, i, 80) for i in range(min(learner.dim, 2))]
+    if learner.dim == 1 and truth is None:  # the curve passes through the evaluated points, not between them
+        told = learner.points[:, 0]
+        grid_axes = [np.union1d(np.asarray(grid_axes[0], dtype=np.float64), told[np.isfinite(learner.y)])]
     snap: dict[str, Any] = {"dim": learner.dim, "axes": axes, "labels": [LABELS.get(a, a) for a in axes],
                             "log_axes": learner.log_axes.tolist(), "threshold": learner.threshold,
                             "points": learner.points, "values": learner.y, "title": iteration_label,
                             "iteration": learner.iteration, "truth": None if truth is None else truth["values"],
-                            "convergence": pd.DataFrame(convergence or []), "target": target}
+                            "convergence": pd.DataFrame(convergence or []), "target": target,
+                            "value_label": value_label}
     if learner.dim <= 2 and learner._post is not None:
         snap["grid"] = grid_axes
         snap["mean"], snap["std"] = _grid_prediction(learner, grid_axes)
