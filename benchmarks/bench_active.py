@@ -280,6 +280,21 @@ def main() -> None:
             pool = _learner(0).from_unit(rng.random((3600, 2)))
             rand.append(first_reaching(list(range(20, 1001, 20)), lambda n, p=pool, s=s: fixed_design(p[:n], s))[0])
         print(f"{'random points + GP':<22}{np.mean(rand):>9.1f} {rand}")
+        print("at the active learner's cost (misclassified, contour error in decades of eps^2: median / 95%):")
+        for k in (5, 6):
+            learner = _learner(0)
+            learner.tell(subgrid(k), MODEL.log_mu95(subgrid(k)[:, 0], subgrid(k)[:, 1]))
+            med, p95 = _decades(learner)
+            print(f"  regular {k}x{k} sub-grid + GP ({k * k} points): {100 * _mis(learner):.2f}%, {med:.3f} / {p95:.3f}")
+        for n in (25, 36):
+            rows = []
+            for s in seeds:
+                learner = _learner(s)
+                pool = learner.from_unit(np.random.default_rng(50 + s).random((n, 2)))
+                learner.tell(pool, MODEL.log_mu95(pool[:, 0], pool[:, 1]))
+                rows.append((_mis(learner), *_decades(learner)))
+            mis, med, p95 = np.mean(rows, axis=0)
+            print(f"  random points + GP ({n} points, mean of {len(rows)} seeds): {100 * mis:.2f}%, {med:.3f} / {p95:.3f}")
     if "stop" in parts:
         print("\nstopping rule (estimate <= 1% in 2 consecutive iterations):")
         for acquisition, q in (("straddle", 1), ("straddle", 10), ("entropy", 10)):
