@@ -46,11 +46,13 @@ FINE_TRUTH = MODEL.log_mu95(MASSES[:, None], FINE_EPS2[None, :])
 
 
 NOISE = {"fit": False}  # the wedge is deterministic: no nugget, as conf/active/wedge.yaml (--noise fits one)
+PRIOR_MEAN: dict[str, float | None] = {"value": MODEL.cap}  # as conf/active/wedge.yaml (--prior-mean none: the mean)
 
 
 def _learner(seed: int, acquisition: str = "straddle", batch: str = "sur") -> ActiveLearner:
     return ActiveLearner(BOUNDS, log_axes=[0, 1], acquisition=acquisition, threshold=0.0,  # type: ignore[arg-type]
-                         rng=np.random.default_rng(seed), batch=batch, noise=NOISE["fit"])  # type: ignore[arg-type]
+                         rng=np.random.default_rng(seed), batch=batch, noise=NOISE["fit"],  # type: ignore[arg-type]
+                         prior_mean=PRIOR_MEAN["value"])
 
 
 def _mis(learner: ActiveLearner) -> float:
@@ -281,9 +283,14 @@ def main() -> None:
     parser.add_argument("--curve-to", type=int, default=60,
                         help="wedge: run q=10 to this many evaluations (q=1 to 1.5 times as many) and compare at equal "
                              "accuracy; 0: stop at the first passage of 1%%")
+    parser.add_argument("--prior-mean", default="cap", help="the GP's prior mean: cap (the target's cap, as "
+                        "conf/active/wedge.yaml), none (the mean of the values) or a number")
     parser.add_argument("--noise", action="store_true", help="fit a nugget (white-noise term) to the wedge too")
     args = parser.parse_args()
     NOISE["fit"] = args.noise
+    PRIOR_MEAN["value"] = {"cap": MODEL.cap, "none": None}.get(args.prior_mean.lower(), None)
+    if args.prior_mean.lower() not in ("cap", "none"):
+        PRIOR_MEAN["value"] = float(args.prior_mean)
     parts = set(args.parts.split(","))
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     print(f"wedge: 60x60 truth grid, {100 * (TRUTH <= 0).mean():.1f}% excluded; seeds {list(seeds)}")

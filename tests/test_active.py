@@ -142,6 +142,34 @@ def test_auto_batches_turn_from_sur_to_the_believer_once_the_contour_is_located(
         _wedge_learner(sur_until=1.5)
 
 
+def test_prior_mean_is_where_the_surrogate_returns_far_from_the_points() -> None:
+    """prior_mean: far from every point the posterior mean is the prior mean (default: the mean of the values);
+    at the points (no nugget) it interpolates them either way.  conf/active/wedge.yaml sets it to the cap,
+    the excess and callable presets leave it to the values."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    x = np.array([[0.1], [0.15], [0.2], [0.25]])
+    y = np.array([-1.0, -0.5, 0.3, -0.8])
+    far = np.array([[0.95]])
+    for prior_mean, expected in ((None, float(np.mean(y))), (2.0, 2.0)):
+        learner = ActiveLearner([(0.0, 1.0)], acquisition="straddle", threshold=0.0, rng=np.random.default_rng(0),
+                                n_init=3, noise=False, prior_mean=prior_mean, lengthscale_prior=(0.05, 0.3))
+        learner.tell(x, y)
+        assert learner.predict(far).mean[0] == pytest.approx(expected, abs=1e-3), prior_mean
+        np.testing.assert_allclose(learner.predict(x).mean, y, atol=1e-3)
+    with pytest.raises(ConfigError, match="prior_mean"):
+        ActiveLearner([(0.0, 1.0)], rng=np.random.default_rng(0), threshold=0.0, prior_mean=float("nan"))
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for preset, expected_mean in (("wedge", 2.0), ("excess", None), ("callable", None)):
+            cfg = compose(config_name="config", overrides=["task=active", f"active={preset}"])
+            spec = OmegaConf.to_container(cfg.active, resolve=True)
+            assert spec["prior_mean"] == expected_mean, preset  # type: ignore[index]
+        cfg = compose(config_name="config", overrides=["task=active", "active.objective.model.cap=3.0"])
+        assert OmegaConf.to_container(cfg.active, resolve=True)["prior_mean"] == 3.0  # type: ignore[index]
+
+
 @pytest.mark.parametrize(("acquisition", "q", "seed", "noise"),
                          [("straddle", 10, 0, True), ("straddle", 10, 1, False), ("entropy", 10, 2, True),
                           ("entropy", 10, 3, False), ("entropy", 10, 4, True), ("straddle", 1, 5, False),

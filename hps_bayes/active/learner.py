@@ -1,8 +1,9 @@
 """Ask/tell active learner: a Gaussian-process surrogate over a box and an acquisition function.
 
 The surrogate is scikit-learn's :class:`~sklearn.gaussian_process.GaussianProcessRegressor`
-with kernel C·Matérn-5/2(ARD) + White (a nugget for noisy, e.g. toy-based, values),
-``normalize_y``, on inputs mapped to the unit cube (after a log transform of the
+with kernel C·Matérn-5/2(ARD) + White (a nugget for noisy, e.g. toy-based, values), on
+values centred on the prior mean (the mean of the values, or ``prior_mean``) and scaled by their
+standard deviation, on inputs mapped to the unit cube (after a log transform of the
 axes named in ``log_axes``).  Hyperparameters are fitted by type-II maximum
 a posteriori (marginal likelihood × a log-normal prior on the lengthscales; plain maximum
 likelihood with ``lengthscale_prior=None``) on at most ``max_fit`` points (default start plus
@@ -138,6 +139,12 @@ class ActiveLearner:
         q = 1 and the extremum acquisitions always use the acquisition itself with the believer.
     sur_until : float
         The estimated misclassified fraction below which ``batch="auto"`` turns from SUR to the believer.
+    prior_mean : float, optional
+        The GP's prior mean in the objective's units: far from every point the surrogate returns to it.
+        ``None`` (default): the mean of the values told.  For a capped target such as the wedge's
+        min(log10(A_up/N), cap), the cap says "not excluded" where nothing was evaluated, while the mean
+        of the values, pulled down by the points chosen near the contour, puts the surrogate near the
+        threshold there and spends evaluations in empty regions.
 
     Examples
     --------
@@ -153,6 +160,7 @@ class ActiveLearner:
                  maximize: bool = True, noise: bool = True, max_fit: int = 300, n_restarts: int = 2,
                  xi: float = 0.0, kappa: float = 2.0, calibrate: bool = True,
                  batch: Literal["auto", "sur", "believer-sur", "believer"] = "sur", sur_until: float = 0.02,
+                 prior_mean: float | None = None,
                  lengthscale_prior: tuple[float, float] | None = (0.3, 1.0)) -> None:
         self.bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 2)
         self.dim = len(self.bounds)
@@ -170,6 +178,9 @@ class ActiveLearner:
         if not 0.0 < sur_until < 1.0:
             raise ConfigError(f"sur_until={sur_until!r} is a misclassified fraction: give a value in (0, 1), e.g. 0.02")
         self.batch, self.sur_until = batch, float(sur_until)
+        if prior_mean is not None and not math.isfinite(float(prior_mean)):
+            raise ConfigError(f"prior_mean={prior_mean!r} must be a finite number (objective units) or None")
+        self.prior_mean = None if prior_mean is None else float(prior_mean)
         if lengthscale_prior is not None:
             centre, width = (float(v) for v in lengthscale_prior)
             if not (centre > 0 and width > 0):
@@ -260,8 +271,9 @@ class ActiveLearner:
             return
         x, y = self.x_u[ok], self.y[ok]
         self._gp = _fit_hyperparameters(x, y, self._fit_subset(x, y), previous=self._gp, noise=self.noise,
-                                        n_restarts=self.n_restarts, rng=self.rng, prior=self.lengthscale_prior)
-        self._post = _Posterior(self._gp, x, y)
+                                        n_restarts=self.n_restarts, rng=self.rng, prior=self.lengthscale_prior,
+                                        offset=self.prior_mean)
+        self._post = _Posterior(self._gp, x, y, offset=self.prior_mean)
 
     def _fit_subset(self, x: FloatArray, y: FloatArray) -> np.ndarray:
         """Indices of at most ``max_fit`` points for the hyperparameter fit: half the most relevant, half random."""
@@ -535,21 +547,23 @@ def _kernel(dim: int, noise: bool) -> Any:
 
 def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: np.ndarray, *, previous: object | None, noise: bool,
                          n_restarts: int, rng: np.random.Generator,
-                         prior: tuple[float, float] | None = None) -> object:
-    """A fitted GaussianProcessRegressor (type-II ML, or MAP with a lengthscale ``prior``, on ``subset``);
-    ``previous`` is kept if the fit fails."""
+                         prior: tuple[float, float] | None = None, offset: float | None = None) -> object:
+    """A fitted GaussianProcessRegressor (type-II ML, or MAP with a lengthscale ``prior``, on ``subset``) of the
+    values centred on ``offset`` (default: their mean) and scaled by their standard deviation (the scaling
+    :class:`_Posterior` uses); ``previous`` is kept if the fit fails."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
 
     # always from the default start plus random restarts: a warm start can stay in a degenerate optimum
     # (one lengthscale at its bound) found on the first few points
     dim = x.shape[1]
-    gp = GaussianProcessRegressor(_kernel(dim, noise), normalize_y=True, n_restarts_optimizer=n_restarts, alpha=1e-10,
+    gp = GaussianProcessRegressor(_kernel(dim, noise), normalize_y=False, n_restarts_optimizer=n_restarts, alpha=1e-10,
                                   random_state=int(rng.integers(2**31)), optimizer=_map_optimizer(dim, prior))
+    centre, scale = _standardisation(y, offset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
-            gp.fit(x[subset], y[subset])
+            gp.fit(x[subset], (y[subset] - centre) / scale)
         except (np.linalg.LinAlgError, ValueError) as exc:
             warnings.warn(f"GP hyperparameter fit failed ({exc}); keeping the previous kernel", HpsBayesWarning,
                           stacklevel=3)
@@ -557,6 +571,12 @@ def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: np.ndarray, *, pr
                 raise
             return previous
     return gp
+
+
+def _standardisation(y: FloatArray, offset: float | None) -> tuple[float, float]:
+    """(centre, scale) of the values for the GP: the prior mean (``offset``, default the mean of ``y``) and
+    the standard deviation of ``y`` (1 when it is 0)."""
+    return (float(np.mean(y)) if offset is None else float(offset)), (float(np.std(y)) or 1.0)
 
 
 def _map_optimizer(dim: int, prior: tuple[float, float] | None) -> Any:
@@ -586,7 +606,7 @@ def _map_optimizer(dim: int, prior: tuple[float, float] | None) -> Any:
 class _Posterior:
     """The GP posterior on all finite points with the fitted kernel held fixed (one Cholesky factor)."""
 
-    def __init__(self, gp: object, x: FloatArray, y: FloatArray) -> None:
+    def __init__(self, gp: object, x: FloatArray, y: FloatArray, offset: float | None = None) -> None:
         kernel = gp.kernel_  # type: ignore[attr-defined]
         names = {type(k).__name__: k for k in (getattr(kernel, "k1", None), getattr(kernel, "k2", None)) if k}
         if "WhiteKernel" in names:
@@ -595,7 +615,7 @@ class _Posterior:
             self.signal, self.noise_var = kernel, 0.0
         self.lengthscale = self.signal.k2.length_scale
         self.x = x
-        self.y_mean, self.y_std = float(np.mean(y)), float(np.std(y)) or 1.0
+        self.y_mean, self.y_std = _standardisation(y, offset)
         self.yn = yn = (y - self.y_mean) / self.y_std
         gram = self.signal(x) + (self.noise_var + 1e-8) * np.eye(len(x))
         self.chol = cholesky(gram, lower=True)

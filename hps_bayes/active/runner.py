@@ -79,7 +79,7 @@ def build_learner(spec: Mapping[str, Any], objective: Any, rng: np.random.Genera
                          n_init=spec.get("n_init"), maximize=bool(spec.get("maximize", True)),
                          noise=bool(spec.get("noise", True)), max_fit=int(spec.get("max_fit", 300)),
                          batch=spec.get("batch", "sur"), sur_until=float(spec.get("sur_until", 0.02)),
-                         lengthscale_prior=_prior(spec))
+                         prior_mean=spec.get("prior_mean"), lengthscale_prior=_prior(spec))
 
 
 def _prior(spec: Mapping[str, Any]) -> tuple[float, float] | None:
