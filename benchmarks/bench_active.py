@@ -46,7 +46,7 @@ FINE_TRUTH = MODEL.log_mu95(MASSES[:, None], FINE_EPS2[None, :])
 
 
 NOISE = {"fit": False}  # the wedge is deterministic: no nugget, as conf/active/wedge.yaml (--noise fits one)
-PRIOR_MEAN: dict[str, float | None] = {"value": MODEL.cap}  # as conf/active/wedge.yaml (--prior-mean none: the mean)
+PRIOR_MEAN: dict[str, float | None] = {"value": None}  # as conf/active/wedge.yaml (--prior-mean cap: the target's cap)
 
 
 def _learner(seed: int, acquisition: str = "straddle", batch: str = "sur") -> ActiveLearner:
@@ -283,8 +283,8 @@ def main() -> None:
     parser.add_argument("--curve-to", type=int, default=60,
                         help="wedge: run q=10 to this many evaluations (q=1 to 1.5 times as many) and compare at equal "
                              "accuracy; 0: stop at the first passage of 1%%")
-    parser.add_argument("--prior-mean", default="cap", help="the GP's prior mean: cap (the target's cap, as "
-                        "conf/active/wedge.yaml), none (the mean of the values) or a number")
+    parser.add_argument("--prior-mean", default="none", help="the GP's prior mean: none (the mean of the values, as "
+                        "conf/active/wedge.yaml), cap (the target's cap) or a number")
     parser.add_argument("--noise", action="store_true", help="fit a nugget (white-noise term) to the wedge too")
     args = parser.parse_args()
     NOISE["fit"] = args.noise

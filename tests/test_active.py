@@ -145,7 +145,7 @@ def test_auto_batches_turn_from_sur_to_the_believer_once_the_contour_is_located(
 def test_prior_mean_is_where_the_surrogate_returns_far_from_the_points() -> None:
     """prior_mean: far from every point the posterior mean is the prior mean (default: the mean of the values);
     at the points (no nugget) it interpolates them either way.  conf/active/wedge.yaml sets it to the cap,
-    the excess and callable presets leave it to the values."""
+    the presets leave it to the values; the wedge's cap is one override away."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -162,11 +162,12 @@ def test_prior_mean_is_where_the_surrogate_returns_far_from_the_points() -> None
         ActiveLearner([(0.0, 1.0)], rng=np.random.default_rng(0), threshold=0.0, prior_mean=float("nan"))
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        for preset, expected_mean in (("wedge", 2.0), ("excess", None), ("callable", None)):
+        for preset, expected_mean in (("wedge", None), ("excess", None), ("callable", None)):
             cfg = compose(config_name="config", overrides=["task=active", f"active={preset}"])
             spec = OmegaConf.to_container(cfg.active, resolve=True)
             assert spec["prior_mean"] == expected_mean, preset  # type: ignore[index]
-        cfg = compose(config_name="config", overrides=["task=active", "active.objective.model.cap=3.0"])
+        cfg = compose(config_name="config", overrides=["task=active", "active.objective.model.cap=3.0",
+                                                       "active.prior_mean=${active.objective.model.cap}"])
         assert OmegaConf.to_container(cfg.active, resolve=True)["prior_mean"] == 3.0  # type: ignore[index]
 
 
