@@ -117,10 +117,15 @@ def stopping_check(seed: int, acquisition: str, q: int, batch: str = "sur") -> t
     return summary.n_evaluations, _mis(learner), summary.estimated_misclassified, summary.estimated_misclassified_raw
 
 
-def fixed_design(points: np.ndarray, seed: int) -> float:
+def fixed_learner(points: np.ndarray, seed: int) -> ActiveLearner:
+    """The same GP told a fixed design (no acquisition)."""
     learner = _learner(seed)
     learner.tell(points, MODEL.log_mu95(points[:, 0], points[:, 1]))
-    return _mis(learner)
+    return learner
+
+
+def fixed_design(points: np.ndarray, seed: int) -> float:
+    return _mis(fixed_learner(points, seed))
 
 
 def subgrid(k: int) -> np.ndarray:
@@ -355,16 +360,14 @@ def main() -> None:
                   f"{tol:g} decades; the cheapest of 9 settings){mis:>8.4f}  decades {med:.3f} / {p95:.3f}")
         print("at the active learner's cost (misclassified, contour error in decades of eps^2: median / 95%):")
         for k in (5, 6):
-            learner = _learner(0)
-            learner.tell(subgrid(k), MODEL.log_mu95(subgrid(k)[:, 0], subgrid(k)[:, 1]))
+            learner = fixed_learner(subgrid(k), 0)
             med, p95 = _decades(learner)
             print(f"  regular {k}x{k} sub-grid + GP ({k * k} points): {100 * _mis(learner):.2f}%, {med:.3f} / {p95:.3f}")
         for n in (25, 36):
             rows = []
             for s in seeds:
-                learner = _learner(s)
-                pool = learner.from_unit(np.random.default_rng(50 + s).random((n, 2)))
-                learner.tell(pool, MODEL.log_mu95(pool[:, 0], pool[:, 1]))
+                pool = _learner(0).from_unit(np.random.default_rng(50 + s).random((n, 2)))
+                learner = fixed_learner(pool, s)
                 rows.append((_mis(learner), *_decades(learner)))
             mis, med, p95 = np.mean(rows, axis=0)
             print(f"  random points + GP ({n} points, mean of {len(rows)} seeds): {100 * mis:.2f}%, {med:.3f} / {p95:.3f}")

@@ -51,7 +51,7 @@ from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.fit import newton_fit, newton_fit_batch
 from hps_bayes.io import Spectrum
 from hps_bayes.model import WindowObjective
-from hps_bayes.scan import build_window, default_grid_ends, prepare_spectrum
+from hps_bayes.scan import build_window, default_grid_ends, guard_turn_on, prepare_spectrum
 from hps_bayes.settings import AnalysisSettings
 from hps_bayes.turnon import fit_shape, shape_model
 
@@ -362,8 +362,6 @@ def study_masses(settings: AnalysisSettings, *, step: float, edge_sigmas: float 
 def truth_guards(truths: Sequence[Spectrum], settings: AnalysisSettings) -> list[AnalysisSettings]:
     """Each truth's own settings: its turn-on measured on its expected counts (as it would be on data of
     that shape) and the background fit range guarded accordingly (:func:`hps_bayes.scan.guard_turn_on`)."""
-    from hps_bayes.scan import guard_turn_on
-
     return [guard_turn_on(t, settings, prepared=True) for t in truths]
 
 

@@ -590,8 +590,8 @@ def task_active(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> A
         user = instantiate(target)
     def datasets() -> tuple[dict[str, Spectrum], dict[str, AnalysisSettings]]:
         members = combination_members(cfg)  # task.datasets, for active.objective.combined=true
-        return ({n: load_validated(s, plain, out) for n, (s, plain) in members.items()},
-                {n: s for n, (s, _) in members.items()})
+        loaded = {n: load_guarded(s, plain, out) for n, (s, plain) in members.items()}
+        return {n: spec for n, (spec, _) in loaded.items()}, {n: s for n, (_, s) in loaded.items()}
 
     summary = run_configured(spec, settings, out, spectrum=lambda: load_validated(settings, cfg, out),
                              user_objective=user, plotter=plots_active.plot_snapshot, datasets=datasets)

@@ -182,10 +182,11 @@ class ActiveLearner:
             raise ConfigError(f"prior_mean={prior_mean!r} must be a finite number (objective units) or None")
         self.prior_mean = None if prior_mean is None else float(prior_mean)
         if lengthscale_prior is not None:
-            centre, width = (float(v) for v in lengthscale_prior)
-            if not (centre > 0 and width > 0):
-                raise ConfigError(f"lengthscale_prior=(median, log-width) needs both > 0, got {lengthscale_prior}")
-            lengthscale_prior = (centre, width)
+            values = tuple(float(v) for v in lengthscale_prior)
+            if len(values) != 2 or not (values[0] > 0 and values[1] > 0):
+                raise ConfigError(f"lengthscale_prior={list(lengthscale_prior)}: give [median, width of ln], both > 0, "
+                                  f"or None for maximum likelihood")
+            lengthscale_prior = (values[0], values[1])
         self.lengthscale_prior = lengthscale_prior
         self.n_init = 5 * self.dim if n_init is None else int(n_init)
         self._cand_u = self._make_candidates(candidates)
@@ -315,7 +316,7 @@ class ActiveLearner:
         if self._scale_cache is not None:
             return self._scale_cache
         z = self.loo_residuals()
-        y = post.y_mean + post.y_std * post.yn
+        y = self.y[np.isfinite(self.y)]  # the posterior's points, in order
         near = np.argsort(np.abs(y - self.threshold), kind="stable")[: max(10, len(y) // 3)]
         scale = float(np.clip(1.4826 * np.median(np.abs(z[near])), 1.0, 30.0))
         self._scale_cache = scale

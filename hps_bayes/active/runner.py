@@ -79,17 +79,8 @@ def build_learner(spec: Mapping[str, Any], objective: Any, rng: np.random.Genera
                          n_init=spec.get("n_init"), maximize=bool(spec.get("maximize", True)),
                          noise=bool(spec.get("noise", True)), max_fit=int(spec.get("max_fit", 300)),
                          batch=spec.get("batch", "sur"), sur_until=float(spec.get("sur_until", 0.02)),
-                         prior_mean=spec.get("prior_mean"), lengthscale_prior=_prior(spec))
-
-
-def _prior(spec: Mapping[str, Any]) -> tuple[float, float] | None:
-    """``lengthscale_prior: [median, width]`` (null: maximum likelihood); [0.3, 1.0] when not given."""
-    value = spec.get("lengthscale_prior", (0.3, 1.0))
-    if value is None:
-        return None
-    if len(value) != 2:
-        raise ConfigError(f"active.lengthscale_prior={value!r}: give [median, width] or null")
-    return float(value[0]), float(value[1])
+                         prior_mean=spec.get("prior_mean"),
+                         lengthscale_prior=spec.get("lengthscale_prior", (0.3, 1.0)))  # null: maximum likelihood
 
 
 def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Path, *,
