@@ -32,9 +32,10 @@ from hps_bayes.active import (
     run_active,
     truth_grid,
 )
-from hps_bayes.demo import simulate_spectrum
-from hps_bayes.physics import load_preset, sigma_m
-from hps_bayes.settings import resolve_settings
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.physics.demo import simulate_spectrum
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.physics.signal import sigma_m
 
 BOUNDS = [(0.015, 0.2), (1e-12, 1e-4)]
 MODEL = WedgeSignalModel()

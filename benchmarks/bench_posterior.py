@@ -20,10 +20,12 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-from hps_bayes.demo import simulate_spectrum
-from hps_bayes.posterior import PosteriorSettings, mass_seed, sample_mass_point
-from hps_bayes.scan import build_window, evaluate_point, prepare_spectrum
-from hps_bayes.settings import resolve_settings
+from hps_bayes.analysis.grid import prepare_spectrum
+from hps_bayes.analysis.point import build_window, evaluate_point
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.physics.demo import simulate_spectrum
+from hps_bayes.posterior.model import PosteriorSettings
+from hps_bayes.posterior.sampling import mass_seed, sample_mass_point
 
 
 def main() -> None:

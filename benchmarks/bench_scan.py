@@ -21,7 +21,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 
 import hps_bayes
-from hps_bayes.demo import simulate_spectrum
+from hps_bayes.physics.demo import simulate_spectrum
 
 
 def main() -> None:

@@ -17,12 +17,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-from hps_bayes.demo import simulate_spectrum
-from hps_bayes.fit import newton_fit, newton_fit_batch
-from hps_bayes.model import BackgroundSettings, WindowObjective, make_window
-from hps_bayes.physics import sigma_m, signal_template
-from hps_bayes.scan import prepare_spectrum
-from hps_bayes.settings import resolve_settings
+from hps_bayes.analysis.grid import prepare_spectrum
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.fit.batch import newton_fit_batch
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.settings import BackgroundSettings
+from hps_bayes.model.window import make_window
+from hps_bayes.physics.demo import simulate_spectrum
+from hps_bayes.physics.signal import sigma_m, signal_template
 from hps_bayes.stats import ToyCalculator, draw_toys, upper_limit
 
 

@@ -18,12 +18,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_spectrum": ("hps_bayes.io", "load_spectrum"),
-    "Spectrum": ("hps_bayes.io", "Spectrum"),
-    "evaluate_mass": ("hps_bayes.scan", "evaluate_mass"),
-    "run_scan": ("hps_bayes.scan", "run_scan"),
-    "load_config": ("hps_bayes.app", "load_config"),
-    "MassPointResult": ("hps_bayes.results", "MassPointResult"),
+    "load_spectrum": ("hps_bayes.inputs.root_io", "load_spectrum"),
+    "Spectrum": ("hps_bayes.inputs.spectrum", "Spectrum"),
+    "evaluate_mass": ("hps_bayes.analysis.point", "evaluate_mass"),
+    "run_scan": ("hps_bayes.analysis.scan", "run_scan"),
+    "load_config": ("hps_bayes.cli.config", "load_config"),
+    "MassPointResult": ("hps_bayes.results.objects", "MassPointResult"),
 }
 
 __all__ = ["MassPointResult", "Spectrum", "__version__", "evaluate_mass", "load_config", "load_spectrum", "run_scan", "stats"]

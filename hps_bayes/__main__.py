@@ -1,4 +1,4 @@
-"""``python -m hps_bayes``: see :mod:`hps_bayes.app`."""
+"""``python -m hps_bayes``: see :mod:`hps_bayes.cli.app`."""
 
 import os
 
@@ -7,7 +7,7 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from hps_bayes.app import main
+from hps_bayes.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -11,8 +11,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np
 import pytest
 
-from hps_bayes.demo import expected_spectrum, simulate_spectrum
-from hps_bayes.io import Spectrum, crop, rebin
+from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
+from hps_bayes.physics.demo import expected_spectrum, simulate_spectrum
 
 N_EVENTS = 2_000_000
 

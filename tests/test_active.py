@@ -26,10 +26,11 @@ from hps_bayes.active import (
     run_active,
     truth_grid,
 )
-from hps_bayes.demo import simulate_spectrum
+from hps_bayes.analysis.settings import resolve_settings
 from hps_bayes.errors import ConfigError
-from hps_bayes.physics import load_preset, sigma_m
-from hps_bayes.settings import resolve_settings
+from hps_bayes.physics.demo import simulate_spectrum
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.physics.signal import sigma_m
 
 BOUNDS = [(0.015, 0.2), (1e-12, 1e-4)]
 MODEL = WedgeSignalModel()
@@ -296,7 +297,7 @@ def test_combined_excess_search_finds_the_largest_local_z(tmp_path: Path, mass0:
     import yaml
 
     from hps_bayes.active.runner import run_configured
-    from hps_bayes.combine import evaluate_combined
+    from hps_bayes.analysis.combine import evaluate_combined
 
     overrides: dict[str, object] = {"scan": {"step": 0.001, "mass_min": 0.05, "mass_max": 0.1}}
     if "spurious" in _background_fields():
@@ -342,7 +343,7 @@ def test_loop_through_local_processes(tmp_path: Path) -> None:
 def _background_fields() -> set[str]:
     from dataclasses import fields
 
-    from hps_bayes.model import BackgroundSettings
+    from hps_bayes.model.settings import BackgroundSettings
 
     return {f.name for f in fields(BackgroundSettings)}
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from hps_bayes.app import CONF_DIR, load_config, settings_from_config
-from hps_bayes.demo import write_demo_file
-from hps_bayes.physics import load_preset
+from hps_bayes.cli.config import CONF_DIR, load_config, settings_from_config
+from hps_bayes.physics.demo import write_demo_file
+from hps_bayes.physics.presets import load_preset
 
 # The scale-out machinery is tested, not the background model: no spurious-signal table needed.
 NO_TABLE = ["background.spurious=off"] if "spurious" in load_config().background else []

@@ -9,10 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hps_bayes import closure
+from hps_bayes.analysis.grid import prepare_spectrum
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.cli.tasks import run_task
 from hps_bayes.errors import ConfigError
-from hps_bayes.settings import resolve_settings
 from hps_bayes.stats import KnownBackgroundObjective
+from hps_bayes.studies import closure
+from hps_bayes.studies import coverage as closure_coverage
+from hps_bayes.studies import injection as closure_injection
 
 MASS = 0.05
 
@@ -25,7 +29,7 @@ def settings():
 @pytest.fixture(scope="module")
 def window_and_truth(settings, raw_spectrum_2015):
     """The window at 50 MeV of the 2015-like demo spectrum and truth (a), its background-only fit."""
-    spec = closure.prepare_spectrum(raw_spectrum_2015, settings)
+    spec = prepare_spectrum(raw_spectrum_2015, settings)
     spectra = closure.truth_spectra(raw_spectrum_2015, settings, ["fit"])
     objective, (truth,) = closure.window_truths(spec, MASS, settings, spectra)
     return objective, truth
@@ -37,7 +41,7 @@ def test_injected_signal_is_extracted_without_bias_and_with_unit_pulls(window_an
     of 0, pull width 0.85-1.15 (±0.046 of noise), mean Â/A_inj within 3 standard errors of 1."""
     objective, truth = window_and_truth
     a_inj = a_sigmas * truth.sigma_A
-    row, toys = closure.inject_cell(objective, truth, a_inj, n_toys=240, rng=np.random.default_rng(11),
+    row, toys = closure_injection.inject_cell(objective, truth, a_inj, n_toys=240, rng=np.random.default_rng(11),
                                     limits=False)
     assert row["n_failed"] == 0 and row["n_ok"] == 240
     assert abs(row["pull_mean"]) < 3 * row["pull_mean_err"]
@@ -52,8 +56,8 @@ def test_injected_signal_is_extracted_without_bias_and_with_unit_pulls(window_an
 def test_injection_cell_is_reproducible_and_limits_cover(window_and_truth):
     objective, truth = window_and_truth
     kwargs = {"n_toys": 40, "limits": True}
-    a, _ = closure.inject_cell(objective, truth, 2 * truth.sigma_A, rng=np.random.default_rng(3), **kwargs)
-    b, toys = closure.inject_cell(objective, truth, 2 * truth.sigma_A, rng=np.random.default_rng(3), **kwargs)
+    a, _ = closure_injection.inject_cell(objective, truth, 2 * truth.sigma_A, rng=np.random.default_rng(3), **kwargs)
+    b, toys = closure_injection.inject_cell(objective, truth, 2 * truth.sigma_A, rng=np.random.default_rng(3), **kwargs)
     assert a == b
     assert np.isfinite(toys["A_up"]).all() and a["A_up_coverage"] >= 0.85
 
@@ -66,9 +70,9 @@ def test_asymptotic_limits_cover_on_a_known_background(window_and_truth):
     known = KnownBackgroundObjective(truth.counts, tpl)
     sigma = 1.0 / math.sqrt(float(np.sum(tpl**2 / truth.counts)))
     for value, seed in ((0.0, 1), (2.0, 2)):
-        limits = closure.coverage_cell(known, truth.counts, np.zeros(0), tpl, value * sigma, method="asymptotic",
+        limits = closure_coverage.coverage_cell(known, truth.counts, np.zeros(0), tpl, value * sigma, method="asymptotic",
                                        n_experiments=400, n_toys=0, rng=np.random.default_rng(seed), alpha=0.05)
-        cov, err, _, n = closure.coverage_fraction(limits, value * sigma)
+        cov, err, _, n = closure_coverage.coverage_fraction(limits, value * sigma)
         assert n == 400
         assert cov >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / n), (value, cov, err)
         if value == 0:
@@ -76,7 +80,7 @@ def test_asymptotic_limits_cover_on_a_known_background(window_and_truth):
 
 
 def test_coverage_fraction_and_masses(settings):
-    cov, err, z, n = closure.coverage_fraction(np.array([1.0, 2.0, np.nan, 3.0, 0.5]), 1.0)
+    cov, err, z, n = closure_coverage.coverage_fraction(np.array([1.0, 2.0, np.nan, 3.0, 0.5]), 1.0)
     assert (n, cov) == (4, 0.75) and err == pytest.approx(math.sqrt(0.75 * 0.25 / 4)) and z < 0
     masses = closure.study_masses(settings, None, 3)
     assert len(masses) == 3 and np.all(np.diff(masses) > 0)
@@ -86,11 +90,7 @@ def test_coverage_fraction_and_masses(settings):
 
 
 def _run(task: str, tmp_path: Path, *overrides: str):
-    from hps_bayes import tasks
-    from hps_bayes.app import _plain, load_config, settings_from_config
-
-    cfg = load_config([f"task={task}", f"run_dir={tmp_path}", *overrides])
-    return getattr(tasks, f"task_{task}")(settings_from_config(cfg), _plain(cfg), tmp_path)
+    return run_task(task, overrides, tmp_path)
 
 
 @pytest.mark.slow

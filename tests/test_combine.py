@@ -7,14 +7,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from hps_bayes.combine import CombinedObjective, datasets_covering, evaluate_combined
-from hps_bayes.demo import simulate_spectrum
-from hps_bayes.fit import newton_fit
-from hps_bayes.io import Spectrum
-from hps_bayes.model import WindowObjective
-from hps_bayes.results import CombinedResult
-from hps_bayes.scan import build_window, evaluate_point, prepare_spectrum
-from hps_bayes.settings import resolve_settings
+from hps_bayes.analysis.combine import CombinedObjective, datasets_covering, evaluate_combined
+from hps_bayes.analysis.grid import prepare_spectrum
+from hps_bayes.analysis.point import build_window, evaluate_point
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.physics.demo import simulate_spectrum
+from hps_bayes.results.objects import CombinedResult
 
 S2015 = resolve_settings("2015")
 S2016 = resolve_settings("2016")

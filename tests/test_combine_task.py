@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hps_bayes.app import load_config, settings_from_config
-from hps_bayes.combine import evaluate_combined
+from hps_bayes.analysis.combine import evaluate_combined
+from hps_bayes.analysis.settings import settings_from_mapping
+from hps_bayes.cli.config import load_config, settings_from_config
+from hps_bayes.cli.task_combine import task_combine
 from hps_bayes.errors import ConfigError, InputError
-from hps_bayes.io import load_spectrum
-from hps_bayes.settings import settings_from_mapping
-from hps_bayes.tasks import task_combine
+from hps_bayes.inputs.root_io import load_spectrum
 
 
 def _run(tmp_path: Path, datasets: list[dict[str, Any]], *extra: str) -> tuple[Any, Any, Path]:
@@ -72,8 +72,8 @@ def test_duplicated_dataset_names_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_missing_histogram_names_the_dataset_file(tmp_path: Path) -> None:
-    from hps_bayes.demo import write_demo_file
-    from hps_bayes.physics import load_preset
+    from hps_bayes.physics.demo import write_demo_file
+    from hps_bayes.physics.presets import load_preset
 
     write_demo_file(tmp_path / "demo2016.root", load_preset("2016"), n_events=100_000, seed=1)
     with pytest.raises(InputError, match="no_such_hist"):
@@ -86,7 +86,7 @@ def test_a_missing_histogram_names_the_dataset_file(tmp_path: Path) -> None:
 def test_each_dataset_may_have_its_own_background() -> None:
     from omegaconf import OmegaConf
 
-    from hps_bayes.tasks import combination_members
+    from hps_bayes.cli.task_combine import combination_members
 
     cfg = OmegaConf.to_container(load_config(["task=combine", "+task.datasets.2.background=whole15",
                                               "+task.datasets.1.background={poly_degree: 12}",

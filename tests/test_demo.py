@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import uproot
 
-from hps_bayes.demo import (
+from hps_bayes.errors import ConfigError
+from hps_bayes.inputs.root_io import load_spectrum
+from hps_bayes.physics.demo import (
     DEFAULT_MASS_MAX,
     DEFAULT_N_EVENTS,
     demo_density,
@@ -14,9 +16,8 @@ from hps_bayes.demo import (
     simulate_spectrum,
     write_demo_file,
 )
-from hps_bayes.errors import ConfigError
-from hps_bayes.io import load_spectrum
-from hps_bayes.physics import load_preset, sigma_m, signal_template
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.physics.signal import sigma_m, signal_template
 
 MASSES_MEV = [20, 30, 40, 60, 80, 100, 130, 160, 200, 250]
 # Approximate dN/dm (events/GeV) of the real spectra, shared/reference/hps-facts.md; None: not tabulated.

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from hps_bayes.export import limits_table, write_hepdata, write_limits
-from hps_bayes.results import CombinedResult, MassPointResult, results_frame
+from hps_bayes.results.export import limits_table, write_hepdata, write_limits
+from hps_bayes.results.objects import CombinedResult, MassPointResult, results_frame
 
 
 def _single() -> pd.DataFrame:

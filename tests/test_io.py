@@ -10,16 +10,9 @@ import pytest
 import uproot
 
 from hps_bayes.errors import ConfigError, HpsBayesWarning, InputError
-from hps_bayes.io import (
-    Spectrum,
-    check_analysable,
-    crop,
-    load_spectrum,
-    rebin,
-    validate_spectrum,
-    write_spectra_root,
-    write_validation_report,
-)
+from hps_bayes.inputs.root_io import load_spectrum, write_spectra_root
+from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
+from hps_bayes.inputs.validation import check_analysable, validate_spectrum, write_validation_report
 
 
 def make_spectrum(counts, edges=None, variances=None, name="h") -> Spectrum:

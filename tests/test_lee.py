@@ -12,12 +12,12 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 from scipy.special import ndtr
 
-from hps_bayes.app import load_config, settings_from_config
-from hps_bayes.demo import write_demo_file
-from hps_bayes.io import Spectrum
-from hps_bayes.physics import load_preset
-from hps_bayes.scan import toy_scans
-from hps_bayes.settings import resolve_settings
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.analysis.toyscans import toy_scans
+from hps_bayes.cli.config import load_config, settings_from_config
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.physics.demo import write_demo_file
+from hps_bayes.physics.presets import load_preset
 from hps_bayes.stats.lee import (
     LookElsewhere,
     global_pvalue_from_toys,
@@ -107,13 +107,13 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _settings_cfg(demo_file: Path, *overrides: str) -> tuple:
     cfg = load_config([f"dataset.path={demo_file}", "background.spurious=off", "plots.per_mass=false",
                        "scan.mass_min=0.05", "scan.mass_max=0.07", "scan.step=0.01", *overrides])
-    from hps_bayes.app import _plain
+    from hps_bayes.cli.config import _plain
 
     return settings_from_config(cfg), _plain(cfg)
 
 
 def test_scan_summary_reports_the_look_elsewhere_effect(tmp_path: Path, demo_file: Path) -> None:
-    from hps_bayes.tasks import task_scan
+    from hps_bayes.cli.task_scan import task_scan
 
     settings, cfg = _settings_cfg(demo_file, "stats.lee_toys=30", "plots.summary=false")
     task_scan(settings, cfg, tmp_path)
@@ -125,7 +125,7 @@ def test_scan_summary_reports_the_look_elsewhere_effect(tmp_path: Path, demo_fil
 
 
 def test_bands_task_smoke(tmp_path: Path, demo_file: Path) -> None:
-    from hps_bayes.tasks import task_bands
+    from hps_bayes.cli.task_bands import task_bands
 
     settings, cfg = _settings_cfg(demo_file, "task=bands", "stats.n_toys=100", "scan.mass_max=0.06")
     assert cfg["task"]["name"] == "bands"

@@ -9,10 +9,13 @@ import pytest
 from scipy.special import gammaln
 
 from hps_bayes.core import FitData
-from hps_bayes.fit import newton_fit
-from hps_bayes.io import Spectrum
-from hps_bayes.model import BackgroundSettings, WindowObjective, make_window
-from hps_bayes.physics import load_preset, sigma_m, signal_template
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.settings import BackgroundSettings
+from hps_bayes.model.window import make_window
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.physics.signal import sigma_m, signal_template
 
 SETTINGS = BackgroundSettings()
 PRESET = load_preset("2015")
@@ -145,7 +148,7 @@ def test_spurious_nuisance_widens_sigma_a_in_quadrature(spectrum_2015: Spectrum)
 
 
 def test_marginal_likelihood_switches_the_gp_on_only_where_the_mean_cannot_follow() -> None:
-    from hps_bayes.model import laplace_neg_log_evidence, marginal_likelihood_hyperparameters
+    from hps_bayes.model.evidence import laplace_neg_log_evidence, marginal_likelihood_hyperparameters
 
     t = np.linspace(-1, 1, 200)
     offset = np.zeros_like(t)

@@ -10,18 +10,14 @@ from numpy.polynomial import polynomial
 from scipy.stats import norm
 
 from hps_bayes.errors import ConfigError, InputError
-from hps_bayes.physics import (
+from hps_bayes.physics.presets import (
     ALPHA_EM,
     DatasetPreset,
     available_presets,
-    eps2_from_yield,
-    f_rad,
     load_preset,
     preset_from_mapping,
-    sigma_m,
-    signal_template,
-    yield_per_eps2,
 )
+from hps_bayes.physics.signal import eps2_from_yield, f_rad, sigma_m, signal_template, yield_per_eps2
 
 # --------------------------------------------------------------------------- presets
 

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from hps_bayes import plots
 from hps_bayes.errors import InputError
-from hps_bayes.results import MassPointResult, WindowFitArrays, results_frame
+from hps_bayes.plots import scan as plots_scan
+from hps_bayes.plots import window as plots_window
+from hps_bayes.results.objects import MassPointResult, WindowFitArrays, results_frame
 
 DATASET = "2015"
 
@@ -65,12 +66,12 @@ def _assert_drawn(path: Path) -> None:
 def test_frame_plots_write_non_blank_pngs(frame: pd.DataFrame, tmp_path: Path) -> None:
     published = pd.DataFrame({"mass_GeV": [0.02, 0.04, 0.08], "epsilon2": [2e-5, 6e-6, 3e-5]})
     written = [
-        plots.plot_eps2_limits(frame, tmp_path / "eps2.png", dataset_label="HPS 2015", published=published,
+        plots_scan.plot_eps2_limits(frame, tmp_path / "eps2.png", dataset_label="HPS 2015", published=published,
                                title="test"),
-        plots.plot_A_limits(frame, tmp_path / "A.png", dataset_label="HPS 2015"),
-        plots.plot_p0(frame, tmp_path / "p0.png", dataset_label="HPS 2015"),
-        plots.plot_z_distribution(frame, tmp_path / "z.png", dataset_label="HPS 2015"),
-        plots.plot_z_distribution(frame, tmp_path / "z_signed.png", dataset_label="HPS 2015", z="signed"),
+        plots_scan.plot_A_limits(frame, tmp_path / "A.png", dataset_label="HPS 2015"),
+        plots_scan.plot_p0(frame, tmp_path / "p0.png", dataset_label="HPS 2015"),
+        plots_scan.plot_z_distribution(frame, tmp_path / "z.png", dataset_label="HPS 2015"),
+        plots_scan.plot_z_distribution(frame, tmp_path / "z_signed.png", dataset_label="HPS 2015", z="signed"),
     ]
     for path in written:
         _assert_drawn(path)
@@ -78,18 +79,18 @@ def test_frame_plots_write_non_blank_pngs(frame: pd.DataFrame, tmp_path: Path) -
 
 def test_window_plots_write_non_blank_pngs(arrays: WindowFitArrays, tmp_path: Path) -> None:
     written = [
-        plots.plot_fit_full(arrays, tmp_path / "fit_full.png"),
-        plots.plot_fit_full(arrays, tmp_path / "fit_full_lin.png", yscale="linear"),
-        plots.plot_blind_ul(arrays, tmp_path / "blind_ul.png"),
-        plots.plot_blind_ul(arrays, tmp_path / "blind_ul_lin.png", yscale="linear"),
-        plots.plot_s_over_b_ul(arrays, tmp_path / "sub" / "s_over_b_ul.png"),
+        plots_window.plot_fit_full(arrays, tmp_path / "fit_full.png"),
+        plots_window.plot_fit_full(arrays, tmp_path / "fit_full_lin.png", yscale="linear"),
+        plots_window.plot_blind_ul(arrays, tmp_path / "blind_ul.png"),
+        plots_window.plot_blind_ul(arrays, tmp_path / "blind_ul_lin.png", yscale="linear"),
+        plots_window.plot_s_over_b_ul(arrays, tmp_path / "sub" / "s_over_b_ul.png"),
     ]
     for path in written:
         _assert_drawn(path)
 
 
 def test_failed_rows_are_marked_not_dropped(frame: pd.DataFrame) -> None:
-    curve = plots._limit_curve(frame, "eps2_up", "HPS 2015")
+    curve = plots_scan._limit_curve(frame, "eps2_up", "HPS 2015")
     assert curve.failed_mass_mev.tolist() == [62.5]
     assert 62.5 not in curve.mass_mev
     assert curve.failed_statuses == ("fit_failed",)
@@ -99,36 +100,36 @@ def test_failed_rows_are_marked_not_dropped(frame: pd.DataFrame) -> None:
 def test_all_failed_frame_draws_a_labelled_plot(frame: pd.DataFrame, tmp_path: Path) -> None:
     """Chosen behaviour: a frame with only failed rows still gives a plot (red ticks + a note)."""
     failed = frame.assign(status="fit_failed")
-    _assert_drawn(plots.plot_eps2_limits(failed, tmp_path / "failed.png", dataset_label="HPS 2015"))
-    _assert_drawn(plots.plot_p0(failed, tmp_path / "failed_p0.png", dataset_label="HPS 2015"))
+    _assert_drawn(plots_scan.plot_eps2_limits(failed, tmp_path / "failed.png", dataset_label="HPS 2015"))
+    _assert_drawn(plots_scan.plot_p0(failed, tmp_path / "failed_p0.png", dataset_label="HPS 2015"))
 
 
 def test_empty_frame_raises_naming_the_dataset(frame: pd.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="HPS 2016"):
-        plots.plot_eps2_limits(frame.iloc[:0], tmp_path / "empty.png", dataset_label="HPS 2016")
+        plots_scan.plot_eps2_limits(frame.iloc[:0], tmp_path / "empty.png", dataset_label="HPS 2016")
     with pytest.raises(InputError, match="HPS 2016"):
-        plots.plot_A_limits(results_frame([]), tmp_path / "empty.png", dataset_label="HPS 2016")
+        plots_scan.plot_A_limits(results_frame([]), tmp_path / "empty.png", dataset_label="HPS 2016")
     assert not (tmp_path / "empty.png").exists()
 
 
 def test_mixed_datasets_and_bad_published_raise(frame: pd.DataFrame, tmp_path: Path) -> None:
     mixed = pd.concat([frame, frame.assign(dataset="2016")], ignore_index=True)
     with pytest.raises(InputError, match="mixes datasets"):
-        plots.plot_p0(mixed, tmp_path / "mixed.png", dataset_label="both")
+        plots_scan.plot_p0(mixed, tmp_path / "mixed.png", dataset_label="both")
     with pytest.raises(InputError, match="epsilon2"):
-        plots.plot_eps2_limits(frame, tmp_path / "pub.png", dataset_label="HPS 2015",
+        plots_scan.plot_eps2_limits(frame, tmp_path / "pub.png", dataset_label="HPS 2015",
                                published=pd.DataFrame({"mass_GeV": [0.03], "eps": [1e-5]}))
 
 
 def test_window_arrays_of_wrong_shape_raise(arrays: WindowFitArrays, tmp_path: Path) -> None:
     bad = WindowFitArrays(**{**arrays.__dict__, "counts": np.asarray(arrays.counts)[:-1]})
     with pytest.raises(InputError, match="do not match"):
-        plots.plot_fit_full(bad, tmp_path / "bad.png")
+        plots_window.plot_fit_full(bad, tmp_path / "bad.png")
 
 
 def test_no_pyplot_figures_are_left_open(frame: pd.DataFrame, tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     before = plt.get_fignums()
-    plots.plot_p0(frame, tmp_path / "p0.png", dataset_label="HPS 2015")
+    plots_scan.plot_p0(frame, tmp_path / "p0.png", dataset_label="HPS 2015")
     assert plt.get_fignums() == before

@@ -17,13 +17,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from hps_bayes import scan, tasks
-from hps_bayes.app import load_config, settings_from_config
-from hps_bayes.demo import write_demo_file
-from hps_bayes.io import load_spectrum
-from hps_bayes.physics import load_preset
-from hps_bayes.scan import chunk_seeds, point_seed, run_scan
-from hps_bayes.settings import AnalysisSettings
+from hps_bayes.analysis import rundir, scan
+from hps_bayes.analysis.scan import run_scan
+from hps_bayes.analysis.seeds import chunk_seeds, point_seed
+from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.cli import task_merge, task_scan
+from hps_bayes.cli.config import load_config, settings_from_config
+from hps_bayes.inputs.root_io import load_spectrum
+from hps_bayes.physics.demo import write_demo_file
+from hps_bayes.physics.presets import load_preset
 
 N_POINTS = 7  # demo grid 30-90 MeV at step 0.01
 # The scale-out machinery is tested, not the background model: no spurious-signal table needed.
@@ -40,7 +42,7 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def setup(demo_file: Path) -> tuple[AnalysisSettings, dict[str, Any]]:
     cfg = load_config([f"dataset.path={demo_file}", "scan.step=0.01", "plots.summary=false",
                        *NO_TABLE])
-    from hps_bayes.app import _plain
+    from hps_bayes.cli.config import _plain
 
     return settings_from_config(cfg), _plain(cfg)
 
@@ -55,13 +57,13 @@ def read(path: Path) -> pd.DataFrame:
 
 def test_chunked_run_equals_single_process(tmp_path: Path, setup: tuple[AnalysisSettings, dict[str, Any]]) -> None:
     settings, cfg = setup
-    tasks.task_scan(settings, cfg, tmp_path / "single")
+    task_scan.task_scan(settings, cfg, tmp_path / "single")
     run = tmp_path / "chunked"
     for k in (2, 0, 1):
-        tasks.task_scan(chunk(settings, k, 3), cfg, run)
+        task_scan.task_scan(chunk(settings, k, 3), cfg, run)
     assert sorted(p.name for p in run.glob("results_chunk*.csv")) == [
         f"results_chunk{k}_demo.csv" for k in range(3)]
-    merged = tasks.task_merge(replace(settings, plots=replace(settings.plots, summary=True)),
+    merged = task_merge.task_merge(replace(settings, plots=replace(settings.plots, summary=True)),
                               {**cfg, "run_dir": str(run)}, run)
     assert len(merged) == N_POINTS
     pd.testing.assert_frame_equal(read(run / "results_single.csv"), read(tmp_path / "single" / "results_single.csv"))
@@ -106,7 +108,7 @@ def test_kill_and_rerun_recomputes_only_missing(tmp_path: Path, setup: tuple[Ana
     assert evaluated == [0.06, 0.07, 0.08, 0.09]
     assert frame.attrs == {"computed": 4, "reused": 3} and len(frame) == N_POINTS
     # a failed point is recorded with its error and retried by the next run
-    monkeypatch.setenv(scan.FAULT_ENV, "fail_at=0.05")
+    monkeypatch.setenv(rundir.FAULT_ENV, "fail_at=0.05")
     (tmp_path / "m050MeV" / "demo" / "numbers.json").unlink()
     evaluated.clear()
     frame = run_scan(spectrum, config=settings, out_dir=tmp_path)
@@ -114,7 +116,7 @@ def test_kill_and_rerun_recomputes_only_missing(tmp_path: Path, setup: tuple[Ana
     assert failed["result"]["status"] == "error" and "injected failure" in failed["result"]["message"]
     assert "RuntimeError" in failed["provenance"]["traceback"]
     assert list(frame.status).count("error") == 1
-    monkeypatch.delenv(scan.FAULT_ENV)
+    monkeypatch.delenv(rundir.FAULT_ENV)
     frame = run_scan(spectrum, config=settings, out_dir=tmp_path)
     assert evaluated == [0.05] and frame.attrs["computed"] == 1 and set(frame.status) == {"ok"}
 
@@ -134,7 +136,7 @@ def test_sigkill_loses_at_most_the_current_point(tmp_path: Path, demo_file: Path
     run = tmp_path / "run"
     args = [f"dataset.path={demo_file}", "scan.step=0.01", "plots.summary=false", *NO_TABLE,
             f"hydra.run.dir={run}"]
-    proc = cli(*args, env={scan.FAULT_ENV: "kill_at=0.06"}, cwd=tmp_path)
+    proc = cli(*args, env={rundir.FAULT_ENV: "kill_at=0.06"}, cwd=tmp_path)
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert done_points(run) == ["m030MeV", "m040MeV", "m050MeV"]
@@ -150,7 +152,7 @@ def test_signal_stops_cleanly_and_flushes(tmp_path: Path, demo_file: Path, signu
     run = tmp_path / "run"
     args = [f"dataset.path={demo_file}", "scan.step=0.01", "plots.summary=false", *NO_TABLE,
             f"hydra.run.dir={run}"]
-    proc = cli(*args, env={scan.FAULT_ENV: "sleep=0.7"}, cwd=tmp_path)
+    proc = cli(*args, env={rundir.FAULT_ENV: "sleep=0.7"}, cwd=tmp_path)
     deadline = time.time() + 90
     while len(done_points(run)) < 2 and time.time() < deadline:
         time.sleep(0.05)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import hps_bayes
-from hps_bayes.demo import simulate_spectrum
-from hps_bayes.io import Spectrum
-from hps_bayes.physics import load_preset, sigma_m
-from hps_bayes.results import MassPointResult
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.physics.demo import simulate_spectrum
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.physics.signal import sigma_m
+from hps_bayes.results.objects import MassPointResult
 
 PRESET_2015 = load_preset("2015")
 
@@ -34,7 +35,7 @@ def test_injected_5_sigma_signal_is_found_at_its_mass() -> None:
     mass, its fitted yield is the injected one, and Z ≈ 5 on average over pseudo-experiments."""
     from dataclasses import replace
 
-    from hps_bayes.physics import signal_template
+    from hps_bayes.physics.signal import signal_template
 
     mass = 0.05
     masses = np.round(np.arange(0.040, 0.0601, 0.001), 4)
@@ -95,8 +96,8 @@ def test_mass_outside_the_range_is_a_clear_error(raw_spectrum_2015: Spectrum) ->
 def test_window_reports_the_gp_lengthscale_in_resolution_units(spectrum_2015, lengthscale):
     from dataclasses import replace
 
-    from hps_bayes.scan import build_window
-    from hps_bayes.settings import resolve_settings
+    from hps_bayes.analysis.point import build_window
+    from hps_bayes.analysis.settings import resolve_settings
 
     settings = resolve_settings("2015")
     settings = replace(settings, background=replace(settings.background, eta=0.02, lengthscale=lengthscale))

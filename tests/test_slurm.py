@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hps_bayes.app import load_config
-from hps_bayes.demo import write_demo_file
-from hps_bayes.physics import load_preset
-from hps_bayes.scan import FAULT_ENV
+from hps_bayes.analysis.rundir import FAULT_ENV
+from hps_bayes.cli.config import load_config
+from hps_bayes.physics.demo import write_demo_file
+from hps_bayes.physics.presets import load_preset
 
 pytestmark = pytest.mark.slurm
 

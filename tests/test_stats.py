@@ -12,8 +12,8 @@ import pytest
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
+from hps_bayes.core import FitData
 from hps_bayes.errors import ConfigError, InputError
-from hps_bayes.fit import FitData
 from hps_bayes.stats import (
     AsymptoticCalculator,
     KnownBackgroundObjective,

@@ -9,19 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hps_bayes import studies
+from hps_bayes.analysis.point import build_window
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.cli.task_spurious import task_spurious
 from hps_bayes.errors import ConfigError
-from hps_bayes.fit import newton_fit
-from hps_bayes.model import (
-    BackgroundSettings,
-    SpuriousTable,
-    WindowObjective,
-    load_spurious_table,
-    window_bounds,
-)
-from hps_bayes.scan import build_window
-from hps_bayes.settings import resolve_settings
-from hps_bayes.tasks import task_spurious
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.settings import BackgroundSettings
+from hps_bayes.model.spurious import SpuriousTable, load_spurious_table
+from hps_bayes.model.window import window_bounds
+from hps_bayes.studies import spurious as studies
 
 DEMO = {"shape": "2015", "n_events": 2_000_000}
 
@@ -135,8 +132,8 @@ def test_task_spurious_in_two_chunks_merges_into_the_one_chunk_table(settings, t
 
 
 def test_whole_range_background_composes_and_finds_its_packaged_table():
-    from hps_bayes.app import load_config, settings_from_config
-    from hps_bayes.model import SPURIOUS_DIR, spurious_table_path
+    from hps_bayes.cli.config import load_config, settings_from_config
+    from hps_bayes.model.spurious import SPURIOUS_DIR, spurious_table_path
 
     settings = settings_from_config(load_config(["dataset=hps2015", "background=whole"]))
     bkg = settings.background

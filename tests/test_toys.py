@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 
 from hps_bayes.core import FitData
-from hps_bayes.fit import newton_fit, newton_fit_batch
-from hps_bayes.io import Spectrum
-from hps_bayes.model import BackgroundSettings, WindowObjective, make_window
-from hps_bayes.physics import load_preset, sigma_m, signal_template
+from hps_bayes.fit.batch import newton_fit_batch
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.settings import BackgroundSettings
+from hps_bayes.model.window import make_window
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.physics.signal import sigma_m, signal_template
 from hps_bayes.stats import (
     AsymptoticCalculator,
     KnownBackgroundObjective,
@@ -175,8 +179,9 @@ def test_toy_p0_replaces_the_asymptotic_one_above_the_threshold() -> None:
     from dataclasses import replace as dc_replace
 
     import hps_bayes
-    from hps_bayes.demo import simulate_spectrum
-    from hps_bayes.physics import load_preset, sigma_m, signal_template
+    from hps_bayes.physics.demo import simulate_spectrum
+    from hps_bayes.physics.presets import load_preset
+    from hps_bayes.physics.signal import sigma_m, signal_template
 
     rng = np.random.default_rng(21)
     spectrum = simulate_spectrum("2015", n_events=2_000_000, rng=rng)
@@ -197,7 +202,7 @@ def test_toy_p0_replaces_the_asymptotic_one_above_the_threshold() -> None:
 
 def test_batch_fit_survives_a_toy_with_a_non_finite_gradient() -> None:
     """A toy whose gradient is not finite is marked failed (or refitted alone), never an exception."""
-    from hps_bayes.fit import newton_fit_batch
+    from hps_bayes.fit.batch import newton_fit_batch
     from hps_bayes.stats import KnownBackgroundObjective
 
     class NanRow(KnownBackgroundObjective):

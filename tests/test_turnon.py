@@ -11,23 +11,17 @@ import pytest
 from omegaconf import OmegaConf
 from scipy.special import ndtr
 
-from hps_bayes import studies
-from hps_bayes.app import load_config, settings_from_config
+from hps_bayes.analysis.grid import fit_range, guard_turn_on, mass_grid, measure_spectrum_turn_on
+from hps_bayes.analysis.point import build_window, check_mass
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.cli.config import load_config, settings_from_config
+from hps_bayes.cli.inputs import load_guarded
 from hps_bayes.errors import InputError
-from hps_bayes.io import Spectrum
-from hps_bayes.physics import sigma_m
-from hps_bayes.results import read_json
-from hps_bayes.scan import (
-    build_window,
-    check_mass,
-    fit_range,
-    guard_turn_on,
-    mass_grid,
-    measure_spectrum_turn_on,
-)
-from hps_bayes.settings import resolve_settings
-from hps_bayes.tasks import load_guarded
-from hps_bayes.turnon import measure_turn_on
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.inputs.turnon import measure_turn_on
+from hps_bayes.physics.signal import sigma_m
+from hps_bayes.results.files import read_json
+from hps_bayes.studies import spurious as studies
 
 EDGES = np.round(np.arange(0.035, 0.2100001, 0.0005), 7)
 
@@ -119,7 +113,7 @@ def test_task_reports_the_turn_on_and_refuses_a_mass_below_it(tmp_path):
 
 
 def test_closure_refuses_masses_below_the_guard_and_fits_truths_over_the_whole_range(settings_2016):
-    from hps_bayes import closure
+    from hps_bayes.studies import closure
 
     settings = replace(settings_2016, dataset=replace(settings_2016.dataset, rebin=1))
     spec = _turn_on_spectrum(0.040, 0.0016)
@@ -132,7 +126,7 @@ def test_closure_refuses_masses_below_the_guard_and_fits_truths_over_the_whole_r
 
 
 def test_combination_leaves_out_a_dataset_below_its_guard(settings_2016):
-    from hps_bayes.combine import datasets_covering
+    from hps_bayes.analysis.combine import datasets_covering
 
     settings = replace(settings_2016, dataset=replace(settings_2016.dataset, rebin=1))
     guarded = guard_turn_on(_turn_on_spectrum(0.040, 0.0016), settings)

@@ -25,7 +25,7 @@ import numpy as np
 from hps_bayes.active.learner import CONTOUR, ActiveLearner
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError
-from hps_bayes.results import write_json, write_table
+from hps_bayes.results.files import write_json, write_table
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from hps_bayes.core import FloatArray
-from hps_bayes.demo import demo_density
 from hps_bayes.errors import ConfigError
-from hps_bayes.physics import f_rad, load_preset, sigma_m, yield_per_eps2
+from hps_bayes.physics.demo import demo_density
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.physics.signal import f_rad, sigma_m, yield_per_eps2
 
 _preset = functools.lru_cache(maxsize=8)(load_preset)
 

@@ -13,12 +13,13 @@ from typing import Literal
 
 import numpy as np
 
-from hps_bayes.combine import datasets_covering, evaluate_combined
+from hps_bayes.analysis.combine import datasets_covering, evaluate_combined
+from hps_bayes.analysis.grid import guard_turn_on, mass_grid, prepare_spectrum
+from hps_bayes.analysis.point import evaluate_point
+from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FloatArray
-from hps_bayes.io import Spectrum
-from hps_bayes.physics import sigma_m as _sigma_m
-from hps_bayes.scan import evaluate_point, guard_turn_on, mass_grid, prepare_spectrum
-from hps_bayes.settings import AnalysisSettings
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.physics.signal import sigma_m as _sigma_m
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from hps_bayes.active.learner import CONTOUR, ActiveLearner
 from hps_bayes.active.loop import ActiveSummary, make_executor, run_active
 from hps_bayes.active.models import WedgeSignalModel, is_pure_eps2_scaling, per_mass_eps2_limit
 from hps_bayes.active.objectives import CombinedExcessObjective, ExcessObjective, grid_values
+from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError
-from hps_bayes.io import Spectrum
-from hps_bayes.results import write_table
-from hps_bayes.settings import AnalysisSettings
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.results.files import write_table
 
 log = logging.getLogger(__name__)
 HISTORY = "active_history.csv"

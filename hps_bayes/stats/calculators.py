@@ -23,8 +23,9 @@ from typing import Protocol
 import numpy as np
 from scipy.special import log_ndtr, ndtr, ndtri
 
+from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError, FitError
-from hps_bayes.fit import FitData, FitResult, FloatArray, Objective
+from hps_bayes.fit.protocol import FitResult, Objective
 from hps_bayes.stats.teststat import fit_fixed, fit_free, q0_from_fits, q_mu_tilde_from_fits
 
 __all__ = [

@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError, InputError
-from hps_bayes.fit import FitData, FloatArray
 from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.limits import UpperLimit, upper_limit
 from hps_bayes.stats.toys import ToyCalculator

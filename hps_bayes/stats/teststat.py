@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import FitError
-from hps_bayes.fit import FitData, FitResult, FloatArray, Objective, newton_fit
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.fit.protocol import FitResult, Objective
 
 __all__ = ["fit_fixed", "fit_free", "q0", "q0_from_fits", "q_mu_tilde", "q_mu_tilde_from_fits"]
 

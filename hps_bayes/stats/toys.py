@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError
-from hps_bayes.fit import BatchFitResult, BatchObjective, FitData, FloatArray, newton_fit_batch
+from hps_bayes.fit.batch import newton_fit_batch
+from hps_bayes.fit.protocol import BatchFitResult, BatchObjective
 from hps_bayes.stats.calculators import AsymptoticCalculator, Discovery, ExpectedCLs, PValues, _check_mu
 
 __all__ = ["ToyCalculator", "ToyEnsemble", "draw_toys", "empirical_pvalue", "q0_batch", "q_mu_tilde_batch"]

@@ -1,0 +1,121 @@
+"""The mass grid, chunks and the spectrum as analysed (rebinning, fit range, turn-on guard)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.core import FloatArray
+from hps_bayes.errors import InputError
+from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
+from hps_bayes.inputs.turnon import TurnOn, measure_turn_on
+from hps_bayes.physics.signal import sigma_m
+
+
+def fit_range(settings: AnalysisSettings) -> tuple[float, float]:
+    """The background fit range (GeV): the dataset's ``mass_range``, starting at
+    ``background.fit_range_min`` (the turn-on guard, :func:`guard_turn_on`) when that is higher."""
+    lo, hi = settings.dataset.mass_range
+    start = settings.background.fit_range_min
+    return (max(float(lo), float(start)) if start is not None else float(lo)), float(hi)
+
+
+def default_grid_ends(settings: AnalysisSettings) -> tuple[float, float]:
+    """Where the grid starts and ends without ``scan.mass_min``/``mass_max``: the fit range
+    (:func:`fit_range`) shrunk by ``scan.edge_sigmas``·σ(m) at each end."""
+    preset, edge = settings.dataset, settings.scan.edge_sigmas
+    lo, hi = fit_range(settings)
+    return float(lo + edge * sigma_m(lo, preset)), float(hi - edge * sigma_m(hi, preset))
+
+
+def mass_grid(settings: AnalysisSettings) -> FloatArray:
+    """The scan's masses (GeV): ``scan.mass_min``..``mass_max`` in ``scan.step``.
+
+    Unset ends default to the fit range (:func:`fit_range`) shrunk by ``scan.edge_sigmas``·σ(m)
+    at each end, so that no window loses more than half its width to the range end.
+    """
+    scan = settings.scan
+    lo, hi = default_grid_ends(settings)
+    lo = lo if scan.mass_min is None else scan.mass_min
+    hi = hi if scan.mass_max is None else scan.mass_max
+    # start on a multiple of the step so that grids of different runs line up
+    start = math.ceil(round(lo / scan.step, 9)) * scan.step
+    masses = np.arange(start, hi + 1e-9, scan.step)
+    if len(masses) == 0:
+        raise InputError(f"the mass grid [{lo:.4f}, {hi:.4f}] GeV with step {scan.step} is empty; "
+                         f"check scan.mass_min/mass_max and the dataset's mass_range")
+    return np.round(masses, 7)
+
+
+def chunk_of(masses: FloatArray, n_chunks: int, chunk: int) -> FloatArray:
+    """Contiguous ``chunk``-th of ``n_chunks`` pieces of the grid."""
+    return np.array_split(np.asarray(masses), n_chunks)[chunk]
+
+
+def prepare_spectrum(spectrum: Spectrum, settings: AnalysisSettings) -> Spectrum:
+    """Rebin by the dataset's factor and crop to its fit range (:func:`fit_range`)."""
+    return crop(_rebinned(spectrum, settings), *fit_range(settings))
+
+
+def _rebinned(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> Spectrum:
+    """``spectrum`` in the dataset's bins (as it is when ``prepared``: already rebinned)."""
+    rebin_by = settings.dataset.rebin
+    return spectrum if prepared or rebin_by <= 1 else rebin(spectrum, rebin_by)
+
+
+def whole_range_spectrum(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> Spectrum:
+    """``spectrum`` rebinned and cropped to the dataset's whole ``mass_range`` (turn-on included,
+    whatever the guard says): what the turn-on and the closure truths are fitted to."""
+    return crop(_rebinned(spectrum, settings, prepared=prepared), *settings.dataset.mass_range)
+
+
+def measure_spectrum_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> TurnOn:
+    """The turn-on of ``spectrum`` over the dataset's whole ``mass_range`` (:func:`hps_bayes.turnon.measure_turn_on`).
+
+    ``prepared``: the spectrum is already rebinned (e.g. a truth of the spurious-signal study).
+    """
+    return _measure_turn_on(whole_range_spectrum(spectrum, settings, prepared=prepared), settings)
+
+
+def _measure_turn_on(whole: Spectrum, settings: AnalysisSettings) -> TurnOn:
+    preset, bkg = settings.dataset, settings.background
+    return measure_turn_on(whole.edges, whole.counts, lambda m: float(sigma_m(m, preset)),
+                           widths=bkg.turn_on_widths, sharpness=bkg.turn_on_sharpness)
+
+
+def turn_on_guard(spectrum: Spectrum, settings: AnalysisSettings, *,
+                  prepared: bool = False) -> tuple[AnalysisSettings, TurnOn | None]:
+    """:func:`guard_turn_on` and the measurement it used (None when nothing was measured)."""
+    bkg = settings.background
+    if bkg.turn_on == "off" or bkg.fit_range_min is not None:
+        return settings, None
+    whole = whole_range_spectrum(spectrum, settings, prepared=prepared)
+    turn = _measure_turn_on(whole, settings)
+    start = float(turn.fit_lo)
+    if turn.guarded:  # the first bin edge at or above the turn-on end
+        edges = np.asarray(whole.edges, float)
+        tol = 1e-6 * float(np.min(np.abs(np.diff(edges))))
+        above = edges[edges >= start - tol]
+        start = float(above[0]) if len(above) else start
+    return replace(settings, background=replace(bkg, fit_range_min=start)), turn
+
+
+def guard_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: bool = False) -> AnalysisSettings:
+    """Settings whose background fit range starts above a sharp turn-on of ``spectrum``.
+
+    With ``background.turn_on="guard"`` and ``background.fit_range_min`` unset, the turn-on is
+    measured (:func:`measure_spectrum_turn_on`); where it is sharp, ``fit_range_min`` becomes
+    the first bin edge at or above m_on + n_w·w, else the range start.  The scan grid
+    (:func:`mass_grid`) then keeps ``scan.edge_sigmas``·σ(m) from it, windows never reach below
+    it, and a mass below it is refused with the reason.  Idempotent: settings whose
+    ``fit_range_min`` is set (measured before, or by hand) come back unchanged.
+    """
+    return turn_on_guard(spectrum, settings, prepared=prepared)[0]
+
+
+def with_mass_range(settings: AnalysisSettings, lo: float, hi: float) -> AnalysisSettings:
+    """Settings whose scan covers [lo, hi] GeV."""
+    return replace(settings, scan=replace(settings.scan, mass_min=lo, mass_max=hi))

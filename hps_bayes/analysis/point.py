@@ -1,0 +1,240 @@
+"""One mass point: window, fits, local significance, CLs limits and ε².
+
+``evaluate_mass`` fits one window (free fit, fit at A = 0), computes the local
+significance and the CLs upper limits on A (observed and expected band), and
+converts them to ε².  ``run_scan`` does this over a grid, with a progress bar,
+optionally writing each point's ``numbers.json`` atomically as soon as it is
+done and skipping points whose results already exist (resume).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from hps_bayes import __version__
+from hps_bayes.analysis.grid import fit_range, guard_turn_on, prepare_spectrum
+from hps_bayes.analysis.seeds import point_rng
+from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
+from hps_bayes.core import FloatArray
+from hps_bayes.errors import ConfigError, FitError, HpsBayesError, InputError
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.spurious import load_spurious_table, spurious_table_path, with_spurious
+from hps_bayes.model.window import Window, make_window
+from hps_bayes.physics.signal import f_rad, sigma_m, signal_template, yield_per_eps2
+from hps_bayes.results.objects import MassPointResult, WindowFitArrays
+from hps_bayes.stats import AsymptoticCalculator, Discovery, ToyCalculator, upper_limit
+
+log = logging.getLogger(__name__)
+
+def _check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
+    lo, hi = settings.dataset.mass_range
+    start = fit_range(settings)[0]
+    if start > lo and lo <= mass < start:
+        raise InputError(
+            f"mass {mass * 1e3:.2f} MeV is below the background fit range of dataset {settings.dataset.name!r}, "
+            f"which starts at {start * 1e3:.2f} MeV above the spectrum's sharp turn-on (background.turn_on=guard): "
+            f"a smooth background cannot tell a turn-on as sharp as the resolution from a signal there. "
+            f"Choose a mass above {start * 1e3:.2f} MeV, or set background.turn_on=off (or "
+            f"background.fit_range_min=<GeV>) and carry the spurious signal measured there"
+        )
+    if not (lo <= mass <= hi) or not (spectrum.edges[0] <= mass <= spectrum.edges[-1]):
+        raise InputError(
+            f"mass {mass * 1e3:.2f} MeV is outside dataset {settings.dataset.name!r}'s range "
+            f"[{lo * 1e3:.1f}, {hi * 1e3:.1f}] MeV (spectrum covers [{spectrum.edges[0] * 1e3:.1f}, "
+            f"{spectrum.edges[-1] * 1e3:.1f}] MeV); choose a mass inside it or change dataset.mass_range"
+        )
+
+
+def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Window:
+    """The fit window around ``mass`` with its signal template.
+
+    With ``background.spurious="table"`` the window carries the spurious-signal nuisance
+    of size S(m) from the dataset's table (:func:`hps_bayes.model.with_spurious`).
+    """
+    _check_mass(spectrum, mass, settings)
+    sigma = float(sigma_m(mass, settings.dataset))
+    template = signal_template(spectrum.edges, mass, sigma)
+    lo, hi = fit_range(settings)
+    bkg = settings.background
+    window = make_window(spectrum.edges, spectrum.counts, mass=mass, sigma=sigma, template=template,
+                         settings=bkg, range_lo=lo, range_hi=hi)
+    if bkg.spurious == "table":
+        path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
+        if bkg.spurious_table or path.is_file():
+            table = load_spurious_table(str(path))
+            if not table.covers(mass):
+                _warn_outside_table(str(path), "below" if mass < table.mass[0] else "above",
+                                    float(table.mass[0] if mass < table.mass[0] else table.mass[-1]))
+            window = with_spurious(window, table)
+        else:
+            _warn_no_table(str(path))
+    return window
+
+
+@functools.lru_cache(maxsize=32)
+def _warn_outside_table(path: str, side: str, end: float) -> None:
+    log.warning("masses %s %.1f MeV lie outside the spurious-signal table %s (measured over the fit range of its "
+                "settings, e.g. above the turn-on guard): S there is the table's end value, not a measurement; "
+                "rerun `python -m hps_bayes task=spurious task.write_table=true` with these settings", side,
+                end * 1e3, path)
+
+
+@functools.lru_cache(maxsize=32)
+def _warn_no_table(path: str) -> None:
+    log.warning("no spurious-signal table %s for this dataset: the spurious-signal nuisance is off (S = 0); "
+                "make one with `python -m hps_bayes task=spurious task.write_table=true` or set "
+                "background.spurious=off to silence this", path)
+
+
+def background_density(objective: WindowObjective, theta: FloatArray) -> float:
+    """ρ(m) = dN/dm (counts/GeV) of the background under the signal.
+
+    The background-only fit's expected counts per bin divided by the bin
+    width, averaged with the signal template as weight.
+    """
+    w = objective.window
+    density = objective.background(theta) / w.widths
+    weights = w.template / w.template.sum()
+    return float(density @ weights)
+
+
+def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> MassPointResult:
+    t_start = time.perf_counter()
+    preset = settings.dataset
+    window = build_window(spectrum, mass, settings)
+    objective = WindowObjective(window, settings.background)
+    calc = _calculator(objective, mass, settings)
+    disc = calc.discovery()  # toys: p0 from the background-only toys where any reaches q0
+    p0_asymptotic = calc.asymptotic.discovery().p0 if isinstance(calc, ToyCalculator) else disc.p0
+    if 0 < settings.stats.toy_p0_above_z <= disc.z0 and disc.n_toys == 0:
+        disc = _toy_discovery(objective, mass, settings, disc)
+    if isinstance(calc, ToyCalculator):
+        limit = upper_limit(calc, alpha=settings.stats.alpha, rtol=1e-3, scan=TOY_SCAN_POINTS)
+        calc = calc.asymptotic  # observed fits and σ for the columns below
+    else:
+        limit = upper_limit(calc, alpha=settings.stats.alpha)
+    free, null = calc.free_fit, calc.fit_at_zero
+    rho = background_density(objective, null.theta)
+    frad = float(f_rad(mass, preset))
+    k = float(yield_per_eps2(mass, f_rad=frad, rho=rho, n_eff=preset.n_eff, alpha_em=preset.alpha_em))
+    converged = calc.converged and limit.converged
+    status = "ok" if converged else "fit_failed"
+    message = "" if converged else limit.message
+    return MassPointResult(
+        dataset=preset.name, mass=float(mass), status=status, message=message,
+        sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
+        sigma_A_stat=free.poi_error(objective), q0=disc.q0, p0=disc.p0, Z=disc.z0,
+        p0_method="toys" if disc.n_toys else "asymptotic", p0_asymptotic=p0_asymptotic,
+        A_up=limit.mu_up, A_up_error=limit.mu_up_error if limit.n_toys else float("nan"),
+        A_up_expected=tuple(limit.mu_up_expected),
+        eps2_up=limit.mu_up / k, eps2_up_expected=tuple(v / k for v in limit.mu_up_expected),
+        rho=rho, spurious_signal=window.spurious, window_lo=float(window.edges[0]),
+        window_hi=float(window.edges[-1]), window_bins=window.n_bins, window_clipped=window.clipped_low or window.clipped_high,
+        converged=converged, n_iter=free.n_iter, eta=window.eta,
+        lengthscale=window.lengthscale_sigma, method=settings.stats.method, n_toys=limit.n_toys,
+        seed=settings.seed, config_hash=settings.config_hash(), version=__version__,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSettings,
+                   asymptotic: Discovery) -> Discovery:
+    """p0 from ``stats.toy_p0_toys`` background-only toys (q0 of each, batched), for an excess
+    whose asymptotic Z reached ``stats.toy_p0_above_z``; the asymptotic p0 where no toy reaches
+    the observed q0 (then p0 < 1/N and the log says so)."""
+    toys = ToyCalculator(objective, objective.observed(), n_toys=settings.stats.toy_p0_toys,
+                         rng=point_rng(settings, mass, purpose=3))
+    disc = toys.discovery()
+    if disc.n_toys == 0:
+        log.info("m=%.2f MeV: no toy of %d reaches q0 = %.1f; p0 < %.1e, the asymptotic p0 is kept",
+                 mass * 1e3, settings.stats.toy_p0_toys, asymptotic.q0, 1 / settings.stats.toy_p0_toys)
+    return disc
+
+
+def evaluate_point(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> MassPointResult:
+    """:func:`_evaluate`, turning a failure at this mass into a result with a status."""
+    try:
+        return _evaluate(spectrum, mass, settings)
+    except (HpsBayesError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError) as exc:
+        kind = "input_error" if isinstance(exc, InputError) else "fit_failed"
+        if isinstance(exc, FitError):
+            kind = "fit_failed"
+        log.warning("m=%.2f MeV: %s", mass * 1e3, exc)
+        return MassPointResult(dataset=settings.dataset.name, mass=float(mass), status=kind,
+                               message=str(exc), seed=settings.seed, config_hash=settings.config_hash(),
+                               version=__version__)
+
+
+def evaluate_mass(
+    spectrum: Spectrum,
+    mass: float,
+    dataset: Any = "2015",
+    config: AnalysisSettings | Mapping[str, Any] | None = None,
+) -> MassPointResult:
+    """Fit one mass hypothesis and return significance and CLs limits.
+
+    Parameters
+    ----------
+    spectrum : the full spectrum (as read by :func:`hps_bayes.load_spectrum`);
+        it is rebinned and cropped as the dataset preset says.
+    mass : mass hypothesis in GeV.
+    dataset : a preset name ("2015", "2016", "2021", "demo") or a
+        :class:`~hps_bayes.physics.DatasetPreset`.
+    config : :class:`~hps_bayes.settings.AnalysisSettings`, or a mapping of
+        overrides such as ``{"background": {"poly_degree": 5}}``; defaults when None.
+
+    Returns
+    -------
+    MassPointResult
+        ``A_hat, sigma_A, p0, Z, A_up, eps2_up, A_up_expected`` (N = -2..2) and ``status``.
+    """
+    settings = guard_turn_on(spectrum, resolve_settings(dataset, config))
+    spec = prepare_spectrum(spectrum, settings)
+    _check_mass(spec, mass, settings)
+    return evaluate_point(spec, mass, settings)
+
+
+def check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
+    """Raise :class:`~hps_bayes.errors.InputError` when ``mass`` is outside the dataset's range."""
+    _check_mass(prepare_spectrum(spectrum, settings), mass, settings)
+
+
+def window_fit_arrays(spectrum: Spectrum, result: MassPointResult, settings: AnalysisSettings) -> WindowFitArrays:
+    """Refit one finished point (free and at A = A_up) and return the arrays its plots draw."""
+    window = build_window(spectrum, result.mass, settings)
+    objective = WindowObjective(window, settings.background)
+    data = objective.observed()
+    free = newton_fit(objective, data)
+    at_limit = newton_fit(objective, data, poi_fixed=result.A_up, init=free.theta)
+    return WindowFitArrays(
+        dataset=result.dataset, mass=result.mass, sigma_m=window.sigma, edges=window.edges,
+        counts=window.counts, background_free=objective.background(free.theta),
+        signal_free=free.theta[0] * window.template, background_limit=objective.background(at_limit.theta),
+        signal_limit=result.A_up * window.template, A_hat=result.A_hat, A_up=result.A_up, Z=result.Z,
+    )
+
+
+# --- toys: calculator choice, per-point seeds, look-elsewhere toy scans ---------------------------------
+
+#: μ values of the CLs scan of a toy limit (see :func:`hps_bayes.stats.upper_limit`).
+TOY_SCAN_POINTS = 12
+
+
+def _calculator(objective: WindowObjective, mass: float,
+                settings: AnalysisSettings) -> AsymptoticCalculator | ToyCalculator:
+    """The calculator ``settings.stats.method`` names."""
+    if settings.stats.method == "asymptotic":
+        return AsymptoticCalculator(objective, objective.observed())
+    if settings.stats.n_toys < 10:
+        raise ConfigError(f"stats.method=toys with stats.n_toys={settings.stats.n_toys}: set stats.n_toys "
+                          "(e.g. 1000 for limits, 10000 for bands), or use stats=toys")
+    return ToyCalculator(objective, objective.observed(), n_toys=settings.stats.n_toys,
+                         rng=point_rng(settings, mass))

@@ -1,0 +1,121 @@
+"""Scans over a mass grid: one point after the other, written as they finish, resumable."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hps_bayes import __version__
+from hps_bayes.analysis.grid import guard_turn_on, mass_grid, prepare_spectrum
+from hps_bayes.analysis.point import evaluate_point
+from hps_bayes.analysis.rundir import (
+    ScanInterrupted,
+    _AbandonPoint,
+    _fault_hook,
+    _StopOnSignals,
+    job_provenance,
+    load_finished,
+    point_path,
+)
+from hps_bayes.analysis.seeds import point_seed
+from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.results.files import write_json
+from hps_bayes.results.objects import MassPointResult, results_frame
+
+log = logging.getLogger(__name__)
+
+def _compute_point(spec: Spectrum, mass: float, settings: AnalysisSettings) -> tuple[MassPointResult, str]:
+    """:func:`evaluate_point`, with any unexpected error turned into status "error" plus its traceback."""
+    try:
+        _fault_hook(mass)
+        return evaluate_point(spec, mass, settings), ""
+    except Exception as exc:  # noqa: BLE001 - recorded in numbers.json and retried by the next run
+        log.error("m=%.2f MeV failed: %s: %s", mass * 1e3, type(exc).__name__, exc)
+        result = MassPointResult(dataset=settings.dataset.name, mass=float(mass), status="error",
+                                 message=f"{type(exc).__name__}: {exc}", seed=settings.seed,
+                                 config_hash=settings.config_hash(), version=__version__)
+        return result, traceback.format_exc()
+
+
+def _scan_point(spec: Spectrum, mass: float, settings: AnalysisSettings, *, out_dir: str | Path | None,
+                provenance: Mapping[str, Any] | None, counts: dict[str, int]) -> MassPointResult:
+    path = point_path(out_dir, mass, settings.dataset.name) if out_dir else None
+    result = load_finished(path, settings.config_hash()) if path else None
+    if result is not None:
+        counts["reused"] += 1
+        return result
+    started = time.time()
+    result, error = _compute_point(spec, mass, settings)
+    counts["computed"] += 1
+    if path:
+        prov = {**(provenance or {}), **job_provenance(), "point_seed": point_seed(settings.seed, mass),
+                "started": started, "finished": time.time()}
+        if error:
+            prov["traceback"] = error
+        write_json(path, {"result": result.to_dict(), "settings": settings.to_dict(), "provenance": prov})
+    return result
+
+
+def run_scan(
+    spectrum: Spectrum,
+    *,
+    dataset: Any = "demo",
+    config: AnalysisSettings | Mapping[str, Any] | None = None,
+    masses: Iterable[float] | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool | None = None,
+    on_result: Callable[[MassPointResult], None] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    handle_signals: bool = False,
+) -> Any:
+    """Evaluate every mass of the grid (or ``masses``) and return a pandas DataFrame.
+
+    With ``out_dir``, each point's ``<out_dir>/m030MeV/<dataset>/numbers.json``
+    (result, settings, and ``provenance``: the given keys plus host, pid, SLURM
+    job ids, the point's seed) is written atomically when it is done; points
+    already there with the same config hash and status "ok" are read back
+    instead of recomputed, failed ones are computed again.  ``frame.attrs``
+    counts the points ``computed`` and ``reused``.
+
+    With ``handle_signals``, SIGTERM and SIGUSR2 (SLURM's pre-emption and
+    time-limit signal) stop the scan after the point in progress (a second
+    signal abandons that point) and raise :class:`ScanInterrupted` with the
+    points done so far.
+    """
+    from tqdm.auto import tqdm
+
+    settings = guard_turn_on(spectrum, resolve_settings(dataset, config))
+    spec = prepare_spectrum(spectrum, settings)
+    grid = mass_grid(settings) if masses is None else np.asarray(list(masses), dtype=float)
+    results: list[MassPointResult] = []
+    counts = {"computed": 0, "reused": 0}
+    disable = None if progress is None else not progress  # None: off when not a terminal
+    with _StopOnSignals() if handle_signals else contextlib.nullcontext() as stop:
+        try:
+            for mass in tqdm(grid, desc=f"scan {settings.dataset.name}", unit="mass", disable=disable, leave=False):
+                if stop is not None and stop.signum is not None:
+                    break
+                if stop is not None:
+                    stop.in_point = True
+                result = _scan_point(spec, float(mass), settings, out_dir=out_dir, provenance=provenance,
+                                     counts=counts)
+                if stop is not None:
+                    stop.in_point = False
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        except _AbandonPoint:
+            pass
+        frame = results_frame(results)
+        frame.attrs.update(counts)
+        if stop is not None and stop.signum is not None:
+            raise ScanInterrupted(stop.signum, frame, stop.previous.get(stop.signum))
+    return frame

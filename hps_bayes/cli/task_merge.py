@@ -1,0 +1,86 @@
+"""``task=merge``: the results of a chunked run in one table."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hps_bayes.analysis.rundir import (
+    collect_points,
+)
+from hps_bayes.analysis.settings import AnalysisSettings, settings_from_mapping
+from hps_bayes.cli.inputs import IncompleteRunError, _locked
+from hps_bayes.cli.task_scan import _summary_plots
+from hps_bayes.errors import ConfigError
+from hps_bayes.results.files import read_json, write_json, write_table
+
+log = logging.getLogger("hps_bayes")
+
+def run_settings(run_dir: Path, settings: AnalysisSettings) -> list[AnalysisSettings]:
+    """The settings of every scan recorded in ``run_dir`` (``scan_<dataset>.json``), else the configured one.
+
+    The run's own settings define its grid and config hash; plots follow the current config.
+    """
+    found = []
+    for path in sorted(run_dir.glob("scan_*.json")):
+        recorded = settings_from_mapping(read_json(path)["settings"])
+        found.append(replace(recorded, plots=settings.plots))
+    if not found:
+        log.warning("no scan_<dataset>.json in %s: merging the configured grid of dataset %s", run_dir,
+                    settings.dataset.name)
+    return found or [settings]
+
+
+def task_merge(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Collect a chunked run's ``numbers.json`` into ``results_single.csv``, summary plots and
+    ``merge_report.json``; missing and failed points are reported (an error with ``task.strict=true``)."""
+    import pandas as pd
+
+    if not cfg.get("run_dir") or not out.is_dir():
+        raise ConfigError(f"task=merge needs the folder of the run to merge, e.g. run_dir=multirun/2026-01-31/"
+                          f"12-00-00; got run_dir={cfg.get('run_dir')!r}" + ("" if out.is_dir() else " (not found)"))
+    frames, reports = [], []
+    for run in run_settings(out, settings):
+        frame, report = collect_points(out, run)
+        frames.append(frame)
+        reports.append(report)
+        _summary_plots(frame, run, out)
+        _log_merge(report)
+    merged = pd.concat(frames, ignore_index=True)
+    write_table(out / "results_single.csv", merged)
+    complete = all(r["complete"] for r in reports)
+    write_json(out / "merge_report.json", {"run_dir": str(out), "complete": complete, "datasets": reports})
+    log.info("merged %d mass points into %s (%s)", len(merged), out / "results_single.csv",
+             "complete" if complete else "INCOMPLETE: rerun the scan command to fill the gaps")
+    if not complete and (cfg.get("task") or {}).get("strict"):
+        raise IncompleteRunError(f"run {out} is incomplete (task.strict=true): see merge_report.json")
+    return merged
+
+
+def _log_merge(report: dict[str, Any]) -> None:
+    log.info("dataset %s: %d of %d mass points ok, %d missing, %d failed", report["dataset"], report["n_ok"],
+             report["n_points"], report["n_missing"], report["n_failed"])
+    if report["missing"] or report["stale"]:
+        masses = ", ".join(f"{m * 1e3:.2f}" for m in report["missing"] + report["stale"])
+        log.warning("dataset %s: missing mass points [MeV]: %s", report["dataset"], masses)
+    for bad in report["failed"]:
+        log.warning("dataset %s: m=%.2f MeV failed: %s (%s)", report["dataset"], bad["mass"] * 1e3,
+                    bad["status"], bad["message"])
+
+
+def _merge_chunk(out: Path, stem: str, frame: Any, scan: Any) -> Any:
+    """Write this chunk's ``<stem>`` table and, when every chunk of the run is done, merge them into
+    ``<stem>.csv`` (under a lock: the last chunk to finish merges).  Returns the merged table, or
+    None while other chunks are still running."""
+    from hps_bayes.studies import closure
+
+    with _locked(out / f"{stem}.csv"):
+        write_table(out / closure.chunk_table(stem, scan.chunk, scan.n_chunks), frame)
+        merged = closure.merge_chunks(out, stem, scan.n_chunks)
+        if merged is not None and scan.n_chunks > 1:
+            write_table(out / f"{stem}.csv", merged)
+    if merged is None:
+        log.info("%s chunk %d/%d done; the last chunk to finish merges the run", stem, scan.chunk + 1, scan.n_chunks)
+    return merged

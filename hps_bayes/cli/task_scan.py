@@ -1,0 +1,216 @@
+"""``task=scan`` and ``task=test``: scan a spectrum, or one mass with its plots.
+
+Each task takes the validated settings, the plain composed config (for
+task-specific keys) and the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hps_bayes.analysis.grid import chunk_of, mass_grid, prepare_spectrum
+from hps_bayes.analysis.point import check_mass, window_fit_arrays
+from hps_bayes.analysis.rundir import (
+    ScanInterrupted,
+    job_provenance,
+    point_path,
+    write_run_manifest,
+)
+from hps_bayes.analysis.scan import run_scan
+from hps_bayes.analysis.seeds import chunk_seeds
+from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.cli.inputs import _locked, load_guarded
+from hps_bayes.cli.task_posterior import _scan_posteriors
+from hps_bayes.errors import ConfigError
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.results.files import read_json, write_json, write_table
+from hps_bayes.results.objects import MassPointResult, mass_label
+
+log = logging.getLogger("hps_bayes")
+
+PUBLISHED_2015 = Path(__file__).resolve().parents[1] / "data" / "hps2015_published_limit.csv"
+
+
+def chunk_provenance(settings: AnalysisSettings) -> dict[str, Any]:
+    """This chunk's place in the run and its seed (``SeedSequence(seed).spawn(n_chunks)[chunk]``)."""
+    scan = settings.scan
+    return {"chunk": scan.chunk, "n_chunks": scan.n_chunks, "base_seed": settings.seed,
+            "chunk_seed": chunk_seeds(settings.seed, scan.n_chunks)[scan.chunk]}
+
+
+def _chunk_table(settings: AnalysisSettings) -> str:
+    scan = settings.scan
+    if scan.n_chunks == 1:
+        return "results_single.csv"
+    return f"results_chunk{scan.chunk}_{settings.dataset.name}.csv"
+
+
+def _flush_chunk(frame: Any, settings: AnalysisSettings, out: Path, info: dict[str, Any], *,
+                 state: str) -> None:
+    """The chunk's table and ``chunks/<dataset>_chunk<k>.json`` (counts, SLURM job ids, state)."""
+    write_table(out / _chunk_table(settings), frame)
+    n_bad = int((frame.status != "ok").sum()) if len(frame) else 0
+    write_json(out / "chunks" / f"{settings.dataset.name}_chunk{settings.scan.chunk}.json", {
+        **info, **job_provenance(), "state": state, "table": _chunk_table(settings), "n_done": len(frame),
+        "n_failed": n_bad, "computed": int(frame.attrs.get("computed", 0)),
+        "reused": int(frame.attrs.get("reused", 0))})
+
+
+def task_scan(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+    """Scan the grid (or chunk ``scan.chunk`` of ``scan.n_chunks``) into the run folder ``out``.
+
+    One chunk: ``results_single.csv`` and summary plots; several: ``results_chunk<k>_<dataset>.csv``
+    (``task=merge`` then collects the run).  Per mass: ``m030MeV/<dataset>/numbers.json``.
+    """
+    spectrum, settings = load_guarded(settings, cfg, out)
+    masses = chunk_of(mass_grid(settings), settings.scan.n_chunks, settings.scan.chunk)
+    info = chunk_provenance(settings)
+    write_run_manifest(out, settings)
+    log.info("chunk %d/%d: scanning %d masses of dataset %s (%.1f-%.1f MeV) into %s", settings.scan.chunk + 1,
+             settings.scan.n_chunks, len(masses), settings.dataset.name, masses[0] * 1e3, masses[-1] * 1e3, out)
+    try:
+        frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, provenance=info,
+                         handle_signals=True)
+    except ScanInterrupted as exc:
+        _flush_chunk(exc.frame, settings, out, info, state="interrupted")
+        raise
+    _flush_chunk(frame, settings, out, info, state="done")
+    log.info("%d mass points computed, %d reused from an earlier run", frame.attrs["computed"],
+             frame.attrs["reused"])
+    if settings.scan.n_chunks == 1:
+        _summary_plots(frame, settings, out)
+    _per_mass_plots(spectrum, frame, settings, out)
+    _log_summary(frame)
+    _look_elsewhere(spectrum, frame, settings, out)
+    _scan_posteriors(spectrum, frame, settings, cfg, out)
+    return frame
+
+
+def task_test(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> MassPointResult:
+    """One mass point (``mass=0.030``): fit, significance, limits; printed and saved."""
+    if cfg.get("mass") is None:
+        raise ConfigError("task=test needs a mass in GeV, e.g. `python -m hps_bayes task=test mass=0.030`")
+    spectrum, settings = load_guarded(settings, cfg, out)
+    mass = float(cfg["mass"])
+    check_mass(spectrum, mass, settings)
+    frame = run_scan(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
+                     provenance={"task": "test"}, handle_signals=True)
+    result = MassPointResult.from_dict(_row_to_result(frame.iloc[0].to_dict()))
+    _per_mass_plots(spectrum, frame, settings, out, force=True)
+    _print_result(result)
+    return result
+
+
+def _row_to_result(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("A_up_expected", "eps2_up_expected"):
+        row[key] = [row.pop(f"{key}_{s}") for s in ("m2", "m1", "median", "p1", "p2")]
+    return row
+
+
+def _summary_plots(frame: Any, settings: AnalysisSettings, out: Path) -> None:
+    if not settings.plots.summary or frame.empty:
+        return
+    import pandas as pd
+
+    from hps_bayes.plots import scan as plots_scan
+
+    label = f"HPS {settings.dataset.name}"
+    folder = out / "summary_plots"
+    published = None
+    if settings.dataset.name in ("2015", "demo") and PUBLISHED_2015.exists():
+        published = pd.read_csv(PUBLISHED_2015, comment="#")
+    ext = settings.plots.format
+    name = settings.dataset.name
+    plots_scan.plot_eps2_limits(frame, folder / f"eps2_ul_{name}.{ext}", dataset_label=label, published=published)
+    plots_scan.plot_A_limits(frame, folder / f"A_ul_{name}.{ext}", dataset_label=label)
+    plots_scan.plot_p0(frame, folder / f"p0_{name}.{ext}", dataset_label=label)
+    plots_scan.plot_z_distribution(frame, folder / f"z_distribution_{name}.{ext}", dataset_label=label)
+
+
+def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, out: Path, *,
+                    force: bool = False) -> None:
+    wanted = {round(m, 7) for m in settings.plots.per_mass_masses}
+    rows = [row for row in frame.itertuples() if row.status == "ok"
+            and (force or settings.plots.per_mass or round(row.mass, 7) in wanted)]
+    if not rows:
+        return  # matplotlib is not even imported (a second off every chunk's start)
+    from hps_bayes.plots import window as plots_window
+
+    spec = prepare_spectrum(spectrum, settings)
+    for row in rows:
+        result = MassPointResult.from_dict(_row_to_result(dict(row._asdict())))
+        arrays = window_fit_arrays(spec, result, settings)
+        folder = point_path(out, result, settings.dataset.name).parent
+        ext = settings.plots.format
+        plots_window.plot_fit_full(arrays, folder / f"fit_full.{ext}")
+        plots_window.plot_blind_ul(arrays, folder / f"blind_ul.{ext}")
+        plots_window.plot_s_over_b_ul(arrays, folder / f"s_over_b_ul.{ext}")
+
+
+def _log_summary(frame: Any) -> None:
+    ok = frame[frame.status == "ok"]
+    failed = frame[frame.status != "ok"]
+    log.info("%d of %d mass points ok", len(ok), len(frame))
+    for row in failed.itertuples():
+        log.warning("%s m=%.2f MeV: %s (%s)", row.dataset, row.mass * 1e3, row.status, row.message)
+    if len(ok):
+        best = ok.loc[ok.Z.idxmax()]
+        log.info("largest local excess: m=%.2f MeV, Z=%.2f (p0=%.2e); median eps2 limit %.2e",
+                 best.mass * 1e3, best.Z, best.p0, float(np.median(ok.eps2_up)))
+
+
+def _print_result(r: MassPointResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"HPS {r.dataset}, m = {r.mass * 1e3:.2f} MeV ({mass_label(r.mass)})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [("status", r.status + (f" ({r.message})" if r.message else "")), ("σ(m) [MeV]", f"{r.sigma_m * 1e3:.3f}"),
+            ("Â [events]", f"{r.A_hat:.1f} ± {r.sigma_A:.1f}"), ("local Z", f"{r.Z:.2f}"), ("p0", f"{r.p0:.3e}"),
+            ("A_up 95% CL [events]", f"{r.A_up:.1f}"),
+            ("A_up expected (−2..+2σ)", ", ".join(f"{v:.0f}" for v in r.A_up_expected)),
+            ("ε² 95% CL", f"{r.eps2_up:.3e}"), ("ε² expected median", f"{r.eps2_up_expected[2]:.3e}"),
+            ("window [MeV]", f"{r.window_lo * 1e3:.1f}–{r.window_hi * 1e3:.1f} ({r.window_bins} bins)")]
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+# --- look-elsewhere effect (stats.lee_toys > 0) and task=bands ---------------------------------------
+
+def _look_elsewhere(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, out: Path) -> Any:
+    """With ``stats.lee_toys`` > 0 and one chunk: toy scans over the scanned masses, the global
+    significance of the largest local excess (:mod:`hps_bayes.stats.lee`) in the log and in
+    ``summary.json`` (key ``look_elsewhere`` → dataset)."""
+    from hps_bayes.analysis.toyscans import toy_scans
+    from hps_bayes.stats.lee import look_elsewhere
+
+    n_scans = settings.stats.lee_toys
+    ok = frame[frame.status == "ok"] if len(frame) else frame
+    if n_scans <= 0 or len(ok) == 0:
+        return None
+    if settings.scan.n_chunks > 1:
+        log.warning("stats.lee_toys=%d: the look-elsewhere toy scans need the whole grid; run them in a "
+                    "one-chunk scan (scan.n_chunks=1), which reuses the finished points", n_scans)
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 0, 2]))
+    z_toys = toy_scans(spectrum, settings, n_scans=n_scans, rng=rng, masses=ok.mass.to_numpy())
+    lee = look_elsewhere(ok.mass.to_numpy(), ok.Z.to_numpy(), z_toys, ok.sigma_m.to_numpy(),
+                         c0=settings.stats.lee_c0)
+    path = out / "summary.json"
+    with _locked(path):
+        summary = read_json(path) if path.exists() else {}
+        summary.setdefault("look_elsewhere", {})[settings.dataset.name] = {
+            **lee.to_dict(), "seed": settings.seed, "config_hash": settings.config_hash()}
+        write_json(path, summary)
+    log.info("look-elsewhere (%d toy scans, %d masses): largest local Z = %.2f at %.2f MeV (p_local %.2e); "
+             "global p: toys %.3g ± %.2g (Z = %.2f), Gross-Vitells %.3g (<N(c0=%.1f)> = %.2f), trials factor "
+             "%.1f → %.3g", lee.n_toy_scans, len(ok), lee.z_local_max, lee.mass_at_max * 1e3, lee.p_local,
+             lee.p_global_toys, lee.p_global_toys_error, lee.z_global_toys, lee.p_global_gv, lee.c0,
+             lee.n_upcrossings_mean, lee.trials_factor, lee.p_global_trials)
+    return lee

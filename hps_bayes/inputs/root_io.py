@@ -1,0 +1,207 @@
+"""Reading and writing ROOT TH1 histograms (uproot): sub-directories, cycles, F/D, variable bins.
+
+This is the ``io`` layer of :mod:`hps_bayes`: it is the only module that
+touches ROOT files (through :mod:`uproot`) and it imports nothing from the
+rest of the package except :mod:`hps_bayes.errors`.
+
+A spectrum is a 1-D histogram of the e+e− invariant mass, with bin edges in
+GeV.  HPS histograms are fine-binned (0.05 MeV), have millions of entries and
+are stored as ``TH1F`` or ``TH1D``, sometimes inside a ``TDirectory`` and
+sometimes with several cycles of one key (``name;1``, ``name;2``).
+
+Examples
+--------
+>>> import numpy as np
+>>> s = Spectrum(edges=np.array([0.0, 0.1, 0.2]), counts=np.array([3.0, 5.0]),
+...              variances=np.array([3.0, 5.0]), name="h", source="example")
+>>> s.n_bins, float(s.total)
+(2, 8.0)
+>>> rebin(s, 2).counts.tolist()
+[8.0]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uproot
+
+from hps_bayes.errors import ConfigError, InputError
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.inputs.validation import _atomic_target
+
+log = logging.getLogger(__name__)
+
+#: ROOT classes accepted as a 1-D spectrum.
+TH1_CLASSES = ("TH1D", "TH1F", "TH1I", "TH1S", "TH1C")
+#: How many keys an error message lists at most.
+_MAX_LISTED_KEYS = 20
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _split_cycle(hist: str) -> tuple[str, int | None]:
+    """Split ``"dir/name;2"`` into ``("dir/name", 2)``; no cycle gives ``None``."""
+    name, sep, cycle_text = hist.strip().strip("/").partition(";")
+    if not name:
+        raise InputError(f"histogram name {hist!r} is empty; give e.g. 'invariant_mass' or 'dir/name;1'")
+    if not sep:
+        return name, None
+    if not cycle_text.isdigit():
+        raise InputError(
+            f"histogram name {hist!r} has cycle {cycle_text!r}, which is not a positive integer; "
+            "write it as 'name;2' or leave the cycle out to take the highest"
+        )
+    return name, int(cycle_text)
+
+
+def _th1_keys(classnames: Mapping[str, str]) -> list[str]:
+    """The keys (with cycles) of all 1-D histograms, at most ``_MAX_LISTED_KEYS``."""
+    keys = [key for key, cls in classnames.items() if cls in TH1_CLASSES]
+    return keys[:_MAX_LISTED_KEYS]
+
+
+def _open_root(path: Path) -> Any:
+    """Open ``path`` with uproot, turning every failure into an :class:`InputError`."""
+    if not path.is_file():
+        raise InputError(
+            f"ROOT file '{path}' does not exist; check the path (dataset.path=...) "
+            "or create demo data with task=simulate"
+        )
+    try:
+        return uproot.open(path)
+    except (OSError, ValueError) as err:
+        raise InputError(f"'{path}' could not be read as a ROOT file ({err}); give a .root file") from err
+
+
+def _resolve_key(classnames: Mapping[str, str], name: str, cycle: int | None, path: Path) -> str:
+    """Find the key ``name;cycle`` (highest cycle when ``cycle`` is None)."""
+    cycles = sorted(int(key.rpartition(";")[2]) for key in classnames if key.rpartition(";")[0] == name)
+    if not cycles or (cycle is not None and cycle not in cycles):
+        wanted = name if cycle is None else f"{name};{cycle}"
+        found = f" (cycles present: {cycles})" if cycles else ""
+        listing = ", ".join(_th1_keys(classnames)) or "none"
+        raise InputError(
+            f"histogram '{wanted}' not found in '{path}'{found}; 1-D histograms in the file: {listing}. "
+            "Set dataset.hist_name to one of them"
+        )
+    return f"{name};{cycle if cycle is not None else cycles[-1]}"
+
+
+def load_spectrum(path: str | os.PathLike[str], hist: str) -> Spectrum:
+    """Read a 1-D histogram (``TH1F``, ``TH1D``, ...) from a ROOT file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ROOT file.
+    hist : str
+        The histogram's key, possibly inside directories (``"preselection/h_invM_8000"``)
+        and possibly with a cycle (``"invariant_mass;2"``).  Without a cycle the
+        highest cycle is read, as ROOT does.
+
+    Returns
+    -------
+    Spectrum
+        Edges (fixed or variable binning) from the x axis, counts without the
+        under/overflow bins, and variances Σw² when the histogram stores them
+        (``fSumw2``), the counts otherwise.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or not a ROOT file, the histogram is not there
+        (the message lists the 1-D histograms the file holds), or the object is
+        not a 1-D histogram.
+    """
+    file_path = Path(path)
+    name, cycle = _split_cycle(hist)
+    with _open_root(file_path) as root_file:
+        classnames = root_file.classnames(recursive=True)
+        key = _resolve_key(classnames, name, cycle, file_path)
+        if classnames[key] not in TH1_CLASSES:
+            raise InputError(
+                f"'{key}' in '{file_path}' is a {classnames[key]}, not a 1-D histogram "
+                f"({', '.join(TH1_CLASSES)}); set dataset.hist_name to a TH1"
+            )
+        histogram = root_file[key]
+        edges = np.asarray(histogram.axis().edges(flow=False), dtype=np.float64)
+        counts = np.asarray(histogram.values(flow=False), dtype=np.float64)
+        sumw2 = np.asarray(histogram.member("fSumw2"), dtype=np.float64)
+    variances = sumw2[1:-1] if sumw2.size == counts.size + 2 else counts.copy()
+    log.debug("read %s from %s: %d bins, %.6g entries", key, file_path, counts.size, counts.sum())
+    return Spectrum(edges=edges, counts=counts, variances=variances, name=name, source=f"{file_path}:{key}")
+
+
+def _to_th1(spectrum: Spectrum, *, as_float: bool) -> Any:
+    """Build an uproot TH1D (or TH1F) model carrying counts, Σw² and statistics."""
+    counts, variances, edges = spectrum.counts, spectrum.variances, spectrum.edges
+    centers = spectrum.centers
+    widths = spectrum.widths
+    uniform = bool(np.allclose(widths, widths[0], rtol=1e-9, atol=0.0))
+    axis = uproot.writing.identify.to_TAxis(
+        "xaxis", "", spectrum.n_bins, float(edges[0]), float(edges[-1]), fXbins=None if uniform else edges
+    )
+    data = np.concatenate([[0.0], counts, [0.0]]).astype(np.float32 if as_float else np.float64)
+    return uproot.writing.identify.to_TH1x(
+        fName=None,
+        fTitle=spectrum.name,
+        data=data,
+        fEntries=float(np.sum(counts)),
+        fTsumw=float(np.sum(counts)),
+        fTsumw2=float(np.sum(variances)),
+        fTsumwx=float(np.sum(counts * centers)),
+        fTsumwx2=float(np.sum(counts * centers**2)),
+        fSumw2=np.concatenate([[0.0], variances, [0.0]]),
+        fXaxis=axis,
+    )
+
+
+def write_spectra_root(
+    path: str | os.PathLike[str], spectra: Mapping[str, Spectrum], *, as_float: bool = False
+) -> Path:
+    """Write spectra as ROOT histograms, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ROOT file to create (replaced if it exists; parent folders are made).
+    spectra : mapping of str to Spectrum
+        Key → spectrum.  A key may contain ``/`` to place the histogram in
+        TDirectories (``"preselection/h_invM_8000"``); it may not carry a cycle.
+    as_float : bool, optional
+        Write ``TH1F`` (float32 contents) instead of ``TH1D``.
+
+    Returns
+    -------
+    Path
+        The written file.  Variances are stored as ``fSumw2``, so
+        :func:`load_spectrum` gives them back.
+
+    Raises
+    ------
+    ConfigError
+        If ``spectra`` is empty or a key is empty or contains ``;``.
+    """
+    if not spectra:
+        raise ConfigError("write_spectra_root got no spectra; pass {key: Spectrum}")
+    for key in spectra:
+        if not key.strip("/") or ";" in key:
+            raise ConfigError(f"histogram key {key!r} must be a non-empty path without ';' (e.g. 'dir/name')")
+    target = Path(path)
+    tmp = _atomic_target(target)
+    try:
+        with uproot.recreate(tmp) as root_file:
+            for key, spectrum in spectra.items():
+                root_file[key.strip("/")] = _to_th1(spectrum, as_float=as_float)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %d histogram(s) to %s", len(spectra), target)
+    return target

@@ -1,0 +1,118 @@
+"""The PyMC window model (Legendre mean + HSGP in ln m, Poisson likelihood), compiled once per process."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+from numpy.polynomial import legendre
+
+from hps_bayes.core import FitData, FloatArray
+from hps_bayes.model.settings import BackgroundSettings, Kernel
+
+if TYPE_CHECKING:  # a type only: the window module imports this one
+    from hps_bayes.model.window import Window
+
+log = logging.getLogger(__name__)
+
+def _cov_func(kernel: Kernel, eta: Any, ell: Any) -> Any:
+    cls = {"expquad": pm.gp.cov.ExpQuad, "matern52": pm.gp.cov.Matern52, "matern32": pm.gp.cov.Matern32}
+    return eta**2 * cls[kernel](1, ls=ell)
+
+
+class CompiledWindowModel:
+    """The PyMC window model, compiled once; evaluate it on any :class:`Window`."""
+
+    def __init__(self, settings: BackgroundSettings) -> None:
+        self.settings = settings
+        d, m = settings.poly_degree, settings.n_basis
+        self.n_params = 1 + (d + 1) + m + 1
+        self.slices = {"A": slice(0, 1), "coef": slice(1, d + 2), "beta": slice(d + 2, d + 2 + m),
+                       "spurious": slice(d + 2 + m, d + 3 + m)}
+        self.n_aux = m + 1
+        self.pymc_model = self._build_model()
+        self._fn_full, self._fn_value, self._fn_parts = self._compile()
+
+    def _build_model(self) -> pm.Model:
+        s = self.settings
+        d, m = s.poly_degree, s.n_basis
+        t0 = np.linspace(-1.0, 1.0, 16)
+        with pm.Model(check_bounds=False) as model:
+            t = pm.Data("t", t0)
+            basis = pm.Data("legendre", legendre.legvander(t0, d))
+            template = pm.Data("template", np.zeros_like(t0))
+            log_offset = pm.Data("log_offset", np.zeros_like(t0))
+            counts = pm.Data("counts", np.zeros_like(t0))
+            beta_centre = pm.Data("beta_centre", np.zeros(m + 1))
+            eta = pm.Data("eta", 0.1)
+            ell = pm.Data("lengthscale", 0.5)
+            spurious_size = pm.Data("spurious_size", 0.0)
+            amp = pm.Flat("A")
+            coef = pm.Flat("coef", shape=d + 1)
+            gp = pm.gp.HSGP(m=[m], L=[s.c], cov_func=_cov_func(s.kernel, eta, ell))
+            phi, sqrt_psd = gp.prior_linearized(X=t[:, None])
+            beta = pm.Normal("beta", mu=beta_centre[:m], sigma=1.0, shape=m)
+            nu = pm.Normal("spurious", mu=beta_centre[m], sigma=1.0)
+            log_b = log_offset + basis @ coef + phi @ (beta * sqrt_psd)
+            pm.Deterministic("background", pt.exp(log_b))
+            pm.Deterministic("gp_basis", phi * sqrt_psd)
+            pm.Poisson("n", mu=pt.exp(log_b) + (amp + spurious_size * nu) * template, observed=counts)
+        return model
+
+    def _compile(self) -> tuple[Any, Any, Any]:
+        model = self.pymc_model
+        theta = pt.dvector("theta")
+        values = {model.rvs_to_values[model[name]]: theta[sl] for name, sl in self.slices.items()}
+        values[model.rvs_to_values[model["A"]]] = theta[0]
+        values[model.rvs_to_values[model["spurious"]]] = theta[self.n_params - 1]
+        inputs = {name: pt.dvector(name) for name in ("t", "template", "log_offset", "counts", "beta_centre")}
+        scalars = {name: pt.dscalar(name) for name in ("eta", "lengthscale", "spurious_size")}
+        basis = pt.dmatrix("legendre")
+        givens = [(model[k], v) for k, v in inputs.items()]
+        givens += [(model[k], v) for k, v in scalars.items()] + [(model["legendre"], basis)]
+        logp = model.logp(jacobian=False)
+        (bkg, gp_basis) = model.replace_rvs_by_values([model["background"], model["gp_basis"]])
+        nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values,  # type: ignore[list-item]
+                                                        strict=False)
+        grad = pt.grad(nll, theta)
+        hess = pytensor.gradient.jacobian(grad, theta, vectorize=True)
+        args = [theta, inputs["counts"], inputs["beta_centre"], inputs["t"], basis, inputs["template"],
+                inputs["log_offset"], scalars["eta"], scalars["lengthscale"], scalars["spurious_size"]]
+        log.info("compiling the window model (%d parameters); the first compile takes a while", self.n_params)
+        full = pytensor.function(args, [nll, grad, hess], givens=givens,  # type: ignore[list-item]
+                                 on_unused_input="ignore",
+                                 trust_input=True)
+        value = pytensor.function(args, nll, givens=givens, on_unused_input="ignore", trust_input=True)
+        parts = pytensor.function(args[:1] + args[2:], bkg, givens=givens, on_unused_input="ignore",
+                                  trust_input=True)
+        self._fn_gp_basis = pytensor.function([inputs["t"], scalars["eta"], scalars["lengthscale"]], gp_basis,
+                                              givens=givens, on_unused_input="ignore")
+        return full, value, parts
+
+    def arguments(self, window: Window, data: FitData) -> list[Any]:
+        return [data.counts, data.aux, window.t, window.legendre, window.template, window.log_offset,
+                np.asarray(window.eta, dtype=float), np.asarray(window.lengthscale_t, dtype=float),
+                np.asarray(window.spurious, dtype=float)]
+
+    def gp_basis(self, window: Window) -> FloatArray:
+        """The HSGP basis ``φ_j(t_i) √S(λ_j)`` of ``window`` (n_bins × m), from the PyMC graph."""
+        return np.asarray(self._fn_gp_basis(window.t, np.asarray(window.eta, dtype=float),
+                                            np.asarray(window.lengthscale_t, dtype=float)))
+
+    def background(self, theta: FloatArray, window: Window, aux: FloatArray | None = None) -> FloatArray:
+        """Expected background counts per bin of ``window`` at ``theta``."""
+        args = self.arguments(window, FitData(window.counts, np.zeros(self.n_aux)))
+        return np.asarray(self._fn_parts(theta, *args[1:]))
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_model(settings_key: tuple[int, int, float, str]) -> CompiledWindowModel:
+    """One compiled model per process and graph-fixing settings."""
+    degree, n_basis, c, kernel = settings_key
+    return CompiledWindowModel(BackgroundSettings(poly_degree=degree, n_basis=n_basis, c=c,
+                                                  kernel=kernel))  # type: ignore[arg-type]

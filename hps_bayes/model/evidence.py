@@ -1,0 +1,200 @@
+"""HSGP hyperparameters η, ℓ by the Laplace approximation of the marginal likelihood."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.polynomial import legendre
+
+from hps_bayes.core import FloatArray
+from hps_bayes.model.compiled import compiled_model
+from hps_bayes.model.settings import BackgroundSettings
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- η, ℓ by the marginal likelihood
+
+
+@dataclass(frozen=True)
+class HyperFit:
+    """η, ℓ chosen by :func:`marginal_likelihood_hyperparameters`.
+
+    ``lengthscale`` is in the coordinate t of the fit; ``neg_log_evidence`` is the Laplace
+    approximation −ln p(n | η, ℓ) up to a constant (η = 0 when the GP gains less than
+    :data:`EVIDENCE_MIN_GAIN` in ln Z); ``eta_at_bound``/``ell_at_bound`` say
+    whether the optimum sits at the lower bound (η at its bound: the GP is effectively off).
+    """
+
+    eta: float
+    lengthscale: float
+    neg_log_evidence: float
+    neg_log_evidence_no_gp: float
+    eta_at_bound: bool
+    ell_at_bound: bool
+    n_evaluations: int
+
+
+#: Lower and upper bounds of η (ln counts) in the marginal-likelihood search.
+ETA_BOUNDS = (1e-4, 3.0)
+#: The GP is switched on (η > 0) only if it raises ln Z by at least this much over no GP: where the
+#: evidence is flat in η (a long-ℓ GP duplicating the Legendre mean) η = 0 is the Occam choice.
+EVIDENCE_MIN_GAIN = 0.5
+
+
+def _gp_basis(t: FloatArray, eta: float, ell_t: float, settings: BackgroundSettings) -> FloatArray:
+    """The HSGP basis φ_j(t) √S(λ_j; η, ℓ) of the compiled PyMC graph (n × m)."""
+    model = compiled_model(settings.compile_key())
+    return np.asarray(model._fn_gp_basis(np.asarray(t, float), np.asarray(eta, float), np.asarray(ell_t, float)))
+
+
+def laplace_neg_log_evidence(offset: FloatArray, free_basis: FloatArray, gp_basis: FloatArray,
+                             counts: FloatArray, start: FloatArray | None = None,
+                             ) -> tuple[float, FloatArray]:
+    """Laplace approximation of −ln p(n | η, ℓ) of the background-only model (A = 0).
+
+    μ = exp(offset + F c + G β), c flat, β ~ N(0, 1):
+    NLL(γ̂) + ½ ln det H(γ̂), γ = (c, β), H = Bᵀ diag(μ) B + diag(0, I) (Poisson with log link:
+    the Hessian is exact), constants dropped.  Returns the value and γ̂ (a warm start).
+    """
+    basis = np.hstack([free_basis, gp_basis])
+    n_free = free_basis.shape[1]
+    prior = np.r_[np.zeros(n_free), np.ones(gp_basis.shape[1])]
+    if start is None:
+        y = np.log(counts + 0.5) - offset
+        wts = np.sqrt(counts + 0.5)
+        coef, *_ = np.linalg.lstsq(free_basis * wts[:, None], y * wts, rcond=None)
+        start = np.r_[coef, np.zeros(gp_basis.shape[1])]
+    gamma = np.asarray(start, float).copy()
+
+    def value(g: FloatArray) -> tuple[float, FloatArray]:
+        eta_ = offset + basis @ g
+        mu = np.exp(np.minimum(eta_, 700.0))
+        return float(np.sum(mu - counts * eta_) + 0.5 * np.sum(prior * g * g)), mu
+
+    f, mu = value(gamma)
+    hess = basis.T @ (mu[:, None] * basis) + np.diag(prior)
+    for _ in range(100):
+        grad = basis.T @ (mu - counts) + prior * gamma
+        scale = 1.0 / np.sqrt(np.maximum(np.diag(hess), 1e-300))
+        chol = np.linalg.cholesky(hess * scale[:, None] * scale[None, :])
+        step = scale * np.linalg.solve(chol.T, np.linalg.solve(chol, scale * grad))
+        decrement = float(grad @ step)
+        lam = 1.0
+        while True:
+            f_new, mu_new = value(gamma - lam * step)
+            if f_new <= f + 1e-12 * abs(f) or lam < 1e-6:
+                break
+            lam *= 0.5
+        gamma, f, mu = gamma - lam * step, f_new, mu_new
+        hess = basis.T @ (mu[:, None] * basis) + np.diag(prior)
+        if decrement < 1e-9:
+            break
+    scale = 1.0 / np.sqrt(np.diag(hess))
+    logdet = np.linalg.slogdet(hess * scale[:, None] * scale[None, :])[1] - 2.0 * np.sum(np.log(scale))
+    return f + 0.5 * float(logdet), gamma
+
+
+def marginal_likelihood_hyperparameters(t: FloatArray, counts: FloatArray, log_offset: FloatArray, *,
+                                        degree: int, settings: BackgroundSettings, ell_min: float,
+                                        ell_fixed: float | None = None, ell_max: float = 4.0) -> HyperFit:
+    """η, ℓ (ℓ in the coordinate ``t`` ∈ [−1, 1]) maximising the Laplace marginal likelihood.
+
+    The background-only model exp(offset + Legendre(degree) in t + HSGP(η, ℓ)) with the Legendre
+    coefficients flat and the HSGP weights N(0, 1) (:func:`laplace_neg_log_evidence`), minimised
+    over (ln η, ln ℓ) with ``scipy.optimize.minimize`` (L-BFGS-B, bounded: η in :data:`ETA_BOUNDS`,
+    ℓ in [ell_min, ell_max]) from the best point of a small grid; with ``ell_fixed`` only η.
+    """
+    from scipy.optimize import minimize
+
+    free = legendre.legvander(np.asarray(t, float), degree)
+    counts = np.asarray(counts, float)
+    warm: dict[str, FloatArray] = {}
+    n_eval = 0
+    ell_min = float(ell_min)
+    ell_max = max(float(ell_max), 1.01 * ell_min)
+
+    def objective(x: FloatArray) -> float:
+        nonlocal n_eval
+        n_eval += 1
+        eta = math.exp(x[0])
+        ell = float(ell_fixed) if ell_fixed is not None else math.exp(x[1])
+        val, gamma = laplace_neg_log_evidence(log_offset, free, _gp_basis(t, eta, ell, settings), counts,
+                                              warm.get("gamma"))
+        warm["gamma"] = gamma
+        return val
+
+    lo_eta, hi_eta = (math.log(b) for b in ETA_BOUNDS)
+    if ell_fixed is None:
+        bounds = [(lo_eta, hi_eta), (math.log(ell_min), math.log(ell_max))]
+        grid = [np.array([math.log(e), math.log(ell_min * k)]) for e in (3e-3, 3e-2, 3e-1) for k in (1.0, 3.0, 10.0)
+                if ell_min * k <= ell_max]
+    else:
+        bounds = [(lo_eta, hi_eta)]
+        grid = [np.array([math.log(e)]) for e in (1e-3, 1e-2, 1e-1, 1.0)]
+    values = []
+    for x in grid:
+        warm.clear()
+        values.append(objective(x))
+    x0 = grid[int(np.argmin(values))]
+    warm.clear()
+    res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds, options={"eps": 1e-5, "maxiter": 200})
+    no_gp, _ = laplace_neg_log_evidence(log_offset, free, np.zeros((len(t), 0)), counts)
+    x = np.asarray(res.x)
+    eta = math.exp(x[0])
+    ell = float(ell_fixed) if ell_fixed is not None else math.exp(x[1])
+    best = float(res.fun)
+    if min(values) < best:  # the optimiser never ends above its start; guard anyway
+        x, best = grid[int(np.argmin(values))], min(values)
+        eta = math.exp(x[0])
+        ell = float(ell_fixed) if ell_fixed is not None else math.exp(x[1])
+    if no_gp <= best + EVIDENCE_MIN_GAIN:  # η → 0 (the limit of the lower bound) unless the GP earns it
+        eta, best = 0.0, float(no_gp)
+    return HyperFit(eta=eta, lengthscale=ell, neg_log_evidence=best, neg_log_evidence_no_gp=float(no_gp),
+                    eta_at_bound=bool(eta == 0.0 or x[0] <= lo_eta + 1e-3),
+                    ell_at_bound=bool(ell_fixed is None and x[1] <= math.log(ell_min) + 1e-3),
+                    n_evaluations=n_eval)
+
+
+_SPECTRUM_HYPER: dict[tuple[Any, ...], tuple[float, float]] = {}
+
+
+def spectrum_hyperparameters(edges: FloatArray, counts: FloatArray, range_lo: float, range_hi: float,
+                             settings: BackgroundSettings, *, ell_min: float,
+                             ell_fixed: float) -> tuple[float, float]:
+    """(η, ℓ in ln m) of the whole range ``[range_lo, range_hi]``, chosen once per spectrum.
+
+    The fit: Legendre of degree ``hyper_degree`` in the range's normalised ln m + HSGP, A = 0
+    (:func:`marginal_likelihood_hyperparameters`); ``ell_min``/``ell_fixed`` in ln m.  Cached per
+    (spectrum, settings, bound), so a scan pays it once.
+    """
+    import hashlib
+
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    sel = (centers >= range_lo) & (centers <= range_hi)
+    idx = np.flatnonzero(sel)
+    e = np.asarray(edges[idx[0]: idx[-1] + 2], float)
+    n = np.asarray(counts[idx], float)
+    digest = hashlib.sha1(e.tobytes() + n.tobytes()).hexdigest()
+    free_ell = settings.hyper_free == "both"
+    key = (digest, settings.compile_key(), settings.hyper_degree, settings.poly_degree, free_ell,
+           round(ell_min if free_ell else ell_fixed, 12))
+    if key not in _SPECTRUM_HYPER:
+        u = np.log(0.5 * (e[1:] + e[:-1]))
+        u_lo, u_hi = math.log(e[0]), math.log(e[-1])
+        half = 0.5 * (u_hi - u_lo)
+        t = (u - u_lo) / half - 1.0
+        widths = np.diff(e)
+        degree = settings.poly_degree if settings.hyper_degree < 0 else settings.hyper_degree
+        fit = marginal_likelihood_hyperparameters(
+            t, n, np.log(widths / widths.mean()), degree=degree, settings=settings, ell_min=ell_min / half,
+            ell_fixed=None if free_ell else ell_fixed / half)
+        log.info("eta, ell by the marginal likelihood of the whole range (degree %d): eta = %.4g, "
+                 "ell = %.4g in ln m (%s%s; -ln Z gain over no GP %.2f)", degree, fit.eta, fit.lengthscale * half,
+                 "eta at its bound, " if fit.eta_at_bound else "", "ell at its bound" if fit.ell_at_bound else "",
+                 fit.neg_log_evidence_no_gp - fit.neg_log_evidence)
+        _SPECTRUM_HYPER[key] = (fit.eta, fit.lengthscale * half)
+    return _SPECTRUM_HYPER[key]

@@ -1,0 +1,155 @@
+"""Background-model settings (typed, validated).
+
+For a mass hypothesis m the window holds the bins with ``|x - m| <= k σ(m)``.
+In the window coordinate ``t`` (ln x mapped linearly onto [-1, 1]; the mass
+resolution is nearly constant in ln x) the expected counts are
+
+    μ_i = exp( o_i + Σ_k c_k P_k(t_i) + Σ_j φ_j(t_i) √S(λ_j; η, ℓ) β_j ) + A T_i,
+
+(plus, where switched on, a spurious-signal nuisance ``S·ν·T_i`` with
+``ν ~ N(ν⁰, 1)`` and S the measured spurious yield at m), with
+``o_i = ln(w_i / w_ref)`` for the bin widths, ``P_k`` Legendre
+polynomials (a GP with explicit basis functions, Rasmussen & Williams §2.7:
+the coefficients ``c`` are fitted jointly with A and unconstrained), ``φ_j``,
+``S`` the Hilbert-space GP approximation of PyMC (``pm.gp.HSGP``, Solin &
+Särkkä; Riutort-Mayol et al. 2023) with amplitude η and lengthscale ℓ, and
+``β_j ~ N(β⁰_j, 1)`` its weights.  ``T_i`` is the binned Gaussian signal
+template and A the total signal yield.  Counts are Poisson.
+
+The model is built once per process for a given :class:`BackgroundSettings`;
+its negative log-posterior (flat priors on A and c, so the frequentist
+likelihood with the GP prior as Gaussian constraint), gradient and Hessian
+are compiled once by PyTensor and serve every window: all window arrays
+(``pm.Data`` containers with dynamic shapes) are inputs of the compiled
+function, so no state is shared between windows.
+
+Parameters: ``θ = (A, c_0..c_d, β_1..β_m, ν)``; A is at index 0.  The
+constraint centres ``(β⁰, ν⁰)`` are the auxiliary data (``FitData.aux``).
+With S = 0 the nuisance ν decouples (its constraint alone fixes it at ν⁰).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from hps_bayes.errors import ConfigError
+
+Kernel = Literal["expquad", "matern52", "matern32"]
+EdgeMode = Literal["shift", "clip"]
+SpuriousMode = Literal["off", "table"]
+HyperMode = Literal["fixed", "marginal"]
+HyperScope = Literal["spectrum", "window"]
+HyperFree = Literal["both", "eta"]
+TurnOnMode = Literal["guard", "off"]
+
+
+@dataclass(frozen=True)
+class BackgroundSettings:
+    """How the background of a window is modelled.
+
+    Attributes
+    ----------
+    poly_degree : degree d of the Legendre mean in t (d + 1 free coefficients).
+    n_basis : number m of HSGP basis functions.
+    c : HSGP boundary factor; L = c (the window spans t ∈ [-1, 1]).
+    kernel : GP covariance ("expquad", "matern52", "matern32").
+    eta : GP amplitude η in units of ln(counts).
+    lengthscale : GP lengthscale ℓ in units of σ(m)/m (the resolution in ln m).
+    window_sigmas : half-width k of the window in units of σ(m); a value larger than the
+        range (e.g. 1000) fits the whole spectrum at every mass.
+    min_bins : windows with fewer bins are not fitted.
+    edge : what happens where ``m ± k σ`` crosses the range end: ``"shift"`` keeps the full
+        width 2kσ inside the range (the mass sits off-centre; flagged only when the range is
+        narrower than the window), ``"clip"`` cuts the window at the range end (flagged).
+    spurious : ``"table"`` switches on the spurious-signal nuisance with the size measured by
+        ``task=spurious`` (``spurious_<dataset>.csv``); ``"off"`` leaves it out.
+    spurious_table : path of a table to use instead of the dataset's own ("" = the dataset's).
+    hyper : ``"fixed"``: η, ℓ as set; ``"marginal"``: chosen by the Laplace-approximated marginal
+        likelihood of the background-only fit (:func:`marginal_likelihood_hyperparameters`).
+    hyper_scope : ``"spectrum"``: once per spectrum, from the fit of the whole range (Legendre of
+        degree ``hyper_degree`` in the range's ln m + HSGP); ``"window"``: per window, from the
+        window's own background-only fit.
+    hyper_free : ``"both"``: η and ℓ (ℓ ≥ ``lengthscale_min`` σ(m)/m); ``"eta"``: η only, ℓ fixed
+        at ``lengthscale``.
+    hyper_degree : Legendre degree of the whole-range fit of ``hyper_scope="spectrum"``
+        (-1: ``poly_degree``).
+    lengthscale_min : lower bound of ℓ (units of σ(m)/m) for ``hyper_free="both"``, per window.
+    lengthscale_min_lnm : the same bound in ln m for ``hyper_scope="spectrum"`` (one bound for the
+        whole range, so that η, ℓ are the same at every mass; 0.1 = 2σ(m)/m of 2015).
+    turn_on : ``"guard"``: the spectrum's turn-on is measured (:mod:`hps_bayes.turnon`) and, where
+        it is sharp (width < ``turn_on_sharpness`` σ(m)), the fit range starts at its end,
+        m_on + ``turn_on_widths``·w (:func:`hps_bayes.scan.guard_turn_on`); ``"off"``: the
+        dataset's range as it is.
+    turn_on_widths, turn_on_sharpness : n_w and κ of the guard.
+    fit_range_min : where the background fit range starts (GeV); set by the guard from the data
+        (``None``: not measured yet) or by hand (the guard then keeps it).
+    """
+
+    poly_degree: int = 10
+    n_basis: int = 20
+    c: float = 1.5
+    kernel: Kernel = "expquad"
+    eta: float = 0.0
+    lengthscale: float = 4.0
+    window_sigmas: float = 10.0
+    min_bins: int = 15
+    edge: EdgeMode = "shift"
+    spurious: SpuriousMode = "table"
+    spurious_table: str = ""
+    hyper: HyperMode = "fixed"
+    hyper_scope: HyperScope = "spectrum"
+    hyper_free: HyperFree = "both"
+    hyper_degree: int = -1
+    lengthscale_min: float = 2.0
+    lengthscale_min_lnm: float = 0.1
+    turn_on: TurnOnMode = "guard"
+    turn_on_widths: float = 2.0
+    turn_on_sharpness: float = 4.0
+    fit_range_min: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.edge not in ("shift", "clip"):
+            raise ConfigError(f"background.edge={self.edge!r}: use 'shift' (full-width window kept inside "
+                              f"the range) or 'clip' (window cut at the range end)")
+        if self.spurious not in ("off", "table"):
+            raise ConfigError(f"background.spurious={self.spurious!r}: use 'off' or 'table' (the measured "
+                              f"spurious signal of task=spurious as a constrained nuisance)")
+        if self.hyper not in ("fixed", "marginal") or self.hyper_scope not in ("spectrum", "window") \
+                or self.hyper_free not in ("both", "eta"):
+            raise ConfigError(f"background.hyper={self.hyper!r}, hyper_scope={self.hyper_scope!r}, "
+                              f"hyper_free={self.hyper_free!r}: use hyper fixed|marginal, hyper_scope "
+                              f"spectrum|window, hyper_free both|eta")
+        if self.hyper_degree < -1 or self.hyper_degree > 20 or self.lengthscale_min <= 0 \
+                or self.lengthscale_min_lnm <= 0:
+            raise ConfigError(f"background.hyper_degree={self.hyper_degree} (use -1..20), lengthscale_min="
+                              f"{self.lengthscale_min} (use > 0)")
+        if self.poly_degree < 0 or self.poly_degree > 15:
+            raise ConfigError(f"background.poly_degree={self.poly_degree}: use 0..15")
+        if self.turn_on not in ("guard", "off") or not self.turn_on_widths >= 0 \
+                or not self.turn_on_sharpness >= 0:
+            raise ConfigError(f"background.turn_on={self.turn_on!r}, turn_on_widths={self.turn_on_widths}, "
+                              f"turn_on_sharpness={self.turn_on_sharpness}: use turn_on guard|off and "
+                              f"non-negative widths and sharpness")
+        if self.n_basis < 1:
+            raise ConfigError(f"background.n_basis={self.n_basis}: use at least 1 basis function")
+        if self.c <= 1.0:
+            raise ConfigError(f"background.c={self.c}: the HSGP boundary factor must exceed 1 (1.5 is usual)")
+        if self.kernel not in ("expquad", "matern52", "matern32"):
+            raise ConfigError(f"background.kernel={self.kernel!r}: use expquad, matern52 or matern32")
+        if self.eta < 0 or self.lengthscale <= 0 or self.window_sigmas <= 0:
+            raise ConfigError(
+                f"background eta={self.eta}, lengthscale={self.lengthscale}, "
+                f"window_sigmas={self.window_sigmas}: eta >= 0 and the others > 0 are required"
+            )
+
+    def compile_key(self) -> tuple[int, int, float, str]:
+        """The settings that fix the compiled graph (the others are data)."""
+        return (self.poly_degree, self.n_basis, self.c, self.kernel)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackgroundSettings:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

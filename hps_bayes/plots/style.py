@@ -1,0 +1,99 @@
+"""HEP style (mplhep): figures, headers, axes helpers shared by every plot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import matplotlib.style
+import mplhep
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation
+
+DPI = 110
+MASS_LABEL = r"$m(e^{+}e^{-})$ [MeV]"
+PUBLISHED_2015_LABEL = "HPS 2015 published (arXiv:1807.11530)"
+_FAIL_COLOR = "#d00000"
+_SIGNAL_COLOR = "#f89c20"
+_LIMIT_FIGSIZE = (12.0, 9.0)
+_LIMIT_MARGINS = {"left": 0.13, "right": 0.97, "bottom": 0.12, "top": 0.93}
+_WINDOW_MARGINS = {"left": 0.16, "right": 0.96, "bottom": 0.11, "top": 0.94}
+
+
+# --------------------------------------------------------------------------------------------
+# figure plumbing
+# --------------------------------------------------------------------------------------------
+@contextmanager
+def hep_figure(figsize: tuple[float, float], margins: dict[str, float] | None = None, *,
+               dpi: int = DPI, layout: Literal["constrained", "compressed", "tight"] | None = None
+               ) -> Iterator[Figure]:
+    """A pyplot-free ``Figure`` drawn inside mplhep's ROOT style (rcParams restored on exit)."""
+    with matplotlib.style.context(mplhep.style.ROOT):
+        fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
+        if margins:
+            fig.subplots_adjust(**margins)
+        yield fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` at its dpi (inside the style context), then clear it so its artists are freed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=fig.dpi)
+    finally:
+        fig.clear()
+    return path
+
+
+
+def _header(ax: Axes, right: str, left: str = "") -> None:
+    """Experiment label above the axes: bold "HPS" (+ ``left``) on the left, ``right`` on the right."""
+    mplhep.label.exp_label(exp="HPS", llabel=left, rlabel=right, data=True, ax=ax, fontsize=22)
+
+
+def _mark_failures(ax: Axes, mass_mev: np.ndarray, *, label: str) -> None:
+    """Red ticks along the bottom of ``ax`` at the masses of points left out of the curves."""
+    if mass_mev.size == 0:
+        return
+    ax.plot(mass_mev, np.full(mass_mev.size, 0.035), ls="none", marker="|", ms=22, mew=2.5,
+            color=_FAIL_COLOR, transform=ax.get_xaxis_transform(), label=f"{label} ({mass_mev.size})",
+            zorder=5)
+
+
+def _log_limits(values: list[np.ndarray], *, headroom: float, fallback: tuple[float, float]
+                ) -> tuple[float, float]:
+    """Log-axis limits around the positive finite ``values``, with a fraction ``headroom`` kept free on top."""
+    flat = np.concatenate([np.ravel(v) for v in values]) if values else np.array([])
+    flat = flat[np.isfinite(flat) & (flat > 0)]
+    if flat.size == 0:
+        return fallback
+    lo, hi = float(flat.min()), float(flat.max())
+    decades = max(math.log10(hi / lo), 0.5)
+    bottom = lo / 10 ** (0.12 * decades)
+    log_top = math.log10(hi) + decades * headroom / (1 - headroom) + 0.05
+    if abs(log_top - round(log_top)) < 0.06:  # keep a decade label off the top edge (next to the header)
+        log_top = round(log_top) - 0.06
+    return bottom, 10**log_top
+
+
+def _set_log_y(ax: Axes, limits: tuple[float, float]) -> None:
+    """Log y with ``limits``; intermediate (2, 5 × 10^k) labels too when the range spans ≲ 2 decades."""
+    ax.set_yscale("log")
+    ax.set_ylim(*limits)
+    ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
+def _set_linear_y(ax: Axes, arrays: list[np.ndarray], *, headroom: float) -> None:
+    """Linear y from just below the lowest value, the top ``headroom`` kept free; ×10^k offset for big counts."""
+    flat = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    lo, hi = float(flat.min()), float(flat.max())
+    pad = 0.05 * max(hi - lo, abs(hi) * 1e-3, 1.0)
+    bottom = max(0.0, lo - pad) if lo >= 0 else lo - pad
+    ax.set_ylim(bottom, bottom + (hi + pad - bottom) / (1 - headroom))
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)

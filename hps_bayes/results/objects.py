@@ -1,0 +1,209 @@
+"""Frozen result objects of a mass point and a combination, and their tables.
+
+Every result is a frozen dataclass with a fixed shape: fields never depend on
+options, and a field that was not computed holds NaN (numbers) or "" (text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hps_bayes.core import FloatArray
+
+N_SIGMA_BAND = (-2, -1, 0, 1, 2)
+NAN = float("nan")
+
+
+def _nan5() -> tuple[float, ...]:
+    return (NAN,) * 5
+
+
+@dataclass(frozen=True)
+class MassPointResult:
+    """Everything computed for one (dataset, mass) point.
+
+    ``A_up_error`` is the Monte Carlo uncertainty of a toy limit ``A_up`` (σ(CLs) over the CLs slope
+    at the limit; NaN for asymptotic limits).  ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
+    N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``spurious_signal`` is the size S
+    (events) of the spurious-signal nuisance at this mass (0: off); ``sigma_A`` includes it in
+    quadrature, σ_A = √(σ_stat² + S²), so its effect on σ_A is √(σ_A² − S²) → σ_A.  ``status`` is
+    "ok" when every fit converged and the limit search closed; otherwise a
+    short reason, and ``message`` says more.
+    """
+
+    dataset: str
+    mass: float
+    status: str = "ok"
+    message: str = ""
+    sigma_m: float = NAN
+    f_rad: float = NAN
+    A_hat: float = NAN
+    sigma_A: float = NAN
+    sigma_A_stat: float = NAN
+    q0: float = NAN
+    p0: float = NAN
+    Z: float = NAN
+    p0_method: str = "asymptotic"
+    p0_asymptotic: float = NAN
+    A_up: float = NAN
+    A_up_error: float = NAN
+    A_up_expected: tuple[float, ...] = field(default_factory=_nan5)
+    eps2_up: float = NAN
+    eps2_up_expected: tuple[float, ...] = field(default_factory=_nan5)
+    rho: float = NAN
+    spurious_signal: float = 0.0
+    window_lo: float = NAN
+    window_hi: float = NAN
+    window_bins: int = 0
+    window_clipped: bool = False
+    converged: bool = False
+    n_iter: int = 0
+    eta: float = NAN
+    lengthscale: float = NAN
+    method: str = "asymptotic"
+    n_toys: int = 0
+    seed: int = -1
+    config_hash: str = ""
+    version: str = ""
+    seconds: float = NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MassPointResult:
+        return cls(**_fields_from(cls, d, ("A_up_expected", "eps2_up_expected")))
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for CSV/Parquet: band tuples become columns ``*_m2 … *_p2``."""
+        row = self.to_dict()
+        for key in ("A_up_expected", "eps2_up_expected"):
+            values = row.pop(key)
+            for n, v in zip(N_SIGMA_BAND, values, strict=True):
+                row[f"{key}_{_band_suffix(n)}"] = v
+        return row
+
+
+def _fields_from(cls: Any, d: Mapping[str, Any], tuple_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The entries of ``d`` that are fields of ``cls``; ``tuple_keys`` become float tuples
+    (from lists, as JSON stores them, or ";"-joined strings, as CSV rows hold them)."""
+    kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+    for key in tuple_keys:
+        if key in kwargs:
+            value = kwargs[key]
+            if isinstance(value, str):
+                value = [v for v in value.split(";") if v]
+            kwargs[key] = tuple(float(v) for v in value)
+    return kwargs
+
+
+def _band_suffix(n: int) -> str:
+    return "median" if n == 0 else (f"p{n}" if n > 0 else f"m{-n}")
+
+
+def mass_label(mass: float) -> str:
+    """Folder name of a mass point, e.g. ``m030MeV`` or ``m030p5MeV``."""
+    mev = round(mass * 1e3, 3)
+    whole = math.floor(mev)
+    frac = round(mev - whole, 3)
+    return f"m{whole:03d}MeV" if frac == 0 else f"m{whole:03d}p{str(frac)[2:]}MeV"
+
+
+def results_frame(results: Iterable[MassPointResult]) -> Any:
+    """A pandas DataFrame with one row per result, sorted by dataset and mass."""
+    import pandas as pd
+
+    rows = [r.to_row() for r in results]
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(["dataset", "mass"], kind="stable").reset_index(drop=True)
+    return frame
+
+
+@dataclass(frozen=True)
+class WindowFitArrays:
+    """Arrays of one window fit, for the per-mass plots (plots never compute statistics).
+
+    ``background_free``/``signal_free``: the free fit's background and Â·T per bin;
+    ``background_limit``/``signal_limit``: the fit with A fixed at the observed
+    upper limit and that signal, A_up·T.  Masses and edges in GeV.
+    """
+
+    dataset: str
+    mass: float
+    sigma_m: float
+    edges: Any
+    counts: Any
+    background_free: Any
+    signal_free: Any
+    background_limit: Any
+    signal_limit: Any
+    A_hat: float
+    A_up: float
+    Z: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class CombinedResult:
+    """The combination of the datasets covering one mass (shared ε², per-dataset nuisances).
+
+    ``datasets`` names them joined by "+", in the order of ``k_factors`` (yield per
+    unit ε², A_d = ε²·K_d) and ``sigma_eps2_single`` (each dataset's own σ(ε²)).
+    """
+
+    mass: float
+    datasets: str
+    status: str = "ok"
+    message: str = ""
+    eps2_hat: float = NAN
+    sigma_eps2: float = NAN
+    q0: float = NAN
+    p0: float = NAN
+    Z: float = NAN
+    eps2_up: float = NAN
+    eps2_up_expected: tuple[float, ...] = field(default_factory=_nan5)
+    k_factors: tuple[float, ...] = ()
+    sigma_eps2_single: tuple[float, ...] = ()
+    method: str = "asymptotic"
+    config_hash: str = ""
+    version: str = ""
+    seconds: float = NAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CombinedResult:
+        return cls(**_fields_from(cls, d, ("eps2_up_expected", "k_factors", "sigma_eps2_single")))
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for CSV/Parquet: the band as ``eps2_up_expected_m2 … _p2``, lists joined by ";"."""
+        row = self.to_dict()
+        band = row.pop("eps2_up_expected")
+        for n, v in zip(N_SIGMA_BAND, band, strict=True):
+            row[f"eps2_up_expected_{_band_suffix(n)}"] = v
+        for key in ("k_factors", "sigma_eps2_single"):
+            row[key] = ";".join(f"{v:.8g}" for v in row[key])
+        return row
+
+
+@dataclass(frozen=True)
+class PosteriorArrays:
+    """What the figures of one sampled point draw (:mod:`hps_bayes.plots.posterior`)."""
+
+    dataset: str
+    mass: float
+    edges: FloatArray
+    counts: FloatArray
+    band: FloatArray
+    trace_draws: dict[str, FloatArray]
+    A: FloatArray
+    A_up_credible: float
+    passed: bool
