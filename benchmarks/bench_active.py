@@ -248,17 +248,17 @@ def batch_gap(seed: int, acquisition: str, n0: int) -> tuple[float, float, float
     x = batch.ask(10)
     batch.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
     out.append(_mis(batch))
-    fit = learner_module._fit_hyperparameters
+    fit = learner_module.fit_hyperparameters
     for frozen in (False, True):
         single = copy.deepcopy(learner)
         if frozen:
-            learner_module._fit_hyperparameters = lambda *a, previous, **k: previous  # type: ignore[assignment]
+            learner_module.fit_hyperparameters = lambda *a, previous, **k: previous  # type: ignore[assignment]
         try:
             for _ in range(10):
                 x = single.ask(1)
                 single.tell(x, MODEL.log_mu95(x[:, 0], x[:, 1]))
         finally:
-            learner_module._fit_hyperparameters = fit
+            learner_module.fit_hyperparameters = fit
         single._refit()  # measured with hyperparameters fitted to all its points, as the others
         out.append(_mis(single))
     return out[0], out[1], out[2], out[3]

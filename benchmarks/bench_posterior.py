@@ -22,10 +22,11 @@ import numpy as np
 
 from hps_bayes.analysis.grid import prepare_spectrum
 from hps_bayes.analysis.point import build_window, evaluate_point
+from hps_bayes.analysis.seeds import posterior_seed
 from hps_bayes.analysis.settings import resolve_settings
 from hps_bayes.physics.demo import simulate_spectrum
 from hps_bayes.posterior.model import PosteriorSettings
-from hps_bayes.posterior.sampling import mass_seed, sample_mass_point
+from hps_bayes.posterior.sampling import sample_mass_point
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
         freq = evaluate_point(spectrum, mass, settings)
         window = build_window(spectrum, mass, settings)
         t0 = time.perf_counter()
-        r = sample_mass_point(window, settings.background, draws=args.draws, seed=mass_seed(1, mass))
+        r = sample_mass_point(window, settings.background, draws=args.draws, seed=posterior_seed(1, mass))
         times.append(time.perf_counter() - t0)
         print(f"m={mass * 1e3:6.1f} MeV  {times[-1]:5.1f} s (sampling {r.seconds_sampling:4.1f} s)  "
               f"A_up CLs {freq.A_up:8.1f}  credible {r.A_up_credible:8.1f}  ratio {r.A_up_credible / freq.A_up:.3f}  "

@@ -38,3 +38,22 @@ def expected_2015() -> Spectrum:
 def raw_spectrum_2015() -> Spectrum:
     """The fine-binned (0.05 MeV) spectrum as a ROOT file would hold it (for the public API)."""
     return simulate_spectrum("2015", n_events=N_EVENTS, rng=np.random.default_rng(7))
+
+
+def _assert_png(path, figsize=(12.0, 10.0), min_coloured=2e-4):
+    """``path`` is a PNG of ``figsize`` inches at the plots' DPI with data drawn on it: more than
+    ``min_coloured`` of its pixels coloured (axes, labels and text are grey; an empty figure has none)."""
+    from matplotlib.image import imread
+
+    from hps_bayes.plots.style import DPI
+
+    image = imread(path)[..., :3]
+    assert image.shape[:2] == (round(figsize[1] * DPI), round(figsize[0] * DPI)), (path, image.shape)
+    coloured = float(np.mean(image.max(axis=-1) - image.min(axis=-1) > 0.2))
+    assert coloured > min_coloured, f"{path}: only {coloured:.2e} of the pixels are coloured (no data drawn?)"
+
+
+@pytest.fixture(scope="session")
+def assert_png():
+    """The check of a written figure: size, and data drawn on it (see ``_assert_png``)."""
+    return _assert_png

@@ -19,7 +19,8 @@ contour exactly per mass (:func:`is_pure_eps2_scaling` detects the case).
 
 from __future__ import annotations
 
-from hps_bayes.active.learner import CONTOUR, ActiveLearner, Prediction, acquisition_values
+from hps_bayes.active.acquisition import CONTOUR, acquisition_values
+from hps_bayes.active.learner import ActiveLearner, Prediction
 from hps_bayes.active.loop import ActiveSummary, evaluate_batch, make_executor, run_active
 from hps_bayes.active.models import (
     WedgeSignalModel,

@@ -1,33 +1,13 @@
-"""Ask/tell active learner: a Gaussian-process surrogate over a box and an acquisition function.
+"""Ask/tell active learner over a box: a Gaussian-process surrogate and an acquisition function.
 
-The surrogate is scikit-learn's :class:`~sklearn.gaussian_process.GaussianProcessRegressor`
-with kernel C·Matérn-5/2(ARD) + White (a nugget for noisy, e.g. toy-based, values), on
-values centred on the prior mean (the mean of the values, or ``prior_mean``) and scaled by their
-standard deviation, on inputs mapped to the unit cube (after a log transform of the
-axes named in ``log_axes``).  Hyperparameters are fitted by type-II maximum
-a posteriori (marginal likelihood × a log-normal prior on the lengthscales; plain maximum
-likelihood with ``lengthscale_prior=None``) on at most ``max_fit`` points (default start plus
-random restarts);
-the posterior itself always conditions on every finite value told, through one
-Cholesky factor kept here, which also gives exact Kriging-believer batches:
-
-    with fixed hyperparameters, adding the believed value μ(x_j) at x_j leaves μ
-    unchanged and lowers the variance by the rank-one term
-    σ²₊(x) = σ²(x) − c(x, x_j)² / (σ²(x_j) + s²)      (c: posterior covariance, s²: noise),
-
-so a batch of q costs q rank-one updates over the candidate set, not q refits.  For a contour,
-batch points are by default chosen by stepwise uncertainty reduction on top of the same updates
-(each lowers the summed misclassification probability most; see ``ActiveLearner._sur_batch``);
-``batch="auto"`` turns to the believer once the contour is located.
-
-Acquisitions (maximised over a dense scrambled-Sobol candidate set, or the
-candidates given), with μ, σ the latent posterior mean and standard deviation:
-
-- ``straddle`` (Bryan et al., NIPS 2005): 1.96σ − |μ − t|
-- ``misclassification``: Φ(−|μ − t|/σ);  ``entropy``: H(p), p = Φ((μ − t)/σ)
-- ``pi``: Φ((μ − f* − ξ)/σ);  ``ei``: (μ − f* − ξ)Φ(z) + σφ(z), z = (μ − f* − ξ)/σ
-  (Jones, Schonlau, Welch 1998, Eq. 15);  ``ucb``: μ + κσ (Srinivas et al. 2010)
-  — for a maximum (``maximize=False`` turns them to a minimum).
+The objective's box is mapped to the unit cube (after a log transform of the axes named in
+``log_axes``), where the surrogate (:mod:`hps_bayes.active.surrogate`: GP with hyperparameters
+fitted on at most ``max_fit`` points, the posterior conditioned on every finite value told) and
+the acquisition (:mod:`hps_bayes.active.acquisition`, maximised over a dense scrambled-Sobol
+candidate set or the candidates given) choose the next points.  Batches of q > 1 are filled with
+the hyperparameters fixed: for a contour by default by stepwise uncertainty reduction
+(:func:`~hps_bayes.active.acquisition.sur_batch`); ``batch="auto"`` turns to the Kriging believer
+once the contour is located.
 
 Non-finite values (failed evaluations) are kept in the history, left out of
 the fit, and their points are never proposed again.
@@ -37,24 +17,29 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
-from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.special import ndtr
 from scipy.stats import qmc
 
+from hps_bayes.active.acquisition import (
+    CONTOUR,
+    Acquisition,
+    acquisition_values,
+    believer_batch,
+    maximin_design,
+    sur_batch,
+)
+from hps_bayes.active.surrogate import Posterior, fit_hyperparameters
 from hps_bayes.core import FloatArray
-from hps_bayes.errors import ConfigError, HpsBayesWarning
+from hps_bayes.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Acquisition = Literal["straddle", "misclassification", "entropy", "pi", "ei", "ucb"]
-CONTOUR: frozenset[str] = frozenset({"straddle", "misclassification", "entropy"})
-_SQRT2PI = math.sqrt(2.0 * math.pi)
+__all__ = ["CONTOUR", "Acquisition", "ActiveLearner", "Prediction", "acquisition_values"]
 
 
 @dataclass(frozen=True)
@@ -64,31 +49,6 @@ class Prediction:
     points: FloatArray
     mean: FloatArray
     std: FloatArray
-
-
-def acquisition_values(kind: Acquisition, mean: FloatArray, std: FloatArray, *, threshold: float | None = None,
-                       best: float = -np.inf, xi: float = 0.0, kappa: float = 2.0) -> FloatArray:
-    """The acquisition ``kind`` at points with posterior mean ``mean`` and std ``std`` (module docstring)."""
-    s = np.maximum(std, 1e-12)
-    if kind in CONTOUR:
-        if threshold is None:
-            raise ConfigError(f"acquisition {kind!r} needs a threshold (the contour level), e.g. threshold=0")
-        gap = np.abs(mean - threshold)
-        if kind == "straddle":
-            return np.asarray(1.96 * std - gap)
-        if kind == "misclassification":
-            return np.asarray(ndtr(-gap / s))
-        p = np.clip(ndtr((mean - threshold) / s), 1e-300, 1 - 1e-16)
-        return np.asarray(-(p * np.log(p) + (1 - p) * np.log1p(-p)))
-    improvement = mean - best - xi
-    z = improvement / s
-    if kind == "pi":
-        return np.asarray(ndtr(z))
-    if kind == "ei":
-        return np.asarray(improvement * ndtr(z) + s * np.exp(-0.5 * z * z) / _SQRT2PI)
-    if kind == "ucb":
-        return np.asarray(mean + kappa * std)
-    raise ConfigError(f"acquisition={kind!r} is not known; choose one of {list(get_args(Acquisition))}")
 
 
 class ActiveLearner:
@@ -126,7 +86,7 @@ class ActiveLearner:
     batch : {"auto", "sur", "believer-sur", "believer"}
         How a contour acquisition fills a batch of q > 1: ``"sur"`` (default) takes each point to
         lower the expected summed misclassification probability most given the earlier ones
-        (``_sur_batch``; ``"believer-sur"``: the same with the mean held fixed);
+        (:func:`~hps_bayes.active.acquisition.sur_batch`; ``"believer-sur"``: the same with the mean held fixed);
         ``"believer"`` takes the largest acquisition again after each believed point;
         ``"auto"``: ``"sur"`` while the estimated misclassified fraction
         (:meth:`misclassified_fraction`) is above ``sur_until``, ``"believer"`` once it is below.  SUR
@@ -194,7 +154,7 @@ class ActiveLearner:
         self.y = np.empty(0)
         self.iteration = np.empty(0)
         self._gp: object | None = None
-        self._post: _Posterior | None = None
+        self._post: Posterior | None = None
         self._scale_cache: float | None = None
 
     # ------------------------------------------------------------------ coordinates
@@ -271,10 +231,10 @@ class ActiveLearner:
             self._post = None
             return
         x, y = self.x_u[ok], self.y[ok]
-        self._gp = _fit_hyperparameters(x, y, self._fit_subset(x, y), previous=self._gp, noise=self.noise,
+        self._gp = fit_hyperparameters(x, y, self._fit_subset(x, y), previous=self._gp, noise=self.noise,
                                         n_restarts=self.n_restarts, rng=self.rng, prior=self.lengthscale_prior,
                                         offset=self.prior_mean)
-        self._post = _Posterior(self._gp, x, y, offset=self.prior_mean)
+        self._post = Posterior(self._gp, x, y, offset=self.prior_mean)
 
     def _fit_subset(self, x: FloatArray, y: FloatArray) -> np.ndarray:
         """Indices of at most ``max_fit`` points for the hyperparameter fit: half the most relevant, half random."""
@@ -325,12 +285,7 @@ class ActiveLearner:
     def loo_residuals(self) -> FloatArray:
         """Standardised leave-one-out residuals (y_i − μ₋ᵢ)/σ₋ᵢ of the finite points (σ₋ᵢ with the noise),
         with the hyperparameters held fixed."""
-        post = self._post
-        if post is None:
-            return np.empty(0)
-        inv_chol = solve_triangular(post.chol, np.eye(len(post.x)), lower=True)
-        kinv_diag = np.einsum("ij,ij->j", inv_chol, inv_chol)
-        return np.asarray(post.alpha / np.sqrt(kinv_diag), dtype=np.float64)
+        return np.empty(0) if self._post is None else self._post.loo_residuals()
 
     def misclassified_fraction(self, points: FloatArray | None = None, *, calibrated: bool = True) -> float:
         """The surrogate's own estimate of the misclassified fraction, mean Φ(−|μ − t|/σ), over the candidates.
@@ -356,10 +311,10 @@ class ActiveLearner:
             raise ConfigError(f"ask(q={q}): q must be >= 1")
         free = self._free_candidates()
         if self._post is None or self.n_finite < self.n_init:
-            return self.from_unit(self._initial(q, free))
+            return self.from_unit(maximin_design(self._cand_u[free], self.x_u, q, rng=self.rng))
         if len(free) == 0:
             raise ConfigError("every candidate point has been evaluated; give more candidates")
-        return self.from_unit(self._believer_batch(self._cand_u[free], q))
+        return self.from_unit(self._batch(self._cand_u[free], q))
 
     def _free_candidates(self) -> np.ndarray:
         """Indices of candidates not yet told (successful or failed)."""
@@ -370,112 +325,26 @@ class ActiveLearner:
         dist, _ = cKDTree(self.x_u).query(self._cand_u, k=1)
         return np.flatnonzero(dist > 1e-9)
 
-    def _initial(self, q: int, free: np.ndarray) -> FloatArray:
-        """Space-filling first points: the free candidates farthest from everything told (greedy maximin)."""
-        pool = self._cand_u[free]
-        chosen: list[int] = []
-        told = self.x_u
-        random_first = not len(told)
-        dist = _min_dist(pool, told) if len(told) else self.rng.random(len(pool))  # first pick: random
-        for _ in range(min(q, len(pool))):
-            j = int(np.argmax(dist))
-            chosen.append(j)
-            step = np.linalg.norm(pool - pool[j], axis=1)
-            # the random scores of the first pick are not distances: drop them once a point is chosen, so
-            # that a batch of q is the same design as q single asks
-            dist = step if random_first else np.minimum(dist, step)
-            random_first = False
-            dist[j] = -np.inf
-        return pool[chosen]
-
     def _best(self) -> float:
         ok = np.isfinite(self.y)
         return float(np.max(self.y[ok]) if self.maximize else -np.min(self.y[ok]))
 
-    def _believer_batch(self, pool: FloatArray, q: int) -> FloatArray:
-        """q points by Kriging believer with fixed hyperparameters (rank-one variance updates)."""
+    def _batch(self, pool: FloatArray, q: int) -> FloatArray:
+        """q points of ``pool`` with fixed hyperparameters: SUR or the Kriging believer (``batch``)."""
         assert self._post is not None
         rule = self.batch_rule() if q > 1 and self.acquisition in CONTOUR else "believer"
         if rule in ("sur", "believer-sur"):
-            return self._sur_batch(pool, q, exact=rule == "sur")
-        mean, var, cross = self._post.predict_joint(pool)
-        sign = 1.0 if self.maximize else -1.0
-        chosen: list[int] = []
-        updates: list[FloatArray] = []
-        post = self._post
-        for _ in range(min(q, len(pool))):
-            std = np.sqrt(np.maximum(var, 0.0)) * post.y_std
-            acq = acquisition_values(self.acquisition, sign * mean, std, threshold=self.threshold,
-                                     best=self._best(), xi=self.xi, kappa=self.kappa)
-            acq[chosen] = -np.inf
-            j = int(np.argmax(acq))
-            chosen.append(j)
-            c = cross(j) - sum((w * w[j] for w in updates), np.zeros(len(pool)))
-            w = c / math.sqrt(max(var[j], 0.0) + self._post.noise_var + 1e-12)
-            updates.append(w)
-            var = var - w * w
-        return pool[chosen]
+            assert self.threshold is not None
+            return pool[sur_batch(self._post, pool, q, acquisition=self.acquisition, threshold=self.threshold,
+                                  exact=rule == "sur")]
+        return pool[believer_batch(self._post, pool, q, acquisition=self.acquisition, threshold=self.threshold,
+                                   best=self._best(), maximize=self.maximize, xi=self.xi, kappa=self.kappa)]
 
     def batch_rule(self) -> str:
         """The rule the next contour batch is filled by: ``batch``, with ``"auto"`` resolved (``sur_until``)."""
         if self.batch != "auto":
             return self.batch
         return "sur" if self.misclassified_fraction() > self.sur_until else "believer"
-
-    def _sur_batch(self, pool: FloatArray, q: int, shortlist: int = 256, *, exact: bool = True) -> FloatArray:
-        """q points for a contour by greedy multi-point stepwise uncertainty reduction.
-
-        SUR on the misclassification probability (Bect et al., Stat. Comput. 22, 2012; Chevalier et al.,
-        Technometrics 56, 2014), with fixed hyperparameters.  At a pool point x with gap a = |μ − t|,
-        current variance s², and variance s_B² once a batch B is observed (rank-one updates, module
-        docstring), the future mean is normal with variance γ² = s² − s_B², so the expected
-        misclassification probability after B is exactly
-
-            E[Φ(−|μ_B − t|/s_B)] = 2·T(a/s, s_B/γ)          (T: Owen's T function),
-
-        which is Φ(−a/s) for γ → 0 and 0 for s_B → 0.  Each batch point is the one of the ``shortlist``
-        candidates of largest acquisition that, added to the points already in the batch, lowers
-        Σ_x 2T(a/s, s_B/γ) most (``exact=False``, ``batch="believer-sur"``: Σ_x Φ(−a/s_B) instead, the mean held at μ).
-        The sum runs over the pool points whose misclassification probability is not negligible.
-        """
-        from scipy.special import owens_t
-
-        assert self._post is not None and self.threshold is not None
-        post = self._post
-        mean, var0, _ = post.predict_joint(pool)
-        gap = np.abs(mean - self.threshold) / post.y_std  # in units of the normalised target
-        std0 = np.sqrt(np.maximum(var0, 1e-300))
-        acq = acquisition_values(self.acquisition, mean, std0 * post.y_std, threshold=self.threshold)
-        short = np.argsort(-acq, kind="stable")[: min(shortlist, len(pool))]
-        base0 = ndtr(-gap / std0)
-        rows = np.flatnonzero(base0 > 1e-6 * max(float(base0.max()), 1e-300))
-        rows = np.union1d(rows, short)
-        v_all = solve_triangular(post.chol, post.signal(pool[rows], post.x).T, lower=True)
-        v_short = solve_triangular(post.chol, post.signal(pool[short], post.x).T, lower=True)
-        cov = np.asarray(post.signal(pool[rows], pool[short])) - v_all.T @ v_short  # (rows, k)
-        pos = np.searchsorted(rows, short)  # shortlist positions among the rows
-        var = var0[rows].copy()
-        h = (gap / std0)[rows][:, None]
-        v0 = var0[rows][:, None]
-        chosen: list[int] = []
-        taken: list[int] = []
-        for _ in range(min(q, len(short))):
-            denom = np.maximum(var[pos], 0.0) + post.noise_var + 1e-12
-            new_var = np.maximum(var[:, None] - cov**2 / denom[None, :], 1e-300)
-            if exact:
-                gamma = np.sqrt(np.maximum(v0 - new_var, 1e-300))
-                future = 2.0 * owens_t(h, np.sqrt(new_var) / gamma)
-            else:
-                future = ndtr(-h * np.sqrt(v0 / new_var))
-            score = np.sum(future, axis=0)
-            score[taken] = np.inf
-            k = int(np.argmin(score))
-            taken.append(k)
-            chosen.append(int(short[k]))
-            w = cov[:, k] / math.sqrt(denom[k])
-            var = var - w * w
-            cov = cov - w[:, None] * w[pos][None, :]
-        return pool[chosen]
 
     def best_value(self) -> float:
         """The best finite value told (largest, or smallest with ``maximize=False``)."""
@@ -531,115 +400,3 @@ def _check_box(bounds: FloatArray, log_axes: np.ndarray) -> None:
     if np.any(bounds[log_axes, 0] <= 0):
         raise ConfigError(f"a log axis needs low > 0, got bounds {bounds.tolist()} with log_axes {log_axes.tolist()}")
 
-
-def _min_dist(a: FloatArray, b: FloatArray) -> FloatArray:
-    from scipy.spatial import cKDTree
-
-    return np.asarray(cKDTree(b).query(a, k=1)[0], dtype=np.float64)
-
-
-def _kernel(dim: int, noise: bool) -> Any:
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-
-    base = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=np.full(dim, 0.3),
-                                                     length_scale_bounds=(0.03, 10.0), nu=2.5)
-    return base + WhiteKernel(1e-4, (1e-8, 1e0)) if noise else base
-
-
-def _fit_hyperparameters(x: FloatArray, y: FloatArray, subset: np.ndarray, *, previous: object | None, noise: bool,
-                         n_restarts: int, rng: np.random.Generator,
-                         prior: tuple[float, float] | None = None, offset: float | None = None) -> object:
-    """A fitted GaussianProcessRegressor (type-II ML, or MAP with a lengthscale ``prior``, on ``subset``) of the
-    values centred on ``offset`` (default: their mean) and scaled by their standard deviation (the scaling
-    :class:`_Posterior` uses); ``previous`` is kept if the fit fails."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
-
-    # always from the default start plus random restarts: a warm start can stay in a degenerate optimum
-    # (one lengthscale at its bound) found on the first few points
-    dim = x.shape[1]
-    gp = GaussianProcessRegressor(_kernel(dim, noise), normalize_y=False, n_restarts_optimizer=n_restarts, alpha=1e-10,
-                                  random_state=int(rng.integers(2**31)), optimizer=_map_optimizer(dim, prior))
-    centre, scale = _standardisation(y, offset)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        try:
-            gp.fit(x[subset], (y[subset] - centre) / scale)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            warnings.warn(f"GP hyperparameter fit failed ({exc}); keeping the previous kernel", HpsBayesWarning,
-                          stacklevel=3)
-            if previous is None:
-                raise
-            return previous
-    return gp
-
-
-def _standardisation(y: FloatArray, offset: float | None) -> tuple[float, float]:
-    """(centre, scale) of the values for the GP: the prior mean (``offset``, default the mean of ``y``) and
-    the standard deviation of ``y`` (1 when it is 0)."""
-    return (float(np.mean(y)) if offset is None else float(offset)), (float(np.std(y)) or 1.0)
-
-
-def _map_optimizer(dim: int, prior: tuple[float, float] | None) -> Any:
-    """L-BFGS-B on −log marginal likelihood + a log-normal prior on each lengthscale (MAP, type-II);
-    sklearn's own maximum-likelihood optimizer without a prior."""
-    from scipy.optimize import minimize
-
-    if prior is None:
-        return "fmin_l_bfgs_b"
-    centre, width = math.log(prior[0]), float(prior[1])
-    lengthscales = slice(1, 1 + dim)  # theta: log C, log ℓ_1..ℓ_d (, log noise)
-
-    def optimizer(obj_func: Callable[..., Any], initial_theta: FloatArray, bounds: FloatArray) -> tuple[Any, float]:
-        def penalised(theta: FloatArray) -> tuple[float, FloatArray]:
-            value, grad = obj_func(theta, eval_gradient=True)
-            d = (theta[lengthscales] - centre) / width
-            grad = np.array(grad, dtype=np.float64)
-            grad[lengthscales] += d / width
-            return float(value + 0.5 * np.sum(d * d)), grad
-
-        res = minimize(penalised, initial_theta, jac=True, method="L-BFGS-B", bounds=bounds)
-        return res.x, float(res.fun)
-
-    return optimizer
-
-
-class _Posterior:
-    """The GP posterior on all finite points with the fitted kernel held fixed (one Cholesky factor)."""
-
-    def __init__(self, gp: object, x: FloatArray, y: FloatArray, offset: float | None = None) -> None:
-        kernel = gp.kernel_  # type: ignore[attr-defined]
-        names = {type(k).__name__: k for k in (getattr(kernel, "k1", None), getattr(kernel, "k2", None)) if k}
-        if "WhiteKernel" in names:
-            self.signal, self.noise_var = kernel.k1, float(kernel.k2.noise_level)
-        else:
-            self.signal, self.noise_var = kernel, 0.0
-        self.lengthscale = self.signal.k2.length_scale
-        self.x = x
-        self.y_mean, self.y_std = _standardisation(y, offset)
-        self.yn = yn = (y - self.y_mean) / self.y_std
-        gram = self.signal(x) + (self.noise_var + 1e-8) * np.eye(len(x))
-        self.chol = cholesky(gram, lower=True)
-        self.alpha = cho_solve((self.chol, True), yn)
-        self.prior_var = float(self.signal.diag(x[:1])[0])
-
-    def predict(self, u: FloatArray) -> tuple[FloatArray, FloatArray]:
-        kx = self.signal(u, self.x)
-        mean = kx @ self.alpha
-        v = solve_triangular(self.chol, kx.T, lower=True)
-        var = np.maximum(self.prior_var - np.einsum("ij,ij->j", v, v), 0.0)
-        return mean * self.y_std + self.y_mean, np.sqrt(var) * self.y_std
-
-    def predict_joint(self, u: FloatArray) -> tuple[FloatArray, FloatArray, Callable[[int], FloatArray]]:
-        """Mean (original units), variance and a function j ↦ posterior covariance of all u with u_j
-        (both in units of the normalised target)."""
-        kx = self.signal(u, self.x)
-        mean = kx @ self.alpha * self.y_std + self.y_mean
-        v = solve_triangular(self.chol, kx.T, lower=True)
-        var = np.maximum(self.prior_var - np.einsum("ij,ij->j", v, v), 0.0)
-        signal = self.signal
-
-        def cross(j: int) -> FloatArray:
-            return np.asarray(signal(u, u[j : j + 1])[:, 0] - v.T @ v[:, j])
-
-        return mean, var, cross

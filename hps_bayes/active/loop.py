@@ -16,16 +16,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from hps_bayes.active.learner import CONTOUR, ActiveLearner
+from hps_bayes.active.acquisition import CONTOUR
+from hps_bayes.active.learner import ActiveLearner
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError
 from hps_bayes.results.files import write_json, write_table
+from hps_bayes.results.objects import record_from_dict, record_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,11 @@ class ActiveSummary:
     seconds: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return record_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ActiveSummary:
-        kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        kwargs["best_point"] = tuple(kwargs.get("best_point", ()))
-        return cls(**kwargs)
+        return record_from_dict(cls, d)
 
 
 def make_executor(cluster: Cluster, folder: str | Path, parameters: dict[str, Any] | None = None) -> Any:

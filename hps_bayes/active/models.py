@@ -18,7 +18,7 @@ A_up = a_scale·sqrt(ρ(m)·σ(m)) + a_floor, or interpolated (in log) from a sc
 
 The surrogate's target is the capped log of the signal-strength limit,
     g(m, ε²) = min(log10(A_up/N), cap),     excluded ⇔ g ≤ 0,
-which shared/reference/active-learning.md found far easier to model than log CLs.
+which is far easier to model than log CLs.
 
 Where N is a pure ε² scaling (``lifetime=False``: a prompt search), the
 contour is solved exactly per mass (ε²_up = A_up/(K·L)) and no active

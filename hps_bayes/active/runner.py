@@ -1,8 +1,8 @@
-"""``task=active`` as a library function: build the objective and learner from a plain mapping, run, plot.
+"""``task=active`` as a library function: build the objective and learner from the typed settings, run, plot.
 
-Takes the ``active:`` config section as a plain dict (never a DictConfig);
-Hydra-specific work (``_target_`` instantiation) is done by the caller
-(:func:`hps_bayes.tasks.task_active`) and the result passed as ``user_objective``.
+Takes the ``active:`` config section as :class:`~hps_bayes.active.settings.ActiveSettings`
+(never a DictConfig); Hydra-specific work (``_target_`` instantiation) is done by the caller
+(:func:`hps_bayes.cli.task_active.task_active`) and the result passed as ``user_objective``.
 Plots are drawn by the ``plotter`` passed in (``hps_bayes.plots_active.plot_snapshot``),
 from the arrays computed here.
 """
@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hps_bayes.active.learner import CONTOUR, ActiveLearner
+from hps_bayes.active.acquisition import CONTOUR
+from hps_bayes.active.learner import ActiveLearner
 from hps_bayes.active.loop import ActiveSummary, make_executor, run_active
 from hps_bayes.active.models import WedgeSignalModel, is_pure_eps2_scaling, per_mass_eps2_limit
 from hps_bayes.active.objectives import CombinedExcessObjective, ExcessObjective, grid_values
+from hps_bayes.active.settings import ActiveSettings
+from hps_bayes.analysis.seeds import loop_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError
@@ -33,22 +36,21 @@ Datasets = Callable[[], tuple[dict[str, Spectrum], dict[str, AnalysisSettings]]]
 LABELS = {"mass_gev": "$m_{A'}$ [GeV]", "eps2": r"$\epsilon^2$"}
 
 
-def build_objective(spec: Mapping[str, Any], settings: AnalysisSettings, spectrum: Callable[[], Spectrum],
+def build_objective(spec: ActiveSettings, settings: AnalysisSettings, spectrum: Callable[[], Spectrum],
                     user_objective: Any = None, datasets: Datasets | None = None) -> Any:
-    """The objective named by ``spec["objective"]["kind"]``: wedge, excess or callable.
+    """The objective named by ``spec.objective.kind``: wedge, excess or callable.
 
     ``kind: excess`` with ``combined: true`` is the combination of the datasets that ``datasets()``
     returns (spectra and settings by name; ``task.datasets`` in the CLI), with ``settings.stats``'
     method (asymptotic or toys).
     """
-    obj = dict(spec.get("objective") or {})
-    kind = obj.get("kind", "wedge")
+    obj = spec.objective
+    kind = obj.kind
     if kind == "wedge":
-        model = dict(obj.get("model") or {})
-        for key in ("a_up_masses", "a_up_values"):
-            model[key] = tuple(model.get(key) or ())
-        return WedgeSignalModel(**model)
-    if kind == "excess" and obj.get("combined"):
+        if obj.model is None:
+            raise ConfigError("active.objective.kind=wedge needs active.objective.model (see conf/active/wedge.yaml)")
+        return obj.model
+    if kind == "excess" and obj.combined:
         if datasets is None:
             raise ConfigError("active.objective.combined=true needs the datasets to combine (task.datasets)")
         spectra, by_name = datasets()
@@ -64,36 +66,33 @@ def build_objective(spec: Mapping[str, Any], settings: AnalysisSettings, spectru
     raise ConfigError(f"active.objective.kind={kind!r}: choose wedge, excess or callable")
 
 
-def build_learner(spec: Mapping[str, Any], objective: Any, rng: np.random.Generator) -> ActiveLearner:
+def build_learner(spec: ActiveSettings, objective: Any, rng: np.random.Generator) -> ActiveLearner:
     """The learner of ``spec`` (bounds, log_axes, acquisition, threshold, q, candidates...)."""
-    candidates: Any = spec.get("candidates")
-    bounds = spec.get("bounds")
+    candidates: Any = spec.candidates
+    bounds: Any = spec.bounds
     if isinstance(objective, (ExcessObjective, CombinedExcessObjective)):
         grid = objective.grid()
         bounds = bounds or objective.bounds()
         candidates = grid[:, None] if candidates in (None, "grid") else candidates
     if not bounds:
         raise ConfigError("active.bounds is missing: give one [low, high] pair per axis")
-    return ActiveLearner(bounds, log_axes=list(spec.get("log_axes") or ()), acquisition=spec["acquisition"],
-                         threshold=spec.get("threshold"), rng=rng, candidates=candidates,
-                         n_init=spec.get("n_init"), maximize=bool(spec.get("maximize", True)),
-                         noise=bool(spec.get("noise", True)), max_fit=int(spec.get("max_fit", 300)),
-                         batch=spec.get("batch", "sur"), sur_until=float(spec.get("sur_until", 0.02)),
-                         prior_mean=spec.get("prior_mean"),
-                         lengthscale_prior=spec.get("lengthscale_prior", (0.3, 1.0)))  # null: maximum likelihood
+    return ActiveLearner(bounds, log_axes=list(spec.log_axes), acquisition=spec.acquisition,
+                         threshold=spec.threshold, rng=rng, candidates=candidates, n_init=spec.n_init,
+                         maximize=spec.maximize, noise=spec.noise, max_fit=spec.max_fit, batch=spec.batch,
+                         sur_until=spec.sur_until, prior_mean=spec.prior_mean,
+                         lengthscale_prior=spec.lengthscale_prior)  # None: maximum likelihood
 
 
-def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Path, *,
+def run_configured(spec: ActiveSettings, settings: AnalysisSettings, out: Path, *,
                    spectrum: Callable[[], Spectrum], user_objective: Any = None,
                    plotter: Callable[[dict[str, Any], Path], Any] | None = None,
                    datasets: Datasets | None = None) -> ActiveSummary:
     """Run the loop of the ``active:`` config section into ``out`` (history, summary, convergence, plots)."""
     objective = build_objective(spec, settings, spectrum, user_objective, datasets)
-    axes = list(spec.get("axes") or [f"x{i}" for i in range(len(spec.get("bounds") or [[0, 1]]))])
+    axes = list(spec.axes or [f"x{i}" for i in range(len(spec.bounds or [[0, 1]]))])
     if isinstance(objective, WedgeSignalModel) and _pure_scaling(objective, spec, out):
         return ActiveSummary(0, 0, 0, "pure_eps2_scaling: solved per mass exactly (active_per_mass.csv)")
-    seed = np.random.SeedSequence(settings.seed).spawn(1)[0]
-    learner = build_learner(spec, objective, np.random.default_rng(seed))
+    learner = build_learner(spec, objective, loop_rng(settings.seed))
     truth = _truth(spec, objective, learner)
     track: list[dict[str, float]] = []
     value_label = "local significance Z" if isinstance(objective, (ExcessObjective, CombinedExcessObjective)) else (
@@ -101,24 +100,23 @@ def run_configured(spec: Mapping[str, Any], settings: AnalysisSettings, out: Pat
 
     def callback(lr: ActiveLearner, iteration: int) -> None:
         track.append(_progress(lr, truth))
-        every = int(spec.get("plots_every") or 0)
+        every = spec.plots_every
         if plotter and every and iteration % every == 0:
             plotter(snapshot(lr, axes, truth, iteration_label=f"iteration {iteration}", value_label=value_label),
                     out / "active_plots"
                     / f"iter{iteration:03d}")
 
-    executor = make_executor(spec.get("executor", {}).get("cluster", "none"), out / "active_jobs",
-                             dict(spec.get("executor", {}).get("parameters") or {}))
-    summary, _ = run_active(objective, learner, axes=axes, max_evaluations=int(spec["max_evaluations"]),
-                                  q=int(spec.get("q", 1)), history_path=out / HISTORY, executor=executor,
-                                  target_misclassified=float(spec.get("target_misclassified", 0.01)),
-                                  patience=int(spec.get("patience", 2)), callback=callback)
+    executor = make_executor(spec.executor.cluster, out / "active_jobs", dict(spec.executor.parameters))
+    summary, _ = run_active(objective, learner, axes=axes, max_evaluations=spec.max_evaluations, q=spec.q,
+                            history_path=out / HISTORY, executor=executor,
+                            target_misclassified=spec.target_misclassified, patience=spec.patience,
+                            callback=callback)
     if track:
         import pandas as pd
 
         write_table(out / "active_convergence.csv", pd.DataFrame(track))
     if plotter and learner.n_finite >= 3:
-        plotter(snapshot(learner, axes, truth, convergence=track, target=spec.get("target_misclassified"),
+        plotter(snapshot(learner, axes, truth, convergence=track, target=spec.target_misclassified,
                          value_label=value_label), out / "active_plots" / "final")
     log.info("active learning: %d evaluations (%d failed), stop: %s; %s", summary.n_evaluations, summary.n_failed,
              summary.stop_reason, _describe(summary))
@@ -131,9 +129,11 @@ def _describe(s: ActiveSummary) -> str:
     return f"best value {s.best_value:.4g} at {np.round(s.best_point, 6).tolist()}"
 
 
-def _pure_scaling(model: WedgeSignalModel, spec: Mapping[str, Any], out: Path) -> bool:
+def _pure_scaling(model: WedgeSignalModel, spec: ActiveSettings, out: Path) -> bool:
     """For a pure ε² scaling, write the exact per-mass limits and say so (no active learning needed)."""
-    (m_lo, m_hi), (e_lo, e_hi) = spec["bounds"]
+    if spec.bounds is None or len(spec.bounds) != 2:
+        raise ConfigError(f"active.bounds={spec.bounds}: the wedge model needs [[m_lo, m_hi], [eps2_lo, eps2_hi]]")
+    (m_lo, m_hi), (e_lo, e_hi) = spec.bounds
     masses = np.geomspace(m_lo, m_hi, 200)
     if not is_pure_eps2_scaling(model.expected_yield, masses[::20], np.geomspace(e_lo, e_hi, 5)):
         return False
@@ -151,9 +151,9 @@ def _axis_grid(learner: ActiveLearner, axis: int, n: int) -> FloatArray:
     return np.geomspace(lo, hi, n) if learner.log_axes[axis] else np.linspace(lo, hi, n)
 
 
-def _truth(spec: Mapping[str, Any], objective: Any, learner: ActiveLearner) -> dict[str, Any] | None:
+def _truth(spec: ActiveSettings, objective: Any, learner: ActiveLearner) -> dict[str, Any] | None:
     """The objective on a dense grid, when cheap and asked for (``truth_grid``: points per axis; 0: none)."""
-    n = int(spec.get("truth_grid") or 0)
+    n = spec.truth_grid
     if n <= 0 or learner.dim > 2:
         return None
     if learner.dim == 1:

@@ -6,7 +6,7 @@ shared kinetic mixing:
 
     A_d = ε² · K_d(m),   K_d = 3π m f_rad,d(m) ρ_d(m) / (2 N_eff α_em)
 
-(DESIGN.md; ρ_d the background-only fit's dN/dm of dataset d at m).  The
+(ρ_d the background-only fit's dN/dm of dataset d at m).  The
 nuisances (Legendre coefficients, HSGP weights, spurious-signal nuisance)
 stay per dataset.  The POI of the combined objective is ``μ = ε² / scale``
 with ``scale`` chosen so that μ is of order one standard deviation; limits
@@ -26,7 +26,7 @@ import numpy as np
 from hps_bayes import __version__
 from hps_bayes.analysis.grid import fit_range, prepare_spectrum
 from hps_bayes.analysis.point import TOY_SCAN_POINTS, background_density, build_window
-from hps_bayes.analysis.seeds import point_rng
+from hps_bayes.analysis.seeds import COMBINED, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import HpsBayesError, InputError
@@ -216,7 +216,7 @@ def evaluate_combined(
     asymptotic = AsymptoticCalculator(objective, data)
     if method == "toys":
         toys = ToyCalculator(objective, data, n_toys=n_toys,
-                             rng=rng if rng is not None else point_rng(settings[names[0]], mass, purpose=7))
+                             rng=rng if rng is not None else point_rng(settings[names[0]], mass, purpose=COMBINED))
         disc = toys.discovery()
         limit = upper_limit(toys, alpha=alpha, rtol=1e-3, scan=TOY_SCAN_POINTS)
         converged = toys.converged and limit.converged

@@ -114,8 +114,3 @@ def guard_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: b
     ``fit_range_min`` is set (measured before, or by hand) come back unchanged.
     """
     return turn_on_guard(spectrum, settings, prepared=prepared)[0]
-
-
-def with_mass_range(settings: AnalysisSettings, lo: float, hi: float) -> AnalysisSettings:
-    """Settings whose scan covers [lo, hi] GeV."""
-    return replace(settings, scan=replace(settings.scan, mass_min=lo, mass_max=hi))

@@ -13,20 +13,29 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from hps_bayes import __version__
+from hps_bayes.analysis.checks import Consistency, PointNumbers, check_point
 from hps_bayes.analysis.grid import fit_range, guard_turn_on, prepare_spectrum
-from hps_bayes.analysis.seeds import point_rng
+from hps_bayes.analysis.seeds import TOY_P0, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError, HpsBayesError, InputError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.inputs.validation import (
+    check_analysable,
+    check_dead_bins,
+    check_rebin,
+    poisson_equivalent,
+    validate_spectrum,
+)
 from hps_bayes.model.objective import WindowObjective
-from hps_bayes.model.spurious import load_spurious_table, spurious_table_path, with_spurious
+from hps_bayes.model.spurious import SpuriousTable, load_spurious_table, spurious_table_path, with_spurious
 from hps_bayes.model.window import Window, make_window
 from hps_bayes.physics.signal import f_rad, sigma_m, signal_template, yield_per_eps2
 from hps_bayes.results.objects import MassPointResult, WindowFitArrays
@@ -66,31 +75,56 @@ def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings) ->
     bkg = settings.background
     window = make_window(spectrum.edges, spectrum.counts, mass=mass, sigma=sigma, template=template,
                          settings=bkg, range_lo=lo, range_hi=hi)
-    if bkg.spurious == "table":
-        path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
-        if bkg.spurious_table or path.is_file():
-            table = load_spurious_table(str(path))
-            if not table.covers(mass):
-                _warn_outside_table(str(path), "below" if mass < table.mass[0] else "above",
-                                    float(table.mass[0] if mass < table.mass[0] else table.mass[-1]))
-            window = with_spurious(window, table)
-        else:
-            _warn_no_table(str(path))
+    check_dead_bins(window.edges, window.counts, where=f"the window around m={mass * 1e3:.2f} MeV")
+    table = spurious_table(settings)
+    if table is not None:
+        window = with_spurious(window, table)
     return window
 
 
-@functools.lru_cache(maxsize=32)
-def _warn_outside_table(path: str, side: str, end: float) -> None:
-    log.warning("masses %s %.1f MeV lie outside the spurious-signal table %s (measured over the fit range of its "
-                "settings, e.g. above the turn-on guard): S there is the table's end value, not a measurement; "
-                "rerun `python -m hps_bayes task=spurious task.write_table=true` with these settings", side,
-                end * 1e3, path)
+def spurious_table(settings: AnalysisSettings) -> SpuriousTable | None:
+    """The spurious-signal table S(m) the settings use; None when ``background.spurious=off`` or
+    when the dataset ships none (logged once).  A configured table that is missing raises
+    :class:`~hps_bayes.errors.ConfigError`."""
+    bkg = settings.background
+    if bkg.spurious != "table":
+        return None
+    path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
+    if bkg.spurious_table or path.is_file():
+        return load_spurious_table(str(path))
+    _warn_no_table(str(path))
+    return None
+
+
+#: Smallest fraction of the signal (its Gaussian template) that must lie inside the window;
+#: below it the background absorbs the signal at the range end and σ_A loses its meaning.
+MIN_SIGNAL_CONTAINED = 0.9
+
+
+def window_notes(window: Window, settings: AnalysisSettings) -> list[str]:
+    """Why a window's numbers are not trustworthy although every fit converged: the signal
+    is cut by the range end, or S(m) lies outside the spurious-signal table (it is not
+    extrapolated: the table's end value is used and the point is flagged)."""
+    notes = []
+    contained = float(np.sum(window.template))
+    if contained < MIN_SIGNAL_CONTAINED:
+        notes.append(f"only {contained:.0%} of the signal lies inside the window [{window.edges[0] * 1e3:.1f}, "
+                     f"{window.edges[-1] * 1e3:.1f}] MeV (< {MIN_SIGNAL_CONTAINED:.0%}): the mass is too close to "
+                     f"the range end; choose a mass at least {settings.scan.edge_sigmas:g} sigma(m) inside it")
+    table = spurious_table(settings)
+    if table is not None and not table.covers(window.mass):
+        notes.append(f"m = {window.mass * 1e3:.2f} MeV is outside the spurious-signal table {table.source} "
+                     f"([{table.mass[0] * 1e3:.1f}, {table.mass[-1] * 1e3:.1f}] MeV): S is not measured there; "
+                     "rerun `hps-bayes task=spurious task.write_table=true` with these settings and pass its "
+                     "table: background.spurious_table=<run folder>/spurious_<dataset>.csv")
+    return notes
 
 
 @functools.lru_cache(maxsize=32)
 def _warn_no_table(path: str) -> None:
     log.warning("no spurious-signal table %s for this dataset: the spurious-signal nuisance is off (S = 0); "
-                "make one with `python -m hps_bayes task=spurious task.write_table=true` or set "
+                "make one with `hps-bayes task=spurious task.write_table=true` and pass it with "
+                "background.spurious_table=<run folder>/spurious_<dataset>.csv, or set "
                 "background.spurious=off to silence this", path)
 
 
@@ -117,17 +151,23 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
     if 0 < settings.stats.toy_p0_above_z <= disc.z0 and disc.n_toys == 0:
         disc = _toy_discovery(objective, mass, settings, disc)
     if isinstance(calc, ToyCalculator):
-        limit = upper_limit(calc, alpha=settings.stats.alpha, rtol=1e-3, scan=TOY_SCAN_POINTS)
+        limit = upper_limit(calc, alpha=settings.stats.alpha, rtol=1e-3, scan=TOY_SCAN_POINTS,
+                            method=settings.stats.limit)
         calc = calc.asymptotic  # observed fits and σ for the columns below
     else:
-        limit = upper_limit(calc, alpha=settings.stats.alpha)
+        limit = upper_limit(calc, alpha=settings.stats.alpha, method=settings.stats.limit)
     free, null = calc.free_fit, calc.fit_at_zero
     rho = background_density(objective, null.theta)
     frad = float(f_rad(mass, preset))
     k = float(yield_per_eps2(mass, f_rad=frad, rho=rho, n_eff=preset.n_eff, alpha_em=preset.alpha_em))
     converged = calc.converged and limit.converged
-    status = "ok" if converged else "fit_failed"
-    message = "" if converged else limit.message
+    consistency = check_point(PointNumbers(
+        a_hat=free.poi(objective), sigma_a=calc.sigma_mu(), sigma_hesse_asimov=_sigma_hesse_asimov(calc),
+        sigma_stat=free.poi_error(objective), spurious=window.spurious, a_up=limit.mu_up,
+        a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
+        alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0,
+        background=np.concatenate([objective.background(free.theta), objective.background(null.theta)])))
+    status, message = _status(converged, limit.message, consistency, window_notes(window, settings))
     return MassPointResult(
         dataset=preset.name, mass=float(mass), status=status, message=message,
         sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
@@ -139,10 +179,30 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
         rho=rho, spurious_signal=window.spurious, window_lo=float(window.edges[0]),
         window_hi=float(window.edges[-1]), window_bins=window.n_bins, window_clipped=window.clipped_low or window.clipped_high,
         converged=converged, n_iter=free.n_iter, eta=window.eta,
-        lengthscale=window.lengthscale_sigma, method=settings.stats.method, n_toys=limit.n_toys,
+        lengthscale=window.lengthscale_sigma, method=settings.stats.method, n_toys=limit.n_toys, limit=limit.method,
         seed=settings.seed, config_hash=settings.config_hash(), version=__version__,
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _sigma_hesse_asimov(calc: AsymptoticCalculator) -> float:
+    """The Asimov Hessian error of Â, NaN where the Asimov Hessian is singular (the check then fails)."""
+    try:
+        return calc.sigma_hesse_asimov()
+    except FitError:
+        return float("nan")
+
+
+def _status(converged: bool, limit_message: str, consistency: Consistency, notes: list[str]) -> tuple[str, str]:
+    """The point's status and message: "fit_failed", else "inconsistent" (a self-consistency check
+    failed, :func:`~hps_bayes.analysis.checks.check_point`), else "unreliable" (a window note,
+    :func:`window_notes`), else "ok"; the message lists every note and failed check."""
+    if not converged:
+        return "fit_failed", limit_message
+    message = "; ".join([*notes, *consistency.failures])
+    if consistency.failures:
+        return "inconsistent", message
+    return ("unreliable", message) if notes else ("ok", "")
 
 
 def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSettings,
@@ -151,7 +211,7 @@ def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSe
     whose asymptotic Z reached ``stats.toy_p0_above_z``; the asymptotic p0 where no toy reaches
     the observed q0 (then p0 < 1/N and the log says so)."""
     toys = ToyCalculator(objective, objective.observed(), n_toys=settings.stats.toy_p0_toys,
-                         rng=point_rng(settings, mass, purpose=3))
+                         rng=point_rng(settings, mass, purpose=TOY_P0))
     disc = toys.discovery()
     if disc.n_toys == 0:
         log.info("m=%.2f MeV: no toy of %d reaches q0 = %.1f; p0 < %.1e, the asymptotic p0 is kept",
@@ -159,10 +219,16 @@ def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSe
     return disc
 
 
-def evaluate_point(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> MassPointResult:
-    """:func:`_evaluate`, turning a failure at this mass into a result with a status."""
+def evaluate_point(spectrum: Spectrum, mass: float, settings: AnalysisSettings, *,
+                   weight_scale: float = 1.0) -> MassPointResult:
+    """:func:`_evaluate`, turning a failure at this mass into a result with a status.
+
+    ``spectrum`` is prepared (:func:`analysable`); a weighted one in effective counts, whose
+    yields (A, σ_A, S, ρ) are multiplied by ``weight_scale`` back into weighted events
+    (ε² does not change: it is a ratio of a yield and ρ).
+    """
     try:
-        return _evaluate(spectrum, mass, settings)
+        return _in_weighted_events(_evaluate(spectrum, mass, settings), weight_scale)
     except (HpsBayesError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError) as exc:
         kind = "input_error" if isinstance(exc, InputError) else "fit_failed"
         if isinstance(exc, FitError):
@@ -196,10 +262,58 @@ def evaluate_mass(
     MassPointResult
         ``A_hat, sigma_A, p0, Z, A_up, eps2_up, A_up_expected`` (N = -2..2) and ``status``.
     """
-    settings = guard_turn_on(spectrum, resolve_settings(dataset, config))
-    spec = prepare_spectrum(spectrum, settings)
+    mass = check_mass_value(mass)
+    settings, spec, scale = analysable(spectrum, resolve_settings(dataset, config))
     _check_mass(spec, mass, settings)
-    return evaluate_point(spec, mass, settings)
+    return evaluate_point(spec, mass, settings, weight_scale=scale)
+
+
+def check_mass_value(mass: Any) -> float:
+    """``mass`` as a float in GeV; :class:`~hps_bayes.errors.ConfigError` for text, NaN or a non-number."""
+    if isinstance(mass, (bool, str, bytes)) or not isinstance(mass, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"mass={mass!r} is not a number; give the mass in GeV, e.g. mass=0.030")
+    if not np.isfinite(mass) or mass <= 0:
+        raise ConfigError(f"mass={mass!r} must be a positive finite number in GeV, e.g. mass=0.030")
+    return float(mass)
+
+
+def analysable(spectrum: Spectrum, settings: AnalysisSettings) -> tuple[AnalysisSettings, Spectrum, float]:
+    """Check ``spectrum`` as the command line does and prepare it for the window fits.
+
+    Refuses (:class:`~hps_bayes.errors.InputError`) what the input validation calls a problem
+    (NaN, infinite or negative bins, spikes, too few entries, a range that misses the dataset's,
+    variable bins with ``dataset.rebin`` > 1) and a configured spurious-signal table that is
+    missing (:class:`~hps_bayes.errors.ConfigError`), before any fit.
+
+    Returns
+    -------
+    (AnalysisSettings, Spectrum, float)
+        The settings after the turn-on guard (:func:`~hps_bayes.analysis.grid.guard_turn_on`),
+        the rebinned, cropped spectrum in effective counts and its weight scale
+        (:func:`hps_bayes.inputs.validation.poisson_equivalent`; 1.0 for counts).
+    """
+    check_input(spectrum, settings)
+    effective, scale = poisson_equivalent(spectrum, mass_range=settings.dataset.mass_range)
+    settings = guard_turn_on(effective, settings)
+    return settings, prepare_spectrum(effective, settings), scale
+
+
+def check_input(spectrum: Spectrum, settings: AnalysisSettings) -> None:
+    """The checks of :func:`analysable` that need no turn-on guard: the raw spectrum against the
+    dataset's range and rebinning, and the configured spurious-signal table."""
+    check_analysable(validate_spectrum(spectrum, mass_range=settings.dataset.mass_range), warn=False)
+    check_rebin(spectrum, settings.dataset.rebin)
+    spurious_table(settings)
+
+
+def _in_weighted_events(result: MassPointResult, scale: float) -> MassPointResult:
+    """``result`` with its yields in weighted events: multiplied by the weight scale (unchanged at 1)."""
+    if scale == 1.0:
+        return result
+    return replace(
+        result, A_hat=result.A_hat * scale, sigma_A=result.sigma_A * scale, sigma_A_stat=result.sigma_A_stat * scale,
+        A_up=result.A_up * scale, A_up_error=result.A_up_error * scale, rho=result.rho * scale,
+        A_up_expected=tuple(v * scale for v in result.A_up_expected), spurious_signal=result.spurious_signal * scale)
 
 
 def check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:

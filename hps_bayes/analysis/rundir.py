@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import numpy as np
 from hps_bayes import __version__
 from hps_bayes.analysis.grid import mass_grid
 from hps_bayes.analysis.settings import AnalysisSettings
-from hps_bayes.errors import HpsBayesError
+from hps_bayes.errors import ConfigError, HpsBayesError
+from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import read_json, write_json
 from hps_bayes.results.objects import MassPointResult, mass_label, results_frame
 
@@ -46,16 +48,86 @@ def read_point(path: Path) -> MassPointResult | None:
         return None
 
 
-def load_finished(path: Path, config_hash: str) -> MassPointResult | None:
-    """A finished result at ``path`` computed with the same settings, else None.
+def content_hash(*arrays: Any) -> str:
+    """SHA-256 (first 16 hex digits) of arrays' float64 bytes, or of a file's bytes for a path."""
+    digest = hashlib.sha256()
+    for item in arrays:
+        if isinstance(item, (str, Path)):
+            digest.update(Path(item).read_bytes())
+        else:
+            digest.update(np.ascontiguousarray(item, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
 
-    Failed points (status other than "ok") and points computed with other
-    settings return None, so that a rerun computes them again.
-    """
-    result = read_point(path)
-    if result is None or result.config_hash != config_hash or result.status != "ok":
+
+def result_key(settings: AnalysisSettings, spectrum: Spectrum, tables: Iterable[str] = ()) -> dict[str, Any]:
+    """What a finished point's numbers depend on: the settings' hash, the analysed spectrum's
+    content (edges, counts and variances, as fitted), every table's content and the package version.
+    A point is reused only when its stored key is this one."""
+    return {"config_hash": settings.config_hash(),
+            "input_hash": content_hash(spectrum.edges, spectrum.counts, spectrum.variances),
+            "tables": {str(t): content_hash(t) for t in tables}, "version": __version__}
+
+
+def stored_key(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The key a ``numbers.json`` was written with (files without one: its result's hash and version only)."""
+    if "key" in payload:
+        return dict(payload["key"])
+    result = payload.get("result") or {}
+    return {"config_hash": result.get("config_hash"), "input_hash": None, "tables": None,
+            "version": result.get("version")}
+
+
+def _read_payload(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
         return None
-    return result
+
+
+def load_finished(path: Path, key: Mapping[str, Any]) -> MassPointResult | None:
+    """A finished result at ``path`` computed with the same key (:func:`result_key`), else None.
+
+    Failed points (status other than "ok") and points of another key return None, so that a
+    rerun computes them again.
+    """
+    payload = _read_payload(path) if path.exists() else None
+    if payload is None or stored_key(payload) != dict(key):
+        return None
+    result = read_point(path)
+    return result if result is not None and result.status == "ok" else None
+
+
+class RunFolderConflict(ConfigError):
+    """A run folder already holds results of other settings, data, tables or package version."""
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    names = {"config_hash": "settings", "input_hash": "spectrum content", "tables": "tables", "version": "version"}
+    return ", ".join(f"{names.get(k, k)} {old.get(k)} -> {new.get(k)}" if k != "tables" else names[k]
+                     for k in names if old.get(k) != new.get(k))
+
+
+def check_run_folder(run_dir: str | Path, dataset: str, key: Mapping[str, Any], *, overwrite: bool = False) -> None:
+    """Refuse to write into a run folder whose ``numbers.json`` of ``dataset`` hold another key.
+
+    Raises
+    ------
+    RunFolderConflict
+        Naming the folder, how many results differ and in what, and the fixes: a new
+        ``run_dir``, or ``overwrite=true`` to recompute and replace them.
+    """
+    if overwrite:
+        return
+    other: list[dict[str, Any]] = []
+    for path in sorted(Path(run_dir).glob(f"m*/{dataset}/numbers.json")):
+        payload = _read_payload(path)
+        if payload is not None and stored_key(payload) != dict(key):
+            other.append(stored_key(payload))
+    if other:
+        raise RunFolderConflict(
+            f"run folder {run_dir} holds {len(other)} results of dataset {dataset} computed with other inputs "
+            f"({_differences(other[0], key)}); refusing to overwrite them: choose a new run_dir=..., or add "
+            "overwrite=true to recompute and replace them")
 
 
 def job_provenance() -> dict[str, Any]:
@@ -132,9 +204,23 @@ def run_manifest_path(run_dir: str | Path, dataset: str) -> Path:
     return Path(run_dir) / f"scan_{dataset}.json"
 
 
-def write_run_manifest(run_dir: str | Path, settings: AnalysisSettings) -> Path:
-    """Record the scan's settings, config hash and full grid in the run folder (atomic, same for every chunk)."""
-    return write_json(run_manifest_path(run_dir, settings.dataset.name), {
+def write_run_manifest(run_dir: str | Path, settings: AnalysisSettings, *, overwrite: bool = False) -> Path:
+    """Record the scan's settings, config hash and full grid in the run folder (atomic, same for every chunk).
+
+    Raises
+    ------
+    RunFolderConflict
+        If the folder's manifest records other settings or another version (unless ``overwrite``).
+    """
+    path = run_manifest_path(run_dir, settings.dataset.name)
+    old = _read_payload(path) if path.exists() else None
+    new = {"config_hash": settings.config_hash(), "version": __version__}
+    if old is not None and not overwrite and {k: old.get(k) for k in new} != new:
+        raise RunFolderConflict(
+            f"run folder {run_dir} holds a scan of dataset {settings.dataset.name} with other settings "
+            f"({_differences(old, new)}); refusing to overwrite it: choose a new run_dir=..., or add "
+            "overwrite=true to replace it")
+    return write_json(path, {
         "dataset": settings.dataset.name, "config_hash": settings.config_hash(),
         "masses": mass_grid(settings).tolist(), "n_chunks": settings.scan.n_chunks,
         "settings": settings.to_dict(), "version": __version__})
@@ -146,7 +232,8 @@ def collect_points(run_dir: str | Path, settings: AnalysisSettings,
 
     Returns a frame with one row per mass (status "missing" where no result
     with these settings exists) and a report: counts, missing masses, failed
-    points with their message, points computed with other settings ("stale").
+    points with their message, points computed with other settings ("stale"),
+    and the distinct keys (:func:`result_key`) of the points with these settings ("keys").
     """
     grid = mass_grid(settings) if masses is None else np.asarray(list(masses), dtype=float)
     name, chash = settings.dataset.name, settings.config_hash()
@@ -154,9 +241,14 @@ def collect_points(run_dir: str | Path, settings: AnalysisSettings,
     missing: list[float] = []
     stale: list[float] = []
     failed: list[dict[str, Any]] = []
+    keys: list[dict[str, Any]] = []
     for mass in grid:
         path = point_path(run_dir, float(mass), name)
         result = read_point(path)
+        if result is not None and result.config_hash == chash:
+            payload = _read_payload(path) or {}
+            if stored_key(payload) not in keys:
+                keys.append(stored_key(payload))
         if result is None or result.config_hash != chash:
             (missing if result is None else stale).append(float(mass))
             why = "no numbers.json" if result is None else f"computed with other settings ({result.config_hash})"
@@ -168,5 +260,5 @@ def collect_points(run_dir: str | Path, settings: AnalysisSettings,
     n_ok = len(grid) - len(missing) - len(stale) - len(failed)
     report = {"dataset": name, "config_hash": chash, "n_points": len(grid), "n_ok": n_ok,
               "n_missing": len(missing) + len(stale), "n_failed": len(failed), "complete": n_ok == len(grid),
-              "missing": missing, "stale": stale, "failed": failed}
+              "missing": missing, "stale": stale, "failed": failed, "keys": keys}
     return results_frame(results), report

@@ -7,24 +7,27 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hps_bayes import __version__
-from hps_bayes.analysis.grid import guard_turn_on, mass_grid, prepare_spectrum
-from hps_bayes.analysis.point import evaluate_point
+from hps_bayes.analysis.grid import mass_grid
+from hps_bayes.analysis.point import analysable, check_mass_value, evaluate_point, spurious_table
 from hps_bayes.analysis.rundir import (
     ScanInterrupted,
     _AbandonPoint,
     _fault_hook,
     _StopOnSignals,
+    check_run_folder,
     job_provenance,
     load_finished,
     point_path,
+    result_key,
 )
-from hps_bayes.analysis.seeds import point_seed
+from hps_bayes.analysis.seeds import TOY_P0, point_key
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import write_json
@@ -32,11 +35,32 @@ from hps_bayes.results.objects import MassPointResult, results_frame
 
 log = logging.getLogger(__name__)
 
-def _compute_point(spec: Spectrum, mass: float, settings: AnalysisSettings) -> tuple[MassPointResult, str]:
+@dataclass(frozen=True)
+class PreparedScan:
+    """A scan's inputs after every check: settings (turn-on guarded), the analysed spectrum in
+    effective counts, its weight scale and the key its results are stored and reused under."""
+
+    settings: AnalysisSettings
+    spectrum: Spectrum
+    weight_scale: float
+    key: dict[str, Any]
+
+
+def prepare_scan(spectrum: Spectrum, *, dataset: Any = "demo",
+                 config: AnalysisSettings | Mapping[str, Any] | None = None) -> PreparedScan:
+    """Validate ``spectrum`` and the settings as the command line does (:func:`analysable`) and
+    compute the result key (:func:`hps_bayes.analysis.rundir.result_key`), before any fit."""
+    settings, spec, scale = analysable(spectrum, resolve_settings(dataset, config))
+    table = spurious_table(settings)
+    return PreparedScan(settings, spec, scale, result_key(settings, spec, [table.source] if table else []))
+
+
+def _compute_point(spec: Spectrum, mass: float, settings: AnalysisSettings, *,
+                   weight_scale: float = 1.0) -> tuple[MassPointResult, str]:
     """:func:`evaluate_point`, with any unexpected error turned into status "error" plus its traceback."""
     try:
         _fault_hook(mass)
-        return evaluate_point(spec, mass, settings), ""
+        return evaluate_point(spec, mass, settings, weight_scale=weight_scale), ""
     except Exception as exc:  # noqa: BLE001 - recorded in numbers.json and retried by the next run
         log.error("m=%.2f MeV failed: %s: %s", mass * 1e3, type(exc).__name__, exc)
         result = MassPointResult(dataset=settings.dataset.name, mass=float(mass), status="error",
@@ -45,22 +69,25 @@ def _compute_point(spec: Spectrum, mass: float, settings: AnalysisSettings) -> t
         return result, traceback.format_exc()
 
 
-def _scan_point(spec: Spectrum, mass: float, settings: AnalysisSettings, *, out_dir: str | Path | None,
+def _scan_point(prep: PreparedScan, mass: float, *, out_dir: str | Path | None,
                 provenance: Mapping[str, Any] | None, counts: dict[str, int]) -> MassPointResult:
+    settings = prep.settings
     path = point_path(out_dir, mass, settings.dataset.name) if out_dir else None
-    result = load_finished(path, settings.config_hash()) if path else None
+    result = load_finished(path, prep.key) if path else None
     if result is not None:
         counts["reused"] += 1
         return result
     started = time.time()
-    result, error = _compute_point(spec, mass, settings)
+    result, error = _compute_point(prep.spectrum, mass, settings, weight_scale=prep.weight_scale)
     counts["computed"] += 1
     if path:
-        prov = {**(provenance or {}), **job_provenance(), "point_seed": point_seed(settings.seed, mass),
+        prov = {**(provenance or {}), **job_provenance(), "point_seed": point_key(settings.seed, mass),
+                "toy_p0_seed": point_key(settings.seed, mass, TOY_P0),
                 "started": started, "finished": time.time()}
         if error:
             prov["traceback"] = error
-        write_json(path, {"result": result.to_dict(), "settings": settings.to_dict(), "provenance": prov})
+        write_json(path, {"result": result.to_dict(), "settings": settings.to_dict(), "key": prep.key,
+                          "weight_scale": prep.weight_scale, "provenance": prov})
     return result
 
 
@@ -75,14 +102,22 @@ def run_scan(
     on_result: Callable[[MassPointResult], None] | None = None,
     provenance: Mapping[str, Any] | None = None,
     handle_signals: bool = False,
+    overwrite: bool = False,
 ) -> Any:
     """Evaluate every mass of the grid (or ``masses``) and return a pandas DataFrame.
 
     With ``out_dir``, each point's ``<out_dir>/m030MeV/<dataset>/numbers.json``
     (result, settings, and ``provenance``: the given keys plus host, pid, SLURM
-    job ids, the point's seed) is written atomically when it is done; points
-    already there with the same config hash and status "ok" are read back
-    instead of recomputed, failed ones are computed again.  ``frame.attrs``
+    job ids, and the point's seeds as ``SeedSequence`` entropy: ``point_seed`` of its toys and
+    ``toy_p0_seed`` of its extra p0 toys, :func:`hps_bayes.analysis.seeds.point_key`) is written
+    atomically when it is done; points
+    already there with the same key (:func:`hps_bayes.analysis.rundir.result_key`: settings,
+    the analysed spectrum's content, the spurious-signal table's content, the package version)
+    and status "ok" are read back instead of recomputed, failed ones are computed again.  A
+    folder holding results of another key is refused before any fit
+    (:class:`~hps_bayes.analysis.rundir.RunFolderConflict`) unless ``overwrite``.  The spectrum
+    is checked first as on the command line (:func:`~hps_bayes.analysis.point.analysable`);
+    a weighted one is analysed as scaled Poisson counts.  ``frame.attrs``
     counts the points ``computed`` and ``reused``.
 
     With ``handle_signals``, SIGTERM and SIGUSR2 (SLURM's pre-emption and
@@ -92,9 +127,11 @@ def run_scan(
     """
     from tqdm.auto import tqdm
 
-    settings = guard_turn_on(spectrum, resolve_settings(dataset, config))
-    spec = prepare_spectrum(spectrum, settings)
-    grid = mass_grid(settings) if masses is None else np.asarray(list(masses), dtype=float)
+    prep = prepare_scan(spectrum, dataset=dataset, config=config)
+    settings = prep.settings
+    grid = mass_grid(settings) if masses is None else np.asarray([check_mass_value(m) for m in masses])
+    if out_dir is not None:
+        check_run_folder(out_dir, settings.dataset.name, prep.key, overwrite=overwrite)
     results: list[MassPointResult] = []
     counts = {"computed": 0, "reused": 0}
     disable = None if progress is None else not progress  # None: off when not a terminal
@@ -105,8 +142,7 @@ def run_scan(
                     break
                 if stop is not None:
                     stop.in_point = True
-                result = _scan_point(spec, float(mass), settings, out_dir=out_dir, provenance=provenance,
-                                     counts=counts)
+                result = _scan_point(prep, float(mass), out_dir=out_dir, provenance=provenance, counts=counts)
                 if stop is not None:
                     stop.in_point = False
                 results.append(result)

@@ -20,6 +20,7 @@ from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.physics.presets import DatasetPreset, load_preset, preset_from_mapping
 
 Method = Literal["asymptotic", "toys"]
+Limit = Literal["cls", "pl", "pcl"]
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,13 @@ class StatsSettings:
     Neither changes a mass point's numbers (they are not part of the config hash).
     ``toy_p0_above_z`` > 0: where the local Z reaches it, p0 and Z come from
     ``toy_p0_toys`` background-only toys instead of the asymptotic formula (``p0_method``).
+    ``limit`` is the kind of upper limit (:func:`hps_bayes.stats.upper_limit`): ``"cls"``,
+    ``"pl"`` (one-sided profile likelihood, p_{s+b} = alpha) or ``"pcl"`` (``"pl"``
+    power-constrained at the −1σ expected limit); ``method`` says how its p-values are computed.
     """
 
     method: Method = "asymptotic"
+    limit: Limit = "cls"
     alpha: float = 0.05
     n_toys: int = 0
     lee_toys: int = 0
@@ -48,6 +53,9 @@ class StatsSettings:
                               "the threshold must be >= 0 (0: off) and at least 100 toys are needed")
         if self.method not in ("asymptotic", "toys"):
             raise ConfigError(f"stats.method={self.method!r}: allowed are 'asymptotic' and 'toys'")
+        if self.limit not in ("cls", "pl", "pcl"):
+            raise ConfigError(f"stats.limit={self.limit!r}: allowed are 'cls' (default), 'pl' (one-sided "
+                              "profile likelihood) and 'pcl' (power-constrained one-sided)")
         if not 0.0 < self.alpha < 0.5:
             raise ConfigError(f"stats.alpha={self.alpha}: use 0 < alpha < 0.5 (0.05 for 95% CL)")
         if self.n_toys < 0:
@@ -86,6 +94,7 @@ class PlotSettings:
     per_mass: bool = False
     per_mass_masses: tuple[float, ...] = ()
     format: Literal["png", "pdf"] = "png"
+    status: Literal["Internal", "Preliminary"] | None = "Internal"  # after the experiment's name on every plot
 
 
 @dataclass(frozen=True)

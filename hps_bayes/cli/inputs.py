@@ -14,11 +14,15 @@ from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.errors import HpsBayesError, InputError
 from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.validation import check_analysable, validate_spectrum
+from hps_bayes.inputs.validation import check_analysable, check_rebin, validate_spectrum
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.results.files import read_json, write_json
 
 log = logging.getLogger("hps_bayes")
+
+#: The tasks that analyse a weighted histogram (as scaled Poisson counts); the others refuse it.
+WEIGHTED_TASKS = ("scan", "test", "merge")
+
 
 class IncompleteRunError(HpsBayesError):
     """``task=merge task.strict=true`` found missing or failed mass points."""
@@ -43,12 +47,29 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def default_demo_paths() -> set[Path]:
+    """The files the dataset presets of ``conf/dataset`` name (resolved): the only places where
+    a missing demo spectrum is generated."""
+    from omegaconf import OmegaConf
+
+    from hps_bayes.cli.config import CONF_DIR
+
+    paths = (OmegaConf.select(OmegaConf.load(f), "path") for f in sorted((CONF_DIR / "dataset").glob("*.yaml")))
+    return {Path(str(p)).resolve() for p in paths if p}
+
+
 def ensure_input(settings: AnalysisSettings, cfg: dict[str, Any]) -> Path:
-    """The dataset's ROOT file; the demo spectrum is generated on first use (once, if chunks race)."""
+    """The dataset's ROOT file; the demo spectrum is generated on first use (once, if chunks race),
+    only at a preset's own path (anywhere with ``dataset.demo.generate=always``): a missing file
+    at a path given by hand is an error."""
     path = Path(settings.dataset.path)
     demo = _demo_options(cfg)
     if path.exists() or not demo or not demo.get("generate", settings.dataset.name == "demo"):
         return path
+    if demo.get("generate") != "always" and path.resolve() not in default_demo_paths():
+        raise InputError(f"ROOT file '{path}' does not exist (dataset.path={path}); a demo spectrum is generated "
+                         "only at its preset's own path: fix the path, or write one there with "
+                         f"`python -m hps_bayes task=simulate dataset.path={path}` (or dataset.demo.generate=always)")
     with _locked(path):
         if not path.exists():
             log.info("demo spectrum %s not found: generating it (seed %s)", path, demo.get("seed"))
@@ -56,6 +77,37 @@ def ensure_input(settings: AnalysisSettings, cfg: dict[str, Any]) -> Path:
                             signal_mass=demo.get("signal_mass"), signal_yield=float(demo.get("signal_yield") or 0),
                             shape=demo.get("shape"))
     return path
+
+
+def preflight(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> None:
+    """Before a scan or test writes anything into ``out``: refuse a run folder whose results (or
+    scan manifest) were computed with other settings, data, tables or package version, unless
+    ``overwrite=true`` (:func:`hps_bayes.analysis.rundir.check_run_folder`).  Inputs that cannot
+    be read are left to the task, which reports them."""
+    from hps_bayes.analysis.rundir import RunFolderConflict, check_run_folder, run_manifest_path
+
+    name = settings.dataset.name
+    if cfg.get("overwrite") or not (out.is_dir() and (run_manifest_path(out, name).exists()
+                                                       or any(out.glob(f"m*/{name}/numbers.json")))):
+        return
+    from hps_bayes.analysis.scan import prepare_scan
+
+    path = Path(settings.dataset.path)
+    try:
+        key = prepare_scan(load_spectrum(path, settings.dataset.hist_name), config=settings).key
+    except RunFolderConflict:
+        raise
+    except HpsBayesError:
+        return
+    check_run_folder(out, name, key)
+    manifest = run_manifest_path(out, name)
+    if manifest.exists():
+        recorded = read_json(manifest)
+        if recorded.get("config_hash") != key["config_hash"] or recorded.get("version") != key["version"]:
+            raise RunFolderConflict(
+                f"run folder {out} holds a scan of dataset {name} with other settings (config "
+                f"{recorded.get('config_hash')} -> {key['config_hash']}, version {recorded.get('version')} -> "
+                f"{key['version']}); refusing to overwrite it: choose a new run_dir=..., or add overwrite=true")
 
 
 def _record_validation(out: Path, name: str, report: dict[str, Any], *, merge: bool = False) -> None:
@@ -68,8 +120,20 @@ def _record_validation(out: Path, name: str, report: dict[str, Any], *, merge: b
         write_json(path, reports)
 
 
+def check_tables(settings: AnalysisSettings) -> None:
+    """Raise :class:`~hps_bayes.errors.ConfigError` when the configured ``background.spurious_table``
+    cannot be read (before the input is even loaded)."""
+    from hps_bayes.model.spurious import load_spurious_table, spurious_table_path
+
+    bkg = settings.background
+    if bkg.spurious == "table" and bkg.spurious_table:
+        load_spurious_table(str(spurious_table_path(settings.dataset.name, bkg.spurious_table)))
+
+
 def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Spectrum:
-    """Read the dataset's histogram, write ``validation_report.json``, stop on what cannot be analysed."""
+    """Read the dataset's histogram, write ``validation_report.json``, stop on what cannot be analysed
+    (a configured table that is missing first, :func:`check_tables`)."""
+    check_tables(settings)
     path = ensure_input(settings, cfg)
     report: dict[str, Any] = {"file": str(path), "file_found": path.exists(),
                               "histogram": settings.dataset.hist_name}
@@ -82,6 +146,14 @@ def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
     report.update(histogram_found=True, **validate_spectrum(spectrum, mass_range=settings.dataset.mass_range))
     _record_validation(out, settings.dataset.name, report)
     check_analysable(report)
+    check_rebin(spectrum, settings.dataset.rebin)
+    task = str(cfg["task"]["name"])
+    scale = report.get("weight_scale")
+    if scale is not None and abs(scale - 1.0) > 1e-6 and (task not in WEIGHTED_TASKS or settings.stats.lee_toys):
+        raise InputError(f"spectrum '{spectrum.name}' is weighted (sum(w^2)/sum(w) = {scale:.4g}); task={task} "
+                         f"(stats.lee_toys={settings.stats.lee_toys}) draws Poisson toys of the counts: run "
+                         "task=scan or task=test with stats.lee_toys=0 (they analyse weighted histograms as scaled "
+                         "Poisson counts), or give an unweighted histogram")
     return spectrum
 
 

@@ -8,24 +8,25 @@ from typing import Any
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.cli.inputs import load_guarded, load_validated
 from hps_bayes.cli.task_combine import combination_members
+from hps_bayes.cli.task_settings import ActiveTask
 from hps_bayes.inputs.spectrum import Spectrum
 
 
-def task_active(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+def task_active(settings: AnalysisSettings, task: ActiveTask, cfg: dict[str, Any], out: Path) -> Any:
     """Active learning (``hps_bayes.active``, config ``active:``): history ``active_history.csv`` (resumable),
     ``active_summary.json``, ``active_convergence.csv`` and ``active_plots/``."""
     from hps_bayes.active.runner import run_configured
     from hps_bayes.plots import active as plots_active
 
-    spec = dict(cfg.get("active") or {})
-    target = (spec.get("objective") or {}).get("callable")
+    spec = task.active
     user = None
-    if (spec.get("objective") or {}).get("kind") == "callable" and target:
+    if spec.objective.kind == "callable" and spec.objective.callable:
         from hydra.utils import instantiate
 
-        user = instantiate(target)
+        user = instantiate(spec.objective.callable)
+
     def datasets() -> tuple[dict[str, Spectrum], dict[str, AnalysisSettings]]:
-        members = combination_members(cfg)  # task.datasets, for active.objective.combined=true
+        members = combination_members(task.datasets, cfg)  # for active.objective.combined=true
         loaded = {n: load_guarded(s, plain, out) for n, (s, plain) in members.items()}
         return {n: spec for n, (spec, _) in loaded.items()}, {n: s for n, (_, s) in loaded.items()}
 

@@ -14,11 +14,12 @@ from hps_bayes.analysis.scan import run_scan
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.cli.inputs import load_guarded
 from hps_bayes.cli.task_scan import _log_summary
+from hps_bayes.cli.task_settings import BandsTask
 from hps_bayes.results.files import write_table
 
 log = logging.getLogger("hps_bayes")
 
-def task_bands(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+def task_bands(settings: AnalysisSettings, task: BandsTask, cfg: dict[str, Any], out: Path) -> Any:
     """Toy-based expected limits (median, ±1σ, ±2σ) beside the asymptotic ones over the dataset's grid.
 
     ``task.n_toys`` (null: ``stats.n_toys``, 1000 if that is 0) background-only and s+b toys per
@@ -30,8 +31,7 @@ def task_bands(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> An
 
     from hps_bayes.plots import scan as plots
 
-    task = cfg.get("task") or {}
-    n_toys = int(task.get("n_toys") or settings.stats.n_toys or 1000)
+    n_toys = int(task.n_toys or settings.stats.n_toys or 1000)
     needed = int(np.ceil(10.0 / (settings.stats.alpha * 0.02275)))
     if n_toys < needed:  # p_{s+b} ≈ α Φ(−2) at the −2σ expected limit must be resolved by ~10 toys
         log.warning("bands with %d toys: the -2 sigma (and -1 sigma) expected limits are biased low: p_s+b near "

@@ -13,7 +13,9 @@ from hps_bayes.analysis.rundir import (
 from hps_bayes.analysis.settings import AnalysisSettings, settings_from_mapping
 from hps_bayes.cli.inputs import IncompleteRunError, _locked
 from hps_bayes.cli.task_scan import _summary_plots
+from hps_bayes.cli.task_settings import MergeTask
 from hps_bayes.errors import ConfigError
+from hps_bayes.results.export import export_scan
 from hps_bayes.results.files import read_json, write_json, write_table
 
 log = logging.getLogger("hps_bayes")
@@ -33,9 +35,9 @@ def run_settings(run_dir: Path, settings: AnalysisSettings) -> list[AnalysisSett
     return found or [settings]
 
 
-def task_merge(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
-    """Collect a chunked run's ``numbers.json`` into ``results_single.csv``, summary plots and
-    ``merge_report.json``; missing and failed points are reported (an error with ``task.strict=true``)."""
+def task_merge(settings: AnalysisSettings, task: MergeTask, cfg: dict[str, Any], out: Path) -> Any:
+    """Collect a chunked run's ``numbers.json`` into ``results_single.csv`` (+ ``.parquet``, ``hepdata/``),
+    summary plots and ``merge_report.json``; missing and failed points are reported (an error with ``task.strict=true``)."""
     import pandas as pd
 
     if not cfg.get("run_dir") or not out.is_dir():
@@ -44,19 +46,32 @@ def task_merge(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> An
     frames, reports = [], []
     for run in run_settings(out, settings):
         frame, report = collect_points(out, run)
+        _refuse_mixed(out, report)
         frames.append(frame)
         reports.append(report)
         _summary_plots(frame, run, out)
         _log_merge(report)
     merged = pd.concat(frames, ignore_index=True)
     write_table(out / "results_single.csv", merged)
+    export_scan(merged, out)
     complete = all(r["complete"] for r in reports)
     write_json(out / "merge_report.json", {"run_dir": str(out), "complete": complete, "datasets": reports})
     log.info("merged %d mass points into %s (%s)", len(merged), out / "results_single.csv",
              "complete" if complete else "INCOMPLETE: rerun the scan command to fill the gaps")
-    if not complete and (cfg.get("task") or {}).get("strict"):
+    if not complete and task.strict:
         raise IncompleteRunError(f"run {out} is incomplete (task.strict=true): see merge_report.json")
     return merged
+
+
+def _refuse_mixed(out: Path, report: dict[str, Any]) -> None:
+    """Refuse to merge points of one dataset computed with other settings, data, tables or version."""
+    stale, keys = report["stale"], report["keys"]
+    if stale or len(keys) > 1:
+        what = (f"{len(stale)} mass points computed with other settings (e.g. {stale[0] * 1e3:.2f} MeV)" if stale
+                else f"points of {len(keys)} different inputs (spectrum content, tables or version differ)")
+        raise ConfigError(f"run folder {out} mixes results of dataset {report['dataset']}: {what}; merge only "
+                          "one run's results: rerun the differing chunks with the run's settings and data "
+                          "(overwrite=true), or put each run in its own run_dir")
 
 
 def _log_merge(report: dict[str, Any]) -> None:

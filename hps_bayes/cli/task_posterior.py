@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,17 @@ from hps_bayes.analysis.rundir import (
     point_path,
 )
 from hps_bayes.analysis.scan import run_scan
+from hps_bayes.analysis.seeds import posterior_seed
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.cli.inputs import _locked, load_guarded
+from hps_bayes.cli.task_settings import PosteriorTask
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import read_json, write_table
 
 log = logging.getLogger("hps_bayes")
 
-def task_posterior(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+def task_posterior(settings: AnalysisSettings, task: PosteriorTask, cfg: dict[str, Any], out: Path) -> Any:
     """Bayesian cross-check (:mod:`hps_bayes.posterior`) at ``task.masses`` (or ``mass``), GeV.
 
     Per mass in ``m030MeV/<dataset>/``: the CLs point (``numbers.json``, which also gets the posterior
@@ -32,8 +35,7 @@ def task_posterior(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
     """
     from hps_bayes.posterior import model as posterior_model
 
-    task = cfg.get("task") or {}
-    masses = [float(m) for m in task.get("masses") or ([cfg["mass"]] if cfg.get("mass") is not None else [])]
+    masses = [float(m) for m in task.masses or ([cfg["mass"]] if cfg["mass"] is not None else [])]
     if not masses:
         raise ConfigError("task=posterior needs masses in GeV: `task.masses=[0.030,0.050]` or `mass=0.030`")
     prior = posterior_model.PosteriorSettings.from_dict(cfg.get("posterior"))
@@ -42,7 +44,7 @@ def task_posterior(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
         check_mass(spectrum, mass, settings)
     frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, progress=False,
                      provenance={"task": "posterior"}, handle_signals=True)
-    return _sample_posteriors(spectrum, frame, settings, prior, out, plots=bool(task.get("plots", True)))
+    return _sample_posteriors(spectrum, frame, settings, prior, out, plots=task.plots)
 
 
 def _scan_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, cfg: dict[str, Any],
@@ -52,12 +54,13 @@ def _scan_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSettings,
     Top-Z selection needs the whole grid: in a chunked scan only the explicit masses of this chunk
     are sampled (a one-chunk rerun reuses the finished points and samples the top ones).
     """
-    from hps_bayes.posterior import compare as posterior_compare
     from hps_bayes.posterior import model as posterior_model
 
     prior = posterior_model.PosteriorSettings.from_dict(cfg.get("posterior"))
     if (prior.scan_top_z <= 0 and not prior.scan_masses) or frame.empty:
         return None
+    from hps_bayes.posterior import compare as posterior_compare  # imports ArviZ: only when sampling
+
     top_z = prior.scan_top_z
     if top_z > 0 and settings.scan.n_chunks > 1:
         log.warning("posterior.scan_top_z=%d needs the whole grid: skipped in chunk %d of %d; rerun with "
@@ -89,6 +92,7 @@ def _sample_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSetting
     hash (and whose ``posterior.nc`` exists) is read back instead of sampled again.
     """
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from hps_bayes.analysis.point import build_window
     from hps_bayes.plots import posterior as posterior_plots
@@ -96,9 +100,11 @@ def _sample_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSetting
     from hps_bayes.posterior import sampling as posterior_sampling
 
     spec, name, rows = prepare_spectrum(spectrum, settings), settings.dataset.name, []
-    for r in frame.itertuples():
+    interactive = sys.stderr.isatty()  # progress bars (masses, NUTS) only on a terminal
+    for r in tqdm(list(frame.itertuples()), desc=f"posterior {name}", unit="mass", disable=not interactive,
+                  leave=False):
         window = build_window(spec, r.mass, settings)
-        seed = posterior_sampling.mass_seed(settings.seed if prior.seed is None else prior.seed, r.mass)
+        seed = posterior_seed(settings.seed if prior.seed is None else prior.seed, r.mass)
         numbers = point_path(out, r.mass, name)
         folder = numbers.parent
         if numbers.is_file() and posterior_compare.reusable(read_json(numbers), prior, config_hash=settings.config_hash()) and \
@@ -108,7 +114,7 @@ def _sample_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSetting
         else:
             k = r.A_up / r.eps2_up if r.status == "ok" and r.eps2_up > 0 else float("nan")
             result = posterior_sampling.sample_mass_point(window, settings.background, prior=prior, seed=seed,
-                                                 yield_per_eps2=k, dataset=name)
+                                                 yield_per_eps2=k, dataset=name, progress=interactive)
             posterior_sampling.write_posterior(result, folder, extra={"posterior": prior.to_dict(),
                                                              "settings": settings.to_dict()})
             with _locked(numbers):

@@ -1,7 +1,8 @@
 """``task=scan`` and ``task=test``: scan a spectrum, or one mass with its plots.
 
-Each task takes the validated settings, the plain composed config (for
-task-specific keys) and the run folder.
+Each task takes the validated analysis settings, its typed task settings
+(:mod:`hps_bayes.cli.task_settings`), the plain composed config (``dataset.demo``,
+``background``, ``posterior``, ``mass``) and the run folder.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from hps_bayes.analysis.rundir import (
     write_run_manifest,
 )
 from hps_bayes.analysis.scan import run_scan
-from hps_bayes.analysis.seeds import chunk_seeds
+from hps_bayes.analysis.seeds import LEE_SCANS, chunk_seeds, run_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.cli.inputs import _locked, load_guarded
 from hps_bayes.cli.task_posterior import _scan_posteriors
+from hps_bayes.cli.task_settings import ScanTask, TestTask
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.results.export import export_scan
 from hps_bayes.results.files import read_json, write_json, write_table
 from hps_bayes.results.objects import MassPointResult, mass_label
 
@@ -60,21 +63,22 @@ def _flush_chunk(frame: Any, settings: AnalysisSettings, out: Path, info: dict[s
         "reused": int(frame.attrs.get("reused", 0))})
 
 
-def task_scan(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any:
+def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], out: Path) -> Any:
     """Scan the grid (or chunk ``scan.chunk`` of ``scan.n_chunks``) into the run folder ``out``.
 
-    One chunk: ``results_single.csv`` and summary plots; several: ``results_chunk<k>_<dataset>.csv``
+    One chunk: ``results_single.csv`` (+ ``.parquet`` and the HEPData record ``hepdata/``) and summary
+    plots; several: ``results_chunk<k>_<dataset>.csv``
     (``task=merge`` then collects the run).  Per mass: ``m030MeV/<dataset>/numbers.json``.
     """
     spectrum, settings = load_guarded(settings, cfg, out)
     masses = chunk_of(mass_grid(settings), settings.scan.n_chunks, settings.scan.chunk)
     info = chunk_provenance(settings)
-    write_run_manifest(out, settings)
+    write_run_manifest(out, settings, overwrite=bool(cfg.get("overwrite")))
     log.info("chunk %d/%d: scanning %d masses of dataset %s (%.1f-%.1f MeV) into %s", settings.scan.chunk + 1,
              settings.scan.n_chunks, len(masses), settings.dataset.name, masses[0] * 1e3, masses[-1] * 1e3, out)
     try:
         frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, provenance=info,
-                         handle_signals=True)
+                         handle_signals=True, overwrite=bool(cfg.get("overwrite")))
     except ScanInterrupted as exc:
         _flush_chunk(exc.frame, settings, out, info, state="interrupted")
         raise
@@ -82,6 +86,7 @@ def task_scan(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any
     log.info("%d mass points computed, %d reused from an earlier run", frame.attrs["computed"],
              frame.attrs["reused"])
     if settings.scan.n_chunks == 1:
+        export_scan(frame, out)
         _summary_plots(frame, settings, out)
     _per_mass_plots(spectrum, frame, settings, out)
     _log_summary(frame)
@@ -90,15 +95,15 @@ def task_scan(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Any
     return frame
 
 
-def task_test(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> MassPointResult:
+def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], out: Path) -> MassPointResult:
     """One mass point (``mass=0.030``): fit, significance, limits; printed and saved."""
-    if cfg.get("mass") is None:
+    if cfg["mass"] is None:
         raise ConfigError("task=test needs a mass in GeV, e.g. `python -m hps_bayes task=test mass=0.030`")
     spectrum, settings = load_guarded(settings, cfg, out)
     mass = float(cfg["mass"])
     check_mass(spectrum, mass, settings)
     frame = run_scan(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
-                     provenance={"task": "test"}, handle_signals=True)
+                     provenance={"task": "test"}, handle_signals=True, overwrite=bool(cfg.get("overwrite")))
     result = MassPointResult.from_dict(_row_to_result(frame.iloc[0].to_dict()))
     _per_mass_plots(spectrum, frame, settings, out, force=True)
     _print_result(result)
@@ -138,17 +143,15 @@ def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, 
             and (force or settings.plots.per_mass or round(row.mass, 7) in wanted)]
     if not rows:
         return  # matplotlib is not even imported (a second off every chunk's start)
-    from hps_bayes.plots import window as plots_window
+    from hps_bayes.plots.window import WindowPlotter
 
     spec = prepare_spectrum(spectrum, settings)
-    for row in rows:
-        result = MassPointResult.from_dict(_row_to_result(dict(row._asdict())))
-        arrays = window_fit_arrays(spec, result, settings)
-        folder = point_path(out, result, settings.dataset.name).parent
-        ext = settings.plots.format
-        plots_window.plot_fit_full(arrays, folder / f"fit_full.{ext}")
-        plots_window.plot_blind_ul(arrays, folder / f"blind_ul.{ext}")
-        plots_window.plot_s_over_b_ul(arrays, folder / f"s_over_b_ul.{ext}")
+    with WindowPlotter() as plotter:  # one figure per kind, its artists moved from mass to mass
+        for row in rows:
+            result = MassPointResult.from_dict(_row_to_result(dict(row._asdict())))
+            arrays = window_fit_arrays(spec, result, settings)
+            plotter.plot_all(arrays, point_path(out, result, settings.dataset.name).parent,
+                             ext=settings.plots.format)
 
 
 def _log_summary(frame: Any) -> None:
@@ -198,7 +201,7 @@ def _look_elsewhere(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, 
         log.warning("stats.lee_toys=%d: the look-elsewhere toy scans need the whole grid; run them in a "
                     "one-chunk scan (scan.n_chunks=1), which reuses the finished points", n_scans)
         return None
-    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 0, 2]))
+    rng = run_rng(settings.seed, LEE_SCANS)
     z_toys = toy_scans(spectrum, settings, n_scans=n_scans, rng=rng, masses=ok.mass.to_numpy())
     lee = look_elsewhere(ok.mass.to_numpy(), ok.Z.to_numpy(), z_toys, ok.sigma_m.to_numpy(),
                          c0=settings.stats.lee_c0)

@@ -8,16 +8,21 @@ from typing import Any
 
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.cli.inputs import _demo_options
+from hps_bayes.cli.task_settings import SimulateTask
 from hps_bayes.errors import InputError
 from hps_bayes.physics.demo import write_demo_file
 
 log = logging.getLogger("hps_bayes")
 
-def task_simulate(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> Path:
-    """Write the dataset's demo spectrum (``dataset.demo`` settings) to ``dataset.path``."""
+def task_simulate(settings: AnalysisSettings, task: SimulateTask, cfg: dict[str, Any], out: Path) -> Path:
+    """Write the dataset's demo spectrum (``dataset.demo`` settings) to ``dataset.path`` (an existing file is
+    kept with ``task.overwrite=false``)."""
     demo = _demo_options(cfg)
     if not demo:
         raise InputError(f"dataset {settings.dataset.name!r} has no `demo:` block to simulate from")
+    if not task.overwrite and Path(settings.dataset.path).exists():
+        log.info("%s exists and task.overwrite=false: kept", settings.dataset.path)
+        return Path(settings.dataset.path)
     path = write_demo_file(Path(settings.dataset.path), settings.dataset, n_events=int(demo["n_events"]),
                            seed=int(demo["seed"]), signal_mass=demo.get("signal_mass"),
                            signal_yield=float(demo.get("signal_yield") or 0), shape=demo.get("shape"))

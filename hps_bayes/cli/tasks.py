@@ -44,6 +44,8 @@ TASKS: dict[str, TaskEntry] = {
     "combine": TaskEntry("task_combine", "task_combine", "2015, 2016, 2021 one by one, then combined with a shared eps^2"),
     "inject": TaskEntry("task_closure", "task_inject", "signal injection and extraction (closure)"),
     "coverage": TaskEntry("task_closure", "task_coverage", "coverage of the upper limits with toys"),
+    "reproduce": TaskEntry("task_reproduce", "task_reproduce",
+                           "the published HPS 2015 limit reproduced piece by piece (table, ratio plot)"),
 }
 
 
@@ -61,11 +63,14 @@ def run_task(name: str, overrides: Sequence[str] = (), run_dir: str | Path | Non
     (not turned into exit codes). ``run_dir`` defaults to the config's ``run_dir`` (required when that
     is null, since no Hydra run folder exists outside the command line).
     """
-    from hps_bayes.cli.config import _plain, load_config, settings_from_config
+    from hps_bayes.cli.config import _plain, load_config, plot_label, settings_from_config, task_settings
+    from hps_bayes.plots.label import experiment_label
 
     extra = [f"run_dir={Path(run_dir).resolve()}"] if run_dir is not None else []
     cfg = load_config([f"task={name}", *overrides, *extra])
     if not cfg.get("run_dir"):
         raise ConfigError(f"run_task({name!r}): no run folder; pass run_dir=... (a folder for the results)")
     function = task_function(name)
-    return function(settings_from_config(cfg), _plain(cfg), Path(str(cfg.run_dir)))
+    settings, task, plain = settings_from_config(cfg), task_settings(cfg), _plain(cfg)
+    with experiment_label(plot_label(plain)):
+        return function(settings, task, plain, Path(str(cfg.run_dir)))

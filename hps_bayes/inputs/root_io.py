@@ -8,22 +8,13 @@ A spectrum is a 1-D histogram of the e+e− invariant mass, with bin edges in
 GeV.  HPS histograms are fine-binned (0.05 MeV), have millions of entries and
 are stored as ``TH1F`` or ``TH1D``, sometimes inside a ``TDirectory`` and
 sometimes with several cycles of one key (``name;1``, ``name;2``).
-
-Examples
---------
->>> import numpy as np
->>> s = Spectrum(edges=np.array([0.0, 0.1, 0.2]), counts=np.array([3.0, 5.0]),
-...              variances=np.array([3.0, 5.0]), name="h", source="example")
->>> s.n_bins, float(s.total)
-(2, 8.0)
->>> rebin(s, 2).counts.tolist()
-[8.0]
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +24,7 @@ import uproot
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.validation import _atomic_target
+from hps_bayes.results.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +85,28 @@ def _resolve_key(classnames: Mapping[str, str], name: str, cycle: int | None, pa
     return f"{name};{cycle if cycle is not None else cycles[-1]}"
 
 
+#: What a damaged or truncated ROOT file raises inside uproot while it is read.
+_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, zlib.error,
+                uproot.deserialization.DeserializationError)
+
+
+def _read_th1(file_path: Path, name: str, cycle: int | None) -> tuple[Any, Any, Any, str]:
+    """Edges, counts, Σw² (with flow bins) and the key of the TH1 ``name;cycle`` in ``file_path``."""
+    with _open_root(file_path) as root_file:
+        classnames = root_file.classnames(recursive=True)
+        key = _resolve_key(classnames, name, cycle, file_path)
+        if classnames[key] not in TH1_CLASSES:
+            raise InputError(
+                f"'{key}' in '{file_path}' is a {classnames[key]}, not a 1-D histogram "
+                f"({', '.join(TH1_CLASSES)}); set dataset.hist_name to a TH1"
+            )
+        histogram = root_file[key]
+        edges = np.asarray(histogram.axis().edges(flow=False), dtype=np.float64)
+        counts = np.asarray(histogram.values(flow=False), dtype=np.float64)
+        sumw2 = np.asarray(histogram.member("fSumw2"), dtype=np.float64)
+    return edges, counts, sumw2, key
+
+
 def load_spectrum(path: str | os.PathLike[str], hist: str) -> Spectrum:
     """Read a 1-D histogram (``TH1F``, ``TH1D``, ...) from a ROOT file.
 
@@ -116,24 +129,18 @@ def load_spectrum(path: str | os.PathLike[str], hist: str) -> Spectrum:
     Raises
     ------
     InputError
-        If the file is missing or not a ROOT file, the histogram is not there
-        (the message lists the 1-D histograms the file holds), or the object is
-        not a 1-D histogram.
+        If the file is missing, not a ROOT file or damaged (e.g. truncated), the
+        histogram is not there (the message lists the 1-D histograms the file
+        holds), or the object is not a 1-D histogram.
     """
     file_path = Path(path)
     name, cycle = _split_cycle(hist)
-    with _open_root(file_path) as root_file:
-        classnames = root_file.classnames(recursive=True)
-        key = _resolve_key(classnames, name, cycle, file_path)
-        if classnames[key] not in TH1_CLASSES:
-            raise InputError(
-                f"'{key}' in '{file_path}' is a {classnames[key]}, not a 1-D histogram "
-                f"({', '.join(TH1_CLASSES)}); set dataset.hist_name to a TH1"
-            )
-        histogram = root_file[key]
-        edges = np.asarray(histogram.axis().edges(flow=False), dtype=np.float64)
-        counts = np.asarray(histogram.values(flow=False), dtype=np.float64)
-        sumw2 = np.asarray(histogram.member("fSumw2"), dtype=np.float64)
+    try:
+        edges, counts, sumw2, key = _read_th1(file_path, name, cycle)
+    except _READ_ERRORS as err:
+        raise InputError(
+            f"'{file_path}' could not be read ({type(err).__name__}: {str(err).splitlines()[0]}): the file is "
+            "damaged or truncated (an unfinished copy?); copy it again or give another dataset.path") from err
     variances = sumw2[1:-1] if sumw2.size == counts.size + 2 else counts.copy()
     log.debug("read %s from %s: %d bins, %.6g entries", key, file_path, counts.size, counts.sum())
     return Spectrum(edges=edges, counts=counts, variances=variances, name=name, source=f"{file_path}:{key}")
@@ -195,13 +202,8 @@ def write_spectra_root(
         if not key.strip("/") or ";" in key:
             raise ConfigError(f"histogram key {key!r} must be a non-empty path without ';' (e.g. 'dir/name')")
     target = Path(path)
-    tmp = _atomic_target(target)
-    try:
-        with uproot.recreate(tmp) as root_file:
-            for key, spectrum in spectra.items():
-                root_file[key.strip("/")] = _to_th1(spectrum, as_float=as_float)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(target) as tmp, uproot.recreate(tmp) as root_file:
+        for key, spectrum in spectra.items():
+            root_file[key.strip("/")] = _to_th1(spectrum, as_float=as_float)
     log.info("wrote %d histogram(s) to %s", len(spectra), target)
     return target

@@ -1,4 +1,15 @@
-"""The binned spectrum type and its reshaping (rebin, crop)."""
+"""The binned spectrum type and its reshaping (rebin, crop).
+
+Examples
+--------
+>>> import numpy as np
+>>> s = Spectrum(edges=np.array([0.0, 0.1, 0.2]), counts=np.array([3.0, 5.0]),
+...              variances=np.array([3.0, 5.0]), name="h", source="example")
+>>> s.n_bins, float(s.total)
+(2, 8.0)
+>>> rebin(s, 2).counts.tolist()
+[8.0]
+"""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from scipy.special import ndtr
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, InputError
+from hps_bayes.results.objects import record_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class TurnOn:
         return self.fit_lo > self.range_lo
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"guarded": self.guarded}
+        return record_to_dict(self) | {"guarded": self.guarded}
 
 
 def measure_turn_on(edges: FloatArray, counts: FloatArray, sigma: Callable[[float], float], *,

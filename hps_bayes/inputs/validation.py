@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from hps_bayes.errors import InputError
 from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.results.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,27 @@ def _binning_checks(edges: NDArray[np.float64]) -> dict[str, Any]:
     }
 
 
+def _fit_checks(spectrum: Spectrum, mass_range: tuple[float, float] | None) -> dict[str, Any]:
+    """What breaks window fits, inside ``mass_range`` (the whole histogram without one): dead runs
+    of empty bins (MeV ranges), one-bin spikes (masses in MeV), entries, the weight scale Σw²/Σw."""
+    edges, counts = spectrum.edges, np.where(np.isfinite(spectrum.counts), spectrum.counts, 0.0)
+    inside = np.ones(counts.size, dtype=bool)
+    if mass_range is not None:
+        inside = (edges[:-1] >= mass_range[0] - 1e-12) & (edges[1:] <= mass_range[1] + 1e-12)
+    index = np.flatnonzero(inside)
+    if index.size == 0 or not np.all(np.diff(edges) > 0):
+        return {"entries_in_range": 0.0, "dead_runs_mev": [], "spikes_mev": [], "weight_scale": None}
+    lo, hi = int(index[0]), int(index[-1]) + 1
+    sub = counts[lo:hi]
+    variances = np.where(np.isfinite(spectrum.variances[lo:hi]), spectrum.variances[lo:hi], 0.0)
+    runs = [[round(float(edges[lo + a]) * 1e3, 3), round(float(edges[lo + b]) * 1e3, 3)] for a, b, _ in dead_runs(sub)]
+    centers = spectrum.centers[lo:hi]
+    total = float(np.sum(sub))
+    return {"entries_in_range": total, "dead_runs_mev": runs,
+            "spikes_mev": [round(float(centers[i]) * 1e3, 3) for i in spikes(sub)[:_MAX_LISTED_INDICES]],
+            "weight_scale": _json_float(np.sum(variances) / total) if total > 0 else None}
+
+
 def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Problems (the spectrum cannot be analysed) and warnings (it can, with care)."""
     problems: list[str] = []
@@ -94,10 +116,23 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             f"histogram range {report['range']} GeV does not cover the requested mass_range "
             f"{report['mass_range_requested']} GeV"
         )
-    if report["non_integer_bins"]["count"]:
-        warns.append(
-            f"{report['non_integer_bins']['count']} bins with non-integer counts (weighted histogram?)"
-        )
+    if report["spikes_mev"]:
+        problems.append(f"one-bin spikes at {report['spikes_mev']} MeV (a bin {SPIKE_FACTOR:g}x and "
+                        f"{SPIKE_SIGMAS:g} sigma above both neighbours; a signal spans many bins)")
+    if report["mass_range_requested"] is not None and 0 < report["entries_in_range"] < MIN_ENTRIES:
+        problems.append(f"only {report['entries_in_range']:.6g} entries in the analysed range (< {MIN_ENTRIES:g}): "
+                        "too few to fit a background")
+    if report["dead_runs_mev"]:
+        warns.append(f"runs of empty bins where the neighbours predict events (missing data) at "
+                     f"{report['dead_runs_mev'][:_MAX_LISTED_INDICES]} MeV: mass points whose window "
+                     "overlaps them are refused")
+    scale = report["weight_scale"]
+    if report["non_integer_bins"]["count"] and (scale is None or abs(scale - 1.0) <= 1e-6):
+        warns.append(f"{report['non_integer_bins']['count']} bins with non-integer counts but no separate sum of "
+                     "squared weights: analysed as Poisson counts")
+    if scale is not None and abs(scale - 1.0) > 1e-6:
+        warns.append(f"weighted histogram (sum(w^2)/sum(w) = {scale:.4g}): analysed as scaled Poisson counts "
+                     "(effective counts n/s; yields converted back by s)")
     upper = report["range"][1]
     if upper is not None and upper > _SUSPICIOUS_UPPER_EDGE_GEV:
         warns.append(f"upper edge {upper:.6g} looks like MeV; bin edges must be in GeV")
@@ -118,12 +153,16 @@ def validate_spectrum(spectrum: Spectrum, *, mass_range: tuple[float, float] | N
     -------
     dict
         ``source``, ``name``, ``n_bins``, ``range``, ``bin_width`` (min, max,
-        uniform), ``edges_increasing``, ``entries`` (sum of finite counts),
+        uniform), ``edges_increasing``, ``entries`` (sum of finite counts), ``entries_in_range``,
+        ``dead_runs_mev`` (runs of empty bins that cannot be fluctuations, :func:`dead_runs`),
+        ``spikes_mev`` (one-bin spikes, :func:`spikes`), ``weight_scale`` (Σw²/Σw),
         ``empty_bins``, ``nan_bins``/``inf_bins``/``negative_bins``/
         ``non_integer_bins``/``bad_variance_bins`` (count and first indices),
         ``mass_range_requested``, ``mass_range_covered`` (None without a range),
         ``problems`` and ``warnings`` (lists of sentences) and ``ok`` (no problems).
-        Non-integer counts are a warning only: weighted histograms have them.
+        Problems also include one-bin spikes and (with a ``mass_range``) fewer than :data:`MIN_ENTRIES` entries
+        in the range; dead runs and weights are warnings (the points they spoil are refused,
+        weights are analysed as scaled Poisson counts, :func:`poisson_equivalent`).
     """
     report: dict[str, Any] = {"source": spectrum.source, "name": spectrum.name, "n_bins": spectrum.n_bins}
     report |= _binning_checks(spectrum.edges)
@@ -136,12 +175,29 @@ def validate_spectrum(spectrum: Spectrum, *, mass_range: tuple[float, float] | N
         report["mass_range_covered"] = (
             lo is not None and hi is not None and lo <= mass_range[0] + tol and hi >= mass_range[1] - tol
         )
+    report |= _fit_checks(spectrum, mass_range)
     problems, warns = _problems(report)
     report |= {"ok": not problems, "problems": problems, "warnings": warns}
     return report
 
 
-def check_analysable(report: Mapping[str, Any]) -> None:
+def check_rebin(spectrum: Spectrum, rebin: int) -> None:
+    """Refuse to merge groups of variable-width bins (``dataset.rebin`` > 1 on a variable binning).
+
+    Raises
+    ------
+    InputError
+        Naming the spectrum's widths and the fix ``dataset.rebin=1``.
+    """
+    widths = spectrum.widths
+    if rebin > 1 and widths.size and not np.allclose(widths, widths[0], rtol=1e-6, atol=0.0):
+        raise InputError(
+            f"spectrum '{spectrum.name}' has variable bin widths ({widths.min() * 1e3:.4g}-{widths.max() * 1e3:.4g} "
+            f"MeV) and dataset.rebin={rebin} would merge unequal bins; set dataset.rebin=1 to analyse the bins "
+            "as they are (or give a uniformly binned histogram)")
+
+
+def check_analysable(report: Mapping[str, Any], *, warn: bool = True) -> None:
     """Raise if a :func:`validate_spectrum` report lists problems.
 
     Raises
@@ -149,7 +205,7 @@ def check_analysable(report: Mapping[str, Any]) -> None:
     InputError
         Naming the spectrum, its source and every problem (NaN, infinite or
         negative counts, bad variances, edges not increasing, zero entries,
-        mass range not covered).
+        mass range not covered, spikes, too few entries).  ``warn``: log the warnings.
     """
     if report["problems"]:
         listing = "; ".join(report["problems"])
@@ -157,34 +213,124 @@ def check_analysable(report: Mapping[str, Any]) -> None:
             f"spectrum '{report['name']}' from {report['source']} cannot be analysed: {listing}. "
             "Fix the input histogram or choose a dataset.mass_range inside it"
         )
-    for message in report.get("warnings", []):
+    for message in report.get("warnings", []) if warn else []:
         log.warning("spectrum '%s': %s", report["name"], message)
+
+
+# --------------------------------------------------------------------------- what breaks fits
+
+#: A run of empty bins is "dead" (missing data, not a fluctuation) when the counts its
+#: neighbours predict for it exceed this: P(all empty) < e^-20 ≈ 2e-9.
+DEAD_RUN_EXPECTED = 20.0
+#: A one-bin spike exceeds both neighbours by this many standard deviations ...
+SPIKE_SIGMAS = 10.0
+#: ... and is at least this many times as high as the higher neighbour.
+SPIKE_FACTOR = 3.0
+#: Fewest entries in the analysed range: below it the window fits have too few events to
+#: constrain a smooth background (100-event spectra give NaN limits).
+MIN_ENTRIES = 1000.0
+#: Largest spread (max/min) of the per-bin weight scale Σw²/Σw for the scaled-Poisson analysis.
+MAX_SCALE_SPREAD = 1.5
+
+
+def dead_runs(counts: NDArray[np.float64]) -> list[tuple[int, int, float]]:
+    """Runs of empty bins that their neighbours say cannot be a fluctuation.
+
+    Returns ``(first, stop, expected)`` per run of zero bins ``counts[first:stop]`` whose
+    expected total, (stop − first) times the mean count of up to as many bins on each side,
+    exceeds :data:`DEAD_RUN_EXPECTED`.  Runs at the ends use the one side there is.
+    """
+    c = np.where(np.isfinite(counts), counts, 0.0)
+    empty = np.concatenate([[False], c == 0, [False]])
+    starts = np.flatnonzero(empty[1:] & ~empty[:-1])
+    stops = np.flatnonzero(~empty[1:] & empty[:-1])
+    runs = []
+    for first, stop in zip(starts, stops, strict=True):
+        length = stop - first
+        side = np.concatenate([c[max(first - length, 0):first], c[stop:stop + length]])
+        expected = float(length * side.mean()) if side.size else 0.0
+        if expected > DEAD_RUN_EXPECTED:
+            runs.append((int(first), int(stop), expected))
+    return runs
+
+
+def check_dead_bins(edges: NDArray[np.float64], counts: NDArray[np.float64], *, where: str) -> None:
+    """Raise :class:`InputError` when ``counts`` hold a dead run of empty bins (:func:`dead_runs`)."""
+    runs = dead_runs(counts)
+    if runs:
+        first, stop, expected = runs[0]
+        raise InputError(
+            f"{where}: bins {edges[first] * 1e3:.2f}-{edges[stop] * 1e3:.2f} MeV are empty where their "
+            f"neighbours predict {expected:.3g} events (missing data, not a fluctuation); a fit across "
+            "them is meaningless: fill the histogram, or choose masses (scan.mass_min/mass_max) and a "
+            "dataset.mass_range whose windows avoid them")
+
+
+def spikes(counts: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Indices of one-bin spikes: above both neighbours by :data:`SPIKE_SIGMAS` Poisson
+    standard deviations (of the higher neighbour, at least 1) and :data:`SPIKE_FACTOR` times."""
+    c = np.where(np.isfinite(counts), counts, 0.0)
+    if c.size < 3:
+        return np.zeros(0, dtype=np.intp)
+    nb = np.maximum(c[:-2], c[2:])
+    mid = c[1:-1]
+    bad = (mid - nb > SPIKE_SIGMAS * np.sqrt(np.maximum(nb, 1.0))) & (mid > SPIKE_FACTOR * np.maximum(nb, 1.0))
+    return np.flatnonzero(bad) + 1
+
+
+def weight_scale(spectrum: Spectrum, *, mass_range: tuple[float, float] | None = None) -> float:
+    """The scale s = Σw²/Σw of a weighted histogram (1.0 for Poisson counts, Σw² = Σw).
+
+    A histogram of events with weights is analysed as a scaled Poisson one: its effective
+    counts n_i/s follow Poisson statistics with the same relative errors, and yields in
+    effective events convert back by s.  One s serves the analysed range: a per-bin scale
+    Σw²_i/Σw_i that varies by more than :data:`MAX_SCALE_SPREAD` is refused.  With
+    ``mass_range``, only the bins inside it count.
+
+    Raises
+    ------
+    InputError
+        If the scale varies too much over the analysed bins.
+    """
+    counts, variances = spectrum.counts, spectrum.variances
+    if mass_range is not None:
+        inside = (spectrum.edges[:-1] >= mass_range[0] - 1e-12) & (spectrum.edges[1:] <= mass_range[1] + 1e-12)
+        counts, variances = counts[inside], variances[inside]
+    if np.allclose(variances, counts, rtol=1e-6, atol=1e-9):
+        return 1.0
+    filled = counts > 0
+    per_bin = variances[filled] / counts[filled]
+    spread = float(per_bin.max() / per_bin.min()) if per_bin.size and per_bin.min() > 0 else float("inf")
+    if spread > MAX_SCALE_SPREAD:
+        raise InputError(
+            f"spectrum '{spectrum.name}' is weighted with a weight scale sum(w^2)/sum(w) that varies by a factor "
+            f"{spread:.3g} over the analysed range (allowed {MAX_SCALE_SPREAD}); one scale cannot describe it: "
+            "fill the histogram with unit weights (counts) or with weights constant over the range")
+    return float(np.sum(variances) / np.sum(counts))
+
+
+def poisson_equivalent(spectrum: Spectrum, *, mass_range: tuple[float, float] | None = None
+                       ) -> tuple[Spectrum, float]:
+    """The spectrum in effective counts n_i/s with variances Σw²_i/s², and the scale s
+    (:func:`weight_scale` over ``mass_range``); a Poisson spectrum comes back unchanged with s = 1."""
+    scale = weight_scale(spectrum, mass_range=mass_range)
+    if scale == 1.0:
+        return spectrum, 1.0
+    log.info("spectrum '%s' is weighted (sum(w^2)/sum(w) = %.4g): analysed as scaled Poisson counts n/%.4g",
+             spectrum.name, scale, scale)
+    return Spectrum(edges=spectrum.edges, counts=spectrum.counts / scale, variances=spectrum.variances / scale**2,
+                    name=spectrum.name, source=f"{spectrum.source} (effective counts, weight scale {scale:.6g})"), scale
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_target(path: Path) -> Path:
-    """A temporary file beside ``path`` (same filesystem, so os.replace is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_validation_report(path: str | os.PathLike[str], reports: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Write ``{dataset: report}`` as JSON, atomically (temporary file, then :func:`os.replace`).
+    """Write ``{dataset: report}`` as JSON, atomically (:func:`hps_bayes.results.files.atomic_path`).
 
     Returns
     -------
     Path
         The written file.
     """
-    target = Path(path)
-    tmp = _atomic_target(target)
-    try:
-        with tmp.open("w", encoding="utf-8") as stream:
-            json.dump(dict(reports), stream, indent=2, sort_keys=True, allow_nan=False)
-            stream.write("\n")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return atomic_write_text(path, json.dumps(dict(reports), indent=2, sort_keys=True, allow_nan=False) + "\n")

@@ -104,7 +104,7 @@ class CompiledWindowModel:
         return np.asarray(self._fn_gp_basis(window.t, np.asarray(window.eta, dtype=float),
                                             np.asarray(window.lengthscale_t, dtype=float)))
 
-    def background(self, theta: FloatArray, window: Window, aux: FloatArray | None = None) -> FloatArray:
+    def background(self, theta: FloatArray, window: Window) -> FloatArray:
         """Expected background counts per bin of ``window`` at ``theta``."""
         args = self.arguments(window, FitData(window.counts, np.zeros(self.n_aux)))
         return np.asarray(self._fn_parts(theta, *args[1:]))

@@ -12,6 +12,7 @@ from numpy.polynomial import legendre
 
 from hps_bayes.core import FloatArray
 from hps_bayes.model.compiled import compiled_model
+from hps_bayes.model.coordinate import least_squares_start, lnm_coordinate
 from hps_bayes.model.settings import BackgroundSettings
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,7 @@ def laplace_neg_log_evidence(offset: FloatArray, free_basis: FloatArray, gp_basi
     n_free = free_basis.shape[1]
     prior = np.r_[np.zeros(n_free), np.ones(gp_basis.shape[1])]
     if start is None:
-        y = np.log(counts + 0.5) - offset
-        wts = np.sqrt(counts + 0.5)
-        coef, *_ = np.linalg.lstsq(free_basis * wts[:, None], y * wts, rcond=None)
-        start = np.r_[coef, np.zeros(gp_basis.shape[1])]
+        start = np.r_[least_squares_start(counts, offset, free_basis), np.zeros(gp_basis.shape[1])]
     gamma = np.asarray(start, float).copy()
 
     def value(g: FloatArray) -> tuple[float, FloatArray]:
@@ -183,10 +181,7 @@ def spectrum_hyperparameters(edges: FloatArray, counts: FloatArray, range_lo: fl
     key = (digest, settings.compile_key(), settings.hyper_degree, settings.poly_degree, free_ell,
            round(ell_min if free_ell else ell_fixed, 12))
     if key not in _SPECTRUM_HYPER:
-        u = np.log(0.5 * (e[1:] + e[:-1]))
-        u_lo, u_hi = math.log(e[0]), math.log(e[-1])
-        half = 0.5 * (u_hi - u_lo)
-        t = (u - u_lo) / half - 1.0
+        t, half = lnm_coordinate(e)
         widths = np.diff(e)
         degree = settings.poly_degree if settings.hyper_degree < 0 else settings.hyper_degree
         fit = marginal_likelihood_hyperparameters(

@@ -10,6 +10,7 @@ import numpy as np
 
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.model.compiled import compiled_model
+from hps_bayes.model.coordinate import least_squares_start
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.model.window import Window
 
@@ -45,7 +46,7 @@ class WindowObjective:
 
     def __init__(self, window: Window, settings: BackgroundSettings) -> None:
         self.window = window
-        self.settings = settings
+        self.settings = settings = settings.at_mass(window.mass)  # the degree of background.degree_table
         self.model = compiled_model(settings.compile_key())
         self.n_params = self.model.n_params
         self._aux = slice(self.model.slices["beta"].start, self.n_params)
@@ -89,12 +90,9 @@ class WindowObjective:
 
     def initial(self, data: FitData) -> FloatArray:
         """Start from a weighted least-squares fit of ln(n + 1/2) by the Legendre mean, A = 0."""
-        w = self.window
-        y = np.log(data.counts + 0.5) - w.log_offset
-        weights = np.sqrt(data.counts + 0.5)
-        coef, *_ = np.linalg.lstsq(w.legendre * weights[:, None], y * weights, rcond=None)
         theta = np.zeros(self.n_params)
-        theta[self.model.slices["coef"]] = coef
+        theta[self.model.slices["coef"]] = least_squares_start(data.counts, self.window.log_offset,
+                                                               self.window.legendre)
         theta[self._aux] = data.aux if len(data.aux) else 0.0
         return theta
 

@@ -30,7 +30,9 @@ With S = 0 the nuisance ν decouples (its constraint alone fixes it at ν⁰).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import bisect
+import itertools
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from hps_bayes.errors import ConfigError
@@ -42,6 +44,8 @@ HyperMode = Literal["fixed", "marginal"]
 HyperScope = Literal["spectrum", "window"]
 HyperFree = Literal["both", "eta"]
 TurnOnMode = Literal["guard", "off"]
+MeanBasis = Literal["legendre_lnm", "chebyshev_m", "legendre_m"]
+MEAN_BASES: tuple[MeanBasis, ...] = ("legendre_lnm", "chebyshev_m", "legendre_m")
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class BackgroundSettings:
     turn_on_widths, turn_on_sharpness : n_w and κ of the guard.
     fit_range_min : where the background fit range starts (GeV); set by the guard from the data
         (``None``: not measured yet) or by hand (the guard then keeps it).
+    mean_basis : the polynomial of the mean (:mod:`hps_bayes.model.basis`): ``"legendre_lnm"``
+        (Legendre in ln m), ``"chebyshev_m"`` or ``"legendre_m"`` (in m, the published HPS forms).
+    degree_table : rows ``(m_max, degree, window_sigmas)`` by increasing m_max (GeV): at mass m the
+        first row with m < m_max sets ``poly_degree`` and ``window_sigmas`` (half-width), the last
+        row above all m_max (:meth:`at_mass`); empty: the two settings hold at every mass.
     """
 
     poly_degree: int = 10
@@ -107,8 +116,11 @@ class BackgroundSettings:
     turn_on_widths: float = 2.0
     turn_on_sharpness: float = 4.0
     fit_range_min: float | None = None
+    mean_basis: MeanBasis = "legendre_lnm"
+    degree_table: tuple[tuple[float, int, float], ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_mean()
         if self.edge not in ("shift", "clip"):
             raise ConfigError(f"background.edge={self.edge!r}: use 'shift' (full-width window kept inside "
                               f"the range) or 'clip' (window cut at the range end)")
@@ -142,6 +154,39 @@ class BackgroundSettings:
                 f"background eta={self.eta}, lengthscale={self.lengthscale}, "
                 f"window_sigmas={self.window_sigmas}: eta >= 0 and the others > 0 are required"
             )
+
+    def _check_mean(self) -> None:
+        """Validate ``mean_basis`` and ``degree_table`` (normalised to a tuple of typed rows)."""
+        if self.mean_basis not in MEAN_BASES:
+            raise ConfigError(f"background.mean_basis={self.mean_basis!r}: use one of {list(MEAN_BASES)}")
+        try:
+            rows = tuple((float(r[0]), int(r[1]), float(r[2])) for r in self.degree_table)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ConfigError(f"background.degree_table={self.degree_table!r}: give rows [m_max, degree, "
+                              f"window_sigmas], e.g. [[0.039, 5, 7.0], [1.0, 3, 6.5]]") from exc
+        ok = all(0 <= d <= 15 and w > 0 for _, d, w in rows) and all(
+            a[0] < b[0] for a, b in itertools.pairwise(rows))
+        if not ok:
+            raise ConfigError(f"background.degree_table={self.degree_table!r}: m_max must increase, "
+                              f"degrees lie in 0..15 and window_sigmas > 0")
+        object.__setattr__(self, "degree_table", rows)
+
+    def at_mass(self, mass: float) -> BackgroundSettings:
+        """These settings at mass ``mass`` (GeV): degree and window half-width from ``degree_table``.
+
+        Examples
+        --------
+        >>> s = BackgroundSettings(degree_table=((0.039, 5, 7.0), (1.0, 3, 6.5)))
+        >>> [(s.at_mass(m).poly_degree, s.at_mass(m).window_sigmas) for m in (0.03, 0.05)]
+        [(5, 7.0), (3, 6.5)]
+        """
+        if not self.degree_table:
+            return self
+        edges = [row[0] for row in self.degree_table]
+        _, degree, sigmas = self.degree_table[min(bisect.bisect_right(edges, mass), len(edges) - 1)]
+        if degree == self.poly_degree and sigmas == self.window_sigmas:
+            return self
+        return replace(self, poly_degree=degree, window_sigmas=sigmas)
 
     def compile_key(self) -> tuple[int, int, float, str]:
         """The settings that fix the compiled graph (the others are data)."""

@@ -66,8 +66,9 @@ def load_spurious_table(path: str) -> SpuriousTable:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(
-            f"spurious-signal table {file} not found; run `python -m hps_bayes task=spurious "
-            f"task.write_table=true dataset=...` to make it, set background.spurious_table=<file>, "
+            f"spurious-signal table {file} not found; run `hps-bayes task=spurious "
+            f"task.write_table=true dataset=...` to make one (spurious_<dataset>.csv in its run folder) "
+            f"and set background.spurious_table=<that file>, "
             f"or background.spurious=off"
         )
     lines = [ln for ln in file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]

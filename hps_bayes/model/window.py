@@ -6,10 +6,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.polynomial import legendre
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import InputError
+from hps_bayes.model.basis import mean_design
+from hps_bayes.model.coordinate import lnm_coordinate
 from hps_bayes.model.evidence import marginal_likelihood_hyperparameters, spectrum_hyperparameters
 from hps_bayes.model.settings import BackgroundSettings, EdgeMode
 
@@ -34,7 +35,12 @@ class Window:
 
     @property
     def lengthscale_sigma(self) -> float:
-        """The GP lengthscale in units of σ(m)/m (``lengthscale_t`` is in the window's t ∈ [−1, 1])."""
+        """The GP lengthscale in units of σ(m)/m (``lengthscale_t`` is in the window's t ∈ [−1, 1]).
+
+        The half width is taken as ½ ln(m_hi/m_lo), which equals
+        :func:`hps_bayes.model.coordinate.lnm_half_width` up to rounding; the reported ``lengthscale``
+        column is computed this way and keeps its last digits.
+        """
         return float(self.lengthscale_t * 0.5 * math.log(self.edges[-1] / self.edges[0]) / (self.sigma / self.mass))
 
     @property
@@ -86,7 +92,10 @@ def make_window(
     The window is ``[mass - k σ, mass + k σ]`` inside ``[range_lo, range_hi]``,
     shifted or clipped at the range ends as ``settings.edge`` says (:func:`window_bounds`).
     ``spurious`` is the size S (events) of the spurious-signal nuisance (0: off).
+    The polynomial degree and window half-width are ``settings.at_mass(mass)``'s
+    (``background.degree_table``); the mean's basis is ``settings.mean_basis``.
     """
+    settings = settings.at_mass(mass)
     centers = 0.5 * (edges[1:] + edges[:-1])
     lo, hi, clipped_low, clipped_high = window_bounds(mass, settings.window_sigmas * sigma, range_lo,
                                                       range_hi, edge=settings.edge)
@@ -99,9 +108,7 @@ def make_window(
             f"or a mass inside the dataset range [{range_lo}, {range_hi}] GeV"
         )
     w_edges = edges[idx[0]: idx[-1] + 2]
-    u = np.log(0.5 * (w_edges[1:] + w_edges[:-1]))
-    u_lo, u_hi = np.log(w_edges[0]), np.log(w_edges[-1])
-    t = 2.0 * (u - u_lo) / (u_hi - u_lo) - 1.0
+    t, half = lnm_coordinate(w_edges)
     widths = np.diff(w_edges)
     ell_u, eta = settings.lengthscale * sigma / mass, settings.eta
     log_offset = np.log(widths / widths.mean())
@@ -112,15 +119,14 @@ def make_window(
             eta, ell_u = spectrum_hyperparameters(edges, counts, range_lo, range_hi, settings,
                                                   ell_min=settings.lengthscale_min_lnm, ell_fixed=ell_u)
         else:
-            half = 0.5 * (u_hi - u_lo)
             fit = marginal_likelihood_hyperparameters(
                 t, w_counts, log_offset, degree=settings.poly_degree, settings=settings,
                 ell_min=ell_min / half, ell_fixed=ell_u / half if settings.hyper_free == "eta" else None)
             eta, ell_u = fit.eta, fit.lengthscale * half
     return Window(
         mass=mass, sigma=sigma, edges=w_edges, counts=w_counts, t=t,
-        legendre=legendre.legvander(t, settings.poly_degree), template=np.asarray(template[idx], float),
+        legendre=mean_design(w_edges, settings.poly_degree, settings.mean_basis), template=np.asarray(template[idx], float),
         log_offset=log_offset, eta=eta,
-        lengthscale_t=ell_u / (0.5 * (u_hi - u_lo)),
+        lengthscale_t=ell_u / half,
         clipped_low=clipped_low, clipped_high=clipped_high, spurious=float(spurious),
     )

@@ -8,7 +8,7 @@ of two log-normal terms,
 with Φ the standard normal CDF (trigger/acceptance turn-on at m_on, width
 w_on), A_k in events per GeV, μ_k in GeV and s_k the widths in ln m.  The
 parameters were fitted to the approximate dN/dm of the real spectra
-(``shared/reference/hps-facts.md``): every tabulated value is reproduced within
+(the table in ``tests/physics/test_demo.py``): every tabulated value is reproduced within
 ≈20 %, the density rises monotonically to its peak (≈30, 62, 53 MeV) and
 falls monotonically over 3–4 decades after it, with no bump narrower than
 s_k ≥ 0.25 in ln m (≈5 mass resolutions), so the demo data hold no fake

@@ -8,18 +8,11 @@ analysis range, histogram name) lives in a :class:`DatasetPreset`, read from
 The signal of a dark photon A' → e+e− of mass m is a Gaussian of width σ(m)
 in the invariant mass; its total yield A converts to the kinetic-mixing
 strength ε² through the radiative-tridents relation of HPS
-(arXiv:1807.11530, Eq. 1; DESIGN.md "The statistical model")::
+(arXiv:1807.11530, Eq. 1)::
 
     ε² = 2 N_eff α A / (3π m f_rad(m) ρ(m)),
 
 with ρ = dN/dm the background density at m in counts per GeV.
-
-Examples
---------
->>> import numpy as np
->>> t = signal_template(np.linspace(-1.0, 1.0, 201), 0.0, 0.01)
->>> round(float(t.sum()), 12)
-1.0
 """
 
 from __future__ import annotations
@@ -36,8 +29,20 @@ from hps_bayes.errors import ConfigError
 #: Fine-structure constant α (the default of every ``alpha_em`` setting).
 ALPHA_EM = 1.0 / 137.036
 
+
+def conf_dir(package: Path) -> Path:
+    """The Hydra config folder of the package folder ``package``: ``<package>/conf`` in an installed
+    package (the wheel ships the repository's ``conf/`` there), else ``conf/`` beside the package
+    (the top of the source tree)."""
+    installed = package / "conf"
+    return installed if (installed / "config.yaml").is_file() else package.parent / "conf"
+
+
+#: Folder of the Hydra config groups (``config.yaml``, ``dataset/``, ``background/``, ``task/`` ...).
+CONF_DIR = conf_dir(Path(__file__).resolve().parents[1])
+
 #: Folder of the Hydra ``dataset`` config group.
-PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "dataset"
+PRESET_DIR = CONF_DIR / "dataset"
 
 #: Keys of a dataset config mapping that are not preset fields (used by other layers).
 _NON_PRESET_KEYS = frozenset({"demo"})

@@ -1,4 +1,12 @@
-"""σ(m), f_rad(m), the binned signal template and the A ↔ ε² conversion."""
+"""σ(m), f_rad(m), the binned signal template and the A ↔ ε² conversion.
+
+Examples
+--------
+>>> import numpy as np
+>>> t = signal_template(np.linspace(-1.0, 1.0, 201), 0.0, 0.01)
+>>> round(float(t.sum()), 12)
+1.0
+"""
 
 from __future__ import annotations
 
@@ -144,7 +152,7 @@ def yield_per_eps2(
     """Signal yield per unit ε²: K(m) = 3π m f_rad(m) ρ(m) / (2 N_eff α), so A = ε² K.
 
     From the HPS radiative-tridents normalisation (arXiv:1807.11530, Eq. 1;
-    arXiv:2212.10629), see DESIGN.md "The statistical model".
+    arXiv:2212.10629).
 
     Parameters
     ----------
@@ -182,7 +190,7 @@ def eps2_from_yield(
     """Kinetic mixing ε² for a signal yield A.
 
     ε² = 2 N_eff α A / (3π m f_rad(m) ρ(m)) = A / K(m)
-    (HPS, arXiv:1807.11530, Eq. 1; DESIGN.md), with ρ = dN/dm in counts per GeV.
+    (HPS, arXiv:1807.11530, Eq. 1), with ρ = dN/dm in counts per GeV.
     A may be negative (a downward fluctuation); ε² then is too.
 
     Parameters

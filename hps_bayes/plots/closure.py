@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mplhep
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
 from hps_bayes.errors import InputError
+from hps_bayes.plots.style import _header as style_header
 from hps_bayes.plots.style import hep_figure, save_figure
 
 DPI = 110
@@ -29,7 +29,7 @@ def _figure(figsize: tuple[float, float]) -> Any:
 
 
 def _header(ax: Axes, right: str, left: str) -> None:
-    mplhep.label.exp_label(exp="HPS", llabel=left, rlabel=right, data=False, ax=ax, fontsize=20)
+    style_header(ax, right, left, fontsize=20)
 
 
 def _ok(frame: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -69,7 +69,7 @@ def plot_injection_pulls(frame: pd.DataFrame, path: str | Path, *, dataset_label
         lim = max(0.3, float(np.nanmax(np.abs(ok.pull_mean) + ok.pull_mean_err)) * 1.2)
         top.set_ylim(-lim, 1.6 * lim)
         top.legend(fontsize=11, ncol=len(truths), loc="upper left")
-        _header(top, dataset_label, "Simulation injection")
+        _header(top, dataset_label, "injection")
         return save_figure(fig, path)
 
 
@@ -96,7 +96,7 @@ def plot_injection_linearity(frame: pd.DataFrame, path: str | Path, *, dataset_l
         bottom.set_ylabel(r"(mean $\hat{A} - A_{inj})/\sigma_A$", fontsize=16)
         bottom.set_xlabel(r"$A_{inj}/\sigma_A$ (expected $\sigma_A$)")
         top.legend(fontsize=13, loc="upper left", title=f"{len(masses)} masses", title_fontsize=12)
-        _header(top, dataset_label, "Simulation injection")
+        _header(top, dataset_label, "injection")
         return save_figure(fig, path)
 
 
@@ -123,5 +123,5 @@ def plot_coverage(frame: pd.DataFrame, path: str | Path, *, dataset_label: str, 
         lo = float(np.nanmin(frame.coverage - frame.error))
         ax.set_ylim(min(0.85, lo - 0.02), 1.06)
         ax.legend(fontsize=11, loc="lower left", ncol=2)
-        _header(ax, dataset_label, "Simulation coverage")
+        _header(ax, dataset_label, "coverage")
         return save_figure(fig, path)

@@ -51,15 +51,20 @@ def plot_spurious_nuisance(frame: pd.DataFrame, path: str | Path, *, dataset_lab
 
     Upper panel: the toys' mean Â/σ_A (points, error width/√N) per shape with ±S/σ_A as a band
     around zero (S(m) in events, σ_A the toys' median, nuisance included; the largest over shapes);
-    lower panel: S(m)/σ_A (line) and per shape the bias the nuisance leaves uncovered,
-    max(|mean Â| − S, 0)/σ_A (points; covered cells left out), against the ``band`` criterion.  Columns as written by ``hps_bayes.studies``.
+    lower panel: S(m)/σ_A (line) and per shape the bias the nuisance leaves uncovered (points; covered
+    cells left out), against the ``band`` criterion.  Columns as written by ``hps_bayes.studies``, with
+    ``spurious_z`` and ``uncovered_z`` added by :func:`hps_bayes.studies.spurious.with_nuisance_columns`.
     """
+    missing = sorted({"spurious_z", "uncovered_z"} - set(frame.columns))
+    if missing:
+        raise InputError(f"the spurious-signal cells lack the column(s) {missing}: pass "
+                         "hps_bayes.studies.spurious.with_nuisance_columns(frame)")
     ok = frame[frame.status == "ok"]
     if ok.empty:
         raise InputError(f"no successful cells to plot for {dataset_label}")
     with hep_figure((12.0, 10.0), {"left": 0.12, "right": 0.97, "bottom": 0.09, "top": 0.94}) as fig:
         top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1], "hspace": 0.05})
-        per_mass = ok.assign(s_z=ok.spurious / ok.sigma_A).groupby("mass").s_z.max().sort_index()
+        per_mass = ok.groupby("mass").spurious_z.max().sort_index()
         m_all = per_mass.index.to_numpy() * 1e3
         top.fill_between(m_all, -per_mass.to_numpy(), per_mass.to_numpy(), color="#d0d0d0", alpha=0.7, lw=0,
                          step="mid", label=r"$\pm S(m)/\sigma_A$ (largest over shapes)")
@@ -73,7 +78,7 @@ def plot_spurious_nuisance(frame: pd.DataFrame, path: str | Path, *, dataset_lab
             err = group.width_z.to_numpy() / np.sqrt(group.n_toys.to_numpy())
             top.errorbar(mass, group.mean_z, yerr=err, fmt="o", ms=3, color=color,
                          label=rf"{shape}: mean $\hat{{A}}/\sigma_A$")
-            uncovered = ((group.mean_A.abs() - group.spurious).clip(lower=0) / group.sigma_A).to_numpy()
+            uncovered = group.uncovered_z.to_numpy()
             shown = uncovered > 0  # covered cells (0) are left out
             bottom.plot(mass[shown], uncovered[shown], "o", ms=4, color=color, mfc="none",
                         label=f"{shape}: uncovered bias")
@@ -84,7 +89,7 @@ def plot_spurious_nuisance(frame: pd.DataFrame, path: str | Path, *, dataset_lab
         bottom.legend(fontsize=10, ncol=3, loc="upper left")
         lim = max(0.5, float(np.nanmax(np.abs(np.r_[ok.mean_z, per_mass.to_numpy()]))) * 1.3)
         top.set_ylim(-lim, lim * 1.5)
-        high = float(np.nanmax(np.r_[(ok.spurious / ok.sigma_A).to_numpy(), band]))
+        high = float(np.nanmax(np.r_[ok.spurious_z.to_numpy(), band]))
         bottom.set_ylim(0.0, high * 1.6)
         _header(top, dataset_label, "spurious-signal nuisance")
         return save_figure(fig, path)

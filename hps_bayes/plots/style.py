@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import matplotlib.style
 import mplhep
@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation
+
+from hps_bayes.plots.label import current_label
 
 DPI = 110
 MASS_LABEL = r"$m(e^{+}e^{-})$ [MeV]"
@@ -33,28 +35,44 @@ def hep_figure(figsize: tuple[float, float], margins: dict[str, float] | None = 
                dpi: int = DPI, layout: Literal["constrained", "compressed", "tight"] | None = None
                ) -> Iterator[Figure]:
     """A pyplot-free ``Figure`` drawn inside mplhep's ROOT style (rcParams restored on exit)."""
-    with matplotlib.style.context(mplhep.style.ROOT):
+    with hep_style():
         fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
         if margins:
             fig.subplots_adjust(**margins)
         yield fig
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Save ``fig`` at its dpi (inside the style context), then clear it so its artists are freed."""
+def hep_style() -> AbstractContextManager[None]:
+    """mplhep's ROOT style as a context: artists are made and figures are saved inside it."""
+    return matplotlib.style.context(mplhep.style.ROOT)
+
+
+def save_figure(fig: Figure, path: str | Path, *, clear: bool = True, png_compress_level: int | None = None
+                ) -> Path:
+    """Save ``fig`` at its dpi (inside the style context); ``clear``: then clear it so its artists are freed.
+
+    ``png_compress_level``: the zlib level (0-9) of a PNG file; None keeps matplotlib's (6).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    if png_compress_level is not None and path.suffix.lower() == ".png":
+        extra["pil_kwargs"] = {"compress_level": png_compress_level}
     try:
-        fig.savefig(path, dpi=fig.dpi)
+        fig.savefig(path, dpi=fig.dpi, **extra)
     finally:
-        fig.clear()
+        if clear:
+            fig.clear()
     return path
 
 
-
-def _header(ax: Axes, right: str, left: str = "") -> None:
-    """Experiment label above the axes: bold "HPS" (+ ``left``) on the left, ``right`` on the right."""
-    mplhep.label.exp_label(exp="HPS", llabel=left, rlabel=right, data=True, ax=ax, fontsize=22)
+def _header(ax: Axes, right: str, left: str = "", *, fontsize: float = 22) -> None:
+    """Experiment label above the axes: on the left the experiment (bold), the kind of spectrum and the
+    status of the run's :func:`~hps_bayes.plots.label.current_label` (``plots.status``), then ``left``
+    (what the figure shows); ``right`` on the right."""
+    exp, after = current_label().text()
+    llabel = " · ".join(t for t in (after, left) if t)
+    mplhep.label.exp_label(exp=exp, llabel=llabel, rlabel=right, ax=ax, fontsize=fontsize)
 
 
 def _mark_failures(ax: Axes, mass_mev: np.ndarray, *, label: str) -> None:

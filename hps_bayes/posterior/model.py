@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,10 @@ import pytensor.tensor as pt
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError
+from hps_bayes.fit.newton import newton_fit
 from hps_bayes.model.compiled import _cov_func
+from hps_bayes.model.coordinate import lnm_half_width
+from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.model.window import Window
 
@@ -120,44 +122,26 @@ class Whitening:
     W: FloatArray
 
 
-def _loglike(window: Window, A: float, c: FloatArray) -> tuple[float, FloatArray, FloatArray]:
-    b = np.exp(window.log_offset + window.legendre @ c)
-    mu = b + A * window.template
-    if np.any(mu <= 0):
-        return -math.inf, b, mu
-    return float(np.sum(window.counts * np.log(mu) - mu)), b, mu
+def reference_fit(window: Window, settings: BackgroundSettings) -> Whitening:
+    """The maximum-likelihood fit in (A, c) with the GP and the spurious-signal nuisance off, and the
+    whitening map from the expected Fisher information there.
 
-
-def reference_fit(window: Window, *, max_iter: int = 50) -> Whitening:
-    """Fisher scoring of the Poisson likelihood in (A, c) with the GP off, and the whitening map.
-
-    F = Jᵀ diag(1/μ) J with J = ∂μ/∂(A, c) = (T, b·P) is the expected Fisher information.
+    The fit is :func:`hps_bayes.fit.newton.newton_fit` of the window's own objective; F = Jᵀ diag(1/μ) J
+    with J = ∂μ/∂(A, c) = (T, b·P).
     """
-    P, T, n = window.legendre, window.template, window.counts
-    y = np.log(n + 0.5) - window.log_offset
-    wts = np.sqrt(n + 0.5)
-    c = np.linalg.lstsq(P * wts[:, None], y * wts, rcond=None)[0]
-    A = 0.0
-    ll, b, mu = _loglike(window, A, c)
-    for _ in range(max_iter):
-        J = np.hstack([T[:, None], b[:, None] * P])
-        F = J.T @ (J / mu[:, None])
-        step = np.linalg.solve(F, J.T @ (n / mu - 1.0))
-        for _halving in range(30):
-            ll_new, b_new, mu_new = _loglike(window, A + step[0], c + step[1:])
-            if ll_new >= ll - 1e-9:
-                break
-            step = 0.5 * step
-        else:
-            raise FitError(f"m={window.mass * 1e3:.2f} MeV: the reference fit of the posterior's "
-                           f"whitening did not improve the likelihood; check the window's counts")
-        A, c, ll, b, mu = A + step[0], c + step[1:], ll_new, b_new, mu_new
-        if np.max(np.abs(step) * np.sqrt(np.diag(F))) < 1e-6:
-            break
+    objective = WindowObjective(dataclasses.replace(window, eta=0.0, spurious=0.0), settings)
+    fit = newton_fit(objective, objective.observed())
+    if not fit.converged:
+        raise FitError(f"m={window.mass * 1e3:.2f} MeV: the reference fit of the posterior's whitening "
+                       f"failed ({fit.message}); check the window's counts")
+    P, T = window.legendre, window.template
+    A, c = float(fit.theta[0]), np.array(fit.theta[objective.model.slices["coef"]])
+    b = objective.background(fit.theta)
+    mu = b + A * T
     J = np.hstack([T[:, None], b[:, None] * P])
     F = J.T @ (J / mu[:, None])
     F_cc_inv = np.linalg.inv(F[1:, 1:])
-    return Whitening(A_hat=float(A), c_hat=c, sigma_A=float(np.sqrt(np.linalg.inv(F)[0, 0])),
+    return Whitening(A_hat=A, c_hat=c, sigma_A=float(np.sqrt(np.linalg.inv(F)[0, 0])),
                      K_A=-F_cc_inv @ F[1:, 0], L=np.linalg.cholesky(F_cc_inv),
                      W=F_cc_inv @ (P.T * (b**2 / mu)))
 
@@ -167,14 +151,13 @@ def reference_fit(window: Window, *, max_iter: int = 50) -> Whitening:
 
 def _t_per_sigma(window: Window) -> float:
     """σ(m)/m (the unit of ``background.lengthscale``) in the window coordinate t."""
-    half_u = 0.5 * (np.log(window.edges[-1]) - np.log(window.edges[0]))
-    return float(window.sigma / window.mass / half_u)
+    return float(window.sigma / window.mass / lnm_half_width(window.edges))
 
 
 def build_posterior_model(window: Window, settings: BackgroundSettings, prior: PosteriorSettings,
                           whitening: Whitening | None = None) -> pm.Model:
     """The PyMC model of ``window`` with η and ℓ free and whitened (A, c) (see the module doc)."""
-    wh = whitening or reference_fit(window)
+    wh = whitening or reference_fit(window, settings)
     unit = _t_per_sigma(window)
     ell_min, ell_0 = prior.lengthscale_min * unit, window.lengthscale_t
     if ell_0 <= ell_min:

@@ -5,8 +5,8 @@ frequentist model is not touched) with the same Poisson likelihood
 
     n_i ~ Poisson(b_i + (A + S·ν) T_i),   ln b_i = o_i + Σ_k c_k P_k(t_i) + Σ_j φ_j(t_i) √S(λ_j; η, ℓ) β_j,
 
-but with the GP hyperparameters integrated over instead of fixed (DESIGN.md, "Bayesian
-cross-check").  Priors:
+but with the GP hyperparameters integrated over instead of fixed (the Bayesian
+cross-check).  Priors:
 
 * A: flat on A ≥ 0 (``HalfFlat``).  With a flat prior the 95% credible upper limit of a
   Gaussian likelihood (μ̂, σ) solves ``(Φ(μ̂/σ) − Φ((μ̂ − A)/σ)) / Φ(μ̂/σ) = 0.95``, the same
@@ -31,8 +31,8 @@ cross-check").  Priors:
   diverged in the tails of ℓ (near ℓ_min, where GP and signal compete, and at large ℓ, where
   the HSGP with c = 1.5 is at its validity limit c ≥ 3.2 ℓ/S; Riutort-Mayol et al. 2023).
 
-Conditioning: the posterior is sampled in whitened coordinates.  A Fisher-scoring fit of
-(A, c) with the GP off gives (Â, ĉ), the Fisher matrix F and σ_A = √(F⁻¹)_AA; then
+Conditioning: the posterior is sampled in whitened coordinates.  The Newton fit of
+(A, c) with the GP off gives (Â, ĉ), the expected Fisher matrix F there and σ_A = √(F⁻¹)_AA; then
 
     A = σ_A a,  c = ĉ + K_A (A − Â) − W g + L z,   g = φ (√S ∘ β),
 
@@ -52,8 +52,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,7 +74,8 @@ from hps_bayes.posterior.model import (
     build_posterior_model,
     reference_fit,
 )
-from hps_bayes.results.files import write_json
+from hps_bayes.results.files import atomic_path, write_json
+from hps_bayes.results.objects import record_from_dict, record_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +131,11 @@ class PosteriorResult:
     trace: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "trace"}
-        d["problems"] = list(self.problems)
-        return d
+        return record_to_dict(self, exclude=("trace",), lists=True)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PosteriorResult:
-        kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "trace"}
-        kwargs["problems"] = tuple(kwargs.get("problems", ()))
-        return cls(**kwargs)
+        return record_from_dict(cls, d, exclude=("trace",))
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -180,12 +175,6 @@ def diagnostics(trace: Any, var_names: list[str], prior: PosteriorSettings) -> d
 # --------------------------------------------------------------------------- sampling
 
 
-def mass_seed(seed: int, mass: float) -> int:
-    """The sampler seed of one mass point: ``SeedSequence([seed, mass in 0.1 keV, 6])``."""
-    sequence = np.random.SeedSequence([int(seed), round(mass * 1e7), 6])
-    return int(sequence.generate_state(1, dtype=np.uint32)[0])
-
-
 def _draws(trace: Any, name: str) -> FloatArray:
     return np.asarray(trace.posterior[name], dtype=float)
 
@@ -210,7 +199,7 @@ def sample_mass_point(
     window : the mass window (:func:`hps_bayes.scan.build_window`).
     settings : the background settings the window was built with (basis size, c, kernel).
     prior : sampler, prior and threshold settings; ``draws``, ``tune``, ``chains`` override it.
-    seed : seed of the sampler (use :func:`mass_seed` for per-point seeds).
+    seed : seed of the sampler (per-point seeds: :func:`hps_bayes.analysis.seeds.posterior_seed`).
     yield_per_eps2 : K(m) = A/ε² (:func:`hps_bayes.physics.yield_per_eps2`) for ``eps2_up_credible``.
 
     Returns
@@ -222,7 +211,7 @@ def sample_mass_point(
     over: dict[str, Any] = {k: v for k, v in (("draws", draws), ("tune", tune), ("chains", chains)) if v is not None}
     prior = dataclasses.replace(prior, **over)
     t_start = time.perf_counter()
-    wh = reference_fit(window)
+    wh = reference_fit(window, settings)
     model = build_posterior_model(window, settings, prior, wh)
     t_sample = time.perf_counter()
     with model:
@@ -289,22 +278,18 @@ def write_posterior(result: PosteriorResult, folder: str | Path, *,
                     extra: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``posterior.nc`` (the ArviZ DataTree, NetCDF4) and ``posterior.json`` in ``folder``.
 
-    Both atomically (temporary file + ``os.replace``); ``extra`` goes into the JSON beside
+    Both atomically (:func:`hps_bayes.results.files.atomic_path`); ``extra`` goes into the JSON beside
     the result (settings, provenance).  Needs the ``h5netcdf`` (or ``netCDF4``) package.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     nc = folder / "posterior.nc"
     if result.trace is not None:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".posterior.nc.", suffix=".tmp")
-        os.close(fd)
         try:
-            result.trace.to_netcdf(tmp)
-            os.replace(tmp, nc)
+            with atomic_path(nc) as tmp:
+                result.trace.to_netcdf(tmp)
         except ImportError as exc:
             raise ConfigError(f"writing {nc} needs a NetCDF4 backend: `pip install h5netcdf` ({exc})") from exc
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     js = write_json(folder / "posterior.json", {"result": result.to_dict(), **dict(extra or {})})
     return nc, js
 

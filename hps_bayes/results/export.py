@@ -1,7 +1,8 @@
 """Exports users publish with: a limits table (CSV and Parquet) and a HEPData submission.
 
-Both read the result tables (``results_single.csv`` / ``results_combined.csv``
-as DataFrames); nothing here computes statistics.
+All read the result tables (``results_single.csv`` / ``results_combined.csv``
+as DataFrames); nothing here computes statistics.  :func:`export_scan` is what every
+scan writes beside its ``results_single.csv``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from hps_bayes.results.files import write_table
 
@@ -92,6 +91,16 @@ def write_hepdata(frame: Any, out_dir: str | Path, *, descriptions: Mapping[str,
     return out / "hepdata"
 
 
-def finite_rows(frame: Any) -> Any:
-    """Rows with a finite observed limit (for plots and exports)."""
-    return frame[np.isfinite(frame.eps2_up.to_numpy(dtype=float))]
+def export_scan(single: Any, out_dir: str | Path, *, hepdata: bool = True) -> list[Path]:
+    """What every single-dataset scan writes beside ``results_single.csv`` in ``out_dir``:
+    ``results_single.parquet`` (the same rows) and, with ``hepdata``, the HEPData record of its
+    ε² limits (``hepdata/`` and the validated ``submission.tar.gz``; nothing when no point has a limit).
+
+    Returns the paths written.
+    """
+    out = Path(out_dir)
+    written = [write_table(out / "results_single.parquet", single)]
+    table = limits_table(single)
+    if hepdata and bool((table.status == "ok").any()):
+        written += [write_hepdata(table, out), out / "submission.tar.gz"]
+    return written

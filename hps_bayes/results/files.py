@@ -1,11 +1,13 @@
-"""Atomic writes of JSON and tables."""
+"""Atomic writes: every file the package writes goes through :func:`atomic_path` (JSON, tables, ROOT, NetCDF)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
-import tempfile
-from collections.abc import Mapping
+import secrets
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +20,60 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to: when the block ends without an error it
+    replaces ``path`` (``os.replace``, atomic on one filesystem), otherwise it is removed, so
+    readers see the old file or the whole new one, never a part.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     target = Path(folder) / "a.txt"
+    ...     with atomic_path(target) as tmp:
+    ...         _ = tmp.write_text("done")
+    ...     target.read_text(), sorted(p.name for p in Path(folder).iterdir())
+    ('done', ['a.txt'])
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, tmp.open("x", encoding="utf-8") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def strict_json_value(obj: Any) -> Any:
+    """``obj`` with every NaN and infinity (also inside arrays, numpy scalars, nested containers)
+    replaced by None, so that it can be written as strict JSON (``null``).
+
+    >>> strict_json_value({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"})
+    {'a': None, 'b': [1.0, None], 'c': 'x'}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {key: strict_json_value(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json_value(value) for value in obj]
+    if hasattr(obj, "tolist") or (hasattr(obj, "item") and not isinstance(obj, (str, bytes))):
+        return strict_json_value(_json_default(obj))
+    return obj
 
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Atomic JSON (NaN written as JSON ``NaN``, as Python's json reads back)."""
-    return atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    """Atomic, strict JSON: NaN and infinities are written as ``null`` (as jq and JavaScript read it);
+    readers of numbers turn ``null`` back into NaN (:func:`hps_bayes.results.objects.record_from_dict`)."""
+    text = json.dumps(strict_json_value(payload), indent=2, default=_json_default, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -47,9 +85,7 @@ def write_table(path: str | Path, frame: Any) -> Path:
     """Atomic CSV (or Parquet when the suffix is ``.parquet``)."""
     path = Path(path)
     if path.suffix == ".parquet":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            frame.to_parquet(tmp, index=False)
         return path
     return atomic_write_text(path, frame.to_csv(index=False))

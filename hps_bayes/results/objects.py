@@ -6,11 +6,14 @@ options, and a field that was not computed holds NaN (numbers) or "" (text).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from hps_bayes.core import FloatArray
 
@@ -30,7 +33,8 @@ class MassPointResult:
     at the limit; NaN for asymptotic limits).  ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
     N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``spurious_signal`` is the size S
     (events) of the spurious-signal nuisance at this mass (0: off); ``sigma_A`` includes it in
-    quadrature, σ_A = √(σ_stat² + S²), so its effect on σ_A is √(σ_A² − S²) → σ_A.  ``status`` is
+    quadrature, σ_A = √(σ_stat² + S²), so its effect on σ_A is √(σ_A² − S²) → σ_A.  ``limit`` is the
+    kind of the limits (``stats.limit``: "cls", "pl" or "pcl"), ``method`` how they were computed.  ``status`` is
     "ok" when every fit converged and the limit search closed; otherwise a
     short reason, and ``message`` says more.
     """
@@ -70,13 +74,14 @@ class MassPointResult:
     config_hash: str = ""
     version: str = ""
     seconds: float = NAN
+    limit: str = "cls"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return record_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MassPointResult:
-        return cls(**_fields_from(cls, d, ("A_up_expected", "eps2_up_expected")))
+        return record_from_dict(cls, d)
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for CSV/Parquet: band tuples become columns ``*_m2 … *_p2``."""
@@ -88,17 +93,55 @@ class MassPointResult:
         return row
 
 
-def _fields_from(cls: Any, d: Mapping[str, Any], tuple_keys: tuple[str, ...]) -> dict[str, Any]:
-    """The entries of ``d`` that are fields of ``cls``; ``tuple_keys`` become float tuples
-    (from lists, as JSON stores them, or ";"-joined strings, as CSV rows hold them)."""
-    kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-    for key in tuple_keys:
-        if key in kwargs:
-            value = kwargs[key]
+def record_to_dict(record: Any, *, exclude: Iterable[str] = (), lists: bool = False) -> dict[str, Any]:
+    """The fields of a frozen result (a dataclass instance) as a dict, for JSON and table rows.
+
+    Arrays become lists; tuples stay tuples unless ``lists``; ``exclude`` names fields left out
+    (e.g. a trace object written elsewhere).  :func:`record_from_dict` is its inverse.
+    """
+    skip = set(exclude)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name in skip:
+            continue
+        value = getattr(record, f.name)
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, tuple) and lists:
+            value = list(value)
+        elif isinstance(value, (dict, list)):
+            value = copy.deepcopy(value)
+        out[f.name] = value
+    return out
+
+
+def record_from_dict[T](cls: type[T], d: Mapping[str, Any], *, exclude: Iterable[str] = ()) -> T:
+    """A frozen result of class ``cls`` from the entries of ``d`` that are its fields (others ignored).
+
+    Fields annotated ``tuple[float, ...]`` (or ``tuple[str, ...]``) become tuples of that type, from
+    lists (as JSON stores them) or ";"-joined strings (as CSV rows hold them); a ``null`` where a float
+    belongs (strict JSON's NaN) becomes NaN.
+    """
+    skip = set(exclude)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in skip or f.name not in d:
+            continue
+        value, kind = d[f.name], str(f.type)
+        if value is None and kind == "float":  # strict JSON writes NaN as null
+            value = math.nan
+        if kind.startswith("tuple["):
             if isinstance(value, str):
                 value = [v for v in value.split(";") if v]
-            kwargs[key] = tuple(float(v) for v in value)
-    return kwargs
+            convert = _float_or_nan if "float" in kind else str
+            value = tuple(convert(v) for v in value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _float_or_nan(value: Any) -> float:
+    """``float(value)``, NaN for None (how strict JSON stores NaN)."""
+    return math.nan if value is None else float(value)
 
 
 def _band_suffix(n: int) -> str:
@@ -147,7 +190,7 @@ class WindowFitArrays:
     Z: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in dataclasses.asdict(self).items()}
+        return record_to_dict(self)
 
 
 @dataclass(frozen=True)
@@ -177,11 +220,11 @@ class CombinedResult:
     seconds: float = NAN
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return record_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CombinedResult:
-        return cls(**_fields_from(cls, d, ("eps2_up_expected", "k_factors", "sigma_eps2_single")))
+        return record_from_dict(cls, d)
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for CSV/Parquet: the band as ``eps2_up_expected_m2 … _p2``, lists joined by ";"."""

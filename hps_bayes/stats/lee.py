@@ -17,7 +17,10 @@ Z = max_m Z(m) (Z(m) = √q0(m), arXiv:1007.1727 Eq. 12, one-sided):
 * **trials factor** — N_trials = ∫ dm / (k·σ(m)) over the scanned range, the number of
   independent resolution elements (k = ``sigmas_per_trial``: 1 by default, i.e. the
   mass range over the resolution; k = 2 counts windows of ±σ), and
-  p_global = 1 − (1 − p_local)^N_trials (:func:`trials_factor`).
+  p_global = 1 − (1 − p_local)^N_trials (:func:`trials_factor`);
+* **regions** — the recipe of the published HPS searches: p_global ≈ N_reg · p_local with
+  N_reg = W / σ̄, the scanned width over the mean resolution (:func:`regions_global_pvalue`);
+  it needs no toys and is close to the trials factor where p_local ≪ 1/N_reg.
 
 Only numpy and scipy: the toy scans themselves are made in the scan layer
 (:func:`hps_bayes.scan.toy_scans`).
@@ -25,7 +28,7 @@ Only numpy and scipy: the toy scans themselves are made in the scan layer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,9 +36,10 @@ from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 
 from hps_bayes.errors import InputError
+from hps_bayes.results.objects import record_from_dict, record_to_dict
 
 __all__ = ["LookElsewhere", "global_pvalue_from_toys", "gross_vitells", "look_elsewhere", "mean_upcrossings",
-           "trials_factor", "upcrossings"]
+           "n_regions", "regions_global_pvalue", "trials_factor", "upcrossings"]
 
 #: Default level c0 (Z units) of the upcrossings counted for Gross–Vitells.
 DEFAULT_C0 = 1.0
@@ -59,6 +63,8 @@ class LookElsewhere:
     p_global_trials : 1 − (1 − p_local)^trials_factor.
     n_toy_scans : number of toy scans used.
     sigmas_per_trial : k of the trials factor.
+    n_regions : N_reg = W / σ̄ of the published recipe (:func:`n_regions`).
+    p_global_regions : min(1, N_reg · p_local).
     """
 
     z_local_max: float
@@ -73,6 +79,8 @@ class LookElsewhere:
     p_global_trials: float
     n_toy_scans: int
     sigmas_per_trial: float = 1.0
+    n_regions: float = float("nan")
+    p_global_regions: float = float("nan")
 
     @property
     def z_global_toys(self) -> float:
@@ -84,15 +92,16 @@ class LookElsewhere:
         return _z_of(self.p_global_gv)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = record_to_dict(self)
         out.update(z_global_toys=self.z_global_toys, z_global_gv=self.z_global_gv,
                    method="toy scans (background-only fit as truth, asymptotic local Z); Gross-Vitells "
-                          "arXiv:1005.1891; trials factor = integral dm / (k sigma(m))")
+                          "arXiv:1005.1891; trials factor = integral dm / (k sigma(m)); regions = "
+                          "N_reg p_local with N_reg = W / mean sigma(m)")
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LookElsewhere:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        return record_from_dict(cls, d)
 
 
 def _z_of(p: float) -> float:
@@ -185,9 +194,38 @@ def trials_factor(masses: ArrayLike, sigma_m: ArrayLike, *, sigmas_per_trial: fl
     return max(1.0, integral / sigmas_per_trial)
 
 
+def n_regions(masses: ArrayLike, sigma_m: ArrayLike) -> float:
+    """N_reg = W / σ̄: the scanned mass width over the mean resolution of the scanned masses, at least 1.
+
+    >>> round(n_regions([0.039, 0.179], [0.002, 0.0065]), 2)
+    32.94
+    """
+    m, s = np.asarray(masses, dtype=float), np.asarray(sigma_m, dtype=float)
+    if m.shape != s.shape or m.size == 0 or np.any(s <= 0):
+        raise InputError(f"n_regions needs masses and sigma_m of the same non-empty shape and sigma_m > 0; "
+                         f"got shapes {m.shape}, {s.shape}")
+    return max(1.0, float((m.max() - m.min()) / s.mean()))
+
+
+def regions_global_pvalue(p_local: float, masses: ArrayLike, sigma_m: ArrayLike) -> tuple[float, float]:
+    """The published recipe p_global ≈ N_reg · p_local (capped at 1), with N_reg = :func:`n_regions`.
+
+    Returns
+    -------
+    (N_reg, p_global)
+
+    Examples
+    --------
+    >>> regions_global_pvalue(1e-3, [0.02, 0.08], [0.002, 0.002])
+    (30.0, 0.03)
+    """
+    n_reg = n_regions(masses, sigma_m)
+    return n_reg, float(min(1.0, n_reg * p_local))
+
+
 def look_elsewhere(masses: ArrayLike, z_observed: ArrayLike, z_toy_scans: ArrayLike, sigma_m: ArrayLike, *,
                    c0: float = DEFAULT_C0, sigmas_per_trial: float = 1.0) -> LookElsewhere:
-    """All three global p-value estimates of the scan's largest local excess.
+    """All four global p-value estimates of the scan's largest local excess.
 
     Parameters
     ----------
@@ -214,9 +252,11 @@ def look_elsewhere(masses: ArrayLike, z_observed: ArrayLike, z_toy_scans: ArrayL
     p_toys, p_err = global_pvalue_from_toys(np.nanmax(toys, axis=1) if len(toys) else [], z_max)
     n_up = mean_upcrossings(toys, c0) if len(toys) else float("nan")
     n_trials = trials_factor(m, sigma_m, sigmas_per_trial=sigmas_per_trial)
+    ok = np.isfinite(z)
+    n_reg, p_regions = regions_global_pvalue(p_local, m[ok], np.asarray(sigma_m, dtype=float)[ok])
     return LookElsewhere(
         z_local_max=z_max, mass_at_max=float(m[i]), p_local=p_local, p_global_toys=p_toys,
         p_global_toys_error=p_err, p_global_gv=gross_vitells(z_max, n_up, c0) if len(toys) else float("nan"),
         n_upcrossings_mean=n_up, c0=float(c0), trials_factor=n_trials,
         p_global_trials=float(-np.expm1(n_trials * np.log1p(-p_local))), n_toy_scans=len(toys),
-        sigmas_per_trial=float(sigmas_per_trial))
+        sigmas_per_trial=float(sigmas_per_trial), n_regions=n_reg, p_global_regions=p_regions)

@@ -1,7 +1,19 @@
-"""CLs upper limits and hypothesis tests on top of any :class:`~hps_bayes.stats.calculators.Calculator`.
+"""Upper limits (CLs, one-sided profile likelihood, power-constrained) and hypothesis tests.
 
-The observed limit μ_up solves CLs(μ) = α; each expected limit solves
-CLs_N(μ) = α on the expected-CLs curve of band position N = −2..2.  Each root
+All three work on top of any :class:`~hps_bayes.stats.calculators.Calculator`
+(asymptotic or toys); ``method`` of :func:`upper_limit` picks the limit:
+
+* ``"cls"``: the observed limit μ_up solves CLs(μ) = α; each expected limit solves
+  CLs_N(μ) = α on the expected-CLs curve of band position N = −2..2;
+* ``"pl"``: the one-sided profile-likelihood limit solves p_{s+b}(μ) = α (q̃μ, no
+  division by CL_b), and its band p_{s+b,N}(μ) = α; asymptotically
+  μ_up = μ̂ + σ Φ⁻¹(1 − α) (arXiv:1007.1727, Eq. 89), clipped at 0 where that is
+  negative (every μ > 0 is then excluded);
+* ``"pcl"``: the power-constrained limit (Cowan, Cranmer, Gross, Vitells,
+  arXiv:1105.3166): the one-sided limit, but never below its −1σ expected limit
+  (μ_up = max(μ_up,pl, μ_up,pl(N = −1)), the band likewise).
+
+Each root
 is bracketed around a first guess from the calculator's σ and the CLs form of
 Eq. 89 of arXiv:1007.1727, σ (Φ⁻¹(1 − αΦ(N)) + N) (the expected limits at
 N = −2..2, the observed one at N = μ̂/σ, its Wald approximation), the bracket is widened
@@ -13,34 +25,47 @@ same root and is nearly linear in μ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
 from hps_bayes.errors import ConfigError, InputError
+from hps_bayes.results.objects import record_from_dict, record_to_dict
 from hps_bayes.stats.calculators import N_SIGMA, Calculator, ExpectedCLs, PValues
 
-__all__ = ["HypoTestResult", "UpperLimit", "eq89_expected_limits", "hypotest", "upper_limit"]
+__all__ = ["LIMIT_METHODS", "HypoTestResult", "LimitMethod", "UpperLimit", "eq89_expected_limits", "hypotest",
+           "upper_limit"]
+
+#: The limit kinds of :func:`upper_limit`.
+LimitMethod = Literal["cls", "pl", "pcl"]
+LIMIT_METHODS: tuple[LimitMethod, ...] = ("cls", "pl", "pcl")
+
+#: One-sided limits below this fraction of σ are reported as 0 (p_{s+b} < α already there).
+MU_FLOOR_SIGMAS = 1e-3
 
 
 @dataclass(frozen=True)
 class UpperLimit:
-    """A CLs upper limit on the POI with its expected band.
+    """An upper limit on the POI (CLs, one-sided or power-constrained) with its expected band.
 
     Attributes
     ----------
-    mu_up : observed upper limit (CLs(mu_up) = alpha); NaN when not found.
+    mu_up : observed upper limit (CLs(mu_up) = alpha, or p_{s+b}(mu_up) = alpha); NaN when not found.
     mu_up_expected : expected limits for N = −2, −1, 0, 1, 2, in that order (N = 0 is the median).
-    cls_at_limit : observed CLs at ``mu_up`` (≈ alpha).
+    cls_at_limit : observed CLs (``method="cls"``) or p_{s+b} (``"pl"``, ``"pcl"``: at the
+        one-sided limit before the power constraint) there (≈ alpha).
     n_evaluations : number of distinct μ at which the calculator was asked for CLs.
     converged : True when every root was found and every fit converged.
     message : what went wrong, or "converged".
     alpha : the CLs level (0.05 for a 95% CL limit).
     mu_up_error : Monte Carlo error of ``mu_up`` (toys): σ(CLs) at the limit over |dCLs/dμ|; 0 when asymptotic.
     n_toys : toys per ensemble behind the CLs values; 0 when asymptotic.
+    method : ``"cls"``, ``"pl"`` or ``"pcl"`` (see :func:`upper_limit`).
+    power_constrained : ``"pcl"`` only: True when the one-sided observed limit lay below the −1σ
+        expected limit and was replaced by it.
     """
 
     mu_up: float
@@ -52,30 +77,20 @@ class UpperLimit:
     alpha: float = 0.05
     mu_up_error: float = 0.0
     n_toys: int = 0
+    method: str = "cls"
+    power_constrained: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON-ready); ``mu_up_expected`` becomes a list."""
-        out = asdict(self)
-        out["mu_up_expected"] = list(self.mu_up_expected)
-        return out
+        return record_to_dict(self, lists=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UpperLimit:
         """Inverse of :meth:`to_dict`."""
-        exp = tuple(float(v) for v in data["mu_up_expected"])
-        if len(exp) != 5:
-            raise InputError(f"mu_up_expected has {len(exp)} entries {exp}; it needs 5 (N = -2..2)")
-        return cls(
-            mu_up=float(data["mu_up"]),
-            mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]),
-            cls_at_limit=float(data["cls_at_limit"]),
-            n_evaluations=int(data["n_evaluations"]),
-            converged=bool(data["converged"]),
-            message=str(data["message"]),
-            alpha=float(data.get("alpha", 0.05)),
-            mu_up_error=float(data.get("mu_up_error", 0.0)),
-            n_toys=int(data.get("n_toys", 0)),
-        )
+        if len(data["mu_up_expected"]) != 5:
+            raise InputError(f"mu_up_expected has {len(data['mu_up_expected'])} entries {data['mu_up_expected']}; "
+                             "it needs 5 (N = -2..2)")
+        return record_from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -144,10 +159,11 @@ def _eq89(sigma: float, n: float, alpha: float) -> float:
 
 
 class _Evaluations:
-    """Caches the calculator's observed and expected CLs per μ and counts the μ values asked."""
+    """Caches the calculator's observed and expected CLs (or p_{s+b}) per μ and counts the μ values asked."""
 
-    def __init__(self, calculator: Calculator) -> None:
+    def __init__(self, calculator: Calculator, *, one_sided: bool = False) -> None:
         self._calc = calculator
+        self._one_sided = one_sided
         self._obs: dict[float, PValues] = {}
         self._exp: dict[float, ExpectedCLs] = {}
 
@@ -161,11 +177,13 @@ class _Evaluations:
         return self._obs[mu]
 
     def observed(self, mu: float) -> float:
-        return self.pvalues(mu).cls
+        pv = self.pvalues(mu)
+        return pv.clsb if self._one_sided else pv.cls
 
     def expected(self, mu: float, index: int) -> float:
         if mu not in self._exp:
-            self._exp[mu] = self._calc.expected_pvalues(mu)
+            calc = self._calc
+            self._exp[mu] = calc.expected_clsb(mu) if self._one_sided else calc.expected_pvalues(mu)
         return self._exp[mu][index]
 
 
@@ -183,8 +201,17 @@ def _bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tu
     return None
 
 
-def _solve(f: Callable[[float], float], guess: float, *, rtol: float, what: str) -> tuple[float, str]:
-    """Root of ``f`` near ``guess``: (root, "") or (NaN, why not)."""
+def _solve(f: Callable[[float], float], guess: float, *, rtol: float, what: str,
+           floor: float | None = None) -> tuple[float, str]:
+    """Root of ``f`` near ``guess``: (root, "") or (NaN, why not).
+
+    With a ``floor`` (one-sided limits), the root is 0 when ``f(floor)`` ≤ 0 and the search starts
+    at ``floor`` or above.
+    """
+    if floor is not None and np.isfinite(guess):
+        if f(floor) <= 0:
+            return 0.0, ""
+        guess = max(guess, floor)
     if not (np.isfinite(guess) and guess > 0):
         return float("nan"), f"{what}: no positive starting scale (guess = {guess})"
     bracket = _bracket(f, guess, max_steps=60)
@@ -198,11 +225,14 @@ def _solve(f: Callable[[float], float], guess: float, *, rtol: float, what: str)
 
 
 def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e-4,
-                scan: int | None = None) -> UpperLimit:
-    """CLs upper limit on μ and its expected band, by bracketing and Brent's method (or a μ scan).
+                scan: int | None = None, method: LimitMethod = "cls") -> UpperLimit:
+    """Upper limit on μ and its expected band, by bracketing and Brent's method (or a μ scan).
 
-    Solves CLs(μ) = p_{s+b}(μ)/CL_b(μ) = α for the observed data and
-    CLs_N(μ) = α for N = −2..2 (see :func:`~hps_bayes.stats.calculators.expected_cls`).
+    ``method="cls"`` solves CLs(μ) = p_{s+b}(μ)/CL_b(μ) = α for the observed data and
+    CLs_N(μ) = α for N = −2..2 (see :func:`~hps_bayes.stats.asymptotics.expected_cls`);
+    ``"pl"`` solves p_{s+b}(μ) = α and p_{s+b,N}(μ) = α
+    (:func:`~hps_bayes.stats.asymptotics.expected_clsb`); ``"pcl"`` is ``"pl"`` with every
+    limit raised to at least the −1σ expected one.
 
     Parameters
     ----------
@@ -213,6 +243,8 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
         guesses of all six limits (extended where a crossing lies outside) and interpolate
         Φ⁻¹(CLs) linearly at each crossing, as pyhf does for toys.  Far fewer μ values
         (each one an ensemble of toys), at the price of the interpolation error.
+    method : ``"cls"`` (default), ``"pl"`` (one-sided profile likelihood) or ``"pcl"``
+        (power-constrained at the −1σ expected limit).
 
     Returns
     -------
@@ -229,36 +261,44 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     >>> calc = AsymptoticCalculator(obj, obj.fit_data(np.array([95.0, 110.0, 102.0])))
     >>> round(upper_limit(calc).mu_up, 2)
     40.59
+    >>> round(upper_limit(calc, method="pl").mu_up, 2)
+    38.57
     """
     _check_alpha(alpha)
     if not 0 < rtol < 0.1:
         raise ConfigError(f"rtol = {rtol} is not allowed: use a relative tolerance in (0, 0.1), e.g. 1e-4")
     if scan is not None and scan < 3:
         raise ConfigError(f"scan = {scan}: use at least 3 mu values (about 10-15 for toys)")
-    ev = _Evaluations(calculator)
+    if method not in LIMIT_METHODS:
+        raise ConfigError(f"method = {method!r} is not allowed: use one of {list(LIMIT_METHODS)}")
+    one_sided = method != "cls"
+    ev = _Evaluations(calculator, one_sided=one_sided)
     sigma = calculator.sigma_mu()
     level = _probit(alpha)
-    guesses = [_eq89(sigma, calculator.mu_hat / sigma, alpha), *eq89_expected_limits(sigma, alpha=alpha)]
+    guesses = _first_guesses(calculator.mu_hat, sigma, alpha=alpha, one_sided=one_sided)
+    floor = MU_FLOOR_SIGMAS * sigma if one_sided else None
     curves = [lambda m: _probit(ev.observed(m)) - level]
     curves += [_expected_curve(ev, index, level) for index in range(len(N_SIGMA))]
     names = ["observed limit"] + [f"expected limit N = {n}" for n in N_SIGMA]
     if scan is None:
-        found = [_solve(f, g, rtol=rtol, what=w) for f, g, w in zip(curves, guesses, names, strict=True)]
+        found = [_solve(f, g, rtol=rtol, what=w, floor=floor) for f, g, w in zip(curves, guesses, names, strict=True)]
         slopes = [float("nan")] * 6
     else:
-        grid = [float(m) for m in np.linspace(0.5 * min(guesses), 1.3 * max(guesses), scan)]
+        positive = [g for g in guesses if g > 0] or [sigma]
+        grid = [float(m) for m in np.linspace(max(0.5 * min(positive), floor or 0.0), 1.3 * max(positive), scan)]
         found, slopes = [], []
         for f, w in zip(curves, names, strict=True):
-            root, why, slope = _scan_root(f, grid, what=w)
+            root, why, slope = _scan_root(f, grid, what=w, floor=floor)
             found.append((root, why))
             slopes.append(slope)
     mu_up = found[0][0]
     problems = [why for _, why in found if why]
-    cls_at = ev.observed(mu_up) if np.isfinite(mu_up) else float("nan")
-    pv = ev.pvalues(mu_up) if np.isfinite(mu_up) else None
+    at = max(mu_up, floor or 0.0) if np.isfinite(mu_up) else float("nan")
+    cls_at = ev.observed(at) if np.isfinite(at) else float("nan")
+    pv = ev.pvalues(at) if np.isfinite(at) else None
     problems += list(calculator.messages)
     exp = [root for root, _ in found[1:]]
-    return UpperLimit(
+    limit = UpperLimit(
         mu_up=mu_up,
         mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]),
         cls_at_limit=cls_at,
@@ -266,19 +306,49 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
         converged=not problems,
         message="; ".join(problems) if problems else "converged",
         alpha=float(alpha),
-        mu_up_error=_limit_error(pv, slopes[0], lambda m: _probit(ev.observed(m))),
+        mu_up_error=_limit_error(pv, slopes[0], lambda m: _probit(ev.observed(m))) if mu_up != 0 else 0.0,
         n_toys=pv.n_toys if pv is not None else 0,
+        method="pl" if one_sided else "cls",
     )
+    return _power_constrain(limit) if method == "pcl" else limit
 
 
-def _scan_root(f: Callable[[float], float], grid: list[float], *,
-               what: str) -> tuple[float, str, float]:
+def _first_guesses(mu_hat: float, sigma: float, *, alpha: float, one_sided: bool) -> list[float]:
+    """Wald-approximation limits (observed, then N = −2..2) that start the root searches.
+
+    CLs: σ (Φ⁻¹(1 − αΦ(N)) + N) with N = μ̂/σ for the observed limit (Eq. 89, CLs form);
+    one-sided: σ (Φ⁻¹(1 − α) + N), negative where every μ > 0 is excluded.
+    """
+    if not one_sided:
+        return [_eq89(sigma, mu_hat / sigma, alpha), *eq89_expected_limits(sigma, alpha=alpha)]
+    z = float(-ndtri(alpha))
+    return [mu_hat + sigma * z, *(sigma * (n + z) for n in N_SIGMA)]
+
+
+def _power_constrain(limit: UpperLimit) -> UpperLimit:
+    """The power-constrained limit: every limit raised to at least the −1σ expected one-sided limit.
+
+    The expected band becomes max(μ_up(N), μ_up(−1)); the observed limit's Monte Carlo error is 0
+    where the constraint replaced it (the expected limit carries no such error here).
+    """
+    floor = limit.mu_up_expected[1]
+    constrained = bool(limit.mu_up < floor)
+    exp = tuple(v if not v < floor else floor for v in limit.mu_up_expected)
+    return replace(limit, mu_up=floor if constrained else limit.mu_up,
+                   mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]), method="pcl",
+                   power_constrained=constrained, mu_up_error=0.0 if constrained else limit.mu_up_error)
+
+
+def _scan_root(f: Callable[[float], float], grid: list[float], *, what: str,
+               floor: float | None = None) -> tuple[float, str, float]:
     """First downward crossing of ``f`` on ``grid`` (extended geometrically where needed), linearly
-    interpolated: (root, why-not, slope of f there)."""
+    interpolated: (root, why-not, slope of f there); 0 where ``f`` ≤ 0 already at ``floor``."""
     for _ in range(12):
         values = [f(m) for m in grid]
         if values[0] <= 0:
-            grid.insert(0, grid[0] / 1.6)
+            if floor is not None and grid[0] <= floor * (1.0 + 1e-12):
+                return 0.0, "", float("nan")
+            grid.insert(0, grid[0] / 1.6 if floor is None else floor)
             continue
         if values[-1] > 0:
             grid.append(grid[-1] * 1.6)

@@ -259,29 +259,46 @@ class ToyCalculator:
         return PValues(mu=float(mu), teststat=q, teststat_asimov=self._asym.teststat_asimov(mu), clsb=clsb, clb=clb, cls=cls,
                        clsb_error=e_sb, clb_error=e_b, cls_error=float(cls_err), n_toys=self._n_toys)
 
-    def expected_pvalues(self, mu: float) -> ExpectedCLs:
-        """Expected CLs (N = −2..2): percentiles Φ(N) of the CLs each b-only toy would give (pyhf)."""
+    def _toy_pvalues(self, mu: float) -> tuple[FloatArray, FloatArray]:
+        """p_{s+b} and CL_b that each background-only toy would give as the observation."""
         sb, b = self.distributions(mu)
         sb_sorted, b_sorted = np.sort(sb), np.sort(b)
         clsb = 1.0 - np.searchsorted(sb_sorted, b - Q_TIE_TOLERANCE, side="left") / len(sb)
         clb = 1.0 - np.searchsorted(b_sorted, b - Q_TIE_TOLERANCE, side="left") / len(b)
-        cls = clsb / clb  # clb ≥ 1/N: each toy counts itself
-        band = np.percentile(cls, BAND_PERCENTILES)
-        return (float(band[0]), float(band[1]), float(band[2]), float(band[3]), float(band[4]))
+        return clsb, clb
+
+    def expected_pvalues(self, mu: float) -> ExpectedCLs:
+        """Expected CLs (N = −2..2): percentiles Φ(N) of the CLs each b-only toy would give (pyhf)."""
+        clsb, clb = self._toy_pvalues(mu)
+        return _band(clsb / clb)  # clb ≥ 1/N: each toy counts itself
+
+    def expected_clsb(self, mu: float) -> ExpectedCLs:
+        """Expected p_{s+b} (N = −2..2): percentiles Φ(N) of the p_{s+b} each b-only toy would give."""
+        return _band(self._toy_pvalues(mu)[0])
 
     def discovery(self) -> Discovery:
         """q0 of the observed data; p0 = fraction of background-only toys with q0 ≥ q0,obs.
 
         When no toy reaches q0,obs the toy p0 is only bounded (< 1/N): the asymptotic p0
-        (Eqs. 52-54) is returned and ``n_toys`` says 0 toys were used.
+        (Eqs. 52-54) is returned and ``n_toys`` says 0 toys were used.  Without an excess
+        (μ̂ ≤ 0, q0 = 0) p0 = ½ by convention, as asymptotically, not the fraction of toys with
+        q0 ≥ 0 (which is 1).
         """
         obs = self._asym.discovery()
+        if obs.q0 <= 0.0:
+            return obs
         n_above = int(np.count_nonzero(self._b_null.q0 >= obs.q0 - Q_TIE_TOLERANCE))
         if n_above == 0:
             return obs
         p0 = n_above / self._n_toys
         return Discovery(q0=obs.q0, p0=p0, z0=float(-ndtri(p0)) if p0 < 1 else 0.0, mu_hat=obs.mu_hat,
                          p0_error=_binomial_error(p0, self._n_toys), n_toys=self._n_toys)
+
+
+def _band(values: FloatArray) -> ExpectedCLs:
+    """The percentiles Φ(N), N = −2..2, of ``values``."""
+    band = np.percentile(values, BAND_PERCENTILES)
+    return (float(band[0]), float(band[1]), float(band[2]), float(band[3]), float(band[4]))
 
 
 def q0_batch(objective: BatchObjective, counts: FloatArray, aux: FloatArray, *, init: FloatArray,

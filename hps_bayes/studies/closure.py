@@ -12,7 +12,7 @@ are recorded.  The truths (:func:`window_truths`):
 
 * ``fit`` (truth a): the window model's background-only fit θ̂̂(0) of the data; counts
   ``ν(θ̂̂(0))`` and global observables ``N(θ̂̂_aux(0), 1)``, the toy convention of
-  DESIGN.md — a self-consistency test of the fit and of σ_A;
+  the toy calculator — a self-consistency test of the fit and of σ_A;
 * ``expcheb``, ``powerlaw``, ``demo`` (truth b): smooth functions fitted to the data
   (:func:`hps_bayes.studies.fit_truth`), global observables ``N(0, 1)`` — the model is
   then *not* the truth, so background mis-modelling shows up as a pull bias.
@@ -32,7 +32,7 @@ truth plus A_true, the 95% CL CLs upper limit of each (asymptotic, or toys with
 * ``window``: the window model itself, pseudo-data from a truth as above.
 
 Randomness: one ``numpy.random.Generator`` per cell from the base seed, the mass and the cell's
-indices (:func:`hps_bayes.scan.point_rng`), so results do not depend on chunking.
+indices (:func:`hps_bayes.analysis.seeds.point_rng`), so results do not depend on chunking.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,12 +13,13 @@ from hps_bayes.analysis.grid import (
     guard_turn_on,
     prepare_spectrum,
 )
-from hps_bayes.analysis.seeds import point_rng
+from hps_bayes.analysis.seeds import COVERAGE, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
+from hps_bayes.results.objects import record_to_dict
 from hps_bayes.stats import KnownBackgroundObjective
 from hps_bayes.studies.closure import LimitMethod, WindowTruth, draw, limit_of, truth_spectra, window_truths
 
@@ -50,7 +51,7 @@ class CoverageCell:
     seed_purpose: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return record_to_dict(self)
 
 
 def coverage_fraction(a_up: FloatArray, a_true: float, *, cl: float = 0.95) -> tuple[float, float, float, int]:
@@ -121,7 +122,7 @@ def run_coverage(data: Spectrum, settings: AnalysisSettings, *, masses: Sequence
         jobs = [(m, meth, j, v) for m in models for meth in methods for j, v in enumerate(true_sigmas)]
         for (name, obj, b, centre, sigma, init), method, j, value in tqdm(
                 jobs, desc=f"coverage {mass * 1e3:.0f} MeV", unit="cell", disable=disable, leave=False):
-            purpose = 5000 + 100 * [m[0] for m in models].index(name) + 10 * list(methods).index(method) + j
+            purpose = COVERAGE + 100 * [m[0] for m in models].index(name) + 10 * list(methods).index(method) + j
             rng = point_rng(settings, float(mass), purpose=purpose)
             a_true = float(value) * sigma
             n_exp = int(n_experiments[method])

@@ -13,7 +13,7 @@ from hps_bayes.analysis.grid import (
     guard_turn_on,
     prepare_spectrum,
 )
-from hps_bayes.analysis.seeds import point_rng
+from hps_bayes.analysis.seeds import INJECTION, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError, HpsBayesError
@@ -108,7 +108,7 @@ def run_injection(data: Spectrum, settings: AnalysisSettings, *, masses: Sequenc
         for i, truth in enumerate(wtruths):
             for j, value in enumerate(yields):
                 a_inj = float(value) * (truth.sigma_A if units == "sigma" else 1.0)
-                rng = point_rng(settings, float(mass), purpose=1000 + 100 * TRUTHS.index(truth.name) + j)
+                rng = point_rng(settings, float(mass), purpose=INJECTION + 100 * TRUTHS.index(truth.name) + j)
                 row, toys = inject_cell(objective, truth, a_inj, n_toys=n_toys, rng=rng, limits=limits,
                                         alpha=settings.stats.alpha)
                 rows.append(row | {"status": "ok", "dataset": settings.dataset.name})

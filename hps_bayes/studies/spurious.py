@@ -1,7 +1,7 @@
 """Spurious-signal study of the window background model (``task=spurious``).
 
 The background model must neither fake nor swallow a signal on realistic
-spectra (``shared/reference/background-model.md``).  This study measures it:
+spectra (``docs/background_study.md``).  This study measures it:
 
 1. *Truth shapes that are not the fitted model*: smooth families fitted to a
    reference spectrum (the dataset's demo expected counts, or its data), each
@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -47,6 +47,7 @@ import numpy as np
 
 from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum
 from hps_bayes.analysis.point import build_window
+from hps_bayes.analysis.seeds import cell_seed
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError, InputError
@@ -56,6 +57,8 @@ from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.inputs.turnon import fit_shape, shape_model
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.demo import expected_spectrum
+from hps_bayes.results.files import atomic_write_text
+from hps_bayes.results.objects import record_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,7 @@ class SpuriousPoint:
     lengthscale: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return record_to_dict(self)
 
 
 def _toy_fits(objective: WindowObjective, expected: FloatArray, rng: np.random.Generator, n_toys: int,
@@ -162,7 +165,7 @@ def _toy_fits(objective: WindowObjective, expected: FloatArray, rng: np.random.G
     """Â and σ_A of ``n_toys`` Poisson toys of ``expected`` (failed fits left out).
 
     Each toy draws its global observables too (the constraint centres β⁰, ν⁰ ~ N(0, 1),
-    DESIGN.md "Toys"), so that Â scatters as the frequentist σ_A (GP prior and
+    as the toy calculator does), so that Â scatters as the frequentist σ_A (GP prior and
     spurious-signal nuisance included) says it should.
     """
     n_aux = objective.model.n_aux
@@ -240,11 +243,6 @@ def spurious_point(truth: Spectrum, mass: float, settings: AnalysisSettings, *, 
 # --------------------------------------------------------------------------- the study
 
 
-def point_seed(seed: int, shape_index: int, mass_index: int) -> int:
-    """The toy seed of one (shape, mass) cell, derived from the base seed by ``SeedSequence``."""
-    return int(np.random.SeedSequence([seed, shape_index, mass_index]).generate_state(1)[0])
-
-
 def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatArray, settings: AnalysisSettings, *,
                    n_toys: int, seed: int, inject_sigmas: float = 5.0, progress: bool | None = None,
                    mass_indices: Sequence[int] | None = None,
@@ -252,7 +250,7 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
     """:func:`spurious_point` for every truth and mass; a pandas DataFrame (one row per cell).
 
     ``mass_indices``: the masses' places in the whole study grid (default 0, 1, ...), which seed
-    their toys (:func:`point_seed`), so that a chunk of the grid gives the rows of the whole run.
+    their toys (:func:`hps_bayes.analysis.seeds.cell_seed`), so that a chunk of the grid gives the rows of the whole run.
     ``truth_settings``: per truth, the settings to fit it with (default ``settings``; e.g. each
     truth's own turn-on guard, :func:`truth_guards`); masses outside that truth's scan grid
     (:func:`study_masses`) are left out for it.
@@ -275,7 +273,7 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
              if spans[i][0] - 1e-9 <= mass <= spans[i][1] + 1e-9]
     for i, truth, j, mass in tqdm(cells, desc="spurious", unit="cell", disable=disable, leave=False):
         try:
-            point = spurious_point(truth, float(mass), own[i], n_toys=n_toys, seed=point_seed(seed, i, j),
+            point = spurious_point(truth, float(mass), own[i], n_toys=n_toys, seed=cell_seed(seed, i, j),
                                    inject_sigmas=inject_sigmas)
             rows.append(point.to_dict() | {"status": "ok", "fit_range_min": own[i].background.fit_range_min})
         except (InputError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
@@ -284,21 +282,28 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
     return pd.DataFrame(rows)
 
 
-def residual_z(frame: Any) -> Any:
-    """The bias the spurious-signal nuisance leaves uncovered: max(|mean Â| − S, 0)/σ_A (σ_A with S in it)."""
-    return (frame.mean_A.abs() - frame.spurious).clip(lower=0) / frame.sigma_A
+def uncovered_bias(frame: Any, *, column: Literal["mean_A", "asimov_A"] = "mean_A") -> Any:
+    """The bias the spurious-signal nuisance leaves uncovered: max(|Â| − S, 0)/σ_A (σ_A with S in it), with
+    Â the toys' mean (``"mean_A"``) or the noise-free fit's (``"asimov_A"``)."""
+    return (frame[column].abs() - frame.spurious).clip(lower=0) / frame.sigma_A
+
+
+def with_nuisance_columns(frame: Any) -> Any:
+    """The cells with what the nuisance figure draws: ``spurious_z`` = S/σ_A and ``uncovered_z``
+    (:func:`uncovered_bias` of the toys' mean)."""
+    return frame.assign(spurious_z=frame.spurious / frame.sigma_A, uncovered_z=uncovered_bias(frame))
 
 
 def summarise(frame: Any) -> dict[str, dict[str, float]]:
     """Per truth shape (and ``all``): worst mean Â/σ_A, width range, σ_A/σ_A⁰, recovered range, cells passing.
 
-    A cell passes when the bias the nuisance leaves uncovered (:func:`residual_z`; = |mean Â/σ_A|
+    A cell passes when the bias the nuisance leaves uncovered (:func:`uncovered_bias`; = |mean Â/σ_A|
     with the nuisance off) is ≤ 0.2 and 0.9 ≤ width ≤ 1.1 (the width carries ±1/√(2N) of noise);
     ``cells_bias_ok`` counts the cells meeting the bias criterion alone, ``worst_asimov_resid_z`` is
     the uncovered bias of the noise-free fit (no toy noise).
     """
     ok = frame[frame.status == "ok"].copy()
-    ok["resid_z"] = residual_z(ok)
+    ok["resid_z"] = uncovered_bias(ok)
     out: dict[str, dict[str, float]] = {}
     for name, group in [*ok.groupby("shape"), ("all", ok)]:
         if group.empty:
@@ -319,8 +324,7 @@ def summarise(frame: Any) -> dict[str, dict[str, float]]:
             "recovered_net_max": float((group.recovered - group.mean_A / group.A_inj).max()),
             "cells": len(group), "cells_passing": int(passing.sum()),
             "cells_bias_ok": int((group.resid_z.abs() <= 0.2).sum()),
-            "worst_asimov_resid_z": float(((group.asimov_A.abs() - group.spurious).clip(lower=0)
-                                           / group.sigma_A).max()),
+            "worst_asimov_resid_z": float(uncovered_bias(group, column="asimov_A").max()),
             "failed_fits": int(group.n_failed.sum()),
         }
     return out
@@ -343,13 +347,8 @@ def spurious_relative(frame: Any, *, smooth: int = 1) -> tuple[FloatArray, Float
 
 def write_spurious_table(path: str | Path, masses: FloatArray, relative: FloatArray, *, note: str) -> Path:
     """Write ``mass_gev, spurious_rel`` (read by :func:`hps_bayes.model.load_spurious_table`)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# {note}", "mass_gev,spurious_rel"] + [f"{m:.6f},{r:.6g}" for m, r in zip(masses, relative)]
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(target)
-    return target
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def study_masses(settings: AnalysisSettings, *, step: float, edge_sigmas: float | None = None) -> FloatArray:

@@ -14,9 +14,12 @@ data showing deficits (μ̂ < 0: the q̃μ > q_{μ,A} branches) and excesses:
 pyhf's signal sample is the template times a scale ``S`` (about our median
 expected limit) so that its POI is of order one; its limits are multiplied
 back by ``S``.  pyhf's root finder (toms748) runs with rtol = 1e-7 and its
-SLSQP fits with tolerance 1e-12, so that the 1% comparison measures the
+SLSQP fits with tolerance 1e-12, so that the comparison measures the
 statistics, not the numerics.  The measured agreement (max relative
-difference over observed and expected limits of all cases) is ~3e-5.
+difference over the observed and expected limits of each case) is 1e-8 to
+5e-8, and 3.6e-6 for the b=1e5, 0.2% staterror case (pyhf 0.7.6); the
+tolerance 1e-4 leaves a factor ~30 above the largest for optimiser and
+platform differences.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from hps_bayes.stats import AsymptoticCalculator, KnownBackgroundObjective, cls_
 pyhf = pytest.importorskip("pyhf", reason="pyhf is not installed: pip install 'hps_bayes[test]'")
 from pyhf.infer.intervals.upper_limits import toms748_scan
 
-TOLERANCE = 0.01  # relative, on the observed and each of the 5 expected limits
+TOLERANCE = 1e-4  # relative, on the observed and each of the 5 expected limits (measured: module docstring)
 N_BINS = 12
 
 

@@ -100,7 +100,11 @@ def test_guard_removes_the_fake_signal_of_an_unseen_sharp_turn_on(settings_2016)
 
 
 def test_task_reports_the_turn_on_and_refuses_a_mass_below_it(tmp_path):
-    cfg = load_config(["dataset=demo2016", f"dataset.path={tmp_path / 'demo_2016.root'}"])
+    from hps_bayes.cli.tasks import run_task
+
+    overrides = ["dataset=demo2016", f"dataset.path={tmp_path / 'demo_2016.root'}"]
+    run_task("simulate", overrides, run_dir=tmp_path)  # a demo file is made only at its preset's path by itself
+    cfg = load_config(overrides)
     plain = OmegaConf.to_container(cfg, resolve=True)
     settings = settings_from_config(cfg)
     spectrum, guarded = load_guarded(settings, plain, tmp_path)

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 from scipy.ndimage import gaussian_filter1d
 from scipy.special import ndtr
+from scipy.stats import norm
 
 from hps_bayes.analysis.settings import resolve_settings
 from hps_bayes.analysis.toyscans import toy_scans
 from hps_bayes.cli.config import load_config, settings_from_config
+from hps_bayes.cli.tasks import run_task
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
@@ -104,32 +106,33 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_file(path, load_preset("demo"), n_events=2e6, seed=5, shape="2015")
 
 
-def _settings_cfg(demo_file: Path, *overrides: str) -> tuple:
-    cfg = load_config([f"dataset.path={demo_file}", "background.spurious=off", "plots.per_mass=false",
-                       "scan.mass_min=0.05", "scan.mass_max=0.07", "scan.step=0.01", *overrides])
-    from hps_bayes.cli.config import _plain
-
-    return settings_from_config(cfg), _plain(cfg)
+def _overrides(demo_file: Path, *extra: str) -> list[str]:
+    return [f"dataset.path={demo_file}", "background.spurious=off", "plots.per_mass=false",
+            "scan.mass_min=0.05", "scan.mass_max=0.07", "scan.step=0.01", *extra]
 
 
 def test_scan_summary_reports_the_look_elsewhere_effect(tmp_path: Path, demo_file: Path) -> None:
-    from hps_bayes.cli.task_scan import task_scan
-
-    settings, cfg = _settings_cfg(demo_file, "stats.lee_toys=30", "plots.summary=false")
-    task_scan(settings, cfg, tmp_path)
+    overrides = _overrides(demo_file, "stats.lee_toys=30", "plots.summary=false")
+    run_task("scan", overrides, tmp_path)
     lee = json.loads((tmp_path / "summary.json").read_text())["look_elsewhere"]["demo"]
-    assert lee["n_toy_scans"] == 30 and 0 <= lee["p_global_toys"] <= 1 and lee["c0"] == 1.0
+    assert lee["n_toy_scans"] == 30 and lee["c0"] == 1.0
+    # the local excess is the scan's largest Z; the toy p is a count of the 30 toy scans with its binomial error
+    scan = pd.read_csv(tmp_path / "results_single.csv")
+    best = scan.loc[scan.Z.idxmax()]
+    assert lee["z_local_max"] == pytest.approx(best.Z, rel=1e-9) and lee["mass_at_max"] == pytest.approx(best.mass)
+    assert lee["p_local"] == pytest.approx(norm.sf(best.Z), rel=1e-9)
+    k = lee["p_global_toys"] * 30
+    assert k == pytest.approx(round(k), abs=1e-9) and 1 <= round(k) <= 30
+    p = round(k) / 30
+    assert lee["p_global_toys_error"] == pytest.approx(np.sqrt(p * (1 - p) / 30), rel=1e-9)
+    assert lee["z_global_toys"] == pytest.approx(norm.isf(p), rel=1e-9)
     assert lee["p_local"] <= lee["p_global_trials"] and lee["trials_factor"] > 1
-    off, _ = _settings_cfg(demo_file)
-    assert off.config_hash() == settings.config_hash()  # lee_toys does not change a point's numbers
+    on, off = (settings_from_config(load_config(o)) for o in (overrides, _overrides(demo_file)))
+    assert off.config_hash() == on.config_hash()  # lee_toys does not change a point's numbers
 
 
 def test_bands_task_smoke(tmp_path: Path, demo_file: Path) -> None:
-    from hps_bayes.cli.task_bands import task_bands
-
-    settings, cfg = _settings_cfg(demo_file, "task=bands", "stats.n_toys=100", "scan.mass_max=0.06")
-    assert cfg["task"]["name"] == "bands"
-    table = task_bands(settings, cfg, tmp_path)
+    table = run_task("bands", _overrides(demo_file, "stats.n_toys=100", "scan.mass_max=0.06"), tmp_path)
     frame = pd.read_csv(tmp_path / "bands.csv")
     assert len(frame) == len(table) == 4 and sorted(set(frame.method)) == ["asymptotic", "toys"]
     assert set(frame.status) == {"ok"}

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import pytest
 
 from hps_bayes.analysis import rundir, scan
 from hps_bayes.analysis.scan import run_scan
-from hps_bayes.analysis.seeds import chunk_seeds, point_seed
+from hps_bayes.analysis.seeds import chunk_seeds
 from hps_bayes.analysis.settings import AnalysisSettings
-from hps_bayes.cli import task_merge, task_scan
 from hps_bayes.cli.config import load_config, settings_from_config
+from hps_bayes.cli.tasks import run_task
 from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
@@ -47,24 +46,21 @@ def setup(demo_file: Path) -> tuple[AnalysisSettings, dict[str, Any]]:
     return settings_from_config(cfg), _plain(cfg)
 
 
-def chunk(settings: AnalysisSettings, k: int, n: int) -> AnalysisSettings:
-    return replace(settings, scan=replace(settings.scan, n_chunks=n, chunk=k))
-
-
 def read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path).drop(columns=["seconds"])
 
 
-def test_chunked_run_equals_single_process(tmp_path: Path, setup: tuple[AnalysisSettings, dict[str, Any]]) -> None:
-    settings, cfg = setup
-    task_scan.task_scan(settings, cfg, tmp_path / "single")
+def test_chunked_run_equals_single_process(tmp_path: Path, demo_file: Path,
+                                           setup: tuple[AnalysisSettings, dict[str, Any]]) -> None:
+    settings, _ = setup
+    overrides = [f"dataset.path={demo_file}", "scan.step=0.01", "plots.summary=false", *NO_TABLE]
+    run_task("scan", overrides, tmp_path / "single")
     run = tmp_path / "chunked"
     for k in (2, 0, 1):
-        task_scan.task_scan(chunk(settings, k, 3), cfg, run)
+        run_task("scan", [*overrides, "scan.n_chunks=3", f"scan.chunk={k}"], run)
     assert sorted(p.name for p in run.glob("results_chunk*.csv")) == [
         f"results_chunk{k}_demo.csv" for k in range(3)]
-    merged = task_merge.task_merge(replace(settings, plots=replace(settings.plots, summary=True)),
-                              {**cfg, "run_dir": str(run)}, run)
+    merged = run_task("merge", [*overrides, "plots.summary=true"], run)
     assert len(merged) == N_POINTS
     pd.testing.assert_frame_equal(read(run / "results_single.csv"), read(tmp_path / "single" / "results_single.csv"))
     report = json.loads((run / "merge_report.json").read_text())
@@ -72,11 +68,6 @@ def test_chunked_run_equals_single_process(tmp_path: Path, setup: tuple[Analysis
     assert (run / "summary_plots" / "eps2_ul_demo.png").exists()
     seeds = [json.loads((run / "chunks" / f"demo_chunk{k}.json").read_text())["chunk_seed"] for k in range(3)]
     assert seeds == chunk_seeds(settings.seed, 3) and len(set(seeds)) == 3
-
-
-def test_seeds() -> None:
-    assert chunk_seeds(1, 4) == chunk_seeds(1, 4) and chunk_seeds(1, 4)[:2] != chunk_seeds(2, 4)[:2]
-    assert point_seed(1, 0.030) == point_seed(1, 0.0300000001) != point_seed(1, 0.031)
 
 
 class Killed(Exception):
@@ -90,9 +81,9 @@ def test_kill_and_rerun_recomputes_only_missing(tmp_path: Path, setup: tuple[Ana
     evaluated: list[float] = []
     real = scan.evaluate_point
 
-    def counting(spec: Any, mass: float, s: AnalysisSettings) -> Any:
+    def counting(spec: Any, mass: float, s: AnalysisSettings, **kwargs: Any) -> Any:
         evaluated.append(round(mass, 4))
-        return real(spec, mass, s)
+        return real(spec, mass, s, **kwargs)
 
     monkeypatch.setattr(scan, "evaluate_point", counting)
 

@@ -1,7 +1,7 @@
 """A chunked scan on a REAL SLURM cluster through ``hydra/launcher=slurm`` (submitit job array).
 
-``.ci/run`` starts a single-node cluster with ``../shared/tools/slurm-local-cluster.sh start``
-(see shared/reference/slurm-local.md).  The test runs a 3-chunk multirun in which one chunk
+``.ci/run`` starts a single-node cluster with ``../shared/tools/slurm-local-cluster.sh start``.
+The test runs a 3-chunk multirun in which one chunk
 kills itself hard (SIGKILL, as on a node failure), checks the jobs ran under SLURM (job ids in
 the outputs), reruns the same command, merges, and compares with a single-process run.
 Skipped, with the reason, where no cluster answers.

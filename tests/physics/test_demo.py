@@ -20,7 +20,7 @@ from hps_bayes.physics.presets import load_preset
 from hps_bayes.physics.signal import sigma_m, signal_template
 
 MASSES_MEV = [20, 30, 40, 60, 80, 100, 130, 160, 200, 250]
-# Approximate dN/dm (events/GeV) of the real spectra, shared/reference/hps-facts.md; None: not tabulated.
+# Approximate dN/dm (events/GeV) of the real spectra; None: not tabulated.
 FACTS_TABLE = {
     "2015": [3.9e8, 8.3e8, 5.7e8, 8.7e7, 1.1e7, 1.2e6, 2.4e5, None, None, None],
     "2016": [0.0, 2.6e5, 5.4e7, 1.4e8, 1.1e8, 4.7e7, 9.9e6, 1.9e6, 4.4e5, 6e4],

@@ -154,12 +154,10 @@ def test_task_posterior_writes_the_comparison(tmp_path: Path) -> None:
     """task=posterior on the demo data: numbers.json, posterior.nc/.json, plots, comparison CSV."""
     import pandas as pd
 
-    from hps_bayes.cli import task_posterior
-    from hps_bayes.cli.config import _plain, load_config, settings_from_config
+    from hps_bayes.cli.tasks import run_task
 
-    cfg = load_config(["task=posterior", "mass=0.05", f"run_dir={tmp_path}", "background.spurious=off",
-                       "posterior.draws=200", "posterior.tune=300"])
-    table = task_posterior.task_posterior(settings_from_config(cfg), _plain(cfg), tmp_path)
+    table = run_task("posterior", ["mass=0.05", "background.spurious=off", "posterior.draws=200",
+                                   "posterior.tune=300"], tmp_path)
     folder = tmp_path / "m050MeV" / "demo"
     for name in ("numbers.json", "posterior.json", "posterior.nc", "posterior_trace.png", "posterior_A.png",
                  "posterior_ppc.png"):
@@ -212,15 +210,13 @@ def test_scan_samples_the_most_significant_points(tmp_path: Path, caplog: pytest
     reuses the posteriors instead of sampling again."""
     import pandas as pd
 
-    from hps_bayes.cli import task_scan
-    from hps_bayes.cli.config import _plain, load_config, settings_from_config
+    from hps_bayes.cli.tasks import run_task
 
-    cfg = load_config(["scan.mass_min=0.05", "scan.mass_max=0.06", "scan.step=0.01", f"run_dir={tmp_path}",
-                       "background.spurious=off", "plots.per_mass=false", "posterior.scan_top_z=1",
-                       "posterior.scan_masses=[0.0501]", "posterior.draws=100", "posterior.tune=150",
-                       "posterior.ess_bulk_min=50", "posterior.ess_tail_min=50"])
-    settings, plain = settings_from_config(cfg), _plain(cfg)
-    frame = task_scan.task_scan(settings, plain, tmp_path)
+    overrides = ["scan.mass_min=0.05", "scan.mass_max=0.06", "scan.step=0.01", "background.spurious=off",
+                 "plots.per_mass=false", "posterior.scan_top_z=1", "posterior.scan_masses=[0.0501]",
+                 "posterior.draws=100", "posterior.tune=150", "posterior.ess_bulk_min=50",
+                 "posterior.ess_tail_min=50"]
+    frame = run_task("scan", overrides, tmp_path)
     assert sorted(frame.mass) == [0.05, 0.06]
     top = float(frame.loc[frame.Z.idxmax(), "mass"])
     csv = pd.read_csv(tmp_path / "posterior_comparison_demo.csv")
@@ -235,5 +231,5 @@ def test_scan_samples_the_most_significant_points(tmp_path: Path, caplog: pytest
             float(csv.loc[csv.mass == mass, "A_up_credible"].iloc[0]))
         assert (folder / "posterior.nc").is_file() and (folder / "posterior_A.png").is_file()
     with caplog.at_level(logging.INFO, logger="hps_bayes"):
-        task_scan.task_scan(settings, plain, tmp_path)
+        run_task("scan", overrides, tmp_path)
     assert caplog.text.count("posterior reused") == len(csv)

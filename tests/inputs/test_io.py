@@ -214,10 +214,10 @@ def test_crop_errors():
 
 
 def test_validation_of_a_good_spectrum():
-    s = make_spectrum([0.0, 3.0, 5.0, 0.0])
+    s = make_spectrum([0.0, 3000.0, 5000.0, 0.0])
     report = validate_spectrum(s, mass_range=(0.001, 0.004))
     assert report["ok"] and report["problems"] == []
-    assert report["n_bins"] == 4 and report["entries"] == 8.0 and report["empty_bins"] == 2
+    assert report["n_bins"] == 4 and report["entries"] == 8000.0 and report["empty_bins"] == 2
     assert report["bin_width"]["uniform"] and report["mass_range_covered"] is True
     json.dumps(report, allow_nan=False)
     check_analysable(report)

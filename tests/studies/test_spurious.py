@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from hps_bayes.analysis.point import build_window
 from hps_bayes.analysis.settings import resolve_settings
-from hps_bayes.cli.task_spurious import task_spurious
+from hps_bayes.cli.tasks import run_task
 from hps_bayes.errors import ConfigError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.model.objective import WindowObjective
@@ -100,34 +101,38 @@ def test_spurious_relative_takes_the_largest_bias_over_shapes():
     assert list(masses) == [0.03, 0.05] and rel == pytest.approx([30.0 / 1e3, 0.0])
 
 
-def test_task_spurious_writes_csv_plot_and_table(settings, tmp_path: Path):
-    cfg = {"dataset": {"demo": DEMO}, "task": {"families": ["demo", "powerlaw"], "n_toys": 4, "step": 0.04,
-                                               "inject_sigmas": 5.0, "edge_sigmas": None, "write_table": False}}
-    summary = task_spurious(settings, cfg, tmp_path)
+#: task=spurious on the 2015 preset with the reference of DEMO (the study's own settings from the config)
+SPURIOUS = ["dataset=hps2015", f"dataset.demo.n_events={DEMO['n_events']}"]
+
+
+def test_task_spurious_writes_csv_plot_and_table(tmp_path: Path, assert_png):
+    summary = run_task("spurious", [*SPURIOUS, "task.families=[demo,powerlaw]", "task.n_toys=4", "task.step=0.04"],
+                       tmp_path)
     frame = pd.read_csv(tmp_path / "spurious.csv")
     assert set(frame["shape"].unique()) == {"demo", "powerlaw"} and (frame.status == "ok").all()
     assert set(summary) == {"demo", "powerlaw", "all"}
-    assert (tmp_path / "spurious_2015.png").stat().st_size > 0
+    for name in ("spurious_2015.png", "spurious_nuisance_2015.png"):
+        assert_png(tmp_path / name)
     assert load_spurious_table(str(tmp_path / "spurious_2015.csv")).mass.size == frame.mass.nunique()
     assert "| demo |" in studies.summary_table(summary)
 
 
-def test_task_spurious_in_two_chunks_merges_into_the_one_chunk_table(settings, tmp_path: Path):
-    cfg = {"dataset": {"demo": DEMO}, "task": {"families": ["powerlaw"], "n_toys": 3, "step": 0.02,
-                                               "inject_sigmas": 5.0, "edge_sigmas": None, "write_table": False}}
+def test_task_spurious_in_two_chunks_merges_into_the_one_chunk_table(tmp_path: Path, assert_png):
+    overrides = [*SPURIOUS, "task.families=[powerlaw]", "task.n_toys=3", "task.step=0.02"]
     one = tmp_path / "one"
-    task_spurious(settings, cfg, one)
+    run_task("spurious", overrides, one)
     two = tmp_path / "two"
     for k in (1, 0):  # either chunk may finish last
-        chunked = replace(settings, scan=replace(settings.scan, n_chunks=2, chunk=k))
-        result = task_spurious(chunked, cfg, two)
+        result = run_task("spurious", [*overrides, "scan.n_chunks=2", f"scan.chunk={k}"], two)
     assert not (one / "spurious_chunk0of2.csv").exists() and (two / "spurious_chunk1of2.csv").is_file()
     single, merged = pd.read_csv(one / "spurious.csv"), pd.read_csv(two / "spurious.csv")
     assert len(single) > 2 and merged.mass.is_monotonic_increasing
     pd.testing.assert_frame_equal(merged, single)
     assert result == studies.summarise(single)
-    for name in ("spurious_2015.png", "spurious_nuisance_2015.png", "spurious_2015.csv", "spurious_summary.json"):
-        assert (two / name).stat().st_size > 0
+    for name in ("spurious_2015.png", "spurious_nuisance_2015.png"):
+        assert_png(two / name)
+    assert json.loads((two / "spurious_summary.json").read_text())["summary"] == json.loads(
+        (one / "spurious_summary.json").read_text())["summary"]
     assert (two / "spurious_2015.csv").read_text() == (one / "spurious_2015.csv").read_text()
 
 

@@ -12,27 +12,33 @@ import pytest
 
 from hps_bayes.analysis.combine import evaluate_combined
 from hps_bayes.analysis.settings import settings_from_mapping
-from hps_bayes.cli.config import load_config, settings_from_config
-from hps_bayes.cli.task_combine import task_combine
+from hps_bayes.cli.config import _plain, load_config, task_settings
+from hps_bayes.cli.tasks import run_task
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.inputs.root_io import load_spectrum
 
 
-def _run(tmp_path: Path, datasets: list[dict[str, Any]], *extra: str) -> tuple[Any, Any, Path]:
-    cfg = load_config(["task=combine", "scan.step=0.01", "plots.summary=true", *extra])
-    from omegaconf import OmegaConf
+def _override(value: Any) -> str:
+    """``value`` in the command line's override syntax."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_override(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_override(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
 
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(plain, dict)
-    plain["task"]["datasets"] = datasets
+
+def _run(tmp_path: Path, datasets: list[dict[str, Any]], *extra: str) -> tuple[Any, Any, Path]:
     out = tmp_path / "run"
-    single, combined = task_combine(settings_from_config(cfg), plain, out)
+    single, combined = run_task("combine", ["scan.step=0.01", "plots.summary=true",
+                                            f"task.datasets={_override(datasets)}", *extra], out)
     return single, combined, out
 
 
 def _entry(preset: str, tmp_path: Path, **kw: Any) -> dict[str, Any]:
     return {"preset": preset, "path": str(tmp_path / f"{preset}.root"),
-            "demo": {"n_events": 1_000_000, "generate": True}, **kw}
+            "demo": {"n_events": 1_000_000, "generate": "always"}, **kw}
 
 
 def test_combination_of_two_demo_datasets_writes_everything(tmp_path: Path) -> None:
@@ -84,18 +90,16 @@ def test_a_missing_histogram_names_the_dataset_file(tmp_path: Path) -> None:
 
 
 def test_each_dataset_may_have_its_own_background() -> None:
-    from omegaconf import OmegaConf
-
     from hps_bayes.cli.task_combine import combination_members
 
-    cfg = OmegaConf.to_container(load_config(["task=combine", "+task.datasets.2.background=whole15",
-                                              "+task.datasets.1.background={poly_degree: 12}",
-                                              "background.spurious=off"]), resolve=True)
-    members = combination_members(cfg)
+    overrides = ["task=combine", "+task.datasets.2.background=whole15",
+                 "+task.datasets.1.background={poly_degree: 12}", "background.spurious=off"]
+    cfg = load_config(overrides)
+    members = combination_members(task_settings(cfg).datasets, _plain(cfg))
     assert members["2015"][0].background.poly_degree == 10 and members["2015"][0].background.spurious == "off"
     assert members["2016"][0].background.poly_degree == 12 and members["2016"][0].background.spurious == "off"
     whole = members["2021"][0].background  # the named config, not the run's changes
     assert (whole.poly_degree, whole.window_sigmas, whole.spurious) == (15, 1000.0, "table")
-    cfg["task"]["datasets"][0]["background"] = "no_such_background"
+    cfg = load_config([*overrides, "+task.datasets.0.background=no_such_background"])
     with pytest.raises(ConfigError, match="unknown background 'no_such_background'"):
-        combination_members(cfg)
+        combination_members(task_settings(cfg).datasets, _plain(cfg))

@@ -161,7 +161,7 @@ def test_prior_mean_is_where_the_surrogate_returns_far_from_the_points() -> None
         np.testing.assert_allclose(learner.predict(x).mean, y, atol=1e-3)
     with pytest.raises(ConfigError, match="prior_mean"):
         ActiveLearner([(0.0, 1.0)], rng=np.random.default_rng(0), threshold=0.0, prior_mean=float("nan"))
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         for preset, expected_mean in (("wedge", None), ("excess", None), ("callable", None)):
             cfg = compose(config_name="config", overrides=["task=active", f"active={preset}"])
@@ -294,10 +294,9 @@ def test_combined_excess_search_finds_the_largest_local_z(tmp_path: Path, mass0:
     """active=excess_combined (conf/active/excess.yaml with objective.combined=true): EI over the union of the
     2015 and 2016 demo grids (50–100 MeV, 1 MeV steps, both datasets cover it) finds the mass of the largest
     combined local Z within σ(m) with ≤ 20% of the masses; the combination is used where both cover m."""
-    import yaml
-
     from hps_bayes.active.runner import run_configured
     from hps_bayes.analysis.combine import evaluate_combined
+    from hps_bayes.cli.config import load_config, task_settings
 
     overrides: dict[str, object] = {"scan": {"step": 0.001, "mass_min": 0.05, "mass_max": 0.1}}
     if "spurious" in _background_fields():
@@ -311,10 +310,8 @@ def test_combined_excess_search_finds_the_largest_local_z(tmp_path: Path, mass0:
     z_grid = grid_values(objective, grid[:, None])
     target = float(grid[np.nanargmax(z_grid)])
     assert evaluate_combined(spectra, target, settings).datasets == "2015+2016"
-    root = Path(__file__).resolve().parents[1]
-    spec = yaml.safe_load((root / "conf" / "active" / "excess.yaml").read_text())
-    spec["objective"]["combined"] = True
-    spec.update(max_evaluations=int(0.2 * len(grid)), patience=99)
+    spec = task_settings(load_config(["task=active", "active=excess_combined", "active.patience=99",
+                                      f"active.max_evaluations={int(0.2 * len(grid))}"])).active
     summary = run_configured(spec, settings["2015"], tmp_path, spectrum=lambda: spectra["2015"],
                              datasets=lambda: (spectra, settings))
     history = pd.read_csv(tmp_path / "active_history.csv")
@@ -357,7 +354,7 @@ def _cli(*args: str, cwd: Path, log_dir: Path) -> subprocess.CompletedProcess[st
 
 
 def test_task_active_runs_through_submitit_and_resumes(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     run = tmp_path / "run"
     small = [f"run_dir={run}", "active.executor.cluster=debug", "active.candidates=1024", "active.patience=99"]
     proc = _cli(*small, "active.max_evaluations=20", cwd=root, log_dir=tmp_path / "hydra")
@@ -370,7 +367,7 @@ def test_task_active_runs_through_submitit_and_resumes(tmp_path: Path) -> None:
 
 
 def test_task_active_user_callable_and_prompt_model(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = _cli(f"run_dir={tmp_path / 'a'}", "active=callable", "active.max_evaluations=20", cwd=root,
                 log_dir=tmp_path / "hydra")
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -384,7 +381,7 @@ def test_task_active_user_callable_and_prompt_model(tmp_path: Path) -> None:
 def test_task_active_excess_combined_from_the_command_line(tmp_path: Path) -> None:
     """active=excess_combined from the command line: the datasets of task.datasets are loaded (here two of
     the three demo presets), every point is evaluated and the best of the history is reported."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     run = tmp_path / "run"
     two = "task.datasets=[{preset: demo2015, enabled: true}, {preset: demo2016, enabled: true}]"
     proc = _cli(f"run_dir={run}", "active=excess_combined", "active.max_evaluations=6", "active.n_init=3", two,
@@ -403,7 +400,7 @@ def test_task_active_excess_with_toy_based_p0(tmp_path: Path) -> None:
     a multiple of 1/n_toys (the asymptotic formula would give p0 off that lattice), fitted with a nugget."""
     from scipy.stats import norm
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     run = tmp_path / "run"
     proc = _cli(f"run_dir={run}", "active=excess", "stats=toys", "stats.n_toys=200", "active.noise=true",
                 "active.max_evaluations=5", "active.n_init=3", cwd=root, log_dir=tmp_path / "hydra")

@@ -1,0 +1,162 @@
+"""Self-consistency checks of one mass point: numbers that contradict each other are flagged.
+
+Where the likelihood is close to Gaussian in A (the regime the asymptotic
+formulas assume), the numbers of a mass point are tied together:
+
+* the Asimov σ_A = μ/√q_{μ,A} equals the Hessian error of Â on the Asimov data;
+* σ_A equals the Hessian error of Â on the observed data (``sigma_A_stat``,
+  which holds the spurious-signal nuisance S; √(σ_stat² + S²) bounds it from above);
+* the CLs limit is A_up = Â + σ_A Φ⁻¹(1 − α Φ(Â/σ_A)) (arXiv:1007.1727, for both signs of Â);
+* the expected band is μ_up(N) = σ_A (Φ⁻¹(1 − α Φ(N)) + N), so its ratios to the
+  median are fixed numbers (−2σ/median ≈ 0.54 at α = 0.05);
+* the fitted background stays well above zero in every bin of the window.
+
+The limit and band checks hold for CLs limits (``stats.limit=cls``); the band check for
+asymptotic ones only (toy bands are not Gaussian by construction).
+
+:func:`check_point` measures each of these and names every one that is off by
+more than its tolerance; a point that fails any gets status "inconsistent".  The
+tolerances are the spread measured on the clean demo spectra (2015, 2016, 2021
+shapes, every grid point, asymptotic and toy limits) with a margin (the constants below).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import log_ndtr, ndtr, ndtri, ndtri_exp
+
+from hps_bayes.core import FloatArray
+
+# Measured on the clean demo spectra (every default grid point of demo2015, demo2016, demo2021,
+# asymptotic; demo with 300 toys per point): the largest deviation seen, then the tolerance.
+
+#: Largest allowed |ln(σ_A / σ_Hesse,A)|, Asimov σ from q_{μ,A} against the Asimov Hessian
+#: error.  Clean: at most 0.046 (demo2021); allowed 0.25 (a factor 1.28).
+MAX_LOG_ASIMOV_HESSE = 0.25
+#: Largest allowed |ln(σ_A / √(σ_stat² + S²))|, the Asimov σ against the observed Hessian
+#: error with the spurious signal.  Clean: at most 0.074 (demo2021); allowed 0.25.
+MAX_LOG_STAT = 0.25
+#: Largest allowed |A_up − A_up,Gauss| / σ_A (the limit against Â and σ_A).  Clean: at most
+#: 0.059 (asymptotic), 0.34 (300 toys); allowed 0.5, plus 4 Monte Carlo errors ``A_up_error``
+#: of a toy limit.
+MAX_LIMIT_PULL = 0.5
+#: Largest allowed |ratio − Gaussian ratio| of an expected limit to the median one
+#: (asymptotic limits; toy bands are not Gaussian by construction and are not checked).
+#: Clean: at most 0.069 (demo2021); allowed 0.15.
+MAX_BAND_SHAPE = 0.15
+#: Smallest allowed ratio of the fitted background in a bin to its median over the window.
+#: Clean: at least 0.023 (steep spectra at the window ends); allowed 0.002.
+MIN_BACKGROUND_RATIO = 2e-3
+
+
+@dataclass(frozen=True)
+class PointNumbers:
+    """The numbers of one mass point the checks compare (events, except ``alpha``)."""
+
+    a_hat: float
+    sigma_a: float
+    sigma_hesse_asimov: float
+    sigma_stat: float
+    spurious: float
+    a_up: float
+    a_up_error: float
+    a_up_expected: Sequence[float]
+    alpha: float
+    background: FloatArray = field(default_factory=lambda: np.ones(1))
+    limit: str = "cls"
+    toys: bool = False
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """What :func:`check_point` measured (``values``) and the checks that failed (``failures``)."""
+
+    values: dict[str, float]
+    failures: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return not self.failures
+
+    @property
+    def message(self) -> str:
+        """The failures in one line ("" when none)."""
+        return "; ".join(self.failures)
+
+
+def gaussian_limit(a_hat: float, sigma: float, alpha: float) -> float:
+    """The asymptotic CLs limit of a Gaussian Â ~ N(A, σ): Â + σ Φ⁻¹(1 − α Φ(Â/σ)),
+    computed as Â − σ Φ⁻¹(exp(ln α + ln Φ(Â/σ))) so that Â ≪ −σ stays finite."""
+    return float(a_hat - sigma * ndtri_exp(math.log(alpha) + log_ndtr(a_hat / sigma)))
+
+
+def gaussian_band_ratios(alpha: float) -> FloatArray:
+    """Expected limits for N = −2..2 over the median, for a Gaussian Â: σ(Φ⁻¹(1 − αΦ(N)) + N)."""
+    n = np.arange(-2.0, 3.0)
+    band = ndtri(1.0 - alpha * ndtr(n)) + n
+    return np.asarray(band / band[2], dtype=float)
+
+
+def measure(p: PointNumbers) -> dict[str, float]:
+    """The quantities the checks test, NaN where an input is missing."""
+    nan = float("nan")
+    expected = np.asarray(p.a_up_expected, dtype=float)
+    shape = nan
+    if expected.size == 5 and np.all(np.isfinite(expected)) and expected[2] > 0:
+        shape = float(np.max(np.abs(expected / expected[2] - gaussian_band_ratios(p.alpha))))
+    pull = nan
+    if p.limit == "cls" and p.sigma_a > 0 and np.isfinite(p.a_up):
+        pull = (p.a_up - gaussian_limit(p.a_hat, p.sigma_a, p.alpha)) / p.sigma_a
+    bkg = np.asarray(p.background, dtype=float)
+    floor = float(np.min(bkg) / np.median(bkg)) if bkg.size and np.median(bkg) > 0 else nan
+    return {
+        "log_asimov_hesse": _log_ratio(p.sigma_a, p.sigma_hesse_asimov),
+        "log_stat": _log_ratio(p.sigma_a, p.sigma_stat),
+        "stat_bound": _log_ratio(p.sigma_a, math.hypot(p.sigma_stat, p.spurious)),
+        "limit_pull": float(pull),
+        "band_shape": shape if p.limit == "cls" and not p.toys else nan,
+        "background_floor": floor,
+    }
+
+
+def _log_ratio(a: float, b: float) -> float:
+    return math.log(a / b) if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b) else float("nan")
+
+
+def check_point(p: PointNumbers) -> Consistency:
+    """Measure the point's consistency (:func:`measure`) and name every check it fails.
+
+    A quantity that cannot be computed (NaN σ, a non-finite limit) fails its check:
+    the point's numbers cannot be trusted then either.
+    """
+    v = measure(p)
+    failures: list[str] = []
+    ratio_checks = (("log_asimov_hesse", MAX_LOG_ASIMOV_HESSE, "Asimov sigma_A", "the Asimov Hessian error",
+                     p.sigma_hesse_asimov),
+                    ("stat_bound", MAX_LOG_STAT, "sigma_A", "sqrt(sigma_A_stat^2 + S^2) of the observed fit",
+                     math.hypot(p.sigma_stat, p.spurious)))
+    for key, limit, what, other, value in ratio_checks:
+        if not abs(v[key]) <= limit:
+            failures.append(f"{what} = {p.sigma_a:.4g} disagrees with {other} = {value:.4g} "
+                            f"(ratio {math.exp(v[key]) if math.isfinite(v[key]) else float('nan'):.3g}, "
+                            f"allowed {math.exp(-limit):.2f}-{math.exp(limit):.2f})")
+    pull_limit = MAX_LIMIT_PULL + 4.0 * (p.a_up_error / p.sigma_a if np.isfinite(p.a_up_error) and p.sigma_a > 0
+                                         else 0.0)
+    if p.limit == "cls" and not abs(v["limit_pull"]) <= pull_limit:
+        failures.append(f"A_up = {p.a_up:.4g} is {v['limit_pull']:.2f} sigma_A from the Gaussian limit "
+                        f"{gaussian_limit(p.a_hat, p.sigma_a, p.alpha):.4g} of A_hat = {p.a_hat:.4g} and "
+                        f"sigma_A = {p.sigma_a:.4g} (allowed {pull_limit:.2f})")
+    if p.limit == "cls" and not p.toys and not v["band_shape"] <= MAX_BAND_SHAPE:
+        ratio = p.a_up_expected[0] / p.a_up_expected[2] if p.a_up_expected[2] else float("nan")
+        failures.append(f"expected band is not Gaussian-shaped: -2sigma/median = {ratio:.3f} "
+                        f"(Gaussian {gaussian_band_ratios(p.alpha)[0]:.3f}; largest deviation "
+                        f"{v['band_shape']:.3f} > {MAX_BAND_SHAPE})")
+    if not v["background_floor"] >= MIN_BACKGROUND_RATIO:
+        failures.append(f"the fitted background falls to {v['background_floor']:.2g} of its median inside the "
+                        f"window (allowed >= {MIN_BACKGROUND_RATIO:g}): empty or missing bins?")
+    return Consistency(values=v, failures=tuple(failures))

@@ -1,0 +1,389 @@
+"""Faults and damaged inputs: every result is right or flagged, every finished result is kept.
+
+One test per known fault (stale results after a data change, a block of empty bins, a mass at
+the range end, weighted histograms, a rerun with other settings, exit codes and one-line
+errors), and a property-based test that feeds randomly damaged spectra to
+:func:`hps_bayes.evaluate_mass`: each must give a package error or a result whose status says
+what it is, and an "ok" result must pass the self-consistency checks.
+
+The spectrum is the session's 2M-event 2015-like demo (``raw_spectrum_2015``, 0.05 MeV bins).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import hps_bayes
+from hps_bayes.analysis.checks import PointNumbers, check_point, gaussian_band_ratios, gaussian_limit
+from hps_bayes.analysis.rundir import RunFolderConflict, collect_points, point_path, result_key
+from hps_bayes.analysis.scan import prepare_scan
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.errors import ConfigError, HpsBayesError, InputError
+from hps_bayes.inputs.root_io import load_spectrum, write_spectra_root
+from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.inputs.validation import dead_runs, poisson_equivalent, spikes, validate_spectrum
+from hps_bayes.results.files import write_json
+from hps_bayes.results.objects import MassPointResult
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGGED = ("inconsistent", "unreliable", "input_error", "fit_failed")
+
+
+def damaged(spectrum: Spectrum, counts: Any = None, variances: Any = None, edges: Any = None) -> Spectrum:
+    """``spectrum`` with other counts, variances (default: the counts) or edges."""
+    c = spectrum.counts if counts is None else np.asarray(counts, dtype=float)
+    return Spectrum(edges=spectrum.edges if edges is None else edges, counts=c,
+                    variances=c if variances is None else variances, name=spectrum.name, source="damaged")
+
+
+def zeroed(spectrum: Spectrum, lo: float, hi: float) -> Spectrum:
+    """``spectrum`` with the bins whose centres lie in [lo, hi] GeV emptied."""
+    counts = spectrum.counts.copy()
+    counts[(spectrum.centers > lo) & (spectrum.centers < hi)] = 0.0
+    return damaged(spectrum, counts)
+
+
+def demo_config(**stats: Any) -> dict[str, Any]:
+    return {"stats": stats} if stats else {}
+
+
+# --------------------------------------------------------------------------- the five cases
+
+
+def test_stale_results_after_data_change_are_refused_then_replaced(raw_spectrum_2015, tmp_path):
+    other = damaged(raw_spectrum_2015, np.round(raw_spectrum_2015.counts * 1.01))
+    masses = [0.05, 0.07]
+    first = hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", masses=masses, out_dir=tmp_path)
+    assert first.attrs == {"computed": 2, "reused": 0}
+    again = hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", masses=masses, out_dir=tmp_path)
+    assert again.attrs == {"computed": 0, "reused": 2}
+    before = point_path(tmp_path, 0.05, "demo").read_bytes()
+    with pytest.raises(RunFolderConflict, match="spectrum content.*overwrite=true"):
+        hps_bayes.run_scan(other, dataset="demo", masses=masses, out_dir=tmp_path)
+    assert point_path(tmp_path, 0.05, "demo").read_bytes() == before
+    replaced = hps_bayes.run_scan(other, dataset="demo", masses=masses, out_dir=tmp_path, overwrite=True)
+    assert replaced.attrs == {"computed": 2, "reused": 0}
+    stored = json.loads(point_path(tmp_path, 0.05, "demo").read_text())
+    assert stored["key"] == prepare_scan(other, dataset="demo").key != prepare_scan(raw_spectrum_2015).key
+
+
+def test_result_key_covers_table_content_and_version(raw_spectrum_2015, tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text((ROOT / "hps_bayes" / "data" / "spurious_demo.csv").read_text())
+    config = {"background": {"spurious_table": str(table)}}
+    key = prepare_scan(raw_spectrum_2015, dataset="demo", config=config).key
+    assert list(key["tables"]) == [str(table)] and key["version"] == hps_bayes.__version__
+    table.write_text(table.read_text().replace("0.000428041", "0.000500000"))
+    assert prepare_scan(raw_spectrum_2015, dataset="demo", config=config).key["tables"] != key["tables"]
+    settings = resolve_settings("demo", None)
+    assert result_key(settings, raw_spectrum_2015) != result_key(replace(settings, seed=1), raw_spectrum_2015)
+
+
+def test_block_of_empty_bins_refuses_the_windows_over_it(raw_spectrum_2015):
+    hole = zeroed(raw_spectrum_2015, 0.045, 0.055)
+    report = validate_spectrum(hole, mass_range=(0.02, 0.13))
+    assert report["dead_runs_mev"] == [[45.0, 55.0]] and report["ok"]
+    result = hps_bayes.evaluate_mass(hole, 0.05, dataset="demo")
+    assert result.status == "input_error" and "45.00-55.00 MeV are empty" in result.message
+    narrow = zeroed(raw_spectrum_2015, 0.030, 0.032)
+    far = hps_bayes.evaluate_mass(narrow, 0.09, dataset="demo")  # its window starts above 40 MeV
+    assert far.status == "ok" and far.window_lo > 0.032
+
+
+def test_sparse_empty_bins_are_not_dead():
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(0.5, size=2000).astype(float)  # runs of zeros are fluctuations here
+    assert dead_runs(counts) == []
+    counts[100:140] = 0.0
+    assert dead_runs(counts) == [] and dead_runs(np.where(counts > 0, 50.0, counts))  # 40 bins of ~50
+
+
+def test_mass_at_the_range_end_is_flagged(raw_spectrum_2015):
+    result = hps_bayes.evaluate_mass(raw_spectrum_2015, 0.129, dataset="demo")
+    assert result.status == "inconsistent"
+    assert "of the signal lies inside the window" in result.message
+    assert "outside the spurious-signal table" in result.message  # S(m) is not extrapolated
+    assert "disagrees with" in result.message  # and the numbers contradict each other
+    assert np.isfinite(result.A_up)  # the numbers stay, flagged
+    beyond_table = hps_bayes.evaluate_mass(raw_spectrum_2015, 0.1, dataset="demo")  # table: 26-94 MeV
+    assert beyond_table.status == "unreliable" and "S is not measured there" in beyond_table.message
+
+
+def test_checks_flag_the_range_end_numbers_themselves():
+    """The numbers of 129 MeV on the demo (σ_A = 276, σ_stat = 2612, Hessian σ_A,A = 5697)."""
+    numbers = PointNumbers(a_hat=1423.1, sigma_a=276.5, sigma_hesse_asimov=5696.6, sigma_stat=2611.8,
+                           spurious=4.73, a_up=4418.4, a_up_error=0.0,
+                           a_up_expected=(4226.2, 4321.9, 4452.9, 4618.7, 4803.1), alpha=0.05)
+    failures = " | ".join(check_point(numbers).failures)
+    for fragment in ("Asimov Hessian error", "sqrt(sigma_A_stat^2 + S^2)", "sigma_A from the Gaussian limit",
+                     "-2sigma/median = 0.949"):
+        assert fragment in failures
+
+
+def test_checks_pass_a_gaussian_point():
+    sigma, a_hat, alpha = 100.0, -30.0, 0.05
+    band = tuple(float(v) for v in 100.0 * gaussian_band_ratios(alpha) * 1.959964)
+    numbers = PointNumbers(a_hat=a_hat, sigma_a=sigma, sigma_hesse_asimov=sigma, sigma_stat=sigma, spurious=0.0,
+                           a_up=gaussian_limit(a_hat, sigma, alpha), a_up_error=0.0, a_up_expected=band, alpha=alpha)
+    consistency = check_point(numbers)
+    assert consistency.ok and abs(consistency.values["limit_pull"]) < 1e-12
+    assert gaussian_band_ratios(alpha)[0] == pytest.approx(0.537, abs=1e-3)
+
+
+def test_weighted_histogram_is_analysed_as_scaled_poisson(raw_spectrum_2015):
+    w = 0.37
+    weighted = damaged(raw_spectrum_2015, w * raw_spectrum_2015.counts, w**2 * raw_spectrum_2015.counts)
+    plain = hps_bayes.evaluate_mass(raw_spectrum_2015, 0.05, dataset="demo")
+    result = hps_bayes.evaluate_mass(weighted, 0.05, dataset="demo")
+    assert plain.status == result.status == "ok"
+    # the same effective statistics: the same ε² limits; yields in weighted events (×w)
+    assert result.eps2_up == pytest.approx(plain.eps2_up, rel=1e-6)
+    assert result.eps2_up_expected == pytest.approx(plain.eps2_up_expected, rel=1e-6)
+    assert result.A_up == pytest.approx(w * plain.A_up, rel=1e-6)
+    assert result.sigma_A == pytest.approx(w * plain.sigma_A, rel=1e-6)
+
+
+def test_weights_that_vary_too_much_are_refused(raw_spectrum_2015):
+    scale = np.linspace(0.2, 1.0, raw_spectrum_2015.n_bins)
+    spec = damaged(raw_spectrum_2015, raw_spectrum_2015.counts, raw_spectrum_2015.counts * scale)
+    with pytest.raises(InputError, match="weight scale .* varies"):
+        poisson_equivalent(spec)
+
+
+def test_tasks_that_draw_poisson_toys_refuse_weighted_input(raw_spectrum_2015, tmp_path):
+    from hps_bayes.cli.inputs import load_validated
+
+    w = 0.5
+    weighted = damaged(raw_spectrum_2015, w * raw_spectrum_2015.counts, w**2 * raw_spectrum_2015.counts)
+    path = write_spectra_root(tmp_path / "weighted.root", {"invariant_mass": weighted})
+    settings = resolve_settings({**_demo_preset(), "name": "demo", "path": str(path)})
+    assert load_validated(settings, {"task": {"name": "test"}}, tmp_path).n_bins == weighted.n_bins
+    with pytest.raises(InputError, match="weighted .* task=combine"):
+        load_validated(settings, {"task": {"name": "combine"}}, tmp_path)
+
+
+def test_rerun_with_other_settings_keeps_finished_results(raw_spectrum_2015, tmp_path):
+    hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", masses=[0.05], out_dir=tmp_path)
+    before = point_path(tmp_path, 0.05, "demo").read_bytes()
+    with pytest.raises(RunFolderConflict, match="settings"):
+        hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", config=demo_config(alpha=0.10), masses=[0.06],
+                           out_dir=tmp_path)
+    assert point_path(tmp_path, 0.05, "demo").read_bytes() == before
+    assert not point_path(tmp_path, 0.06, "demo").exists()
+
+
+def test_merge_refuses_to_mix_settings(raw_spectrum_2015, tmp_path):
+    from hps_bayes.cli.task_merge import _refuse_mixed
+
+    hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", masses=[0.05], out_dir=tmp_path)
+    hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", config=demo_config(alpha=0.10), masses=[0.06],
+                       out_dir=tmp_path, overwrite=True)
+    settings = prepare_scan(raw_spectrum_2015, dataset="demo").settings
+    _, report = collect_points(tmp_path, settings, masses=[0.05, 0.06])
+    assert report["stale"] == [0.06]
+    with pytest.raises(ConfigError, match="mixes results"):
+        _refuse_mixed(tmp_path, report)
+
+
+# --------------------------------------------------------------------------- errors before any fit
+
+
+@pytest.mark.parametrize(("edit", "error", "fragment"), [
+    (lambda c: np.where(np.arange(c.size) == 1000, np.nan, c), InputError, "NaN counts"),
+    (lambda c: np.where(np.arange(c.size) == 1000, -5.0, c), InputError, "negative counts"),
+    (lambda c: np.where(np.arange(c.size) == 1000, c * 60 + 1e4, c), InputError, "one-bin spikes"),
+    (lambda c: np.random.default_rng(1).multinomial(100, c / c.sum()).astype(float), InputError, "too few"),
+])
+def test_api_validates_like_the_command_line(raw_spectrum_2015, edit, error, fragment):
+    spec = damaged(raw_spectrum_2015, edit(raw_spectrum_2015.counts.copy()))
+    with pytest.raises(error, match=fragment):
+        hps_bayes.evaluate_mass(spec, 0.05, dataset="demo")
+    with pytest.raises(error, match=fragment):
+        hps_bayes.run_scan(spec, dataset="demo", masses=[0.05])
+
+
+@pytest.mark.parametrize("mass", ["abc", float("nan"), -0.05, None])
+def test_a_mass_that_is_not_a_number_is_refused(raw_spectrum_2015, mass):
+    with pytest.raises(ConfigError, match="mass="):
+        hps_bayes.evaluate_mass(raw_spectrum_2015, mass, dataset="demo")
+
+
+def test_missing_spurious_table_stops_before_any_fit(raw_spectrum_2015, tmp_path):
+    config = {"background": {"spurious_table": str(tmp_path / "missing.csv")}}
+    with pytest.raises(ConfigError, match="missing.csv not found"):
+        hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", config=config, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_variable_binning_names_rebin_1(raw_spectrum_2015):
+    edges = raw_spectrum_2015.edges.copy()
+    edges[1:-1:2] += 0.2 * np.diff(edges)[0]
+    spec = damaged(raw_spectrum_2015, edges=edges)
+    with pytest.raises(InputError, match="dataset.rebin=1"):
+        hps_bayes.evaluate_mass(spec, 0.05, dataset="demo")
+
+
+def test_spikes_are_one_bin_only():
+    counts = np.full(200, 100.0)
+    counts[50] = 1000.0
+    counts[120:126] = 1000.0  # a wide excess is not a spike
+    assert spikes(counts).tolist() == [50]
+
+
+def test_truncated_root_file_is_a_one_line_error(raw_spectrum_2015, tmp_path):
+    path = write_spectra_root(tmp_path / "full.root", {"invariant_mass": raw_spectrum_2015})
+    cut = tmp_path / "cut.root"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 4])  # the histogram's bytes cut
+    with pytest.raises(InputError, match="damaged or truncated") as info:
+        load_spectrum(cut, "invariant_mass")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_with_a_demo_preset_is_not_generated(tmp_path):
+    from hps_bayes.cli.inputs import ensure_input
+
+    settings = resolve_settings({"name": "demo", **_demo_preset(), "path": str(tmp_path / "mine.root")})
+    with pytest.raises(InputError, match="task=simulate"):
+        ensure_input(settings, {"dataset": {"demo": {"generate": True}}})
+    assert not (tmp_path / "mine.root").exists()
+
+
+def _demo_preset() -> dict[str, Any]:
+    return {k: v for k, v in resolve_settings("demo").dataset.to_dict().items() if k != "name"}
+
+
+def test_finished_run_without_any_ok_point_exits_non_zero():
+    import pandas as pd
+
+    from hps_bayes.cli.app import EXIT_NO_RESULT, NoResultError, finished
+
+    with pytest.raises(NoResultError) as info:
+        finished(pd.DataFrame({"status": ["fit_failed", "input_error"]}))
+    assert info.value.exit_code == EXIT_NO_RESULT
+    assert finished(pd.DataFrame({"status": ["ok", "fit_failed"]})) is not None
+    with pytest.raises(NoResultError):
+        finished(MassPointResult(dataset="demo", mass=0.05, status="inconsistent"))
+
+
+def test_results_are_readable_by_the_group(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "sub" / "numbers.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.parent.stat().st_mode & 0o777 == 0o755
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "hps_bayes", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["task=test", "mass=abc"], "mass='abc'"),
+    (["task=test", "mass=0.05", "seed=-1"], "seed=-1"),
+])
+def test_bad_top_level_values_are_one_line_errors(tmp_path, args, fragment):
+    run = tmp_path / "run"
+    proc = _cli(*args, f"run_dir={run}", f"hydra.run.dir={run}", cwd=ROOT)
+    assert proc.returncode == 2
+    assert fragment in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_unwritable_run_folder_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    run = blocker / "run"  # a folder inside a file cannot be made, even by root
+    proc = _cli("task=test", "mass=0.05", f"run_dir={run}", f"hydra.run.dir={run}", cwd=ROOT)
+    assert proc.returncode == 2
+    assert "run folder" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_command_line_keeps_the_run_folder_of_other_settings(tmp_path):
+    from hps_bayes.cli.tasks import run_task
+
+    run = tmp_path / "run"
+    run_task("test", ["mass=0.05", "plots.per_mass=false"], run_dir=run)
+    hydra_config = run / ".hydra" / "config.yaml"
+    hydra_config.parent.mkdir()
+    hydra_config.write_text("the earlier run's config\n")
+    numbers = point_path(run, 0.05, "demo").read_bytes()
+    proc = _cli("task=test", "mass=0.05", "stats.alpha=0.1", f"run_dir={run}", f"hydra.run.dir={run}", cwd=ROOT)
+    assert proc.returncode == 2
+    assert "overwrite=true" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    assert hydra_config.read_text() == "the earlier run's config\n"
+    assert point_path(run, 0.05, "demo").read_bytes() == numbers
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+@st.composite
+def damage(draw: Any) -> dict[str, Any]:
+    """One random damage of the spectrum: its kind and parameters."""
+    kind = draw(st.sampled_from(["hole", "spike", "nan", "negative", "weights", "few", "shift", "clean"]))
+    return {"kind": kind, "mass": draw(st.sampled_from([0.03, 0.05, 0.08, 0.1, 0.125])),
+            "where": draw(st.floats(0.021, 0.129)), "size": draw(st.floats(0.0, 1.0))}
+
+
+def apply_damage(spec: Spectrum, d: dict[str, Any]) -> Spectrum:
+    counts, i = spec.counts.copy(), int(np.searchsorted(spec.centers, d["where"]))
+    kind, size = d["kind"], d["size"]
+    if kind == "hole":
+        counts[i:i + 1 + int(size * 300)] = 0.0
+    elif kind == "spike":
+        counts[i] += counts[i] * 100 * size + 10
+    elif kind in ("nan", "negative"):
+        counts[i] = np.nan if kind == "nan" else -1.0 - size
+    elif kind == "weights":
+        w = 0.1 + size
+        return damaged(spec, w * counts, w**2 * counts * (1.0 + 0.2 * size * np.sin(np.arange(counts.size))))
+    elif kind == "few":
+        counts = np.random.default_rng(0).binomial(counts.astype(np.int64), 10 ** (-1 - 4 * size)).astype(float)
+    elif kind == "shift":
+        return damaged(spec, edges=spec.edges + 0.05 * size)
+    return damaged(spec, counts)
+
+
+def consistent(result: MassPointResult) -> bool:
+    """The self-consistency checks that a result's own columns allow."""
+    numbers = PointNumbers(a_hat=result.A_hat, sigma_a=result.sigma_A, sigma_hesse_asimov=result.sigma_A,
+                           sigma_stat=result.sigma_A_stat, spurious=result.spurious_signal, a_up=result.A_up,
+                           a_up_error=0.0, a_up_expected=result.A_up_expected, alpha=0.05)
+    return check_point(numbers).ok
+
+
+@settings(max_examples=40, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(d=damage())
+@example(d={"kind": "spike", "mass": 0.05, "where": 0.052, "size": 0.5})
+@example(d={"kind": "spike", "mass": 0.08, "where": 0.08, "size": 0.0})
+@example(d={"kind": "hole", "mass": 0.05, "where": 0.045, "size": 0.7})
+@example(d={"kind": "few", "mass": 0.05, "where": 0.05, "size": 0.5})
+@example(d={"kind": "weights", "mass": 0.05, "where": 0.05, "size": 0.3})
+@example(d={"kind": "shift", "mass": 0.03, "where": 0.05, "size": 0.2})
+@example(d={"kind": "clean", "mass": 0.125, "where": 0.05, "size": 0.0})
+def test_damaged_spectra_give_an_error_a_flag_or_consistent_numbers(raw_spectrum_2015, d):
+    spec = apply_damage(raw_spectrum_2015, d)
+    try:
+        result = hps_bayes.evaluate_mass(spec, d["mass"], dataset="demo")
+    except HpsBayesError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert result.status == "ok" or result.status in FLAGGED, result.status
+    assert result.status != "ok" or consistent(result), result
+    if result.status != "ok":
+        assert result.message
