@@ -61,7 +61,11 @@ class CompiledWindowModel:
             log_b = log_offset + basis @ coef + phi @ (beta * sqrt_psd)
             pm.Deterministic("background", pt.exp(log_b))
             pm.Deterministic("gp_basis", phi * sqrt_psd)
-            pm.Poisson("n", mu=pt.exp(log_b) + (amp + spurious_size * nu) * template, observed=counts)
+            # Poisson log-likelihood of the counts as a potential, not an observed variable: PyMC casts
+            # observed data of a discrete distribution to integers, which would floor the non-integer
+            # counts of Asimov data sets (the asymptotic calculator fits them).
+            expected = pt.exp(log_b) + (amp + spurious_size * nu) * template
+            pm.Potential("n", pm.logp(pm.Poisson.dist(mu=expected), counts).sum())
         return model
 
     def _compile(self) -> tuple[Any, Any, Any]:

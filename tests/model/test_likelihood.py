@@ -51,3 +51,20 @@ def test_compiled_and_batched_objectives_agree_with_the_gp_on(spectrum_2015: Spe
     off = theta.copy()
     off[beta] = 0.0
     assert abs(obj.nll(off, FitData(counts, aux)) - f1) > 1e3 * RTOL_VALUE * abs(f1)
+
+
+def test_non_integer_counts_are_not_rounded(spectrum_2015: Spectrum) -> None:
+    """Asimov data sets have non-integer counts: the compiled objective takes them as they are,
+    like the batched one (a discrete observed variable would floor them)."""
+    settings = BackgroundSettings()
+    obj = _objective(spectrum_2015, 0.05, settings)
+    theta = newton_fit(obj, obj.observed()).theta
+    asimov = obj.expected_counts(theta)
+    aux = np.zeros(obj.model.n_aux)
+    f_asimov = obj.nll(theta, FitData(asimov, aux))
+    f_floor = obj.nll(theta, FitData(np.floor(asimov), aux))
+    f_batch = obj.nll_batch(theta[None], asimov[None], aux[None])[0]
+    assert f_asimov == pytest.approx(f_batch, rel=RTOL_VALUE)
+    # flooring moves the NLL by 2e-3 here (n log mu - ln n! nearly cancels its change near n = mu), far above
+    # the agreement tolerance
+    assert abs(f_asimov - f_floor) > 1e3 * RTOL_VALUE * abs(f_asimov)
