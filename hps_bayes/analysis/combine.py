@@ -25,7 +25,15 @@ import numpy as np
 
 from hps_bayes import __version__
 from hps_bayes.analysis.grid import fit_range, prepare_spectrum
-from hps_bayes.analysis.point import TOY_SCAN_POINTS, background_density, build_window
+from hps_bayes.analysis.checks import PointNumbers, check_point
+from hps_bayes.analysis.point import (
+    TOY_SCAN_POINTS,
+    _sigma_hesse_asimov,
+    _status,
+    background_density,
+    build_window,
+    window_notes,
+)
 from hps_bayes.analysis.seeds import COMBINED, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FitData, FloatArray
@@ -167,6 +175,7 @@ class _Member:
     objective: WindowObjective
     k: float
     sigma_eps2: float
+    notes: tuple[str, ...] = ()
 
 
 def datasets_covering(mass: float, settings: Mapping[str, AnalysisSettings]) -> list[str]:
@@ -184,7 +193,8 @@ def _member(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> _Mem
     rho = background_density(objective, calc.fit_at_zero.theta)
     k = float(yield_per_eps2(mass, f_rad=float(f_rad(mass, preset)), rho=rho, n_eff=preset.n_eff,
                              alpha_em=preset.alpha_em))
-    return _Member(preset.name, objective, k, calc.sigma_hesse / k)
+    notes = tuple(f"{preset.name}: {n}" for n in window_notes(window, settings))
+    return _Member(preset.name, objective, k, calc.sigma_hesse / k, notes)
 
 
 def evaluate_combined(
@@ -224,9 +234,17 @@ def evaluate_combined(
         disc = asymptotic.discovery()
         limit = upper_limit(asymptotic, alpha=alpha)
         converged = asymptotic.converged and limit.converged
+    # the same self-consistency checks as a single dataset's point (in units of the scaled ε²; the
+    # spurious-signal nuisances are inside the joint fit, so its Hessian error already holds them)
+    consistency = check_point(PointNumbers(
+        a_hat=asymptotic.mu_hat, sigma_a=asymptotic.sigma_mu(), sigma_hesse_asimov=_sigma_hesse_asimov(asymptotic),
+        sigma_stat=asymptotic.free_fit.poi_error(objective), spurious=0.0, a_up=limit.mu_up,
+        a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
+        alpha=alpha, limit=limit.method, toys=limit.n_toys > 0))
+    status, message = _status(converged, limit.message, consistency, [n for m in members for n in m.notes])
     return CombinedResult(
-        mass=float(mass), datasets="+".join(m.name for m in members), status="ok" if converged else "fit_failed",
-        message="" if converged else limit.message, eps2_hat=asymptotic.mu_hat * scale,
+        mass=float(mass), datasets="+".join(m.name for m in members), status=status,
+        message=message, eps2_hat=asymptotic.mu_hat * scale,
         sigma_eps2=asymptotic.sigma_mu() * scale, q0=disc.q0, p0=disc.p0, Z=disc.z0, eps2_up=limit.mu_up * scale,
         eps2_up_expected=tuple(v * scale for v in limit.mu_up_expected),
         k_factors=tuple(m.k for m in members), sigma_eps2_single=tuple(m.sigma_eps2 for m in members),

@@ -114,3 +114,16 @@ def test_combined_toy_limit_agrees_with_asymptotic_at_large_counts(raw_spectrum_
     # thousands of events per bin: the asymptotic formulae hold; 2000 toys leave a few % of MC error
     assert toys.eps2_up == pytest.approx(asym.eps2_up, rel=0.08)
     assert toys.eps2_up_expected[2] == pytest.approx(asym.eps2_up_expected[2], rel=0.08)
+
+
+def test_combined_point_inherits_a_members_range_end_flag(raw_spectrum_2015: Spectrum,
+                                                          spectrum_2016: Spectrum) -> None:
+    """At 125 MeV the 2015 window is cut by its range end (130 MeV): the combined row is not "ok"
+    and its message names the dataset, as the single-dataset row would."""
+    settings = {"2015": S2015, "2016": S2016}
+    spectra = {"2015": raw_spectrum_2015, "2016": spectrum_2016}
+    single = evaluate_point(prepare_spectrum(raw_spectrum_2015, S2015), 0.125, S2015)
+    assert single.status != "ok"
+    result = evaluate_combined(spectra, 0.125, settings)
+    assert result.datasets == "2015+2016"
+    assert result.status in {"unreliable", "inconsistent"} and "2015:" in result.message

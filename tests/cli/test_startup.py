@@ -1,0 +1,52 @@
+"""Start-up: a run imports only what its task needs, and ``python -m hps_bayes`` ends with the command's status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hps_bayes.physics.demo import write_demo_file
+from hps_bayes.physics.presets import load_preset
+
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+#: A one-mass scan without plots or posteriors, then the plotting/sampling libraries it loaded.
+SCRIPT = """
+import sys
+from hps_bayes.cli.tasks import run_task
+run_task("scan", [f"dataset.path={sys.argv[1]}", "scan.mass_min=0.05", "scan.mass_max=0.05",
+                  "plots.summary=false", *sys.argv[3:]], run_dir=sys.argv[2])
+print(sorted(m for m in ("arviz", "matplotlib", "mplhep") if m in sys.modules))
+"""
+
+
+@pytest.fixture(scope="module")
+def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "demo.root"
+    return write_demo_file(path, load_preset("demo"), n_events=2e6, seed=5, shape="2015")
+
+
+@pytest.mark.parametrize(("extra", "loaded"), [
+    ([], "[]"),
+    (["plots.per_mass=true"], "['matplotlib', 'mplhep']"),
+])
+def test_a_scan_imports_plotting_only_to_plot(demo_file: Path, tmp_path: Path, extra: list[str], loaded: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(demo_file), str(tmp_path / "run"), *extra], cwd=tmp_path,
+                          env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == loaded
+
+
+def test_the_command_line_exits_with_the_commands_status(tmp_path: Path) -> None:
+    """The process ends without the interpreter's teardown, so the status is passed on by hand."""
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hps_bayes", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+                              cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+
+    failed = status("task=test")  # no mass: a configuration error
+    assert failed.returncode == 2 and "task=test needs a mass" in failed.stdout + failed.stderr
+    shown = status("--help")
+    assert shown.returncode == 0 and "hps-bayes" in shown.stdout
