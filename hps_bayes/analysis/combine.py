@@ -24,8 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 from hps_bayes import __version__
-from hps_bayes.analysis.grid import fit_range, prepare_spectrum
 from hps_bayes.analysis.checks import PointNumbers, check_point
+from hps_bayes.analysis.grid import fit_range, prepare_spectrum
 from hps_bayes.analysis.point import (
     TOY_SCAN_POINTS,
     _sigma_hesse_asimov,
