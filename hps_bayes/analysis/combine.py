@@ -25,7 +25,7 @@ import numpy as np
 
 from hps_bayes import __version__
 from hps_bayes.analysis.checks import PointNumbers, check_point
-from hps_bayes.analysis.grid import fit_range, prepare_spectrum
+from hps_bayes.analysis.grid import prepare_spectrum, search_range
 from hps_bayes.analysis.point import (
     TOY_SCAN_POINTS,
     _sigma_hesse_asimov,
@@ -179,10 +179,11 @@ class _Member:
 
 
 def datasets_covering(mass: float, settings: Mapping[str, AnalysisSettings]) -> list[str]:
-    """Names of the datasets whose background fit range (:func:`hps_bayes.scan.fit_range`: the mass range,
-    above a sharp turn-on where the guard is on) contains ``mass``."""
-    ranges = {name: fit_range(s) for name, s in settings.items()}
-    return [name for name, (lo, hi) in ranges.items() if lo <= mass <= hi]
+    """Names of the datasets whose search range (:func:`~hps_bayes.analysis.grid.search_range`: the
+    range its own scan searches, ``scan.edge_sigmas``·σ(m) inside the fit range above a sharp turn-on)
+    contains ``mass``: a dataset joins the combination only where its own window is whole."""
+    ranges = {name: search_range(s) for name, s in settings.items()}
+    return [name for name, (lo, hi) in ranges.items() if lo - 1e-9 <= mass <= hi + 1e-9]
 
 
 def _member(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> _Member:
@@ -218,7 +219,7 @@ def evaluate_combined(
     names = datasets_covering(mass, settings)
     if not names:
         raise InputError(f"no dataset covers m = {mass * 1e3:.2f} MeV; ranges: "
-                         f"{ {n: fit_range(s) for n, s in settings.items()} }")
+                         f"{ {n: search_range(s) for n, s in settings.items()} }")
     members = [_member(spectra[n], mass, settings[n]) for n in names]
     scale = 1.0 / float(np.sqrt(np.sum([1.0 / m.sigma_eps2**2 for m in members])))
     objective = CombinedObjective([m.objective for m in members], [m.k for m in members], scale=scale)

@@ -31,6 +31,15 @@ def default_grid_ends(settings: AnalysisSettings) -> tuple[float, float]:
     return float(lo + edge * sigma_m(lo, preset)), float(hi - edge * sigma_m(hi, preset))
 
 
+def search_range(settings: AnalysisSettings) -> tuple[float, float]:
+    """The masses a scan of this dataset searches (GeV): ``scan.mass_min``..``mass_max``, an unset
+    end at :func:`default_grid_ends`."""
+    lo, hi = default_grid_ends(settings)
+    scan = settings.scan
+    return (lo if scan.mass_min is None else float(scan.mass_min),
+            hi if scan.mass_max is None else float(scan.mass_max))
+
+
 def mass_grid(settings: AnalysisSettings) -> FloatArray:
     """The scan's masses (GeV): ``scan.mass_min``..``mass_max`` in ``scan.step``.
 
@@ -38,9 +47,7 @@ def mass_grid(settings: AnalysisSettings) -> FloatArray:
     at each end, so that no window loses more than half its width to the range end.
     """
     scan = settings.scan
-    lo, hi = default_grid_ends(settings)
-    lo = lo if scan.mass_min is None else scan.mass_min
-    hi = hi if scan.mass_max is None else scan.mass_max
+    lo, hi = search_range(settings)
     # start on a multiple of the step so that grids of different runs line up
     start = math.ceil(round(lo / scan.step, 9)) * scan.step
     masses = np.arange(start, hi + 1e-9, scan.step)

@@ -118,11 +118,13 @@ def test_combined_toy_limit_agrees_with_asymptotic_at_large_counts(raw_spectrum_
 
 def test_combined_point_inherits_a_members_range_end_flag(raw_spectrum_2015: Spectrum,
                                                           spectrum_2016: Spectrum) -> None:
-    """At 125 MeV the 2015 window is cut by its range end (130 MeV): the combined row is not "ok"
-    and its message names the dataset, as the single-dataset row would."""
-    settings = {"2015": S2015, "2016": S2016}
+    """A search extended by hand to 125 MeV, where the 2015 window is cut by its range end (130 MeV):
+    the combined row is not "ok" and its message names the dataset, as the single-dataset row's."""
+    s2015 = replace(S2015, scan=replace(S2015.scan, mass_max=0.125))
+    settings = {"2015": s2015, "2016": S2016}
     spectra = {"2015": raw_spectrum_2015, "2016": spectrum_2016}
-    single = evaluate_point(prepare_spectrum(raw_spectrum_2015, S2015), 0.125, S2015)
+    assert datasets_covering(0.125, {"2015": S2015, "2016": S2016}) == ["2016"]  # the default search ends at ~96 MeV
+    single = evaluate_point(prepare_spectrum(raw_spectrum_2015, s2015), 0.125, s2015)
     assert single.status != "ok"
     result = evaluate_combined(spectra, 0.125, settings)
     assert result.datasets == "2015+2016"
