@@ -104,16 +104,10 @@ def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], o
     check_mass(spectrum, mass, settings)
     frame = run_scan(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
                      provenance={"task": "test"}, handle_signals=True, overwrite=bool(cfg.get("overwrite")))
-    result = MassPointResult.from_dict(_row_to_result(frame.iloc[0].to_dict()))
+    result = MassPointResult.from_row(frame.iloc[0].to_dict())
     _per_mass_plots(spectrum, frame, settings, out, force=True)
     _print_result(result)
     return result
-
-
-def _row_to_result(row: dict[str, Any]) -> dict[str, Any]:
-    for key in ("A_up_expected", "eps2_up_expected"):
-        row[key] = [row.pop(f"{key}_{s}") for s in ("m2", "m1", "median", "p1", "p2")]
-    return row
 
 
 def _summary_plots(frame: Any, settings: AnalysisSettings, out: Path) -> None:
@@ -148,7 +142,7 @@ def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, 
     spec = prepare_spectrum(spectrum, settings)
     with WindowPlotter() as plotter:  # one figure per kind, its artists moved from mass to mass
         for row in rows:
-            result = MassPointResult.from_dict(_row_to_result(dict(row._asdict())))
+            result = MassPointResult.from_row(row._asdict())
             arrays = window_fit_arrays(spec, result, settings)
             plotter.plot_all(arrays, point_path(out, result, settings.dataset.name).parent,
                              ext=settings.plots.format)

@@ -49,9 +49,9 @@ from hps_bayes.plots.style import (
     hep_figure,
     save_figure,
 )
+from hps_bayes.results.objects import BAND_SUFFIXES
 
 # suffixes of the expected-band columns written by MassPointResult.to_row, N = -2..+2
-_BAND_SUFFIXES = ("m2", "m1", "median", "p1", "p2")
 _GREEN, _YELLOW = "#00c000", "#ffd800"
 
 
@@ -90,7 +90,7 @@ def _ok_mask(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _limit_curve(frame: pd.DataFrame, prefix: Literal["eps2_up", "A_up"], dataset_label: str) -> _LimitCurve:
-    band_cols = [f"{prefix}_expected_{s}" for s in _BAND_SUFFIXES]
+    band_cols = [f"{prefix}_expected_{s}" for s in BAND_SUFFIXES]
     _check_frame(frame, ["mass", "status", prefix, *band_cols], dataset_label)
     frame = frame.sort_values("mass", kind="stable")
     ok = _ok_mask(frame, prefix) & (frame[prefix].to_numpy(dtype=float) > 0)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from hps_bayes.results.files import write_table
+from hps_bayes.results.objects import BAND_SUFFIXES
 
-BAND = ("m2", "m1", "median", "p1", "p2")
-LIMIT_COLUMNS = ["source", "mass_GeV", "eps2_up", *[f"eps2_up_expected_{b}" for b in BAND], "p0", "Z", "status"]
+LIMIT_COLUMNS = ["source", "mass_GeV", "eps2_up", *[f"eps2_up_expected_{b}" for b in BAND_SUFFIXES], "p0", "Z", "status"]
 
 
 def limits_table(single: Any | None = None, combined: Any | None = None) -> Any:

@@ -18,6 +18,8 @@ import numpy as np
 from hps_bayes.core import FloatArray
 
 N_SIGMA_BAND = (-2, -1, 0, 1, 2)
+#: column suffixes of the expected band in tables, in the order of ``N_SIGMA_BAND``
+BAND_SUFFIXES = ("m2", "m1", "median", "p1", "p2")
 NAN = float("nan")
 
 
@@ -88,9 +90,17 @@ class MassPointResult:
         row = self.to_dict()
         for key in ("A_up_expected", "eps2_up_expected"):
             values = row.pop(key)
-            for n, v in zip(N_SIGMA_BAND, values, strict=True):
-                row[f"{key}_{_band_suffix(n)}"] = v
+            for suffix, v in zip(BAND_SUFFIXES, values, strict=True):
+                row[f"{key}_{suffix}"] = v
         return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MassPointResult:
+        """The inverse of :meth:`to_row`: a result from one flat table row."""
+        d = dict(row)
+        for key in ("A_up_expected", "eps2_up_expected"):
+            d[key] = [d.pop(f"{key}_{suffix}") for suffix in BAND_SUFFIXES]
+        return cls.from_dict(d)
 
 
 def record_to_dict(record: Any, *, exclude: Iterable[str] = (), lists: bool = False) -> dict[str, Any]:
@@ -142,10 +152,6 @@ def record_from_dict[T](cls: type[T], d: Mapping[str, Any], *, exclude: Iterable
 def _float_or_nan(value: Any) -> float:
     """``float(value)``, NaN for None (how strict JSON stores NaN)."""
     return math.nan if value is None else float(value)
-
-
-def _band_suffix(n: int) -> str:
-    return "median" if n == 0 else (f"p{n}" if n > 0 else f"m{-n}")
 
 
 def mass_label(mass: float) -> str:
@@ -230,8 +236,8 @@ class CombinedResult:
         """Flat row for CSV/Parquet: the band as ``eps2_up_expected_m2 … _p2``, lists joined by ";"."""
         row = self.to_dict()
         band = row.pop("eps2_up_expected")
-        for n, v in zip(N_SIGMA_BAND, band, strict=True):
-            row[f"eps2_up_expected_{_band_suffix(n)}"] = v
+        for suffix, v in zip(BAND_SUFFIXES, band, strict=True):
+            row[f"eps2_up_expected_{suffix}"] = v
         for key in ("k_factors", "sigma_eps2_single"):
             row[key] = ";".join(f"{v:.8g}" for v in row[key])
         return row

@@ -24,6 +24,17 @@ def test_a_mass_point_survives_json_and_keeps_its_tuples(tmp_path: Path) -> None
     assert (back.A_hat, back.window_clipped, back.seed) == (1.5, True, 7)
 
 
+
+def test_a_mass_point_round_trips_through_its_flat_table_row() -> None:
+    result = MassPointResult(dataset="demo", mass=0.03, A_hat=1.5, A_up_expected=(1.0, 2.0, 3.0, 4.0, 5.0),
+                             eps2_up_expected=(6.0, 7.0, 8.0, 9.0, 10.0), seed=7)
+    row = result.to_row()
+    assert row["A_up_expected_m2"] == 1.0 and row["eps2_up_expected_p2"] == 10.0
+    back = MassPointResult.from_row(row)
+    assert back.A_up_expected == result.A_up_expected and back.eps2_up_expected == result.eps2_up_expected
+    assert (back.A_hat, back.seed) == (1.5, 7)
+
+
 def test_a_combined_row_reads_back_from_its_csv_strings() -> None:
     result = CombinedResult(mass=0.05, datasets="2015+2016", k_factors=(1e8, 2e8), sigma_eps2_single=(3e-7, 4e-7))
     row = result.to_row()
