@@ -25,11 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.special import log_ndtr, ndtr, ndtri, ndtri_exp
 
 from hps_bayes.core import FloatArray
+from hps_bayes.errors import FitError
 
 # Measured on the clean demo spectra (every default grid point of demo2015, demo2016, demo2021,
 # asymptotic; demo with 300 toys per point): the largest deviation seen, then the tolerance.
@@ -160,3 +162,24 @@ def check_point(p: PointNumbers) -> Consistency:
         failures.append(f"the fitted background falls to {v['background_floor']:.2g} of its median inside the "
                         f"window (allowed >= {MIN_BACKGROUND_RATIO:g}): empty or missing bins?")
     return Consistency(values=v, failures=tuple(failures))
+
+
+def sigma_hesse_asimov(calc: Any) -> float:
+    """The Asimov Hessian error of Â, NaN where the Asimov Hessian is singular (the check then fails)."""
+    try:
+        return calc.sigma_hesse_asimov()
+    except FitError:
+        return float("nan")
+
+
+def point_status(converged: bool, limit_message: str, consistency: Consistency,
+                 notes: list[str]) -> tuple[str, str]:
+    """The point's status and message: "fit_failed", else "inconsistent" (a self-consistency check
+    failed, :func:`check_point`), else "unreliable" (a window note,
+    :func:`~hps_bayes.analysis.point.window_notes`), else "ok"; the message lists every note and failed check."""
+    if not converged:
+        return "fit_failed", limit_message
+    message = "; ".join([*notes, *consistency.failures])
+    if consistency.failures:
+        return "inconsistent", message
+    return ("unreliable", message) if notes else ("ok", "")

@@ -24,12 +24,10 @@ from typing import Any, Literal
 import numpy as np
 
 from hps_bayes import __version__
-from hps_bayes.analysis.checks import PointNumbers, check_point
+from hps_bayes.analysis.checks import PointNumbers, check_point, point_status, sigma_hesse_asimov
 from hps_bayes.analysis.grid import prepare_spectrum, search_range
 from hps_bayes.analysis.point import (
     TOY_SCAN_POINTS,
-    _sigma_hesse_asimov,
-    _status,
     background_density,
     build_window,
     window_notes,
@@ -238,11 +236,11 @@ def evaluate_combined(
     # the same self-consistency checks as a single dataset's point (in units of the scaled ε²; the
     # spurious-signal nuisances are inside the joint fit, so its Hessian error already holds them)
     consistency = check_point(PointNumbers(
-        a_hat=asymptotic.mu_hat, sigma_a=asymptotic.sigma_mu(), sigma_hesse_asimov=_sigma_hesse_asimov(asymptotic),
+        a_hat=asymptotic.mu_hat, sigma_a=asymptotic.sigma_mu(), sigma_hesse_asimov=sigma_hesse_asimov(asymptotic),
         sigma_stat=asymptotic.free_fit.poi_error(objective), spurious=0.0, a_up=limit.mu_up,
         a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
         alpha=alpha, limit=limit.method, toys=limit.n_toys > 0))
-    status, message = _status(converged, limit.message, consistency, [n for m in members for n in m.notes])
+    status, message = point_status(converged, limit.message, consistency, [n for m in members for n in m.notes])
     return CombinedResult(
         mass=float(mass), datasets="+".join(m.name for m in members), status=status,
         message=message, eps2_hat=asymptotic.mu_hat * scale,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hps_bayes import __version__
-from hps_bayes.analysis.checks import Consistency, PointNumbers, check_point
+from hps_bayes.analysis.checks import PointNumbers, check_point, point_status, sigma_hesse_asimov
 from hps_bayes.analysis.grid import fit_range, guard_turn_on, prepare_spectrum
 from hps_bayes.analysis.seeds import TOY_P0, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
@@ -162,12 +162,12 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
     k = float(yield_per_eps2(mass, f_rad=frad, rho=rho, n_eff=preset.n_eff, alpha_em=preset.alpha_em))
     converged = calc.converged and limit.converged
     consistency = check_point(PointNumbers(
-        a_hat=free.poi(objective), sigma_a=calc.sigma_mu(), sigma_hesse_asimov=_sigma_hesse_asimov(calc),
+        a_hat=free.poi(objective), sigma_a=calc.sigma_mu(), sigma_hesse_asimov=sigma_hesse_asimov(calc),
         sigma_stat=free.poi_error(objective), spurious=window.spurious, a_up=limit.mu_up,
         a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
         alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0,
         background=np.concatenate([objective.background(free.theta), objective.background(null.theta)])))
-    status, message = _status(converged, limit.message, consistency, window_notes(window, settings))
+    status, message = point_status(converged, limit.message, consistency, window_notes(window, settings))
     return MassPointResult(
         dataset=preset.name, mass=float(mass), status=status, message=message,
         sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
@@ -183,26 +183,6 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
         seed=settings.seed, config_hash=settings.config_hash(), version=__version__,
         seconds=time.perf_counter() - t_start,
     )
-
-
-def _sigma_hesse_asimov(calc: AsymptoticCalculator) -> float:
-    """The Asimov Hessian error of Â, NaN where the Asimov Hessian is singular (the check then fails)."""
-    try:
-        return calc.sigma_hesse_asimov()
-    except FitError:
-        return float("nan")
-
-
-def _status(converged: bool, limit_message: str, consistency: Consistency, notes: list[str]) -> tuple[str, str]:
-    """The point's status and message: "fit_failed", else "inconsistent" (a self-consistency check
-    failed, :func:`~hps_bayes.analysis.checks.check_point`), else "unreliable" (a window note,
-    :func:`window_notes`), else "ok"; the message lists every note and failed check."""
-    if not converged:
-        return "fit_failed", limit_message
-    message = "; ".join([*notes, *consistency.failures])
-    if consistency.failures:
-        return "inconsistent", message
-    return ("unreliable", message) if notes else ("ok", "")
 
 
 def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSettings,
