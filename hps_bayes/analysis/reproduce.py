@@ -11,6 +11,7 @@ the median expected limit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.stats.lee import regions_global_pvalue
+from hps_bayes.stats.simple import known_background_sigma
 
 __all__ = ["PUBLISHED_2015", "RatioSummary", "Step", "deep_merge", "load_published", "ratio_to_published",
            "run_steps", "step_settings", "summarize", "window_gof"]
@@ -59,6 +61,9 @@ class RatioSummary:
     power_constrained : fraction of masses whose observed limit is the −1σ expected one (PCL).
     gof_median, gof_bad : median Poisson deviance per degree of freedom of the background-only window
         fits, and the fraction of masses whose fit has a χ² p-value below 0.01 (:func:`window_gof`).
+    sigma_floor_ratio : median σ_A / σ_A⁰, σ_A⁰ the known-background floor of each window
+        (:func:`hps_bayes.stats.known_background_sigma` of the background-only fit, :func:`window_gof`);
+        NaN without a ``window_gof`` table.
     z_max, mass_at_z_max : the largest local Z and its mass (GeV).
     p_global_regions, n_regions : the published global-significance recipe N_reg · p_local.
     """
@@ -82,6 +87,7 @@ class RatioSummary:
     mass_at_z_max: float
     p_global_regions: float
     n_regions: float
+    sigma_floor_ratio: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +142,8 @@ def ratio_to_published(frame: Any, published: Any, *, column: str, mass_lo: floa
 
 
 def window_gof(spectrum: Spectrum, settings: AnalysisSettings, masses: Sequence[float]) -> Any:
-    """Goodness of fit of the background-only window fit at each mass: Poisson deviance, ndf, χ² p-value.
+    """Goodness of fit of the background-only window fit at each mass: Poisson deviance, ndf, χ² p-value,
+    and the known-background floor σ_A⁰ of the window (``sigma_floor``: its fitted background taken as known).
 
     D = 2 Σ [μ − n + n ln(n/μ)] of the fit at A = 0 with ndf = bins − free background coefficients;
     the p-value is that of χ²_ndf (a rough guide at low counts).  Masses whose window cannot be built
@@ -154,13 +161,14 @@ def window_gof(spectrum: Spectrum, settings: AnalysisSettings, masses: Sequence[
             objective = WindowObjective(build_window(spec, float(mass), settings), settings.background)
             fit = newton_fit(objective, objective.observed(), poi_fixed=0.0)
         except (InputError, ArithmeticError, np.linalg.LinAlgError):
-            rows.append((float(mass), np.nan, np.nan, np.nan))
+            rows.append((float(mass), np.nan, np.nan, np.nan, np.nan))
             continue
         n, mu = objective.window.counts, objective.background(fit.theta)
         deviance = float(2.0 * np.sum(mu - n + xlogy(n, n) - xlogy(n, mu)))
         ndf = objective.window.n_bins - objective.window.legendre.shape[1]
-        rows.append((float(mass), deviance, ndf, float(chi2.sf(deviance, ndf))))
-    return pd.DataFrame(rows, columns=["mass", "deviance", "ndf", "p_gof"])
+        floor = known_background_sigma(objective.window.template, mu)
+        rows.append((float(mass), deviance, ndf, float(chi2.sf(deviance, ndf)), floor))
+    return pd.DataFrame(rows, columns=["mass", "deviance", "ndf", "p_gof", "sigma_floor"])
 
 
 def summarize(frame: Any, published: Any, *, label: str, mass_lo: float, mass_hi: float,
@@ -179,6 +187,9 @@ def summarize(frame: Any, published: Any, *, label: str, mass_lo: float, mass_hi
     fits = gof[(gof.mass >= mass_lo - 1e-9) & (gof.mass <= mass_hi + 1e-9)].dropna() if gof is not None else None
     gof_median = float(np.median(fits.deviance / fits.ndf)) if fits is not None and len(fits) else float("nan")
     gof_bad = float(np.mean(fits.p_gof < 0.01)) if fits is not None and len(fits) else float("nan")
+    floor = dict(zip(fits.mass.round(7), fits.sigma_floor, strict=True)) if fits is not None else {}
+    ratios = [s / floor[m] for m, s in zip(inside.mass.round(7), inside.sigma_A, strict=True) if m in floor]
+    floor_ratio = float(np.median(ratios)) if ratios else float("nan")
     i = int(np.nanargmax(ok.Z.to_numpy()))
     n_reg, p_global = regions_global_pvalue(float(ok.p0.iloc[i]), ok.mass.to_numpy(), ok.sigma_m.to_numpy())
     q = np.percentile
@@ -188,7 +199,8 @@ def summarize(frame: Any, published: Any, *, label: str, mass_lo: float, mass_hi
         expected_p84=float(q(exp, 84)), sigma_A_median=float(np.median(inside.sigma_A)),
         pull_p16=float(q(pull, 16)), pull_median=float(np.median(pull)), pull_p84=float(q(pull, 84)),
         power_constrained=constrained, gof_median=gof_median, gof_bad=gof_bad, z_max=float(ok.Z.iloc[i]),
-        mass_at_z_max=float(ok.mass.iloc[i]), p_global_regions=p_global, n_regions=n_reg)
+        mass_at_z_max=float(ok.mass.iloc[i]), p_global_regions=p_global, n_regions=n_reg,
+        sigma_floor_ratio=floor_ratio)
 
 
 def run_steps(spectrum: Spectrum, steps: Sequence[Step], settings: Sequence[AnalysisSettings], *,

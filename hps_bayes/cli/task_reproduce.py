@@ -49,14 +49,14 @@ def _steps(task: ReproduceTask) -> list[Step]:
 
 def markdown_table(summaries: list[RatioSummary]) -> str:
     """The summaries as a Markdown table (ratios ε²_ours / ε²_published: median [16 %, 84 %])."""
-    header = ("| step | masses | observed: median [16%, 84%] | expected: median [16%, 84%] | median σ_A | "
+    header = ("| step | masses | observed: median [16%, 84%] | expected: median [16%, 84%] | median σ_A | σ_A/σ_A⁰ | "
               "Â/σ_A: median [16%, 84%] | PCL-constrained | deviance/ndf (p < 0.01) | max local Z (mass) | "
               "p_global = N_reg·p_local |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {s.label} | {s.n_masses} | {s.observed_median:.2f} [{s.observed_p16:.2f}, "
                      f"{s.observed_p84:.2f}] | {s.expected_median:.2f} [{s.expected_p16:.2f}, {s.expected_p84:.2f}] "
-                     f"| {s.sigma_A_median:.0f} | {s.pull_median:.2f} [{s.pull_p16:.2f}, {s.pull_p84:.2f}] "
+                     f"| {s.sigma_A_median:.0f} | {s.sigma_floor_ratio:.2f} | {s.pull_median:.2f} [{s.pull_p16:.2f}, {s.pull_p84:.2f}] "
                      f"| {100 * s.power_constrained:.0f}% | {s.gof_median:.2f} ({100 * s.gof_bad:.0f}%) "
                      f"| {s.z_max:.2f} ({s.mass_at_z_max * 1e3:.1f} MeV) | "
                      f"{s.p_global_regions:.2g} (N_reg = {s.n_regions:.0f}) |")

@@ -25,7 +25,7 @@ from hps_bayes.stats.limits import (
     hypotest,
     upper_limit,
 )
-from hps_bayes.stats.simple import KnownBackgroundObjective, cls_upper_limit
+from hps_bayes.stats.simple import KnownBackgroundObjective, cls_upper_limit, known_background_sigma
 from hps_bayes.stats.teststat import fit_fixed, fit_free, q0, q0_from_fits, q_mu_tilde, q_mu_tilde_from_fits
 from hps_bayes.stats.toys import ToyCalculator, ToyEnsemble, draw_toys, empirical_pvalue
 
@@ -51,6 +51,7 @@ __all__ = [
     "fit_fixed",
     "fit_free",
     "hypotest",
+    "known_background_sigma",
     "q0",
     "q0_from_fits",
     "q_mu_tilde",

@@ -27,6 +27,17 @@ from hps_bayes.stats.toys import ToyCalculator
 __all__ = ["KnownBackgroundObjective", "cls_upper_limit"]
 
 
+def known_background_sigma(template: ArrayLike, background: ArrayLike) -> float:
+    """σ_A of a fit with the background known, σ_A⁰ = (Σ_i T_i² / b_i)^(−1/2): the floor any
+    background model's σ_A is compared with (the Fisher information of A at A = 0 in Poisson bins).
+
+    >>> round(known_background_sigma([0.5, 0.5], [100.0, 100.0]), 3)
+    14.142
+    """
+    b, t = _validate_model(background, template)
+    return float(1.0 / np.sqrt(np.sum(t**2 / b)))
+
+
 def _as_vector(name: str, values: ArrayLike) -> FloatArray:
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 1 or arr.size == 0:

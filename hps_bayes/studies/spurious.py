@@ -59,6 +59,7 @@ from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.demo import expected_spectrum
 from hps_bayes.results.files import atomic_write_text
 from hps_bayes.results.objects import record_to_dict
+from hps_bayes.stats.simple import known_background_sigma
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def spurious_point(truth: Spectrum, mass: float, settings: AnalysisSettings, *, 
     asimov = newton_fit(objective, objective.observed())
     sigma_asimov = asimov.poi_error(objective)
     b = window.counts
-    floor = float(1.0 / np.sqrt(np.sum(window.template**2 / b)))
+    floor = known_background_sigma(window.template, b)
     rng = np.random.default_rng(seed)
     a_hat, sig, failed = _toy_fits(objective, b, rng, n_toys, asimov.theta)
     a_inj = inject_sigmas * sigma_asimov

@@ -96,3 +96,5 @@ def test_task_reproduce_writes_table_plot_and_scans(tmp_path: Path) -> None:
     assert (run / "reproduction.md").read_text().count("\n") == 4
     assert (run / "summary_plots" / "reproduction_demo.png").stat().st_size > 10_000
     assert len(pd.read_csv(run / "reproduction_1.csv")) == 5
+    # σ_A with the background fitted cannot beat the known-background floor of the same window
+    assert (table.sigma_floor_ratio > 1.0).all() and np.isfinite(table.sigma_floor_ratio).all()
