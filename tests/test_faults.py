@@ -126,7 +126,7 @@ def test_checks_flag_the_range_end_numbers_themselves():
                            spurious=4.73, a_up=4418.4, a_up_error=0.0,
                            a_up_expected=(4226.2, 4321.9, 4452.9, 4618.7, 4803.1), alpha=0.05)
     failures = " | ".join(check_point(numbers).failures)
-    for fragment in ("Asimov Hessian error", "sqrt(sigma_A_stat^2 + S^2)", "sigma_A from the Gaussian limit",
+    for fragment in ("Asimov Hessian error", "sigma_A_stat of the observed fit", "sigma_A from the Gaussian limit",
                      "-2sigma/median = 0.949"):
         assert fragment in failures
 

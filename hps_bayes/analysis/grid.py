@@ -12,6 +12,7 @@ from hps_bayes.core import FloatArray
 from hps_bayes.errors import InputError
 from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
 from hps_bayes.inputs.turnon import TurnOn, measure_turn_on
+from hps_bayes.model.selection import load_selection
 from hps_bayes.physics.signal import sigma_m
 
 
@@ -97,10 +98,16 @@ def turn_on_guard(spectrum: Spectrum, settings: AnalysisSettings, *,
                   prepared: bool = False) -> tuple[AnalysisSettings, TurnOn | None]:
     """:func:`guard_turn_on` and the measurement it used (None when nothing was measured)."""
     bkg = settings.background
-    if bkg.turn_on == "off" or bkg.fit_range_min is not None:
+    if bkg.selection and bkg.fit_range_min is None:  # each chosen model carries its own range and turn-on
+        start = load_selection(bkg.selection).range_lo
+        return replace(settings, background=replace(bkg, fit_range_min=start)), None
+    if bkg.turn_on == "off" or bkg.fit_range_min is not None \
+            or (bkg.turn_on == "factor" and bkg.turn_on_mass is not None):
         return settings, None
     whole = whole_range_spectrum(spectrum, settings, prepared=prepared)
     turn = _measure_turn_on(whole, settings)
+    if bkg.turn_on == "factor":  # the range is kept; the turn-on multiplies every window's background
+        return replace(settings, background=replace(bkg, turn_on_mass=turn.m_on, turn_on_width=turn.width)), turn
     start = float(turn.fit_lo)
     if turn.guarded:  # the first bin edge at or above the turn-on end
         edges = np.asarray(whole.edges, float)
@@ -117,7 +124,9 @@ def guard_turn_on(spectrum: Spectrum, settings: AnalysisSettings, *, prepared: b
     measured (:func:`measure_spectrum_turn_on`); where it is sharp, ``fit_range_min`` becomes
     the first bin edge at or above m_on + n_w·w, else the range start.  The scan grid
     (:func:`mass_grid`) then keeps ``scan.edge_sigmas``·σ(m) from it, windows never reach below
-    it, and a mass below it is refused with the reason.  Idempotent: settings whose
-    ``fit_range_min`` is set (measured before, or by hand) come back unchanged.
+    it, and a mass below it is refused with the reason.  With ``background.turn_on="factor"`` the
+    range is kept and the measured m_on, w go into ``background.turn_on_mass``/``turn_on_width``
+    (:func:`hps_bayes.model.window.turn_on_log_factor`).  Idempotent: settings whose
+    ``fit_range_min`` (or factor turn-on) is set (measured before, or by hand) come back unchanged.
     """
     return turn_on_guard(spectrum, settings, prepared=prepared)[0]

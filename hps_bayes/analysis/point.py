@@ -35,6 +35,7 @@ from hps_bayes.inputs.validation import (
     validate_spectrum,
 )
 from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.selection import load_selection
 from hps_bayes.model.spurious import SpuriousTable, load_spurious_table, spurious_table_path, with_spurious
 from hps_bayes.model.window import Window, make_window
 from hps_bayes.physics.signal import f_rad, sigma_m, signal_template, yield_per_eps2
@@ -66,16 +67,23 @@ def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings) ->
     """The fit window around ``mass`` with its signal template.
 
     With ``background.spurious="table"`` the window carries the spurious-signal nuisance
-    of size S(m) from the dataset's table (:func:`hps_bayes.model.with_spurious`).
+    of size S(m) from the dataset's table (:func:`hps_bayes.model.with_spurious`); with
+    ``background.selection`` the model chosen at ``mass`` and its S (:mod:`hps_bayes.model.selection`),
+    the window inside that model's own fit range.
     """
     _check_mass(spectrum, mass, settings)
     sigma = float(sigma_m(mass, settings.dataset))
     template = signal_template(spectrum.edges, mass, sigma)
-    lo, hi = fit_range(settings)
     bkg = settings.background
+    own = bkg.at_mass(mass)
+    lo, hi = fit_range(replace(settings, background=own))
     window = make_window(spectrum.edges, spectrum.counts, mass=mass, sigma=sigma, template=template,
-                         settings=bkg, range_lo=lo, range_hi=hi)
+                         settings=own, range_lo=max(lo, float(spectrum.edges[0])), range_hi=hi)
     check_dead_bins(window.edges, window.counts, where=f"the window around m={mass * 1e3:.2f} MeV")
+    if bkg.selection:
+        selection = load_selection(bkg.selection)
+        window = with_spurious(window, SpuriousTable(np.array([mass]), np.array([selection.spurious_relative(mass)]),
+                                                     source=selection.source))
     table = spurious_table(settings)
     if table is not None:
         window = with_spurious(window, table)
@@ -87,7 +95,7 @@ def spurious_table(settings: AnalysisSettings) -> SpuriousTable | None:
     when the dataset ships none (logged once).  A configured table that is missing raises
     :class:`~hps_bayes.errors.ConfigError`."""
     bkg = settings.background
-    if bkg.spurious != "table":
+    if bkg.spurious != "table" or bkg.selection:  # a selection carries its own S
         return None
     path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
     if bkg.spurious_table or path.is_file():
@@ -181,8 +189,16 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
         converged=converged, n_iter=free.n_iter, eta=window.eta,
         lengthscale=window.lengthscale_sigma, method=settings.stats.method, n_toys=limit.n_toys, limit=limit.method,
         seed=settings.seed, config_hash=settings.config_hash(), version=__version__,
-        seconds=time.perf_counter() - t_start,
+        seconds=time.perf_counter() - t_start, background_model=model_name(settings, mass),
     )
+
+
+def model_name(settings: AnalysisSettings, mass: float) -> str:
+    """The background at ``mass``: the selection's model name, or the settings' label."""
+    bkg = settings.background
+    if bkg.selection:
+        return load_selection(bkg.selection).model_at(mass)
+    return bkg.at_mass(mass).label()
 
 
 def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSettings,

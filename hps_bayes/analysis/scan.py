@@ -52,7 +52,10 @@ def prepare_scan(spectrum: Spectrum, *, dataset: Any = "demo",
     compute the result key (:func:`hps_bayes.analysis.rundir.result_key`), before any fit."""
     settings, spec, scale = analysable(spectrum, resolve_settings(dataset, config))
     table = spurious_table(settings)
-    return PreparedScan(settings, spec, scale, result_key(settings, spec, [table.source] if table else []))
+    tables = [table.source] if table else []
+    if settings.background.selection:
+        tables.append(settings.background.selection)
+    return PreparedScan(settings, spec, scale, result_key(settings, spec, tables))
 
 
 def _compute_point(spec: Spectrum, mass: float, settings: AnalysisSettings, *,

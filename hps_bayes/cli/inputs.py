@@ -75,7 +75,8 @@ def ensure_input(settings: AnalysisSettings, cfg: dict[str, Any]) -> Path:
             log.info("demo spectrum %s not found: generating it (seed %s)", path, demo.get("seed"))
             write_demo_file(path, settings.dataset, n_events=int(demo["n_events"]), seed=int(demo["seed"]),
                             signal_mass=demo.get("signal_mass"), signal_yield=float(demo.get("signal_yield") or 0),
-                            shape=demo.get("shape"))
+                            shape=demo.get("shape"),
+                            structured=bool(demo.get("structured", False)))
     return path
 
 
@@ -166,8 +167,12 @@ def load_guarded(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> 
     if turn is None:  # guard off, or the fit range set by hand
         return spectrum, settings
     _record_validation(out, settings.dataset.name,
-                       {"turn_on": turn.to_dict() | {"fit_range_min": guarded.background.fit_range_min}}, merge=True)
-    if turn.guarded:
+                       {"turn_on": turn.to_dict() | {"fit_range_min": guarded.background.fit_range_min,
+                                                     "mode": settings.background.turn_on}}, merge=True)
+    if settings.background.turn_on == "factor":
+        log.info("dataset %s: turn-on at %.2f MeV (width %.2f MeV) multiplies the background of every window "
+                 "(background.turn_on=factor)", settings.dataset.name, turn.m_on * 1e3, turn.width * 1e3)
+    elif turn.guarded:
         log.warning("dataset %s: sharp turn-on at %.2f MeV (width %.2f MeV = %.2f sigma(m)); the background fit "
                     "range starts at %.2f MeV and the search %g sigma(m) above it (background.turn_on=off to "
                     "search below, background.fit_range_min to set it by hand)", settings.dataset.name,

@@ -126,6 +126,23 @@ class SpuriousTask:
 
 
 @dataclass(frozen=True)
+class SelectTask:
+    """``task=select``: candidate backgrounds, truth families, grid, toys and the adequacy criteria."""
+
+    name: str
+    candidates: dict[str, dict[str, Any]]
+    use: tuple[str, ...] | None
+    families: tuple[str, ...]
+    step: float
+    mass_min: float | None
+    mass_max: float | None
+    n_toys: int
+    gof_min_p: float
+    sideband_max_z: float
+    spread_max: float
+
+
+@dataclass(frozen=True)
 class InjectTask:
     """``task=inject``: truths, injected yields and their units, masses, toys per cell."""
 
@@ -197,4 +214,5 @@ TASK_SETTINGS: dict[str, type] = {
     "scan": ScanTask, "test": TestTask, "simulate": SimulateTask, "merge": MergeTask,
     "posterior": PosteriorTask, "bands": BandsTask, "combine": CombineTask, "spurious": SpuriousTask,
     "inject": InjectTask, "coverage": CoverageTask, "active": ActiveTask, "reproduce": ReproduceTask,
+    "select": SelectTask,
 }

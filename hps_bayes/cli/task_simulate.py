@@ -25,7 +25,8 @@ def task_simulate(settings: AnalysisSettings, task: SimulateTask, cfg: dict[str,
         return Path(settings.dataset.path)
     path = write_demo_file(Path(settings.dataset.path), settings.dataset, n_events=int(demo["n_events"]),
                            seed=int(demo["seed"]), signal_mass=demo.get("signal_mass"),
-                           signal_yield=float(demo.get("signal_yield") or 0), shape=demo.get("shape"))
+                           signal_yield=float(demo.get("signal_yield") or 0), shape=demo.get("shape"),
+                            structured=bool(demo.get("structured", False)))
     log.info("wrote %s (%s, %d events, seed %s)", path, settings.dataset.hist_name, demo["n_events"],
              demo["seed"])
     return path

@@ -37,6 +37,7 @@ TASKS: dict[str, TaskEntry] = {
     "test": TaskEntry("task_scan", "task_test", "one mass point (mass=...), printed summary and its plots"),
     "simulate": TaskEntry("task_simulate", "task_simulate", "write a demo spectrum (optionally with an injected A')"),
     "spurious": TaskEntry("task_spurious", "task_spurious", "spurious-signal study of the background model"),
+    "select": TaskEntry("task_select", "task_select", "background model chosen per mass from the data"),
     "merge": TaskEntry("task_merge", "task_merge", "collect the chunks of a multirun into one table and plots"),
     "active": TaskEntry("task_active", "task_active", "active learning of an exclusion contour or of the largest excess"),
     "posterior": TaskEntry("task_posterior", "task_posterior", "NUTS posteriors at chosen masses, beside the CLs limits"),

@@ -262,3 +262,35 @@ def _shared_factor(objective: BatchObjective, theta: FloatArray, counts: FloatAr
         return _scaled_cholesky(hess)
     except np.linalg.LinAlgError:
         return None
+
+
+def poi_fits_batch(objective: BatchObjective, counts: FloatArray, aux: FloatArray,
+                   init: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The POI and its error (from each data set's Hessian, every nuisance profiled) of K data sets
+    fitted at once; NaN in both where a fit failed or its Hessian is singular.
+
+    A batch that fails as a whole (a non-finite step) is fitted one data set at a time.
+    """
+    from hps_bayes.core import FitData
+    from hps_bayes.fit.newton import newton_fit
+
+    k = counts.shape[0]
+    a_hat, err = np.full(k, np.nan), np.full(k, np.nan)
+    poi = objective.poi_index
+    try:
+        fit = newton_fit_batch(objective, counts, aux, init=init)
+    except (ValueError, np.linalg.LinAlgError):
+        for i in range(k):
+            one = newton_fit(objective, FitData(counts[i], aux[i]), init=init[i])
+            if one.converged:
+                a_hat[i], err[i] = one.theta[poi], one.poi_error(objective)
+        return a_hat, err
+    _, _, hess = objective.nll_grad_hess_batch(fit.theta, counts, aux)
+    for i in np.flatnonzero(fit.converged & np.all(np.isfinite(hess), axis=(1, 2))).tolist():
+        try:
+            var = float(np.linalg.inv(hess[i])[poi, poi])
+        except np.linalg.LinAlgError:
+            continue
+        if var > 0:
+            a_hat[i], err[i] = fit.theta[i, poi], np.sqrt(var)
+    return a_hat, err

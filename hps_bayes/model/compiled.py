@@ -1,4 +1,4 @@
-"""The PyMC window model (Legendre mean + HSGP in ln m, Poisson likelihood), compiled once per process."""
+"""The PyMC window model (Legendre mean, HSGP in ln m where on; Poisson), compiled once per process."""
 
 from __future__ import annotations
 
@@ -13,24 +13,36 @@ import pytensor.tensor as pt
 from numpy.polynomial import legendre
 
 from hps_bayes.core import FitData, FloatArray
-from hps_bayes.model.settings import BackgroundSettings, Kernel
+from hps_bayes.errors import ConfigError
 
 if TYPE_CHECKING:  # a type only: the window module imports this one
     from hps_bayes.model.window import Window
 
 log = logging.getLogger(__name__)
 
-def _cov_func(kernel: Kernel, eta: Any, ell: Any) -> Any:
+#: ``(poly_degree, n_basis, c, kernel)`` of :meth:`BackgroundSettings.compile_key` (n_basis = 0: no GP).
+CompileKey = tuple[int, int, float, str]
+
+
+def _cov_func(kernel: str, eta: Any, ell: Any) -> Any:
     cls = {"expquad": pm.gp.cov.ExpQuad, "matern52": pm.gp.cov.Matern52, "matern32": pm.gp.cov.Matern32}
     return eta**2 * cls[kernel](1, ls=ell)
 
 
 class CompiledWindowModel:
-    """The PyMC window model, compiled once; evaluate it on any :class:`Window`."""
+    """The PyMC window model, compiled once; evaluate it on any :class:`Window`.
 
-    def __init__(self, settings: BackgroundSettings) -> None:
-        self.settings = settings
-        d, m = settings.poly_degree, settings.n_basis
+    ``key`` is :meth:`BackgroundSettings.compile_key`: ``(degree, n_basis, c, kernel)``.  With
+    ``n_basis = 0`` the model has no GP (no HSGP, no weights β): θ = (A, c, ν), aux = (ν⁰,).
+    """
+
+    def __init__(self, key: CompileKey) -> None:
+        degree, n_basis, c, kernel = key
+        if n_basis < 0:
+            raise ConfigError(f"n_basis={n_basis} in the compile key {key}: use 0 (no GP) or more")
+        self.key = key
+        self.poly_degree, self.n_basis, self.c, self.kernel = int(degree), int(n_basis), float(c), kernel
+        d, m = self.poly_degree, self.n_basis
         self.n_params = 1 + (d + 1) + m + 1
         self.slices = {"A": slice(0, 1), "coef": slice(1, d + 2), "beta": slice(d + 2, d + 2 + m),
                        "spurious": slice(d + 2 + m, d + 3 + m)}
@@ -39,8 +51,7 @@ class CompiledWindowModel:
         self._fn_full, self._fn_value, self._fn_parts = self._compile()
 
     def _build_model(self) -> pm.Model:
-        s = self.settings
-        d, m = s.poly_degree, s.n_basis
+        d, m = self.poly_degree, self.n_basis
         t0 = np.linspace(-1.0, 1.0, 16)
         with pm.Model(check_bounds=False) as model:
             t = pm.Data("t", t0)
@@ -54,13 +65,15 @@ class CompiledWindowModel:
             spurious_size = pm.Data("spurious_size", 0.0)
             amp = pm.Flat("A")
             coef = pm.Flat("coef", shape=d + 1)
-            gp = pm.gp.HSGP(m=[m], L=[s.c], cov_func=_cov_func(s.kernel, eta, ell))
-            phi, sqrt_psd = gp.prior_linearized(X=t[:, None])
-            beta = pm.Normal("beta", mu=beta_centre[:m], sigma=1.0, shape=m)
+            log_b = log_offset + basis @ coef
+            if m:  # pm.gp.HSGP needs m >= 1: without a GP the graph has no HSGP and no weights
+                gp = pm.gp.HSGP(m=[m], L=[self.c], cov_func=_cov_func(self.kernel, eta, ell))
+                phi, sqrt_psd = gp.prior_linearized(X=t[:, None])
+                beta = pm.Normal("beta", mu=beta_centre[:m], sigma=1.0, shape=m)
+                log_b = log_b + phi @ (beta * sqrt_psd)
+                pm.Deterministic("gp_basis", phi * sqrt_psd)
             nu = pm.Normal("spurious", mu=beta_centre[m], sigma=1.0)
-            log_b = log_offset + basis @ coef + phi @ (beta * sqrt_psd)
             pm.Deterministic("background", pt.exp(log_b))
-            pm.Deterministic("gp_basis", phi * sqrt_psd)
             # Poisson log-likelihood of the counts as a potential, not an observed variable: PyMC casts
             # observed data of a discrete distribution to integers, which would floor the non-integer
             # counts of Asimov data sets (the asymptotic calculator fits them).
@@ -71,7 +84,8 @@ class CompiledWindowModel:
     def _compile(self) -> tuple[Any, Any, Any]:
         model = self.pymc_model
         theta = pt.dvector("theta")
-        values = {model.rvs_to_values[model[name]]: theta[sl] for name, sl in self.slices.items()}
+        values = {model.rvs_to_values[model[name]]: theta[sl] for name, sl in self.slices.items()
+                  if name in model.named_vars}  # no "beta" without a GP
         values[model.rvs_to_values[model["A"]]] = theta[0]
         values[model.rvs_to_values[model["spurious"]]] = theta[self.n_params - 1]
         inputs = {name: pt.dvector(name) for name in ("t", "template", "log_offset", "counts", "beta_centre")}
@@ -80,7 +94,7 @@ class CompiledWindowModel:
         givens = [(model[k], v) for k, v in inputs.items()]
         givens += [(model[k], v) for k, v in scalars.items()] + [(model["legendre"], basis)]
         logp = model.logp(jacobian=False)
-        (bkg, gp_basis) = model.replace_rvs_by_values([model["background"], model["gp_basis"]])
+        (bkg,) = model.replace_rvs_by_values([model["background"]])
         nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values,  # type: ignore[list-item]
                                                         strict=False)
         grad = pt.grad(nll, theta)
@@ -94,8 +108,11 @@ class CompiledWindowModel:
         value = pytensor.function(args, nll, givens=givens, on_unused_input="ignore", trust_input=True)
         parts = pytensor.function(args[:1] + args[2:], bkg, givens=givens, on_unused_input="ignore",
                                   trust_input=True)
-        self._fn_gp_basis = pytensor.function([inputs["t"], scalars["eta"], scalars["lengthscale"]], gp_basis,
-                                              givens=givens, on_unused_input="ignore")
+        self._fn_gp_basis = None
+        if self.n_basis:
+            (gp_basis,) = model.replace_rvs_by_values([model["gp_basis"]])
+            self._fn_gp_basis = pytensor.function([inputs["t"], scalars["eta"], scalars["lengthscale"]],
+                                                  gp_basis, givens=givens, on_unused_input="ignore")
         return full, value, parts
 
     def arguments(self, window: Window, data: FitData) -> list[Any]:
@@ -104,9 +121,16 @@ class CompiledWindowModel:
                 np.asarray(window.spurious, dtype=float)]
 
     def gp_basis(self, window: Window) -> FloatArray:
-        """The HSGP basis ``φ_j(t_i) √S(λ_j)`` of ``window`` (n_bins × m), from the PyMC graph."""
-        return np.asarray(self._fn_gp_basis(window.t, np.asarray(window.eta, dtype=float),
-                                            np.asarray(window.lengthscale_t, dtype=float)))
+        """The HSGP basis ``φ_j(t_i) √S(λ_j)`` of ``window`` (n_bins × m, m = 0 without a GP), from the PyMC
+        graph."""
+        return self.hsgp_basis(window.t, window.eta, window.lengthscale_t)
+
+    def hsgp_basis(self, t: FloatArray, eta: float, ell_t: float) -> FloatArray:
+        """The HSGP basis ``φ_j(t) √S(λ_j; η, ℓ)`` at the points ``t`` (len(t) × m; m = 0: no columns)."""
+        if self._fn_gp_basis is None:
+            return np.zeros((len(t), 0))
+        return np.asarray(self._fn_gp_basis(np.asarray(t, dtype=float), np.asarray(eta, dtype=float),
+                                            np.asarray(ell_t, dtype=float)))
 
     def background(self, theta: FloatArray, window: Window) -> FloatArray:
         """Expected background counts per bin of ``window`` at ``theta``."""
@@ -115,8 +139,6 @@ class CompiledWindowModel:
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_model(settings_key: tuple[int, int, float, str]) -> CompiledWindowModel:
-    """One compiled model per process and graph-fixing settings."""
-    degree, n_basis, c, kernel = settings_key
-    return CompiledWindowModel(BackgroundSettings(poly_degree=degree, n_basis=n_basis, c=c,
-                                                  kernel=kernel))  # type: ignore[arg-type]
+def compiled_model(settings_key: CompileKey) -> CompiledWindowModel:
+    """One compiled model per process and graph-fixing settings (:meth:`BackgroundSettings.compile_key`)."""
+    return CompiledWindowModel(settings_key)

@@ -47,9 +47,9 @@ EVIDENCE_MIN_GAIN = 0.5
 
 
 def _gp_basis(t: FloatArray, eta: float, ell_t: float, settings: BackgroundSettings) -> FloatArray:
-    """The HSGP basis φ_j(t) √S(λ_j; η, ℓ) of the compiled PyMC graph (n × m)."""
-    model = compiled_model(settings.compile_key())
-    return np.asarray(model._fn_gp_basis(np.asarray(t, float), np.asarray(eta, float), np.asarray(ell_t, float)))
+    """The HSGP basis φ_j(t) √S(λ_j; η, ℓ) of the compiled PyMC graph (n × ``n_basis``, also where the
+    settings' own model has no GP: this search decides whether to switch it on)."""
+    return compiled_model(settings.compile_key(with_gp=True)).hsgp_basis(t, eta, ell_t)
 
 
 def laplace_neg_log_evidence(offset: FloatArray, free_basis: FloatArray, gp_basis: FloatArray,

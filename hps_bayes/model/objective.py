@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hps_bayes.core import FitData, FloatArray
+from hps_bayes.errors import ConfigError
 from hps_bayes.model.compiled import compiled_model
 from hps_bayes.model.coordinate import least_squares_start
 from hps_bayes.model.settings import BackgroundSettings
@@ -20,7 +21,7 @@ class LogLinearDesign:
     """The window likelihood written out for vectorised fits.
 
     With ``θ = (A, γ, ν)``, ``γ = (c, β)`` (the first ``n_free_basis`` entries of γ
-    unconstrained, the rest ``β ~ N(β⁰, 1)``), and ``ν ~ N(ν⁰, 1)``:
+    unconstrained, the rest ``β ~ N(β⁰, 1)``; none without a GP), and ``ν ~ N(ν⁰, 1)``:
 
         μ_i = exp(offset_i + Σ_k basis_ik γ_k) + (A + spurious·ν) T_i,
         NLL = Σ_i [μ_i − n_i ln μ_i + ln n_i!] + ½ Σ (β − β⁰)² + ½ (ν − ν⁰)² + const.
@@ -48,6 +49,10 @@ class WindowObjective:
         self.window = window
         self.settings = settings = settings.at_mass(window.mass)  # the degree of background.degree_table
         self.model = compiled_model(settings.compile_key())
+        if self.model.n_basis == 0 and window.eta != 0:
+            raise ConfigError(f"the window at m={window.mass * 1e3:.2f} MeV has GP amplitude eta={window.eta}, but "
+                              f"background eta={settings.eta}, hyper={settings.hyper!r} compile a model without a GP; "
+                              f"build the objective with the settings the window was made with")
         self.n_params = self.model.n_params
         self._aux = slice(self.model.slices["beta"].start, self.n_params)
 

@@ -43,7 +43,7 @@ SpuriousMode = Literal["off", "table"]
 HyperMode = Literal["fixed", "marginal"]
 HyperScope = Literal["spectrum", "window"]
 HyperFree = Literal["both", "eta"]
-TurnOnMode = Literal["guard", "off"]
+TurnOnMode = Literal["guard", "factor", "off"]
 MeanBasis = Literal["legendre_lnm", "chebyshev_m", "legendre_m"]
 MEAN_BASES: tuple[MeanBasis, ...] = ("legendre_lnm", "chebyshev_m", "legendre_m")
 
@@ -83,13 +83,20 @@ class BackgroundSettings:
         whole range, so that η, ℓ are the same at every mass; 0.1 = 2σ(m)/m of 2015).
     turn_on : ``"guard"``: the spectrum's turn-on is measured (:mod:`hps_bayes.turnon`) and, where
         it is sharp (width < ``turn_on_sharpness`` σ(m)), the fit range starts at its end,
-        m_on + ``turn_on_widths``·w (:func:`hps_bayes.scan.guard_turn_on`); ``"off"``: the
-        dataset's range as it is.
+        m_on + ``turn_on_widths``·w (:func:`hps_bayes.scan.guard_turn_on`); ``"factor"``: the
+        range is kept and the measured turn-on Φ((m − m_on)/w) multiplies the background of every
+        window (ln Φ joins the offsets o_i), so the polynomial models only what the turn-on leaves;
+        ``"off"``: the dataset's range as it is.
+    turn_on_mass, turn_on_width : m_on and w (GeV) of the ``"factor"`` turn-on, measured on the data
+        (``None``: not measured yet) or set by hand.
     turn_on_widths, turn_on_sharpness : n_w and κ of the guard.
     fit_range_min : where the background fit range starts (GeV); set by the guard from the data
         (``None``: not measured yet) or by hand (the guard then keeps it).
     mean_basis : the polynomial of the mean (:mod:`hps_bayes.model.basis`): ``"legendre_lnm"``
         (Legendre in ln m), ``"chebyshev_m"`` or ``"legendre_m"`` (in m, the published HPS forms).
+    selection : a background selection ``selection_<dataset>.json`` of ``task=select``
+        (:mod:`hps_bayes.model.selection`): at each mass the chosen model's settings replace these
+        (:meth:`at_mass`) and its spurious signal S is the nuisance; "" = the settings hold everywhere.
     degree_table : rows ``(m_max, degree, window_sigmas)`` by increasing m_max (GeV): at mass m the
         first row with m < m_max sets ``poly_degree`` and ``window_sigmas`` (half-width), the last
         row above all m_max (:meth:`at_mass`); empty: the two settings hold at every mass.
@@ -116,8 +123,11 @@ class BackgroundSettings:
     turn_on_widths: float = 2.0
     turn_on_sharpness: float = 4.0
     fit_range_min: float | None = None
+    turn_on_mass: float | None = None
+    turn_on_width: float | None = None
     mean_basis: MeanBasis = "legendre_lnm"
     degree_table: tuple[tuple[float, int, float], ...] = ()
+    selection: str = ""
 
     def __post_init__(self) -> None:
         self._check_mean()
@@ -138,11 +148,15 @@ class BackgroundSettings:
                               f"{self.lengthscale_min} (use > 0)")
         if self.poly_degree < 0 or self.poly_degree > 15:
             raise ConfigError(f"background.poly_degree={self.poly_degree}: use 0..15")
-        if self.turn_on not in ("guard", "off") or not self.turn_on_widths >= 0 \
+        if self.turn_on not in ("guard", "factor", "off") or not self.turn_on_widths >= 0 \
                 or not self.turn_on_sharpness >= 0:
             raise ConfigError(f"background.turn_on={self.turn_on!r}, turn_on_widths={self.turn_on_widths}, "
-                              f"turn_on_sharpness={self.turn_on_sharpness}: use turn_on guard|off and "
+                              f"turn_on_sharpness={self.turn_on_sharpness}: use turn_on guard|factor|off and "
                               f"non-negative widths and sharpness")
+        if (self.turn_on_mass is None) != (self.turn_on_width is None) or (
+                self.turn_on_width is not None and not self.turn_on_width > 0):
+            raise ConfigError(f"background.turn_on_mass={self.turn_on_mass}, turn_on_width={self.turn_on_width}: "
+                              f"set both (GeV, width > 0) or neither (measured on the data)")
         if self.n_basis < 1:
             raise ConfigError(f"background.n_basis={self.n_basis}: use at least 1 basis function")
         if self.c <= 1.0:
@@ -172,7 +186,8 @@ class BackgroundSettings:
         object.__setattr__(self, "degree_table", rows)
 
     def at_mass(self, mass: float) -> BackgroundSettings:
-        """These settings at mass ``mass`` (GeV): degree and window half-width from ``degree_table``.
+        """These settings at mass ``mass`` (GeV): the model of ``selection`` chosen there, or degree and window
+        half-width from ``degree_table``.
 
         Examples
         --------
@@ -180,6 +195,12 @@ class BackgroundSettings:
         >>> [(s.at_mass(m).poly_degree, s.at_mass(m).window_sigmas) for m in (0.03, 0.05)]
         [(5, 7.0), (3, 6.5)]
         """
+        if self.selection:
+            from hps_bayes.model.selection import load_selection  # reads the file once
+
+            chosen = load_selection(self.selection).overrides_at(mass)
+            return BackgroundSettings.from_dict(self.to_dict() | chosen | {
+                "selection": "", "degree_table": (), "spurious": "off"}).at_mass(mass)
         if not self.degree_table:
             return self
         edges = [row[0] for row in self.degree_table]
@@ -188,9 +209,28 @@ class BackgroundSettings:
             return self
         return replace(self, poly_degree=degree, window_sigmas=sigmas)
 
-    def compile_key(self) -> tuple[int, int, float, str]:
-        """The settings that fix the compiled graph (the others are data)."""
-        return (self.poly_degree, self.n_basis, self.c, self.kernel)
+    def label(self) -> str:
+        """A short description of the model, e.g. ``"legendre_lnm d10 ±10σ"`` (``+ turn-on``, ``+ GP``)."""
+        width = "whole range" if self.window_sigmas >= 1000 else f"±{self.window_sigmas:g}σ"
+        extras = (" + turn-on" if self.turn_on == "factor" else "") + (
+            " + GP" if self.eta > 0 or self.hyper == "marginal" else "")
+        return f"{self.mean_basis} d{self.poly_degree} {width}{extras}"
+
+    def compile_key(self, *, with_gp: bool = False) -> tuple[int, int, float, str]:
+        """The settings that fix the compiled graph (the others are data): ``(poly_degree, m, c, kernel)``.
+
+        m is the number of HSGP weights of the model: ``n_basis``, or 0 where the GP can never switch
+        on (``eta == 0`` with ``hyper == "fixed"``; the model is then the Legendre mean alone and θ =
+        (A, c, ν)).  ``with_gp=True`` keeps m = ``n_basis`` regardless (the marginal-likelihood search
+        of η evaluates the GP basis itself).
+
+        Examples
+        --------
+        >>> BackgroundSettings().compile_key(), BackgroundSettings(eta=0.05).compile_key()
+        ((10, 0, 1.5, 'expquad'), (10, 20, 1.5, 'expquad'))
+        """
+        gp = with_gp or self.eta > 0 or self.hyper != "fixed"
+        return (self.poly_degree, self.n_basis if gp else 0, self.c, self.kernel)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackgroundSettings:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import log_ndtr
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import InputError
@@ -74,6 +75,21 @@ def window_bounds(mass: float, half_width: float, range_lo: float, range_hi: flo
     return max(lo, range_lo), min(hi, range_hi), clipped_low, clipped_high
 
 
+def turn_on_log_factor(edges: FloatArray, settings: BackgroundSettings) -> FloatArray:
+    """ln Φ((m_i − m_on)/w) at the bin centres for ``turn_on="factor"`` (zeros otherwise).
+
+    Floored at ln 1e-12: a bin far below the turn-on keeps a finite offset (its counts are ~0).
+    """
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    if settings.turn_on != "factor":
+        return np.zeros(len(centers))
+    if settings.turn_on_mass is None or settings.turn_on_width is None:
+        raise InputError("background.turn_on=factor needs the turn-on measured first "
+                         "(hps_bayes.analysis.grid.guard_turn_on) or background.turn_on_mass/turn_on_width set")
+    return np.asarray(np.maximum(log_ndtr((centers - settings.turn_on_mass) / settings.turn_on_width),
+                                 math.log(1e-12)))
+
+
 def make_window(
     edges: FloatArray,
     counts: FloatArray,
@@ -111,7 +127,7 @@ def make_window(
     t, half = lnm_coordinate(w_edges)
     widths = np.diff(w_edges)
     ell_u, eta = settings.lengthscale * sigma / mass, settings.eta
-    log_offset = np.log(widths / widths.mean())
+    log_offset = np.log(widths / widths.mean()) + turn_on_log_factor(w_edges, settings)
     w_counts = np.asarray(counts[idx], dtype=float)
     if settings.hyper == "marginal":
         ell_min = settings.lengthscale_min * sigma / mass

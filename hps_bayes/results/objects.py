@@ -36,7 +36,9 @@ class MassPointResult:
     N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``spurious_signal`` is the size S
     (events) of the spurious-signal nuisance at this mass (0: off); ``sigma_A`` includes it in
     quadrature, σ_A = √(σ_stat² + S²), so its effect on σ_A is √(σ_A² − S²) → σ_A.  ``limit`` is the
-    kind of the limits (``stats.limit``: "cls", "pl" or "pcl"), ``method`` how they were computed.  ``status`` is
+    kind of the limits (``stats.limit``: "cls", "pl" or "pcl"), ``method`` how they were computed.
+    ``background_model`` names the background used at this mass (the selection's model name with
+    ``background.selection``, else :meth:`hps_bayes.model.settings.BackgroundSettings.label`).  ``status`` is
     "ok" when every fit converged and the limit search closed; otherwise a
     short reason, and ``message`` says more.
     """
@@ -77,6 +79,7 @@ class MassPointResult:
     version: str = ""
     seconds: float = NAN
     limit: str = "cls"
+    background_model: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return record_to_dict(self)

@@ -64,7 +64,12 @@ def test_injected_5_sigma_signal_is_found_at_its_mass() -> None:
 
 def test_background_only_scan_looks_like_noise(raw_spectrum_2015: Spectrum) -> None:
     frame = hps_bayes.run_scan(raw_spectrum_2015, dataset="2015", progress=False)
-    assert (frame.status == "ok").all(), frame[frame.status != "ok"][["mass", "message"]]
+    # the range starts at 15 MeV; this smooth turn-on ends at 17.9 MeV, so the grid starts at 23 MeV, below the
+    # shipped spurious-signal table (measured from 25 MeV): those points are flagged with the reason
+    flagged = frame[frame.status != "ok"]
+    assert (flagged.mass < 0.025).all() and flagged.message.str.contains("outside the spurious-signal table").all(), \
+        flagged[["mass", "message"]]
+    frame = frame[frame.status == "ok"]
     pulls = frame.A_hat / frame.sigma_A
     assert frame.Z.max() < 3.0
     # neighbouring masses are correlated, so the spread is loose, but a biased background
@@ -85,7 +90,9 @@ def test_other_hps_like_spectra_give_a_result_or_a_status_everywhere(shape: str,
     assert frame.status.iloc[0] == "input_error" and "turn-on" in frame.message.iloc[0]
     # every mass strictly inside the range (masses[1:7]) is a result
     inside = frame.iloc[1:7]
-    assert (inside.status == "ok").all(), inside[["mass", "status", "message"]]
+    # a mass below the shipped spurious-signal table (measured above the turn-on) is flagged with that reason
+    below_table = (inside.status == "unreliable") & inside.message.str.contains("outside the spurious-signal table")
+    assert ((inside.status == "ok") | below_table).all(), inside[["mass", "status", "message"]]
     assert np.isfinite(inside[["A_hat", "sigma_A", "A_up", "eps2_up"]].to_numpy()).all()
     for row in frame[frame.status != "ok"].itertuples():
         assert row.message, "a point without a result must say why"

@@ -39,16 +39,20 @@ def _hsgp_expquad(t: np.ndarray, *, m: int, L: float, eta: float, ell: float) ->
     return phi * np.sqrt(psd)[None, :]
 
 
-def test_nll_matches_an_independent_numpy_likelihood(spectrum_2015: Spectrum) -> None:
-    obj = _objective(spectrum_2015, 0.05)
+@pytest.mark.parametrize("eta", [0.0, 0.05])
+def test_nll_matches_an_independent_numpy_likelihood(spectrum_2015: Spectrum, eta: float) -> None:
+    settings = replace(SETTINGS, eta=eta)
+    obj = _objective(spectrum_2015, 0.05, settings=settings)
+    m = obj.model.n_basis
+    assert m == (settings.n_basis if eta else 0)  # eta = 0 with fixed hyperparameters: no GP weights
     w = obj.window
     rng = np.random.default_rng(3)
     theta = obj.initial(obj.observed())
     theta[0] = 300.0
-    theta[obj.model.slices["beta"]] = rng.normal(size=SETTINGS.n_basis)
+    theta[obj.model.slices["beta"]] = rng.normal(size=m)
     theta[-1] = 0.4
-    aux = rng.normal(size=SETTINGS.n_basis + 1) * 0.3
-    basis = _hsgp_expquad(w.t, m=SETTINGS.n_basis, L=SETTINGS.c, eta=w.eta, ell=w.lengthscale_t)
+    aux = rng.normal(size=m + 1) * 0.3
+    basis = _hsgp_expquad(w.t, m=m, L=settings.c, eta=w.eta, ell=w.lengthscale_t)
     beta = theta[obj.model.slices["beta"]]
     log_b = w.log_offset + w.legendre @ theta[obj.model.slices["coef"]] + basis @ beta
     mu = np.exp(log_b) + theta[0] * w.template
@@ -127,7 +131,7 @@ def test_log_linear_design_is_the_compiled_likelihood(spectrum_2015: Spectrum) -
     rng = np.random.default_rng(5)
     theta = newton_fit(obj, obj.observed()).theta + rng.normal(size=obj.n_params) * 0.01
     theta[0], theta[-1] = 400.0, -0.7
-    aux = rng.normal(size=SETTINGS.n_basis + 1) * 0.2
+    aux = rng.normal(size=obj.model.n_aux) * 0.2
     gamma = theta[1:-1]
     mu = np.exp(design.offset + design.basis @ gamma) + (theta[0] + design.spurious * theta[-1]) * design.template
     n = obj.window.counts

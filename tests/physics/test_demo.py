@@ -123,3 +123,36 @@ def test_write_demo_file_demo_preset_needs_shape(tmp_path):
     )
     spectrum = load_spectrum(path, "invariant_mass")
     assert spectrum.n_bins == 4000 and spectrum.total == pytest.approx(1e5 + 100, abs=5 * np.sqrt(1e5))
+
+
+# --- the structured variants (real spectra's few-percent structure) -------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["2015", "2016", "2021"])
+def test_structured_density_is_the_smooth_one_times_its_structure(shape):
+    from hps_bayes.physics.demo import STRUCTURE_AMPLITUDE, structure_factor
+
+    mass = np.linspace(0.045, 0.2, 400)  # above every turn-on: only the structure differs (2015: above its turn-on too)
+    ratio = demo_density(shape, structured=True)(mass) / demo_density(shape)(mass)
+    log_structure = structure_factor(shape)(mass)
+    if shape != "2015":
+        np.testing.assert_allclose(np.log(ratio), log_structure, rtol=0, atol=1e-12)
+    fine = np.linspace(np.log(0.015), np.log(0.3), 20001)
+    rms = np.sqrt(np.mean(structure_factor(shape)(np.exp(fine)) ** 2))
+    assert rms == pytest.approx(STRUCTURE_AMPLITUDE[shape], rel=1e-3)  # the RMS over 15-300 MeV
+
+
+def test_structured_variant_keeps_the_facts_table_and_the_2015_turn_on_is_sharper():
+    for shape in ("2015", "2016", "2021"):
+        density = demo_density(shape, structured=True)
+        for mass_mev, value in zip(MASSES_MEV, FACTS_TABLE[shape], strict=True):
+            if value:
+                assert 1 / 1.5 < float(density(np.array(mass_mev * 1e-3))) / value < 1.5, (shape, mass_mev)
+    from hps_bayes.inputs.turnon import measure_turn_on
+
+    nu = expected_spectrum("2015", n_events=21.5e6, bin_width=5e-4, mass_max=0.13, structured=True)
+    keep = nu.edges[:-1] >= 0.015 - 1e-9
+    edges = np.r_[nu.edges[:-1][keep], nu.edges[-1]]
+    turn = measure_turn_on(edges, nu.counts[keep], lambda m: 0.0532 * m, widths=2.0, sharpness=4.0)
+    assert 0.025 < turn.end < 0.028 and turn.sharp  # as a turn-on fit finds on real-looking 2015 data
+    assert expected_spectrum("2015", n_events=1e6, structured=True).source.startswith("expected structured")

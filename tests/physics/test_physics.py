@@ -46,7 +46,7 @@ def test_preset_contents_match_facts():
     demo, p2015 = load_preset("demo"), load_preset("2015")
     assert demo.name == "demo" and demo.hist_name == "invariant_mass" == p2015.hist_name
     assert demo.sigma_coeffs == p2015.sigma_coeffs and demo.f_rad_coeffs == p2015.f_rad_coeffs == (0.085,)
-    assert demo.mass_range == (0.020, 0.130)
+    assert demo.mass_range == p2015.mass_range == (0.015, 0.130)  # below the 19 MeV search start: whole windows there
     assert load_preset("2016").sigma_linear_above == 0.18
 
 

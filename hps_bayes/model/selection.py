@@ -1,0 +1,119 @@
+"""A background model chosen per mass (``background.selection``): reading the selection and applying it.
+
+``task=select`` (:mod:`hps_bayes.studies.selection`) fits every candidate background to the
+user's spectrum, measures each one's spurious signal S on truths fitted to that spectrum and
+its adequacy on the data, and writes ``selection_<dataset>.json``: the candidates' settings
+(turn-on already measured on the data) and, per mass of its grid, the chosen model and its
+S / (ρ(m) σ(m)).  A scan with ``background.selection=<that file>`` uses, at each mass, the
+model chosen at the nearest grid mass and carries S as the spurious-signal nuisance; a mass
+that no candidate served is refused with the selection's reason (the point gets a status).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hps_bayes.core import FloatArray
+from hps_bayes.errors import ConfigError, InputError
+
+#: Format version of ``selection_<dataset>.json``.
+SELECTION_FORMAT = 1
+#: Background settings a candidate may set (the rest come from ``background``).
+CANDIDATE_KEYS = frozenset({
+    "poly_degree", "n_basis", "c", "kernel", "eta", "lengthscale", "window_sigmas", "min_bins", "edge",
+    "hyper", "hyper_scope", "hyper_free", "hyper_degree", "lengthscale_min", "lengthscale_min_lnm", "turn_on",
+    "turn_on_widths", "turn_on_sharpness", "fit_range_min", "turn_on_mass", "turn_on_width", "mean_basis",
+})
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The per-mass choice: grid masses (GeV, increasing), the chosen model's name ('' = none, with
+    ``reason``), S/(ρσ) of the chosen model, and each model's background settings."""
+
+    mass: FloatArray
+    model: tuple[str, ...]
+    spurious_rel: FloatArray
+    reason: tuple[str, ...]
+    models: dict[str, dict[str, Any]]
+    range_lo: float
+    source: str = ""
+
+    def _index(self, mass: float) -> int:
+        return int(np.argmin(np.abs(self.mass - mass)))
+
+    def covers(self, mass: float) -> bool:
+        """Whether ``mass`` lies within the selection's grid (half a grid step beyond its ends allowed)."""
+        step = float(np.min(np.diff(self.mass))) if self.mass.size > 1 else 0.0
+        return bool(self.mass[0] - 0.5 * step - 1e-9 <= mass <= self.mass[-1] + 0.5 * step + 1e-9)
+
+    def model_at(self, mass: float) -> str:
+        """The model chosen at the grid mass nearest ``mass``; :class:`InputError` with the selection's reason
+        where no candidate served, or outside the grid."""
+        if not self.covers(mass):
+            raise InputError(f"m = {mass * 1e3:.2f} MeV is outside the background selection {self.source} "
+                             f"([{self.mass[0] * 1e3:.1f}, {self.mass[-1] * 1e3:.1f}] MeV): rerun task=select over "
+                             "the masses you scan, or scan inside it")
+        k = self._index(mass)
+        if not self.model[k]:
+            raise InputError(f"no candidate background serves m = {self.mass[k] * 1e3:.2f} MeV "
+                             f"({self.source}): {self.reason[k]}")
+        return self.model[k]
+
+    def overrides_at(self, mass: float) -> dict[str, Any]:
+        """The background settings of the model chosen at ``mass`` (:meth:`model_at`)."""
+        return self.models[self.model_at(mass)]
+
+    def spurious_relative(self, mass: float) -> float:
+        """S/(ρσ) at ``mass``: the larger of the two neighbouring grid values (a running maximum, so that a
+        mass between grid points carries at least the spurious signal measured on either side)."""
+        j = int(np.searchsorted(self.mass, mass))
+        near = [k for k in (j - 1, j) if 0 <= k < len(self.mass) and self.model[k]]
+        return float(max((self.spurious_rel[k] for k in near), default=self.spurious_rel[self._index(mass)]))
+
+
+def read_selection(path: str | Path) -> dict[str, Any]:
+    """The raw JSON of a selection file, with a clear error where it is missing or not one."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"background selection {file} not found: make one with `hps-bayes task=select "
+                          f"dataset=... run_dir=<folder>` (it writes <folder>/selection_<dataset>.json) and pass "
+                          f"background.selection=<that file>, or leave background.selection empty")
+    try:
+        raw: dict[str, Any] = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file}: not a background selection ({exc}); rerun task=select") from exc
+    if raw.get("format") != SELECTION_FORMAT or "rows" not in raw or "models" not in raw:
+        raise ConfigError(f"{file}: not a background selection of format {SELECTION_FORMAT} (keys "
+                          f"{sorted(raw)}); rerun task=select")
+    return raw
+
+
+@functools.lru_cache(maxsize=8)
+def load_selection(path: str) -> Selection:
+    """Read ``selection_<dataset>.json`` (written by ``task=select``)."""
+    raw = read_selection(path)
+    rows = sorted(raw["rows"], key=lambda r: float(r["mass"]))
+    models = {str(k): dict(v) for k, v in raw["models"].items()}
+    for name, overrides in models.items():
+        unknown = sorted(set(overrides) - CANDIDATE_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: model {name!r} sets {unknown}, which a candidate may not set "
+                              f"(allowed: {sorted(CANDIDATE_KEYS)})")
+    chosen = tuple(str(r.get("model") or "") for r in rows)
+    missing = sorted({c for c in chosen if c and c not in models})
+    if not rows or missing:
+        raise ConfigError(f"{path}: {'no rows' if not rows else f'rows name unknown models {missing}'}; rerun task=select")
+    mass = np.array([float(r["mass"]) for r in rows])
+    if not np.all(np.diff(mass) > 0):
+        raise ConfigError(f"{path}: the masses must increase; rerun task=select")
+    return Selection(mass=mass, model=chosen,
+                     spurious_rel=np.array([float(r.get("spurious_rel") or 0.0) for r in rows]),
+                     reason=tuple(str(r.get("reason") or "") for r in rows), models=models,
+                     range_lo=float(raw["range_lo"]), source=str(path))

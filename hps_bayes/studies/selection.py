@@ -1,0 +1,303 @@
+"""The background model chosen per mass from the user's own spectrum (``task=select``).
+
+No single background suits a whole HPS spectrum: a flexible one is safe and loses
+sensitivity, a stiff one is sensitive and fakes signals where the spectrum has structure.
+This study chooses at every mass, on the spectrum to be analysed:
+
+1. *Truths of that spectrum*: smooth families fitted to its whole range
+   (:func:`hps_bayes.studies.spurious.fit_truth`, including ``smooth``, its own
+   high-flexibility fit, which keeps the spectrum's few-percent structure).
+2. For every candidate background (``task.candidates``: windows of several widths and
+   degrees, the whole-range model, a turn-on-aware model, a GP-carried model, ...) and mass:
+   - its **spurious signal** S: the largest |Â| of the noise-free fits of the truths (the
+     precise bias; a running maximum over the neighbouring masses covers the grid's gaps);
+   - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
+     signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
+     its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
+     signal-scale residual sum in the sidebands (|x − m| > 2σ), and, over the masses, the
+     **Z spread**: the standard deviation of Â/σ_A on the data divided by the one expected of a
+     calibrated model, √(1 − ρ̄), ρ̄ the mean correlation of Â/σ_A between masses measured on
+     Poisson toys of the ``smooth`` truth (the windows overlap, so the Z values are correlated);
+   - σ_tot = √(σ_stat² + S²) and σ_tot/σ_A⁰, σ_A⁰ = (Σ T²/n)^(−1/2) from the observed counts.
+3. At each mass, the passing candidate (window p ≥ ``gof_min_p``, sideband ≤ ``sideband_max_z``,
+   corrected Z spread ≤ ``spread_max``) with the smallest σ_tot; none: the mass gets the reason.
+
+Written by hand: no library selects a background by spurious signal and data adequacy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from scipy.special import xlogy
+from scipy.stats import chi2
+
+from hps_bayes.analysis.checks import MAX_LOG_STAT
+from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum, whole_range_spectrum
+from hps_bayes.analysis.point import build_window
+from hps_bayes.analysis.seeds import SELECT, run_rng
+from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.core import FloatArray
+from hps_bayes.errors import ConfigError, FitError, InputError
+from hps_bayes.fit.batch import poi_fits_batch
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.inputs.spectrum import Spectrum, crop
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
+from hps_bayes.model.settings import BackgroundSettings
+from hps_bayes.stats.calculators import AsymptoticCalculator
+from hps_bayes.stats.simple import known_background_sigma
+from hps_bayes.studies.spurious import fit_truth
+
+log = logging.getLogger(__name__)
+
+
+#: A truth counts for S in a window where it describes the data there: Pearson χ² p-value at least this.
+PLAUSIBLE_P = 1e-3
+
+
+#: The Asimov σ_A must agree with the Hessian error within this fraction of the scan's tolerance
+#: (:data:`hps_bayes.analysis.checks.MAX_LOG_STAT`): masses between the grid's use the same model.
+SIGMA_MARGIN = 0.6
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a candidate must meet on the data to be chosen (module docstring, step 3)."""
+
+    gof_min_p: float = 0.01
+    sideband_max_z: float = 3.5
+    spread_max: float = 1.15
+
+
+def candidate_settings(base: AnalysisSettings, name: str, overrides: Mapping[str, Any],
+                       data: Spectrum) -> AnalysisSettings:
+    """``base`` with candidate ``name``'s background settings, its turn-on measured on ``data``."""
+    unknown = sorted(set(overrides) - CANDIDATE_KEYS)
+    if unknown:
+        raise ConfigError(f"task.candidates.{name} sets {unknown}; a candidate may set {sorted(CANDIDATE_KEYS)}")
+    bkg = BackgroundSettings.from_dict(base.background.to_dict() | dict(overrides) | {
+        "selection": "", "spurious": "off", "degree_table": ()})
+    return guard_turn_on(data, replace(base, background=bkg))
+
+
+def resolved(settings: AnalysisSettings) -> dict[str, Any]:
+    """The candidate's background settings as the selection file stores them (turn-on measured)."""
+    full = settings.background.to_dict()
+    return {k: full[k] for k in sorted(CANDIDATE_KEYS)}
+
+
+def _sideband_z(window: Any, residual: FloatArray) -> float:
+    """The largest |Σ r|/√k over runs of k ≈ 2σ(m) consecutive sideband bins (Pearson residuals r)."""
+    centers = window.centers
+    k = max(1, round(2.0 * window.sigma / float(np.median(window.widths))))
+    side = np.abs(centers - window.mass) > 2.0 * window.sigma
+    if side.sum() < k:
+        return math.nan
+    sums = np.convolve(np.where(side, residual, 0.0), np.ones(k), mode="valid")
+    full = np.convolve(side.astype(float), np.ones(k), mode="valid") == k
+    return float(np.max(np.abs(sums[full])) / math.sqrt(k)) if full.any() else math.nan
+
+
+def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings: AnalysisSettings,
+              truth_settings: Sequence[AnalysisSettings]) -> dict[str, Any]:
+    """One candidate at one mass: the fit of the data, its adequacy, and the truths' noise-free Â (each truth
+    fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
+    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`)."""
+    window = build_window(spec, mass, settings)
+    objective = WindowObjective(window, settings.background)
+    fit = newton_fit(objective, objective.observed())
+    sigma = fit.poi_error(objective)
+    if not (fit.converged and np.isfinite(sigma)):
+        raise FitError(f"the fit of the data did not converge at m = {mass * 1e3:.2f} MeV")
+    sigma_asimov = AsymptoticCalculator(objective, objective.observed()).sigma_mu()
+    n, mu = window.counts, objective.expected_counts(fit.theta)
+    deviance = float(2.0 * np.sum(mu - n + xlogy(n, n / mu)))
+    ndf = max(window.n_bins - (settings.background.poly_degree + 2), 1)
+    tpl = window.template
+    rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
+    truth_a, truth_p = [], []
+    for truth, own in zip(truths, truth_settings):
+        # the truth's own turn-on (offsets), the data's GP hyperparameters: as a scan of such data would fit it
+        tw = replace(build_window(truth, mass, own), eta=window.eta, lengthscale_t=window.lengthscale_t)
+        tobj = WindowObjective(tw, own.background)
+        tfit = newton_fit(tobj, tobj.observed())
+        truth_a.append(float(tfit.theta[0]) if tfit.converged else math.inf)
+        if len(tw.counts) != len(n):
+            raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
+        truth_p.append(float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))))
+    plausible = [a for a, p in zip(truth_a, truth_p) if p >= PLAUSIBLE_P]
+    return {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
+            "sigma_asimov": float(sigma_asimov),
+            "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": float(chi2.sf(deviance, ndf)),
+            "deviance": deviance, "ndf": ndf, "sideband_z": _sideband_z(window, (n - mu) / np.sqrt(mu)),
+            "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
+            "n_truths": len(plausible), "rho": rho, "sigma_m": window.sigma,
+            "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
+            **{f"A_{t.name}": a for t, a in zip(truths, truth_a)}, **{f"p_{t.name}": p for t, p in zip(truths, truth_p)}}
+
+
+def toy_z(spec_whole: Spectrum, truth: Spectrum, masses: FloatArray, settings: AnalysisSettings,
+          counts: FloatArray) -> FloatArray:
+    """Â/σ_A of the candidate on Poisson toys ``counts`` (K × bins of ``truth``) at every mass; NaN where
+    the candidate does not serve or a fit failed.  The windows are those of the data (``spec_whole``)."""
+    z = np.full((counts.shape[0], len(masses)), np.nan)
+    edges = np.asarray(truth.edges)
+    for j, mass in enumerate(masses):
+        try:
+            window = build_window(spec_whole, float(mass), settings)
+        except InputError:
+            continue
+        objective = WindowObjective(window, settings.background)
+        i0 = int(np.argmin(np.abs(edges - window.edges[0])))
+        toys = counts[:, i0:i0 + window.n_bins]
+        aux = np.zeros((counts.shape[0], objective.model.n_aux))
+        start = np.tile(newton_fit(objective, objective.observed()).theta, (counts.shape[0], 1))
+        a_hat, err = poi_fits_batch(objective, toys, aux, start)
+        z[:, j] = a_hat / err
+    return z
+
+
+def spread_correction(z_toys: FloatArray) -> float:
+    """√(1 − ρ̄): the standard deviation over masses that a calibrated model's Â/σ_A has on average,
+    ρ̄ the mean correlation between masses measured on the toys (pairwise, NaN left out)."""
+    import pandas as pd
+
+    corr = pd.DataFrame(z_toys).corr(min_periods=3).to_numpy()
+    off = corr[~np.eye(len(corr), dtype=bool)]
+    off = off[np.isfinite(off)]
+    rho_bar = float(np.mean(off)) if off.size else 0.0
+    return math.sqrt(max(1.0 - rho_bar, 1e-3))
+
+
+def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[str, Mapping[str, Any]], *,
+                  families: Sequence[str], step: float, n_toys: int, seed: int, criteria: Criteria,
+                  mass_min: float | None = None, mass_max: float | None = None,
+                  progress: bool | None = None) -> tuple[Any, dict[str, Any]]:
+    """The study on ``data`` (raw, in effective counts): every cell and the selection file's content."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if not candidates or "smooth" not in families:
+        raise ConfigError(f"task.candidates={list(candidates)} and task.families={list(families)}: name at least "
+                          "one candidate, and keep 'smooth' among the truths (the Z-spread toys are drawn from it)")
+    whole = whole_range_spectrum(data, base)
+    truths = {f: fit_truth(whole, f) for f in families}
+    own = {name: candidate_settings(base, name, ov, data) for name, ov in candidates.items()}
+    ends = [default_grid_ends(s) for s in own.values()]
+    lo = min(e[0] for e in ends) if mass_min is None else mass_min
+    hi = max(e[1] for e in ends) if mass_max is None else mass_max
+    masses = np.round(np.arange(math.ceil(round(lo / step, 9)) * step, hi + 1e-9, step), 7)
+    if len(masses) < 3:
+        raise InputError(f"the selection grid [{lo:.4f}, {hi:.4f}] GeV in steps of {step} has {len(masses)} masses; "
+                         "the Z spread needs at least 3: a smaller task.step or a wider range")
+    rng = run_rng(seed, SELECT)
+    toys = rng.poisson(truths["smooth"].counts, size=(n_toys, truths["smooth"].n_bins)).astype(float)
+    rows, spreads = [], {}
+    disable = None if progress is None else not progress
+    for name, settings in tqdm(own.items(), desc="select", unit="model", disable=disable, leave=False):
+        spec = prepare_spectrum(data, settings)
+        cut = [crop(t, *(float(spec.edges[0]), float(spec.edges[-1]))) for t in truths.values()]
+        on_truth = [_truth_settings(t, settings) for t in cut]
+        for mass in masses:
+            try:
+                cell = {"model": name, "mass": float(mass), "available": True, "reason": ""} | data_cell(
+                    spec, cut, float(mass), settings, on_truth)
+            except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+                cell = {"model": name, "mass": float(mass), "available": False, "reason": str(exc).split(";")[0]}
+            rows.append(cell)
+        z_toys = toy_z(spec, crop(truths["smooth"], float(spec.edges[0]), float(spec.edges[-1])), masses, settings,
+                       toys[:, _offset(truths["smooth"], spec):][:, :spec.n_bins])
+        spreads[name] = spread_correction(z_toys)
+    frame = pd.DataFrame(rows)
+    frame = _with_totals(frame, spreads, criteria)
+    return frame, selection_content(frame, own, spreads, criteria, families)
+
+
+def _truth_settings(truth: Spectrum, settings: AnalysisSettings) -> AnalysisSettings:
+    """``settings`` as data shaped like ``truth`` would get them: a ``factor`` turn-on measured on the truth
+    (the guarded range start stays the data's, so that the windows match)."""
+    bkg = settings.background
+    if bkg.turn_on != "factor":
+        return settings
+    fresh = replace(settings, background=replace(bkg, turn_on_mass=None, turn_on_width=None))
+    return guard_turn_on(truth, fresh, prepared=True)
+
+
+def _offset(truth: Spectrum, spec: Spectrum) -> int:
+    return int(np.argmin(np.abs(np.asarray(truth.edges) - float(spec.edges[0]))))
+
+
+def _with_totals(frame: Any, spreads: Mapping[str, float], criteria: Criteria) -> Any:
+    """S (running maximum over ±1 grid mass per model), σ_tot, ratios and the pass flags."""
+    frame = frame.sort_values(["model", "mass"]).reset_index(drop=True)
+    for col in ("spurious_raw", "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m"):
+        if col not in frame:
+            frame[col] = np.nan
+    raw = frame.groupby("model").spurious_raw.transform(
+        lambda s: s.rolling(3, center=True, min_periods=1).max())
+    frame["spurious"] = raw
+    frame["spurious_rel"] = frame.spurious / (frame.rho * frame.sigma_m)
+    frame["sigma_tot"] = np.hypot(frame.sigma_stat, frame.spurious)
+    frame["ratio_stat"] = frame.sigma_stat / frame.sigma_floor
+    frame["ratio"] = frame.sigma_tot / frame.sigma_floor
+    stats = frame[frame.available].groupby("model").z.agg(["std", "count"])
+    frame["z_spread"] = frame.model.map(stats["std"])
+    frame["z_spread_expected"] = frame.model.map(spreads)
+    frame["z_spread_corrected"] = frame.z_spread / frame.z_spread_expected
+    why = np.where(~frame.available.astype(bool), frame.reason.astype(str), "")
+    why = np.where((why == "") & ~(frame.gof_p >= criteria.gof_min_p), "window goodness of fit p < "
+                   f"{criteria.gof_min_p:g}", why)
+    why = np.where((why == "") & ~(frame.sideband_z <= criteria.sideband_max_z), "sideband residuals above "
+                   f"{criteria.sideband_max_z:g}", why)
+    why = np.where((why == "") & ~(frame.z_spread_corrected <= criteria.spread_max),
+                   f"Z spread on the data above {criteria.spread_max:g}", why)
+    why = np.where((why == "") & ~(np.abs(np.log(frame.sigma_asimov / frame.sigma_stat)) <= SIGMA_MARGIN * MAX_LOG_STAT),
+                   "sigma_A of the Asimov likelihood disagrees with the Hessian error (the scan would flag it)", why)
+    why = np.where((why == "") & ~np.isfinite(frame.sigma_tot), "no finite sigma_A", why)
+    frame["fails"] = why
+    frame["passes"] = frame.fails == ""
+    return frame
+
+
+def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: Mapping[str, float],
+                      criteria: Criteria, families: Sequence[str]) -> dict[str, Any]:
+    """What ``selection_<dataset>.json`` holds: the models, one row per mass, per-model summaries."""
+    rows = []
+    for mass, group in frame.groupby("mass"):
+        ok = group[group.passes]
+        if ok.empty:
+            reason = "; ".join(f"{r.model}: {r.fails}" for r in group.itertuples())
+            rows.append({"mass": float(mass), "model": "", "reason": reason, "spurious_rel": 0.0})
+            continue
+        best = ok.loc[ok.sigma_tot.idxmin()]
+        rows.append({"mass": float(mass), "model": str(best.model), "reason": "",
+                     **{k: float(best[k]) for k in ("spurious_rel", "spurious", "sigma_stat", "sigma_tot",
+                                                    "sigma_floor", "ratio", "ratio_stat", "z", "gof_p",
+                                                    "sideband_z")}})
+    used = {str(r["model"]) for r in rows if r["model"]}
+    starts = [float(own[m].background.fit_range_min or own[m].dataset.mass_range[0]) for m in used]
+    summary = {}
+    for name, group in frame.groupby("model"):
+        avail = group[group.available]
+        summary[str(name)] = {
+            "label": own[str(name)].background.label(), "masses_served": int(avail.shape[0]),
+            "masses_passing": int(group.passes.sum()), "z_spread": _f(avail.z.std()),
+            "z_spread_expected": _f(spreads[str(name)]), "z_spread_corrected": _f(avail.z.std() / spreads[str(name)]),
+            "ratio_median": _f(avail.ratio.median()), "ratio_stat_median": _f(avail.ratio_stat.median()),
+            "spurious_over_sigma_median": _f((avail.spurious / avail.sigma_stat).median()),
+            "max_abs_z": _f(avail.z.abs().max()), "chosen_at": sum(r["model"] == name for r in rows)}
+    return {"format": SELECTION_FORMAT, "dataset": next(iter(own.values())).dataset.name,
+            "range_lo": min(starts) if starts else float(next(iter(own.values())).dataset.mass_range[0]),
+            "criteria": vars(criteria), "truths": list(families),
+            "models": {m: resolved(own[m]) for m in sorted(used)}, "candidates": summary, "rows": rows}
+
+
+def _f(value: Any) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None

@@ -1,0 +1,84 @@
+"""Reading a background selection and applying it per mass (hps_bayes.model.selection)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hps_bayes.errors import ConfigError, InputError
+from hps_bayes.model.selection import load_selection
+from hps_bayes.model.settings import BackgroundSettings
+from hps_bayes.model.window import make_window, turn_on_log_factor
+
+
+def _write(path, rows, models, range_lo=0.02):
+    path.write_text(json.dumps({"format": 1, "rows": rows, "models": models, "range_lo": range_lo}))
+    load_selection.cache_clear()
+    return str(path)
+
+
+@pytest.fixture
+def selection_file(tmp_path):
+    models = {"stiff": {"poly_degree": 3, "window_sigmas": 7.0},
+              "onset": {"poly_degree": 5, "window_sigmas": 14.0, "turn_on": "factor", "turn_on_mass": 0.02,
+                        "turn_on_width": 0.003}}
+    rows = [{"mass": 0.03, "model": "onset", "spurious_rel": 0.01}, {"mass": 0.04, "model": "stiff",
+            "spurious_rel": 0.03}, {"mass": 0.05, "model": "", "reason": "stiff: window goodness of fit p < 0.01"}]
+    return _write(tmp_path / "selection_2015.json", rows, models)
+
+
+def test_settings_at_a_mass_are_the_chosen_models(selection_file):
+    base = BackgroundSettings(selection=selection_file)
+    near_30, at_40 = base.at_mass(0.0312), base.at_mass(0.04)
+    assert (near_30.poly_degree, near_30.window_sigmas, near_30.turn_on) == (5, 14.0, "factor")
+    assert (at_40.poly_degree, at_40.window_sigmas, at_40.turn_on) == (3, 7.0, "guard")
+    assert at_40.selection == "" and at_40.spurious == "off"  # the selection carries S itself
+    selection = load_selection(selection_file)
+    assert selection.spurious_relative(0.035) == 0.03  # the larger neighbour between grid masses
+    assert selection.spurious_relative(0.04) == 0.03
+    with pytest.raises(InputError, match=r"no candidate background serves m = 50.00 MeV .*goodness of fit"):
+        base.at_mass(0.05)
+    with pytest.raises(InputError, match="outside the background selection"):
+        base.at_mass(0.08)
+
+
+def test_a_bad_selection_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found: make one with `hps-bayes task=select"):
+        load_selection(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ConfigError, match="not a background selection of format 1"):
+        load_selection(str(bad))
+    path = _write(tmp_path / "keys.json", [{"mass": 0.03, "model": "m"}], {"m": {"stats": 1}})
+    with pytest.raises(ConfigError, match=r"model 'm' sets \['stats'\]"):
+        load_selection(path)
+    path = _write(tmp_path / "unknown.json", [{"mass": 0.03, "model": "other"}], {"m": {}})
+    with pytest.raises(ConfigError, match=r"unknown models \['other'\]"):
+        load_selection(path)
+
+
+def test_turn_on_factor_enters_the_offsets():
+    edges = np.linspace(0.015, 0.06, 91)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    from scipy.special import ndtr
+
+    factor = BackgroundSettings(turn_on="factor", turn_on_mass=0.02, turn_on_width=0.003)
+    np.testing.assert_allclose(turn_on_log_factor(edges, factor), np.log(ndtr((centers - 0.02) / 0.003)), rtol=0,
+                               atol=1e-15)  # measured 5e-17 (log_ndtr against log(ndtr))
+    assert not turn_on_log_factor(edges, BackgroundSettings()).any()
+    with pytest.raises(InputError, match="needs the turn-on measured first"):
+        turn_on_log_factor(edges, BackgroundSettings(turn_on="factor"))
+    with pytest.raises(ConfigError, match="set both"):
+        BackgroundSettings(turn_on="factor", turn_on_mass=0.02)
+    counts = np.full(90, 100.0)
+    tpl = np.zeros(90)
+    win = make_window(edges, counts, mass=0.03, sigma=0.0015, template=tpl, settings=factor, range_lo=0.015,
+                      range_hi=0.06)
+    plain = make_window(edges, counts, mass=0.03, sigma=0.0015, template=tpl, settings=BackgroundSettings(),
+                        range_lo=0.015, range_hi=0.06)
+    np.testing.assert_allclose(win.log_offset - plain.log_offset, np.log(ndtr((win.centers - 0.02) / 0.003)),
+                               rtol=0, atol=1e-14)
+    assert BackgroundSettings(turn_on="factor", turn_on_mass=0.02, turn_on_width=0.003).label() == \
+        "legendre_lnm d10 ±10σ + turn-on"
