@@ -140,6 +140,7 @@ class SelectTask:
     gof_min_p: float
     sideband_max_z: float
     spread_max: float
+    spread_sigmas: float
 
 
 @dataclass(frozen=True)

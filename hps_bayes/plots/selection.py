@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 
 from hps_bayes.errors import InputError
 from hps_bayes.plots.style import MASS_LABEL, _header, _mark_failures, hep_figure, save_figure
@@ -23,7 +24,8 @@ def plot_selection(cells: pd.DataFrame, content: Mapping[str, Any], path: str | 
     rows = pd.DataFrame(content["rows"])
     with hep_figure((12.0, 10.0), {"left": 0.11, "right": 0.97, "bottom": 0.09, "top": 0.94}) as fig:
         top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1], "hspace": 0.05})
-        colors = {name: f"C{i % 10}" for i, name in enumerate(sorted(cells.model.unique()))}
+        palette = colormaps["tab20"].colors  # type: ignore[attr-defined]
+        colors = {name: palette[i % len(palette)] for i, name in enumerate(sorted(cells.model.unique()))}
         for name, group in cells[cells.available.astype(bool)].groupby("model"):
             mass = group.mass.to_numpy() * 1e3
             ok = group.passes.to_numpy(dtype=bool)
