@@ -26,8 +26,11 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,dev]'
 	touch $@
 
+# the main job: the background chosen per mass on the demo spectrum (task=select), then the scan with it
+DEMO_RUN ?= outputs/demo
 demo: env
-	$(PY) -m hps_bayes $(ARGS)
+	$(PY) -m hps_bayes task=select run_dir=$(DEMO_RUN)/select $(ARGS)
+	$(PY) -m hps_bayes run_dir=$(DEMO_RUN)/scan background.selection=$(DEMO_RUN)/select/selection_demo.json overwrite=true $(ARGS)
 
 test: env
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -34,8 +34,11 @@ def default_grid_ends(settings: AnalysisSettings) -> tuple[float, float]:
 
 def search_range(settings: AnalysisSettings) -> tuple[float, float]:
     """The masses a scan of this dataset searches (GeV): ``scan.mass_min``..``mass_max``, an unset
-    end at :func:`default_grid_ends`."""
+    end at :func:`default_grid_ends` (inside the grid of ``background.selection`` when one is used)."""
     lo, hi = default_grid_ends(settings)
+    if settings.background.selection:  # a background selection: the masses it was made for
+        chosen = load_selection(settings.background.selection)
+        lo, hi = max(lo, float(chosen.mass[0])), min(hi, float(chosen.mass[-1]))
     scan = settings.scan
     return (lo if scan.mass_min is None else float(scan.mass_min),
             hi if scan.mass_max is None else float(scan.mass_max))

@@ -41,7 +41,7 @@ from scipy.stats import chi2
 
 from hps_bayes.analysis.checks import MAX_LOG_STAT
 from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum, whole_range_spectrum
-from hps_bayes.analysis.point import build_window
+from hps_bayes.analysis.point import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.analysis.seeds import SELECT, run_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FloatArray
@@ -113,6 +113,9 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
     this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`)."""
     window = build_window(spec, mass, settings)
+    if float(np.sum(window.template)) < MIN_SIGNAL_CONTAINED:
+        raise InputError(f"only {np.sum(window.template):.0%} of the signal lies inside the window at "
+                         f"m = {mass * 1e3:.2f} MeV (the range end)")
     objective = WindowObjective(window, settings.background)
     fit = newton_fit(objective, objective.observed())
     sigma = fit.poi_error(objective)
