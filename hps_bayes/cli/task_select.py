@@ -35,7 +35,7 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
     candidates = {k: v for k, v in task.candidates.items() if task.use is None or k in task.use}
     data, _ = poisson_equivalent(load_validated(settings, cfg, out), mass_range=settings.dataset.mass_range)
     criteria = Criteria(gof_min_p=task.gof_min_p, sideband_max_z=task.sideband_max_z, spread_max=task.spread_max,
-                        spread_sigmas=task.spread_sigmas)
+                        spread_sigmas=task.spread_sigmas, spread_window=task.spread_window)
     cells, content = run_selection(
         data, settings, candidates, families=task.families, step=task.step, n_toys=task.n_toys,
         seed=settings.seed, criteria=criteria, mass_min=task.mass_min, mass_max=task.mass_max)

@@ -141,6 +141,7 @@ class SelectTask:
     sideband_max_z: float
     spread_max: float
     spread_sigmas: float
+    spread_window: int
 
 
 @dataclass(frozen=True)

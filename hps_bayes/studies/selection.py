@@ -15,9 +15,11 @@ This study chooses at every mass, on the spectrum to be analysed:
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
      signal-scale residual sum in the sidebands (|x − m| > 2σ), and, over the masses, the
-     **Z spread**: the standard deviation of Â/σ_A on the data divided by the one the candidate
-     shows on noise alone (:func:`spread_reference`, from Poisson toys of the ``smooth`` truth
-     with the candidate's bias taken out: the windows overlap, so the Z values are correlated);
+     **Z spread**: the standard deviation of Â/σ_A on the data over the neighbouring grid masses
+     (± ``spread_window``) divided by the one the candidate shows there on noise alone
+     (:func:`spread_reference`, from Poisson toys of the ``smooth`` truth with the candidate's bias
+     taken out: the windows overlap, so the Z values are correlated) — local, so that a candidate
+     that fails in one part of the spectrum may still serve the rest;
    - σ_tot = √(σ_stat² + S²) and σ_tot/σ_A⁰, σ_A⁰ = (Σ T²/n)^(−1/2) from the observed counts.
 3. At each mass, the passing candidate (window p ≥ ``gof_min_p``, sideband ≤ ``sideband_max_z``,
    corrected Z spread ≤ max(``spread_max``, 1 + ``spread_sigmas`` × the relative scatter of the toys'
@@ -76,6 +78,7 @@ class Criteria:
     sideband_max_z: float = 3.5
     spread_max: float = 1.15
     spread_sigmas: float = 2.33
+    spread_window: int = 5
 
 
 def candidate_settings(base: AnalysisSettings, name: str, overrides: Mapping[str, Any],
@@ -175,13 +178,31 @@ def spread_reference(z_toys: FloatArray) -> tuple[float, float]:
     taken out.  It holds the correlation between masses (the windows overlap: a spread below 1 even for a
     calibrated model, about √(1 − ρ̄)) and the scatter of a spread measured on one spectrum."""
     z = np.asarray(z_toys, float)
+    z = z[:, np.sum(np.isfinite(z), axis=0) > 1]  # masses no toy (or one) was fitted at say nothing
     n = np.sum(np.isfinite(z), axis=0)
-    centred = (z - np.nanmean(z, axis=0)) * np.sqrt(np.where(n > 1, n / np.maximum(n - 1, 1), 1.0))
+    if z.shape[1] < 2:
+        return math.nan, math.nan
+    centred = (z - np.nanmean(z, axis=0)) * np.sqrt(n / (n - 1))
     spreads = np.nanstd(centred, axis=1, ddof=1)
     spreads = spreads[np.isfinite(spreads)]
     if spreads.size < 2:
         return math.nan, math.nan
     return float(np.mean(spreads)), float(np.std(spreads, ddof=1))
+
+
+def local_spreads(z_data: FloatArray, z_toys: FloatArray, half: int) -> FloatArray:
+    """Per mass j, over the grid masses j − ``half`` … j + ``half`` where the candidate serves: the spread of
+    Â/σ_A on the data divided by :func:`spread_reference` of the toys there, that reference and its scatter
+    (columns of the returned M × 3 array; NaN where fewer than 3 masses are served)."""
+    out = np.full((len(z_data), 3), np.nan)
+    for j in range(len(z_data)):
+        part = slice(max(0, j - half), j + half + 1)
+        served = np.isfinite(z_data[part])
+        if served.sum() < 3 or not np.isfinite(z_data[j]):
+            continue
+        expected, scatter = spread_reference(z_toys[:, part][:, served])
+        out[j] = (float(np.std(z_data[part][served], ddof=1)) / expected, expected, scatter)
+    return out
 
 
 def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[str, Mapping[str, Any]], *,
@@ -213,16 +234,22 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
         spec = prepare_spectrum(data, settings)
         cut = [crop(t, *(float(spec.edges[0]), float(spec.edges[-1]))) for t in truths.values()]
         on_truth = [_truth_settings(t, settings) for t in cut]
+        cells = []
         for mass in masses:
             try:
                 cell = {"model": name, "mass": float(mass), "available": True, "reason": ""} | data_cell(
                     spec, cut, float(mass), settings, on_truth)
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
                 cell = {"model": name, "mass": float(mass), "available": False, "reason": str(exc).split(";")[0]}
-            rows.append(cell)
+            cells.append(cell)
         z_toys = toy_z(spec, crop(truths["smooth"], float(spec.edges[0]), float(spec.edges[-1])), masses, settings,
                        toys[:, _offset(truths["smooth"], spec):][:, :spec.n_bins])
+        z_data = np.array([c["z"] if c["available"] else np.nan for c in cells])
+        z_toys[:, ~np.isfinite(z_data)] = np.nan
         spreads[name] = spread_reference(z_toys)
+        for cell, (corrected, expected, scatter) in zip(cells, local_spreads(z_data, z_toys, criteria.spread_window)):
+            cell |= {"z_spread_corrected": corrected, "z_spread_expected": expected, "z_spread_toys_sd": scatter}
+        rows.extend(cells)
     frame = pd.DataFrame(rows)
     frame = _with_totals(frame, spreads, criteria)
     return frame, selection_content(frame, own, spreads, criteria, families)
@@ -245,7 +272,7 @@ def _offset(truth: Spectrum, spec: Spectrum) -> int:
 def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteria: Criteria) -> Any:
     """S (running maximum over ±1 grid mass per model), σ_tot, ratios and the pass flags."""
     frame = frame.sort_values(["model", "mass"]).reset_index(drop=True)
-    for col in ("spurious_raw", "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m"):
+    for col in ("z_spread_corrected", "z_spread_expected", "z_spread_toys_sd", "spurious_raw", "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m"):
         if col not in frame:
             frame[col] = np.nan
     raw = frame.groupby("model").spurious_raw.transform(
@@ -257,10 +284,8 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     frame["ratio"] = frame.sigma_tot / frame.sigma_floor
     stats = frame[frame.available].groupby("model").z.agg(["std", "count"])
     frame["z_spread"] = frame.model.map(stats["std"])
-    frame["z_spread_expected"] = frame.model.map({k: v[0] for k, v in spreads.items()})
-    frame["z_spread_corrected"] = frame.z_spread / frame.z_spread_expected
-    frame["z_spread_allowed"] = np.maximum(criteria.spread_max, 1.0 + criteria.spread_sigmas * frame.model.map(
-        {k: v[1] / v[0] for k, v in spreads.items()}))
+    frame["z_spread_allowed"] = np.maximum(criteria.spread_max, 1.0 + criteria.spread_sigmas
+                                           * frame.z_spread_toys_sd / frame.z_spread_expected)
     why = np.where(~frame.available.astype(bool), frame.reason.astype(str), "")
     why = np.where((why == "") & ~(frame.gof_p >= criteria.gof_min_p), "window goodness of fit p < "
                    f"{criteria.gof_min_p:g}", why)
@@ -301,7 +326,7 @@ def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: 
             "masses_passing": int(group.passes.sum()), "z_spread": _f(avail.z.std()),
             "z_spread_expected": _f(spreads[str(name)][0]), "z_spread_toys_sd": _f(spreads[str(name)][1]),
             "z_spread_corrected": _f(avail.z.std() / spreads[str(name)][0]),
-            "z_spread_allowed": _f(group.z_spread_allowed.iloc[0]),
+            "z_spread_local_max": _f(avail.z_spread_corrected.max()),
             "ratio_median": _f(avail.ratio.median()), "ratio_stat_median": _f(avail.ratio_stat.median()),
             "spurious_over_sigma_median": _f((avail.spurious / avail.sigma_stat).median()),
             "max_abs_z": _f(avail.z.abs().max()), "chosen_at": sum(r["model"] == name for r in rows)}
