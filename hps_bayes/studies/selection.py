@@ -10,7 +10,8 @@ This study chooses at every mass, on the spectrum to be analysed:
 2. For every candidate background (``task.candidates``: windows of several widths and
    degrees, the whole-range model, a turn-on-aware model, a GP-carried model, ...) and mass:
    - its **spurious signal** S: the largest |Â| of the noise-free fits of the truths (the
-     precise bias; between grid masses the scan uses the larger S of the two neighbours);
+     precise bias; the largest over the neighbouring grid masses, and between grid masses the scan
+     uses the larger of the two neighbours', covers the bias between grid masses);
    - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
@@ -270,12 +271,16 @@ def _offset(truth: Spectrum, spec: Spectrum) -> int:
 
 
 def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteria: Criteria) -> Any:
-    """S, σ_tot, ratios and the pass flags of every cell."""
+    """S (the largest over ±1 grid mass per model), σ_tot, ratios and the pass flags of every cell."""
     frame = frame.sort_values(["model", "mass"]).reset_index(drop=True)
     for col in ("z_spread_corrected", "z_spread_expected", "z_spread_toys_sd", "spurious_raw", "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m"):
         if col not in frame:
             frame[col] = np.nan
-    frame["spurious"] = frame.spurious_raw  # between grid masses the scan takes the larger neighbour's
+    # the largest over ±1 grid mass: the bias of the model chosen at a grid mass varies between grid masses,
+    # and a scan mass between two grid masses takes the nearer one's model (without it, injections at such
+    # masses on the smooth 2015 truth left 0.49 σ_tot of bias uncovered, with it 0.12)
+    frame["spurious"] = frame.groupby("model").spurious_raw.transform(
+        lambda s: s.rolling(3, center=True, min_periods=1).max())
     frame["spurious_rel"] = frame.spurious / (frame.rho * frame.sigma_m)
     frame["sigma_tot"] = np.hypot(frame.sigma_stat, frame.spurious)
     frame["ratio_stat"] = frame.sigma_stat / frame.sigma_floor
