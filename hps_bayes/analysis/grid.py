@@ -12,7 +12,7 @@ from hps_bayes.core import FloatArray
 from hps_bayes.errors import InputError
 from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
 from hps_bayes.inputs.turnon import TurnOn, measure_turn_on
-from hps_bayes.model.selection import load_selection
+from hps_bayes.model.selection import load_selection, spectrum_hash
 from hps_bayes.physics.signal import sigma_m
 
 
@@ -102,8 +102,10 @@ def turn_on_guard(spectrum: Spectrum, settings: AnalysisSettings, *,
     """:func:`guard_turn_on` and the measurement it used (None when nothing was measured)."""
     bkg = settings.background
     if bkg.selection and bkg.fit_range_min is None:  # each chosen model carries its own range and turn-on
-        start = load_selection(bkg.selection).range_lo
-        return replace(settings, background=replace(bkg, fit_range_min=start)), None
+        chosen = load_selection(bkg.selection)
+        if not prepared:
+            chosen.check_use(settings.dataset.name, spectrum_hash(spectrum.edges, spectrum.counts, spectrum.variances))
+        return replace(settings, background=replace(bkg, fit_range_min=chosen.range_lo)), None
     if bkg.turn_on == "off" or bkg.fit_range_min is not None \
             or (bkg.turn_on == "factor" and bkg.turn_on_mass is not None):
         return settings, None

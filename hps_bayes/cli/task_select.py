@@ -12,6 +12,7 @@ from hps_bayes.cli.inputs import load_validated
 from hps_bayes.cli.task_settings import SelectTask
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.validation import poisson_equivalent
+from hps_bayes.model.selection import spectrum_hash
 from hps_bayes.results.files import atomic_path, write_json
 
 log = logging.getLogger("hps_bayes")
@@ -33,13 +34,15 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
     if unknown:
         raise ConfigError(f"task.use={list(task.use or ())}: {unknown} not among task.candidates {sorted(task.candidates)}")
     candidates = {k: v for k, v in task.candidates.items() if task.use is None or k in task.use}
-    data, _ = poisson_equivalent(load_validated(settings, cfg, out), mass_range=settings.dataset.mass_range)
+    raw = load_validated(settings, cfg, out)
+    data, _ = poisson_equivalent(raw, mass_range=settings.dataset.mass_range)
     criteria = Criteria(gof_min_p=task.gof_min_p, sideband_max_z=task.sideband_max_z, spread_max=task.spread_max,
                         spread_sigmas=task.spread_sigmas, spread_window=task.spread_window)
     cells, content = run_selection(
         data, settings, candidates, families=task.families, step=task.step, n_toys=task.n_toys,
         seed=settings.seed, criteria=criteria, mass_min=task.mass_min, mass_max=task.mass_max)
-    content |= {"config_hash": settings.config_hash(), "task": asdict(task), "input": str(settings.dataset.path)}
+    content |= {"config_hash": settings.config_hash(), "task": asdict(task), "input": str(settings.dataset.path),
+                "input_hash": spectrum_hash(raw.edges, raw.counts, raw.variances)}
     path = write_json(out / f"selection_{name}.json", content)
     with atomic_path(out / "selection_cells.csv") as tmp:
         cells.to_csv(tmp, index=False)

@@ -12,7 +12,9 @@ that no candidate served is refused with the selection's reason (the point gets 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import numpy as np
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
 
 #: Format version of ``selection_<dataset>.json``.
 SELECTION_FORMAT = 1
@@ -44,6 +48,19 @@ class Selection:
     models: dict[str, dict[str, Any]]
     range_lo: float
     source: str = ""
+    dataset: str = ""
+    input_hash: str = ""
+
+    def check_use(self, dataset: str, input_hash: str) -> None:
+        """Refuse a selection made for another dataset (:class:`ConfigError`); a spectrum whose content differs
+        from the one the selection was made on is warned about (its S and choices were measured there)."""
+        if self.dataset and dataset != self.dataset:
+            raise ConfigError(f"background.selection={self.source} was made for dataset {self.dataset!r}, not "
+                              f"{dataset!r}: run task=select on this dataset and pass its selection_{dataset}.json")
+        if self.input_hash and input_hash != self.input_hash:
+            log.warning("background.selection=%s was made on another spectrum (content %s, this one %s): its "
+                        "choices and spurious signals were measured there; rerun task=select on this file",
+                        self.source, self.input_hash, input_hash)
 
     def _index(self, mass: float) -> int:
         return int(np.argmin(np.abs(self.mass - mass)))
@@ -116,4 +133,14 @@ def load_selection(path: str) -> Selection:
     return Selection(mass=mass, model=chosen,
                      spurious_rel=np.array([float(r.get("spurious_rel") or 0.0) for r in rows]),
                      reason=tuple(str(r.get("reason") or "") for r in rows), models=models,
-                     range_lo=float(raw["range_lo"]), source=str(path))
+                     range_lo=float(raw["range_lo"]), source=str(path), dataset=str(raw.get("dataset") or ""),
+                     input_hash=str(raw.get("input_hash") or ""))
+
+
+def spectrum_hash(edges: Any, counts: Any, variances: Any) -> str:
+    """SHA-256 (first 16 hex digits) of a spectrum's edges, counts and variances as float64: what a selection
+    records of the spectrum it was made on."""
+    digest = hashlib.sha256()
+    for item in (edges, counts, variances):
+        digest.update(np.ascontiguousarray(item, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]

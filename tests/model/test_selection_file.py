@@ -113,3 +113,17 @@ def test_turn_on_factor_fits_a_sharp_turn_on_that_the_guard_refuses():
         z[mode] = fit.theta[0] / fit.poi_error(objective)
     assert abs(z["factor"]) < 1e-6
     assert z["plain"] < -3.0
+
+
+def test_a_selection_is_refused_for_another_dataset_and_warned_about_for_another_spectrum(tmp_path, caplog):
+    path = tmp_path / "selection_2016.json"
+    path.write_text(json.dumps({"format": 1, "rows": [{"mass": 0.05, "model": "m"}], "models": {"m": {}},
+                                "range_lo": 0.03, "dataset": "2016", "input_hash": "abc"}))
+    load_selection.cache_clear()
+    selection = load_selection(str(path))
+    with pytest.raises(ConfigError, match=r"made for dataset '2016', not 'demo': run task=select on this dataset"):
+        selection.check_use("demo", "abc")
+    selection.check_use("2016", "abc")
+    assert "made on another spectrum" not in caplog.text
+    selection.check_use("2016", "def")
+    assert "made on another spectrum (content abc, this one def)" in caplog.text
