@@ -45,10 +45,15 @@ class WindowObjective:
 
     poi_index = 0
 
-    def __init__(self, window: Window, settings: BackgroundSettings) -> None:
+    def __init__(self, window: Window, settings: BackgroundSettings, *, keep_gp_weights: bool = False) -> None:
+        """``keep_gp_weights``: compile the HSGP weights even where this window's η is 0 (by default a window
+        whose GP the evidence switched off gets the model without them: they would be dead parameters)."""
         self.window = window
         self.settings = settings = settings.at_mass(window.mass)  # the degree of background.degree_table
-        self.model = compiled_model(settings.compile_key())
+        degree, n_basis, c, kernel = settings.compile_key()
+        if window.eta == 0 and not keep_gp_weights:
+            n_basis = 0
+        self.model = compiled_model((degree, n_basis, c, kernel))
         if self.model.n_basis == 0 and window.eta != 0:
             raise ConfigError(f"the window at m={window.mass * 1e3:.2f} MeV has GP amplitude eta={window.eta}, but "
                               f"background eta={settings.eta}, hyper={settings.hyper!r} compile a model without a GP; "

@@ -48,6 +48,10 @@ def test_default_settings_compile_no_gp_weights(spectrum_2015: Spectrum) -> None
     for gp in (replace(SETTINGS, eta=0.05), replace(SETTINGS, hyper="marginal")):
         assert gp.compile_key()[1] == SETTINGS.n_basis
     assert SETTINGS.compile_key(with_gp=True)[1] == SETTINGS.n_basis
+    # ... but a window whose GP the evidence switched off (η = 0) gets the model without the weights
+    marginal = replace(SETTINGS, hyper="marginal")
+    assert WindowObjective(obj.window, marginal).model.n_basis == 0
+    assert WindowObjective(obj.window, marginal, keep_gp_weights=True).model.n_basis == SETTINGS.n_basis
 
 
 @pytest.mark.parametrize("mass", [0.05, 0.09])
@@ -55,8 +59,8 @@ def test_asymptotic_fit_equals_the_fit_with_the_gp_weights_kept(spectrum_2015: S
     window = _window(spectrum_2015, mass)
     assert window.eta == 0.0
     new = WindowObjective(window, SETTINGS)
-    # hyper="marginal" compiles the 20 GP weights; the window's η = 0 leaves them without effect
-    old = WindowObjective(window, replace(SETTINGS, hyper="marginal"))
+    # hyper="marginal" with keep_gp_weights compiles the 20 GP weights; the window's η = 0 leaves them without effect
+    old = WindowObjective(window, replace(SETTINGS, hyper="marginal"), keep_gp_weights=True)
     assert (new.n_params, old.n_params) == (13, 33)
     calc_new, calc_old = AsymptoticCalculator(new, new.observed()), AsymptoticCalculator(old, old.observed())
     fit_new, fit_old = calc_new.free_fit, calc_old.free_fit
