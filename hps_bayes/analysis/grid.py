@@ -12,8 +12,9 @@ from hps_bayes.core import FloatArray
 from hps_bayes.errors import InputError
 from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
 from hps_bayes.inputs.turnon import TurnOn, measure_turn_on
-from hps_bayes.model.selection import load_selection, spectrum_hash
+from hps_bayes.model.selection import load_selection
 from hps_bayes.physics.signal import sigma_m
+from hps_bayes.results.files import content_hash
 
 
 def fit_range(settings: AnalysisSettings) -> tuple[float, float]:
@@ -104,7 +105,7 @@ def turn_on_guard(spectrum: Spectrum, settings: AnalysisSettings, *,
     if bkg.selection and bkg.fit_range_min is None:  # each chosen model carries its own range and turn-on
         chosen = load_selection(bkg.selection)
         if not prepared:
-            chosen.check_use(settings.dataset.name, spectrum_hash(spectrum.edges, spectrum.counts, spectrum.variances))
+            chosen.check_use(settings.dataset.name, content_hash(spectrum.edges, spectrum.counts, spectrum.variances))
         return replace(settings, background=replace(bkg, fit_range_min=chosen.range_lo)), None
     if bkg.turn_on == "off" or bkg.fit_range_min is not None \
             or (bkg.turn_on == "factor" and bkg.turn_on_mass is not None):

@@ -28,7 +28,7 @@ from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.stats.lee import regions_global_pvalue
-from hps_bayes.stats.simple import known_background_sigma
+from hps_bayes.stats.simple import known_background_sigma, poisson_deviance
 
 __all__ = ["PUBLISHED_2015", "RatioSummary", "Step", "deep_merge", "load_published", "ratio_to_published",
            "run_steps", "step_settings", "summarize", "window_gof"]
@@ -150,7 +150,6 @@ def window_gof(spectrum: Spectrum, settings: AnalysisSettings, masses: Sequence[
     get NaN.
     """
     import pandas as pd
-    from scipy.special import xlogy
     from scipy.stats import chi2
 
     settings = guard_turn_on(spectrum, settings)
@@ -164,7 +163,7 @@ def window_gof(spectrum: Spectrum, settings: AnalysisSettings, masses: Sequence[
             rows.append((float(mass), np.nan, np.nan, np.nan, np.nan))
             continue
         n, mu = objective.window.counts, objective.background(fit.theta)
-        deviance = float(2.0 * np.sum(mu - n + xlogy(n, n) - xlogy(n, mu)))
+        deviance = poisson_deviance(n, mu)
         ndf = objective.window.n_bins - objective.window.legendre.shape[1]
         floor = known_background_sigma(objective.window.template, mu)
         rows.append((float(mass), deviance, ndf, float(chi2.sf(deviance, ndf)), floor))

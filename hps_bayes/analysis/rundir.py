@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from hps_bayes.analysis.grid import mass_grid
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.errors import ConfigError, HpsBayesError
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.results.files import read_json, write_json
+from hps_bayes.results.files import content_hash, read_json, write_json
 from hps_bayes.results.objects import MassPointResult, mass_label, results_frame
 
 log = logging.getLogger(__name__)
@@ -46,17 +45,6 @@ def read_point(path: Path) -> MassPointResult | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring unreadable %s (%s); the point is recomputed", path, exc)
         return None
-
-
-def content_hash(*arrays: Any) -> str:
-    """SHA-256 (first 16 hex digits) of arrays' float64 bytes, or of a file's bytes for a path."""
-    digest = hashlib.sha256()
-    for item in arrays:
-        if isinstance(item, (str, Path)):
-            digest.update(Path(item).read_bytes())
-        else:
-            digest.update(np.ascontiguousarray(item, dtype=np.float64).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def result_key(settings: AnalysisSettings, spectrum: Spectrum, tables: Iterable[str] = ()) -> dict[str, Any]:

@@ -12,8 +12,7 @@ from hps_bayes.cli.inputs import load_validated
 from hps_bayes.cli.task_settings import SelectTask
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.validation import poisson_equivalent
-from hps_bayes.model.selection import spectrum_hash
-from hps_bayes.results.files import atomic_path, write_json
+from hps_bayes.results.files import atomic_path, content_hash, write_json
 
 log = logging.getLogger("hps_bayes")
 
@@ -42,7 +41,7 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
         data, settings, candidates, families=task.families, step=task.step, n_toys=task.n_toys,
         seed=settings.seed, criteria=criteria, mass_min=task.mass_min, mass_max=task.mass_max)
     content |= {"config_hash": settings.config_hash(), "task": asdict(task), "input": str(settings.dataset.path),
-                "input_hash": spectrum_hash(raw.edges, raw.counts, raw.variances)}
+                "input_hash": content_hash(raw.edges, raw.counts, raw.variances)}
     path = write_json(out / f"selection_{name}.json", content)
     with atomic_path(out / "selection_cells.csv") as tmp:
         cells.to_csv(tmp, index=False)

@@ -12,7 +12,6 @@ that no candidate served is refused with the selection's reason (the point gets 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -136,11 +135,3 @@ def load_selection(path: str) -> Selection:
                      range_lo=float(raw["range_lo"]), source=str(path), dataset=str(raw.get("dataset") or ""),
                      input_hash=str(raw.get("input_hash") or ""))
 
-
-def spectrum_hash(edges: Any, counts: Any, variances: Any) -> str:
-    """SHA-256 (first 16 hex digits) of a spectrum's edges, counts and variances as float64: what a selection
-    records of the spectrum it was made on."""
-    digest = hashlib.sha256()
-    for item in (edges, counts, variances):
-        digest.update(np.ascontiguousarray(item, dtype=np.float64).tobytes())
-    return digest.hexdigest()[:16]

@@ -1,8 +1,9 @@
-"""Atomic writes: every file the package writes goes through :func:`atomic_path` (JSON, tables, ROOT, NetCDF)."""
+"""Files: atomic writes (every file the package writes goes through :func:`atomic_path`), strict JSON, content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -10,6 +11,8 @@ import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _json_default(obj: Any) -> Any:
@@ -89,3 +92,18 @@ def write_table(path: str | Path, frame: Any) -> Path:
             frame.to_parquet(tmp, index=False)
         return path
     return atomic_write_text(path, frame.to_csv(index=False))
+
+
+def content_hash(*arrays: Any) -> str:
+    """SHA-256 (first 16 hex digits) of arrays' float64 bytes, or of a file's bytes for a path.
+
+    >>> content_hash([1.0, 2.0]) == content_hash(np.array([1, 2]))
+    True
+    """
+    digest = hashlib.sha256()
+    for item in arrays:
+        if isinstance(item, (str, Path)):
+            digest.update(Path(item).read_bytes())
+        else:
+            digest.update(np.ascontiguousarray(item, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]

@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import xlogy
 
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError, InputError
@@ -25,6 +26,17 @@ from hps_bayes.stats.limits import UpperLimit, upper_limit
 from hps_bayes.stats.toys import ToyCalculator
 
 __all__ = ["KnownBackgroundObjective", "cls_upper_limit"]
+
+
+def poisson_deviance(counts: ArrayLike, expected: ArrayLike) -> float:
+    """The Poisson deviance D = 2 Σ_i [μ_i − n_i + n_i ln(n_i/μ_i)] of counts n against expected μ (n_i = 0 bins
+    contribute 2μ_i): the goodness of fit of a window, χ²-distributed with bins − free parameters at high counts.
+
+    >>> poisson_deviance([10.0, 0.0], [10.0, 0.5])
+    1.0
+    """
+    n, mu = np.asarray(counts, dtype=float), np.asarray(expected, dtype=float)
+    return float(2.0 * np.sum(mu - n + xlogy(n, n) - xlogy(n, mu)))
 
 
 def known_background_sigma(template: ArrayLike, background: ArrayLike) -> float:

@@ -39,7 +39,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy.special import xlogy
 from scipy.stats import chi2
 
 from hps_bayes.analysis.checks import MAX_LOG_STAT
@@ -56,7 +55,7 @@ from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.stats.calculators import AsymptoticCalculator
-from hps_bayes.stats.simple import known_background_sigma
+from hps_bayes.stats.simple import known_background_sigma, poisson_deviance
 from hps_bayes.studies.spurious import fit_truth
 
 log = logging.getLogger(__name__)
@@ -112,10 +111,11 @@ def _sideband_z(window: Any, residual: FloatArray) -> float:
 
 
 def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings: AnalysisSettings,
-              truth_settings: Sequence[AnalysisSettings]) -> dict[str, Any]:
+              truth_settings: Sequence[AnalysisSettings]) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
     """One candidate at one mass: the fit of the data, its adequacy, and the truths' noise-free Â (each truth
     fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
-    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`)."""
+    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`).  Also the window objective and the data's best fit,
+    which the Z-spread toys (:func:`toy_z`) reuse."""
     window = build_window(spec, mass, settings)
     if float(np.sum(window.template)) < MIN_SIGNAL_CONTAINED:
         raise InputError(f"only {np.sum(window.template):.0%} of the signal lies inside the window at "
@@ -127,7 +127,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
         raise FitError(f"the fit of the data did not converge at m = {mass * 1e3:.2f} MeV")
     sigma_asimov = AsymptoticCalculator(objective, objective.observed()).sigma_mu()
     n, mu = window.counts, objective.expected_counts(fit.theta)
-    deviance = float(2.0 * np.sum(mu - n + xlogy(n, n / mu)))
+    deviance = poisson_deviance(n, mu)
     ndf = max(window.n_bins - (settings.background.poly_degree + 2), 1)
     tpl = window.template
     rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
@@ -142,33 +142,31 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
         truth_p.append(float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))))
     plausible = [a for a, p in zip(truth_a, truth_p) if p >= PLAUSIBLE_P]
-    return {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
+    values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
             "sigma_asimov": float(sigma_asimov),
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": float(chi2.sf(deviance, ndf)),
             "deviance": deviance, "ndf": ndf, "sideband_z": _sideband_z(window, (n - mu) / np.sqrt(mu)),
             "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
             "n_truths": len(plausible), "rho": rho, "sigma_m": window.sigma,
             "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
-            **{f"A_{t.name}": a for t, a in zip(truths, truth_a)}, **{f"p_{t.name}": p for t, p in zip(truths, truth_p)}}
+              **{f"A_{t.name}": a for t, a in zip(truths, truth_a)}, **{f"p_{t.name}": p for t, p in zip(truths, truth_p)}}
+    return values, objective, fit.theta
 
 
-def toy_z(spec_whole: Spectrum, truth: Spectrum, masses: FloatArray, settings: AnalysisSettings,
+def toy_z(fitted: Sequence[tuple[WindowObjective, FloatArray] | None], edges: FloatArray,
           counts: FloatArray) -> FloatArray:
-    """Â/σ_A of the candidate on Poisson toys ``counts`` (K × bins of ``truth``) at every mass; NaN where
-    the candidate does not serve or a fit failed.  The windows are those of the data (``spec_whole``)."""
-    z = np.full((counts.shape[0], len(masses)), np.nan)
-    edges = np.asarray(truth.edges)
-    for j, mass in enumerate(masses):
-        try:
-            window = build_window(spec_whole, float(mass), settings)
-        except InputError:
+    """Â/σ_A of the candidate on Poisson toys ``counts`` (K × bins, bin ``edges``) at every mass of ``fitted`` (the
+    data's window objective and best fit there, :func:`data_cell`; None where the candidate does not serve);
+    NaN where it does not serve or a fit failed."""
+    z = np.full((counts.shape[0], len(fitted)), np.nan)
+    for j, item in enumerate(fitted):
+        if item is None:
             continue
-        objective = WindowObjective(window, settings.background)
-        i0 = int(np.argmin(np.abs(edges - window.edges[0])))
-        toys = counts[:, i0:i0 + window.n_bins]
+        objective, theta = item
+        i0 = int(np.argmin(np.abs(np.asarray(edges) - objective.window.edges[0])))
+        toys = counts[:, i0:i0 + objective.window.n_bins]
         aux = np.zeros((counts.shape[0], objective.model.n_aux))
-        start = np.tile(newton_fit(objective, objective.observed()).theta, (counts.shape[0], 1))
-        a_hat, err = poi_fits_batch(objective, toys, aux, start)
+        a_hat, err = poi_fits_batch(objective, toys, aux, np.tile(theta, (counts.shape[0], 1)))
         z[:, j] = a_hat / err
     return z
 
@@ -235,18 +233,19 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
         spec = prepare_spectrum(data, settings)
         cut = [crop(t, *(float(spec.edges[0]), float(spec.edges[-1]))) for t in truths.values()]
         on_truth = [_truth_settings(t, settings) for t in cut]
-        cells = []
+        cells: list[dict[str, Any]] = []
+        fitted: list[tuple[WindowObjective, FloatArray] | None] = []
         for mass in masses:
+            cell = {"model": name, "mass": float(mass), "available": True, "reason": ""}
             try:
-                cell = {"model": name, "mass": float(mass), "available": True, "reason": ""} | data_cell(
-                    spec, cut, float(mass), settings, on_truth)
+                values, objective, theta = data_cell(spec, cut, float(mass), settings, on_truth)
+                cells.append(cell | values)
+                fitted.append((objective, theta))
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
-                cell = {"model": name, "mass": float(mass), "available": False, "reason": str(exc).split(";")[0]}
-            cells.append(cell)
-        z_toys = toy_z(spec, crop(truths["smooth"], float(spec.edges[0]), float(spec.edges[-1])), masses, settings,
-                       toys[:, _offset(truths["smooth"], spec):][:, :spec.n_bins])
+                cells.append(cell | {"available": False, "reason": str(exc).split(";")[0]})
+                fitted.append(None)
+        z_toys = toy_z(fitted, spec.edges, toys[:, _offset(truths["smooth"], spec):][:, :spec.n_bins])
         z_data = np.array([c["z"] if c["available"] else np.nan for c in cells])
-        z_toys[:, ~np.isfinite(z_data)] = np.nan
         spreads[name] = spread_reference(z_toys)
         for cell, (corrected, expected, scatter) in zip(cells, local_spreads(z_data, z_toys, criteria.spread_window)):
             cell |= {"z_spread_corrected": corrected, "z_spread_expected": expected, "z_spread_toys_sd": scatter}
