@@ -34,7 +34,8 @@ from scipy.special import ndtr, ndtri
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.results.objects import record_from_dict, record_to_dict
-from hps_bayes.stats.calculators import N_SIGMA, Calculator, ExpectedCLs, PValues
+from hps_bayes.stats.asymptotics import expected_cls, expected_clsb
+from hps_bayes.stats.calculators import N_SIGMA, AsymptoticCalculator, Calculator, ExpectedCLs, PValues
 
 __all__ = ["LIMIT_METHODS", "HypoTestResult", "LimitMethod", "UpperLimit", "eq89_expected_limits", "hypotest",
            "upper_limit"]
@@ -186,6 +187,15 @@ class _Evaluations:
             self._exp[mu] = calc.expected_clsb(mu) if self._one_sided else calc.expected_pvalues(mu)
         return self._exp[mu][index]
 
+    def sqrt_q_asimov(self, mu: float) -> float:
+        """√q_{μ,A} of an asymptotic calculator (the expected values at ``mu`` are cached alongside)."""
+        calc = self._calc
+        assert isinstance(calc, AsymptoticCalculator)
+        q_asimov = calc.teststat_asimov(mu)
+        if mu not in self._exp:
+            self._exp[mu] = (expected_clsb if self._one_sided else expected_cls)(q_asimov)
+        return float(np.sqrt(q_asimov))
+
 
 def _bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tuple[float, float] | None:
     """Widen geometrically from ``guess`` until the decreasing ``f`` changes sign."""
@@ -281,7 +291,15 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     curves += [_expected_curve(ev, index, level) for index in range(len(N_SIGMA))]
     names = ["observed limit"] + [f"expected limit N = {n}" for n in N_SIGMA]
     if scan is None:
-        found = [_solve(f, g, rtol=rtol, what=w, floor=floor) for f, g, w in zip(curves, guesses, names, strict=True)]
+        asymptotic = isinstance(calculator, AsymptoticCalculator)
+        observed = (_solve_secant(curves[0], guesses[0], sigma, rtol=rtol, floor=floor)
+                    if asymptotic else None)
+        found = [(observed, "") if observed is not None else
+                 _solve(curves[0], guesses[0], rtol=rtol, what=names[0], floor=floor)]
+        for index, (f, g, w) in enumerate(zip(curves[1:], guesses[1:], names[1:], strict=True)):
+            root = (_solve_asimov(ev, _wald_root(N_SIGMA[index], alpha, one_sided), g, rtol=rtol)
+                    if asymptotic else None)
+            found.append((root, "") if root is not None else _solve(f, g, rtol=rtol, what=w, floor=floor))
         slopes = [float("nan")] * 6
     else:
         positive = [g for g in guesses if g > 0] or [sigma]
@@ -337,6 +355,83 @@ def _power_constrain(limit: UpperLimit) -> UpperLimit:
     return replace(limit, mu_up=floor if constrained else limit.mu_up,
                    mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]), method="pcl",
                    power_constrained=constrained, mu_up_error=0.0 if constrained else limit.mu_up_error)
+
+
+def _wald_root(n: float, alpha: float, one_sided: bool) -> float:
+    """The √q_{μ,A} at which the asymptotic expected CLs (or p_{s+b}) of band position N equals α:
+    N − Φ⁻¹(αΦ(N)) (:func:`~hps_bayes.stats.asymptotics.expected_cls`), or N + Φ⁻¹(1 − α) one-sided
+    (:func:`~hps_bayes.stats.asymptotics.expected_clsb`)."""
+    return float(n - ndtri(alpha)) if one_sided else _eq89(1.0, n, alpha)
+
+
+def _solve_asimov(ev: _Evaluations, target: float, guess: float, *, rtol: float,
+                  max_iter: int = 8) -> float | None:
+    """Root of √q_{μ,A}(μ) = ``target`` (an asymptotic expected limit) by the secant method; None when
+    it does not settle (the caller then brackets as for any calculator).
+
+    The expected CLs (or p_{s+b}) of band position N is a function of q_{μ,A} alone, so CLs_N(μ) = α is
+    exactly √q_{μ,A}(μ) = ``target`` (:func:`_wald_root`).  √q_{μ,A} = μ/σ_A(μ) is nearly linear in μ:
+    from the Wald guess, the first step is the fixed point μ ← target · σ_A(μ) (the secant through
+    √q_{0,A} = 0), then secant steps; the root is accepted when a step moves it by less than
+    rtol/100 (Brent's method on the same equation stops at rtol), usually after two Asimov fits
+    instead of the five or six of bracketing and Brent's method.  Targets near 0 (one-sided
+    limits near the floor) are left to the bracketing.
+    """
+    if not (target > 0.05 and np.isfinite(guess) and guess > 0):
+        return None
+    tol = rtol
+    mu_a, s_a = 0.0, 0.0
+    mu_b = guess
+    for _ in range(max_iter):
+        s_b = ev.sqrt_q_asimov(mu_b)
+        slope = (s_b - s_a) / (mu_b - mu_a)
+        if not (np.isfinite(slope) and slope > 0):
+            return None
+        mu_next = mu_b + (target - s_b) / slope
+        if not (np.isfinite(mu_next) and mu_next > 0):
+            return None
+        if abs(mu_next - mu_b) <= tol * mu_next:
+            return float(mu_next)
+        mu_a, s_a, mu_b = mu_b, s_b, mu_next
+    return None
+
+
+def _solve_secant(f: Callable[[float], float], guess: float, scale: float, *, rtol: float,
+                  floor: float | None = None, max_iter: int = 8) -> float | None:
+    """Root of the decreasing, nearly linear ``f`` (Φ⁻¹(CLs) − Φ⁻¹(α) of an asymptotic calculator, slope
+    ≈ −1/σ) by secant steps from ``guess``; None when they do not settle within ``max_iter`` steps or
+    leave the region where ``f`` decreases (the caller then brackets, :func:`_solve`).
+
+    The first step uses the Wald slope −1/``scale``; a step that moves the root by less than
+    rtol/100 ends the search, usually after three evaluations instead of the five or six of
+    bracketing and Brent's method.  With a ``floor`` (one-sided limits) the root is 0 where
+    ``f(floor)`` ≤ 0, as in :func:`_solve`.
+    """
+    if not (np.isfinite(guess) and guess > 0 and np.isfinite(scale) and scale > 0):
+        return None
+    if floor is not None:
+        if f(floor) <= 0:
+            return 0.0
+        guess = max(guess, floor)
+    tol = rtol
+    mu_a, f_a = guess, f(guess)
+    if f_a == 0:
+        return float(guess)
+    mu_b = mu_a + f_a * scale
+    for _ in range(max_iter):
+        if not (np.isfinite(f_a) and np.isfinite(mu_b) and mu_b > 0 and mu_b != mu_a):
+            return None
+        f_b = f(mu_b)
+        slope = (f_b - f_a) / (mu_b - mu_a)
+        if not (np.isfinite(slope) and slope < 0):
+            return None
+        mu_next = mu_b - f_b / slope
+        if not (np.isfinite(mu_next) and mu_next > 0 and (floor is None or mu_next >= floor)):
+            return None
+        if abs(mu_next - mu_b) <= tol * mu_next:
+            return float(mu_next)
+        mu_a, f_a, mu_b = mu_b, f_b, mu_next
+    return None
 
 
 def _scan_root(f: Callable[[float], float], grid: list[float], *, what: str,
