@@ -192,8 +192,12 @@ def run_manifest_path(run_dir: str | Path, dataset: str) -> Path:
     return Path(run_dir) / f"scan_{dataset}.json"
 
 
-def write_run_manifest(run_dir: str | Path, settings: AnalysisSettings, *, overwrite: bool = False) -> Path:
+def write_run_manifest(run_dir: str | Path, settings: AnalysisSettings, *, overwrite: bool = False,
+                       keep_existing: bool = False) -> Path:
     """Record the scan's settings, config hash and full grid in the run folder (atomic, same for every chunk).
+
+    With ``keep_existing`` a manifest of the same settings is left as it is (a job that only adds to
+    the run, such as a batch of toy scans, keeps the scan's record of its chunking).
 
     Raises
     ------
@@ -208,6 +212,8 @@ def write_run_manifest(run_dir: str | Path, settings: AnalysisSettings, *, overw
             f"run folder {run_dir} holds a scan of dataset {settings.dataset.name} with other settings "
             f"({_differences(old, new)}); refusing to overwrite it: choose a new run_dir=..., or add "
             "overwrite=true to replace it")
+    if keep_existing and old is not None and {k: old.get(k) for k in new} == new:
+        return path
     return write_json(path, {
         "dataset": settings.dataset.name, "config_hash": settings.config_hash(),
         "masses": mass_grid(settings).tolist(), "n_chunks": settings.scan.n_chunks,

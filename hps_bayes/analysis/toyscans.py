@@ -1,9 +1,17 @@
-"""Background-only toy scans for the look-elsewhere effect."""
+"""Background-only toy scans for the look-elsewhere effect, in one process or in batches.
+
+A multirun sweeps ``task=lee``'s ``task.batch`` (:func:`toy_scan_batch`); each job writes its batch
+of toy scans under the run folder, and ``task=merge`` stacks them (:func:`merge_toy_scan_batches`)
+for the global significance of the scan's largest excess with the Monte Carlo error of all batches.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +24,7 @@ from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
+from hps_bayes.results.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +106,119 @@ def toy_scans(spectrum: Spectrum, settings: AnalysisSettings, *, n_scans: int, r
     if n_failed:
         log.warning("toy scans: %d of %d toy fits failed (left out as NaN)", n_failed, z.size)
     return z
+
+
+# --- toy scans in batches: one multirun job per batch, merged by task=merge -----------------------------
+
+#: The file of batch ``k`` of a dataset's toy scans, under the run folder.
+BATCH_PATTERN = "lee/{dataset}/toys_{batch:04d}.npz"
+
+
+@dataclass(frozen=True)
+class ToyScanBatch:
+    """One batch of look-elsewhere toy scans as written: local Z (n_scans, n_masses) on ``masses``,
+    and the key it was made under (the scan's result key, ``batch``, ``n_scans``, ``n_batches``)."""
+
+    z: FloatArray
+    masses: FloatArray
+    key: dict[str, Any]
+
+    @property
+    def point_key(self) -> dict[str, Any]:
+        """The part of the key a mass point's ``numbers.json`` shares (settings, input, tables, version)."""
+        return {k: v for k, v in self.key.items() if k not in BATCH_FIELDS}
+
+
+#: The key entries that belong to a batch, not to the scan it goes with.
+BATCH_FIELDS = ("batch", "n_scans", "n_batches", "seed")
+
+
+def batch_path(run_dir: str | Path, dataset: str, batch: int) -> Path:
+    return Path(run_dir) / BATCH_PATTERN.format(dataset=dataset, batch=int(batch))
+
+
+def read_batch(path: str | Path) -> ToyScanBatch:
+    """A batch file written by :func:`toy_scan_batch`."""
+    with np.load(path, allow_pickle=False) as data:
+        return ToyScanBatch(z=np.asarray(data["z"], dtype=float), masses=np.asarray(data["masses"], dtype=float),
+                            key=json.loads(str(data["key"])))
+
+
+def toy_scan_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, n_scans: int,
+                   run_dir: str | Path, n_batches: int | None = None,
+                   progress: bool | None = None) -> tuple[ToyScanBatch, bool]:
+    """Batch ``batch`` of the look-elsewhere toy scans of a run: ``n_scans`` toy scans over the scan's
+    whole grid (:func:`toy_scans`), written to ``<run_dir>/lee/<dataset>/toys_<batch>.npz``.
+
+    The batch's toys come from the stream ``[seed, 0, LEE_SCANS, batch]``
+    (:mod:`hps_bayes.analysis.seeds`), so a batch is the same whichever job, chunking or rerun makes it,
+    and batches are independent of each other.  A batch already written under the same key (the
+    scan's result key, :func:`hps_bayes.analysis.rundir.result_key`, plus batch, size and count)
+    is read back instead of recomputed.  Returns (the batch, whether it was computed now).
+    """
+    from hps_bayes.analysis.scan import prepare_scan
+    from hps_bayes.analysis.seeds import LEE_SCANS, generator
+
+    if batch < 0 or (n_batches is not None and not batch < n_batches):
+        raise ConfigError(f"toy-scan batch {batch} is not in 0..{(n_batches or 1) - 1}; sweep task.batch over "
+                          f"range(task.n_batches), e.g. 'task.batch=range({n_batches or 10})'")
+    prep = prepare_scan(spectrum, config=settings)
+    masses = mass_grid(prep.settings)
+    entropy = [int(settings.seed), 0, LEE_SCANS, int(batch)]
+    key = {**prep.key, "batch": int(batch), "n_scans": int(n_scans), "n_batches": n_batches, "seed": entropy}
+    path = batch_path(run_dir, prep.settings.dataset.name, batch)
+    if path.exists():
+        try:
+            done = read_batch(path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("toy-scan batch %s is unreadable (%s): computing it again", path, exc)
+        else:
+            if done.key == json.loads(json.dumps(key)) and np.array_equal(done.masses, masses):
+                log.info("toy-scan batch %d already done (%s): reused", batch, path)
+                return done, False
+            log.warning("toy-scan batch %s was made with other settings or data: computing it again", path)
+    z = toy_scans(spectrum, prep.settings, n_scans=n_scans, rng=generator(*entropy), masses=masses,
+                  progress=progress)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, z=z, masses=masses, key=np.array(json.dumps(key)))
+    return ToyScanBatch(z=z, masses=masses, key=json.loads(json.dumps(key))), True
+
+
+def merge_toy_scan_batches(run_dir: str | Path, dataset: str, keys: list[dict[str, Any]],
+                           masses: FloatArray) -> tuple[FloatArray, dict[str, Any]]:
+    """The toy scans of every batch of ``dataset`` under ``run_dir`` on ``masses`` (the observed
+    scan's masses with a result), stacked: shape (total scans, len(masses)); and a report (batches
+    found, toy scans, missing batch numbers when the batches were made with ``task.n_batches``).
+
+    Raises
+    ------
+    ConfigError
+        A batch made with other settings, data or version than the scan's points (``keys``), or on
+        a grid that lacks one of ``masses``: the fix is named.
+    """
+    files = sorted(Path(run_dir).glob(f"lee/{dataset}/toys_*.npz"))
+    report: dict[str, Any] = {"n_batches": 0, "n_toy_scans": 0, "batches": [], "missing_batches": []}
+    if not files:
+        return np.zeros((0, len(masses))), report
+    blocks, expected = [], set()
+    masses = np.asarray(masses, dtype=float)
+    for path in files:
+        done = read_batch(path)
+        if done.point_key not in keys:
+            raise ConfigError(f"toy-scan batch {path} was made with other settings, data or package version than "
+                              f"the scan's mass points in {run_dir}; delete it or rerun the batch with the scan's "
+                              "settings (task=lee with the same overrides)")
+        columns = [np.flatnonzero(np.isclose(done.masses, m, rtol=0, atol=1e-9)) for m in masses]
+        if any(c.size == 0 for c in columns):
+            raise ConfigError(f"toy-scan batch {path} lacks some of the scan's masses (its grid: "
+                              f"{done.masses[0] * 1e3:.2f}-{done.masses[-1] * 1e3:.2f} MeV, {done.masses.size} masses); "
+                              "rerun the batches with the scan's grid settings")
+        blocks.append(done.z[:, [int(c[0]) for c in columns]])
+        report["batches"].append(int(done.key["batch"]))
+        if done.key.get("n_batches"):
+            expected |= set(range(int(done.key["n_batches"])))
+    report["n_batches"] = len(blocks)
+    report["missing_batches"] = sorted(expected - set(report["batches"]))
+    z = np.vstack(blocks)
+    report["n_toy_scans"] = int(z.shape[0])
+    return z, report

@@ -12,7 +12,7 @@ from hps_bayes.analysis.rundir import (
 )
 from hps_bayes.analysis.settings import AnalysisSettings, settings_from_mapping
 from hps_bayes.cli.inputs import IncompleteRunError, _locked
-from hps_bayes.cli.task_scan import _summary_plots
+from hps_bayes.cli.task_scan import _summary_plots, record_look_elsewhere
 from hps_bayes.cli.task_settings import MergeTask
 from hps_bayes.errors import ConfigError
 from hps_bayes.results.export import export_scan
@@ -51,6 +51,7 @@ def task_merge(settings: AnalysisSettings, task: MergeTask, cfg: dict[str, Any],
         reports.append(report)
         _summary_plots(frame, run, out)
         _log_merge(report)
+        report["look_elsewhere"] = _merge_look_elsewhere(out, frame, run, report)
     merged = pd.concat(frames, ignore_index=True)
     write_table(out / "results_single.csv", merged)
     export_scan(merged, out)
@@ -72,6 +73,35 @@ def _refuse_mixed(out: Path, report: dict[str, Any]) -> None:
         raise ConfigError(f"run folder {out} mixes results of dataset {report['dataset']}: {what}; merge only "
                           "one run's results: rerun the differing chunks with the run's settings and data "
                           "(overwrite=true), or put each run in its own run_dir")
+
+
+def _merge_look_elsewhere(out: Path, frame: Any, settings: AnalysisSettings,
+                          report: dict[str, Any]) -> dict[str, Any] | None:
+    """The batches of look-elsewhere toy scans in the run folder (``task=lee``), stacked, on the scan's
+    masses with a result: the global significance of its largest excess into ``summary.json``.
+    Returns the batches' report (None when there are none)."""
+    from hps_bayes.analysis.toyscans import merge_toy_scan_batches
+    from hps_bayes.stats.lee import look_elsewhere
+
+    ok = frame[frame.status == "ok"]
+    z_toys, batches = merge_toy_scan_batches(out, settings.dataset.name, report["keys"], ok.mass.to_numpy())
+    if batches["n_batches"] == 0:
+        return None
+    if len(ok) == 0:
+        log.warning("dataset %s: %d toy-scan batches but no mass point with a result: no global significance",
+                    settings.dataset.name, batches["n_batches"])
+        return batches
+    if not report["complete"]:
+        log.warning("dataset %s: the scan is incomplete; the global significance covers its %d masses with a "
+                    "result only", settings.dataset.name, len(ok))
+    if batches["missing_batches"]:
+        log.warning("dataset %s: toy-scan batches %s are missing (rerun task=lee for them); the global p-value "
+                    "uses the %d batches there", settings.dataset.name, batches["missing_batches"],
+                    batches["n_batches"])
+    lee = look_elsewhere(ok.mass.to_numpy(), ok.Z.to_numpy(), z_toys, ok.sigma_m.to_numpy(),
+                         c0=settings.stats.lee_c0)
+    record_look_elsewhere(out, settings, lee, n_masses=len(ok), source={"seed": settings.seed, **batches})
+    return {**batches, "p_global_toys": lee.p_global_toys, "p_global_toys_error": lee.p_global_toys_error}
 
 
 def _log_merge(report: dict[str, Any]) -> None:

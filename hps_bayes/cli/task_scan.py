@@ -192,22 +192,29 @@ def _look_elsewhere(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, 
     if n_scans <= 0 or len(ok) == 0:
         return None
     if settings.scan.n_chunks > 1:
-        log.warning("stats.lee_toys=%d: the look-elsewhere toy scans need the whole grid; run them in a "
-                    "one-chunk scan (scan.n_chunks=1), which reuses the finished points", n_scans)
+        log.warning("stats.lee_toys=%d: the look-elsewhere toy scans need the whole grid; in a chunked run make "
+                    "them in batches (task=lee, 'task.batch=range(N)') and merge them with task=merge", n_scans)
         return None
     rng = run_rng(settings.seed, LEE_SCANS)
     z_toys = toy_scans(spectrum, settings, n_scans=n_scans, rng=rng, masses=ok.mass.to_numpy())
     lee = look_elsewhere(ok.mass.to_numpy(), ok.Z.to_numpy(), z_toys, ok.sigma_m.to_numpy(),
                          c0=settings.stats.lee_c0)
+    record_look_elsewhere(out, settings, lee, n_masses=len(ok), source={"seed": settings.seed})
+    return lee
+
+
+def record_look_elsewhere(out: Path, settings: AnalysisSettings, lee: Any, *, n_masses: int,
+                          source: dict[str, Any]) -> None:
+    """The global significance in ``summary.json`` (key ``look_elsewhere`` → dataset, with ``source``:
+    how the toy scans were made) and in the log."""
     path = out / "summary.json"
     with _locked(path):
         summary = read_json(path) if path.exists() else {}
         summary.setdefault("look_elsewhere", {})[settings.dataset.name] = {
-            **lee.to_dict(), "seed": settings.seed, "config_hash": settings.config_hash()}
+            **lee.to_dict(), **source, "config_hash": settings.config_hash()}
         write_json(path, summary)
     log.info("look-elsewhere (%d toy scans, %d masses): largest local Z = %.2f at %.2f MeV (p_local %.2e); "
              "global p: toys %.3g ± %.2g (Z = %.2f), Gross-Vitells %.3g (<N(c0=%.1f)> = %.2f), trials factor "
-             "%.1f → %.3g", lee.n_toy_scans, len(ok), lee.z_local_max, lee.mass_at_max * 1e3, lee.p_local,
+             "%.1f → %.3g", lee.n_toy_scans, n_masses, lee.z_local_max, lee.mass_at_max * 1e3, lee.p_local,
              lee.p_global_toys, lee.p_global_toys_error, lee.z_global_toys, lee.p_global_gv, lee.c0,
              lee.n_upcrossings_mean, lee.trials_factor, lee.p_global_trials)
-    return lee

@@ -102,6 +102,17 @@ class BandsTask:
 
 
 @dataclass(frozen=True)
+class LeeTask:
+    """``task=lee``: one batch (``batch``) of ``toys_per_batch`` look-elsewhere toy scans; ``n_batches``
+    (None: not known) lets ``task=merge`` name the batches still missing."""
+
+    name: str
+    toys_per_batch: int
+    batch: int
+    n_batches: int | None
+
+
+@dataclass(frozen=True)
 class CombineTask:
     """``task=combine``: the datasets, whether to combine them, whether to write HEPData."""
 
@@ -209,11 +220,11 @@ class ReproduceTask:
     steps: tuple[ReproduceStep, ...]
 
 
-TaskSettings = (ScanTask | TestTask | SimulateTask | MergeTask | PosteriorTask | BandsTask | CombineTask
+TaskSettings = (ScanTask | TestTask | SimulateTask | MergeTask | LeeTask | PosteriorTask | BandsTask | CombineTask
                 | SpuriousTask | InjectTask | CoverageTask | ActiveTask | ReproduceTask)
 
 TASK_SETTINGS: dict[str, type] = {
-    "scan": ScanTask, "test": TestTask, "simulate": SimulateTask, "merge": MergeTask,
+    "scan": ScanTask, "test": TestTask, "simulate": SimulateTask, "merge": MergeTask, "lee": LeeTask,
     "posterior": PosteriorTask, "bands": BandsTask, "combine": CombineTask, "spurious": SpuriousTask,
     "inject": InjectTask, "coverage": CoverageTask, "active": ActiveTask, "reproduce": ReproduceTask,
     "select": SelectTask,

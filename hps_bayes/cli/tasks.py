@@ -41,6 +41,7 @@ TASKS: dict[str, TaskEntry] = {
     "merge": TaskEntry("task_merge", "task_merge", "collect the chunks of a multirun into one table and plots"),
     "active": TaskEntry("task_active", "task_active", "active learning of an exclusion contour or of the largest excess"),
     "posterior": TaskEntry("task_posterior", "task_posterior", "NUTS posteriors at chosen masses, beside the CLs limits"),
+    "lee": TaskEntry("task_lee", "task_lee", "one batch of look-elsewhere toy scans (a multirun sweeps task.batch)"),
     "bands": TaskEntry("task_bands", "task_bands", "toy expected-limit bands (Brazil plot)"),
     "combine": TaskEntry("task_combine", "task_combine", "2015, 2016, 2021 one by one, then combined with a shared eps^2"),
     "inject": TaskEntry("task_closure", "task_inject", "signal injection and extraction (closure)"),

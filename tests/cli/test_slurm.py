@@ -3,7 +3,8 @@
 ``.ci/run`` starts a single-node cluster with ``../shared/tools/slurm-local-cluster.sh start``.
 The test runs a 3-chunk multirun in which one chunk
 kills itself hard (SIGKILL, as on a node failure), checks the jobs ran under SLURM (job ids in
-the outputs), reruns the same command, merges, and compares with a single-process run.
+the outputs), reruns the same command, adds two batches of look-elsewhere toy scans as a second
+job array, merges, and compares with a single-process run.
 Skipped, with the reason, where no cluster answers.
 """
 
@@ -16,11 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from hps_bayes.analysis.rundir import FAULT_ENV
+from hps_bayes.analysis.toyscans import read_batch
 from hps_bayes.cli.config import load_config
+from hps_bayes.cli.tasks import run_task
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
 
@@ -81,11 +85,21 @@ def test_chunked_slurm_run_killed_rerun_merged(cluster: None, tmp_path: Path) ->
     chunks = [json.loads((sweep / "chunks" / f"demo_chunk{k}.json").read_text()) for k in range(N_CHUNKS)]
     assert [(c["computed"], c["reused"]) for c in chunks] == [(0, 3), (1, 1), (0, 2)]
     assert chunks[1]["slurm_array_job_id"] != chunk0["slurm_array_job_id"]  # a new job array
-    # 3. merge, and compare with one process
+    # 3. look-elsewhere toy scans in two batches, a job array of their own, into the same run folder
+    lee = run("-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.mem_gb=1",
+              f"dataset.path={demo}", *SCAN, "task=lee", "task.toys_per_batch=20", "task.n_batches=2",
+              "task.batch=range(2)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert lee.returncode == 0, lee.stdout[-4000:]
+    # 4. merge, and compare with one process
     merged = run("task=merge", f"run_dir={sweep}", "task.strict=true", f"hydra.run.dir={tmp_path / 'merge'}",
                  cwd=tmp_path)
     assert merged.returncode == 0, merged.stdout[-4000:]
     assert json.loads((sweep / "merge_report.json").read_text())["complete"]
+    summary = json.loads((sweep / "summary.json").read_text())["look_elsewhere"]["demo"]
+    assert summary["n_toy_scans"] == 40 and summary["batches"] == [0, 1] and summary["missing_batches"] == []
+    local = run_task("lee", [f"dataset.path={demo}", *SCAN, "task.toys_per_batch=20", "task.batch=1"],
+                     tmp_path / "local")
+    np.testing.assert_array_equal(read_batch(sweep / "lee" / "demo" / "toys_0001.npz").z, local.z)
     single = run(f"dataset.path={demo}", *SCAN, f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
     assert single.returncode == 0, single.stdout[-4000:]
     ours = pd.read_csv(sweep / "results_single.csv").drop(columns=["seconds"])

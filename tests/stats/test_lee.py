@@ -4,6 +4,7 @@ Gaussian process, monotone global p-values, toy scans of a spectrum, the scan su
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,12 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.special import ndtr
 from scipy.stats import norm
 
+from hps_bayes.analysis.rundir import RunFolderConflict
 from hps_bayes.analysis.settings import resolve_settings
 from hps_bayes.analysis.toyscans import toy_scans
 from hps_bayes.cli.config import load_config, settings_from_config
 from hps_bayes.cli.tasks import run_task
+from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
@@ -141,3 +144,41 @@ def test_bands_task_smoke(tmp_path: Path, demo_file: Path) -> None:
     assert frame[frame.method == "asymptotic"].A_up_error.isna().all()
     for short in ("A", "eps2"):
         assert (tmp_path / "summary_plots" / f"bands_{short}_demo.png").stat().st_size > 10_000
+
+
+def test_toy_scans_in_batches_are_merged_into_the_global_significance(tmp_path: Path, demo_file: Path) -> None:
+    """A chunked scan, two task=lee batches, task=merge: the global p-value counts the toy scans of both
+    batches; a rerun batch is reused, the same batch in another folder is identical, a batch of other
+    settings is refused at the merge."""
+    from hps_bayes.analysis.toyscans import read_batch
+
+    base = _overrides(demo_file, "plots.summary=false")
+    for k in range(2):
+        run_task("scan", [*base, "scan.n_chunks=2", f"scan.chunk={k}"], tmp_path)
+    for k in range(2):
+        run_task("lee", [*base, "task.toys_per_batch=15", f"task.batch={k}", "task.n_batches=3"], tmp_path)
+    batch0 = tmp_path / "lee" / "demo" / "toys_0000.npz"
+    stamp = batch0.stat().st_mtime_ns
+    again = run_task("lee", [*base, "task.toys_per_batch=15", "task.batch=0", "task.n_batches=3"], tmp_path)
+    assert batch0.stat().st_mtime_ns == stamp  # reused, not recomputed
+    other = run_task("lee", [*base, "task.toys_per_batch=15", "task.batch=0"], tmp_path / "elsewhere")
+    np.testing.assert_array_equal(other.z, again.z)  # batch k's toys do not depend on the job
+    run_task("merge", [*base], tmp_path)
+    lee = json.loads((tmp_path / "summary.json").read_text())["look_elsewhere"]["demo"]
+    assert lee["n_toy_scans"] == 30 and lee["batches"] == [0, 1] and lee["missing_batches"] == [2]
+    report = json.loads((tmp_path / "merge_report.json").read_text())["datasets"][0]["look_elsewhere"]
+    assert report["n_toy_scans"] == 30 and report["missing_batches"] == [2]
+    # the global p-value: the fraction of the 30 stacked toy scans whose largest Z reaches the observed one
+    scan = pd.read_csv(tmp_path / "results_single.csv")
+    z_max = np.vstack([read_batch(tmp_path / "lee" / "demo" / f"toys_{k:04d}.npz").z for k in range(2)]).max(axis=1)
+    assert lee["z_local_max"] == pytest.approx(scan.Z.max(), rel=1e-12)
+    assert lee["p_global_toys"] == pytest.approx(np.mean(z_max >= scan.Z.max() - 1e-12), abs=1e-12)
+    assert 0 < lee["p_global_toys"] <= 1
+    # a batch of another background is refused in this folder, and not merged when copied in
+    degree6 = [*base, "background.poly_degree=6", "task.toys_per_batch=15", "task.batch=2"]
+    with pytest.raises(RunFolderConflict, match="other settings"):
+        run_task("lee", degree6, tmp_path)
+    run_task("lee", degree6, tmp_path / "degree6")
+    shutil.copy(tmp_path / "degree6" / "lee" / "demo" / "toys_0002.npz", tmp_path / "lee" / "demo")
+    with pytest.raises(ConfigError, match="toys_0002.npz was made with other settings"):
+        run_task("merge", [*base], tmp_path)
