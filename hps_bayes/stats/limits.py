@@ -13,13 +13,14 @@ All three work on top of any :class:`~hps_bayes.stats.calculators.Calculator`
   arXiv:1105.3166): the one-sided limit, but never below its −1σ expected limit
   (μ_up = max(μ_up,pl, μ_up,pl(N = −1)), the band likewise).
 
-Each root
-is bracketed around a first guess from the calculator's σ and the CLs form of
-Eq. 89 of arXiv:1007.1727, σ (Φ⁻¹(1 − αΦ(N)) + N) (the expected limits at
-N = −2..2, the observed one at N = μ̂/σ, its Wald approximation), the bracket is widened
-geometrically until CLs − α changes sign, and the root is polished with
-:func:`scipy.optimize.brentq` applied to Φ⁻¹(CLs) − Φ⁻¹(α), which has the
-same root and is nearly linear in μ.
+Each root starts from a first guess from the calculator's σ and the CLs form of Eq. 89 of
+arXiv:1007.1727, σ (Φ⁻¹(1 − αΦ(N)) + N) (the expected limits at N = −2..2, the observed one at
+N = μ̂/σ, its Wald approximation).  With an asymptotic calculator, secant steps settle it
+(:mod:`hps_bayes.stats.roots`): each expected limit on √q_{μ,A}(μ) = Φ⁻¹(1 − αΦ(N)) + N, which is
+exactly CLs_N(μ) = α, the observed one on Φ⁻¹(CLs) − Φ⁻¹(α); both are nearly linear in μ.  Otherwise
+(toys, or a secant that does not settle) the bracket is widened geometrically until CLs − α changes
+sign, and the root is polished with :func:`scipy.optimize.brentq` applied to Φ⁻¹(CLs) − Φ⁻¹(α),
+which has the same root and is nearly linear in μ.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.results.objects import record_from_dict, record_to_dict
 from hps_bayes.stats.asymptotics import expected_cls, expected_clsb
 from hps_bayes.stats.calculators import N_SIGMA, AsymptoticCalculator, Calculator, ExpectedCLs, PValues
+from hps_bayes.stats.roots import scan_root, solve_bracketed, solve_increasing, solve_secant
 
 __all__ = ["LIMIT_METHODS", "HypoTestResult", "LimitMethod", "UpperLimit", "eq89_expected_limits", "hypotest",
            "upper_limit"]
@@ -197,43 +198,6 @@ class _Evaluations:
         return float(np.sqrt(q_asimov))
 
 
-def _bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tuple[float, float] | None:
-    """Widen geometrically from ``guess`` until the decreasing ``f`` changes sign."""
-    a, fa, factor = guess, f(guess), 1.05
-    if fa == 0:
-        return a, a
-    for _ in range(max_steps):
-        b = a * factor if fa > 0 else a / factor
-        fb = f(b)
-        if np.sign(fb) != np.sign(fa) and np.isfinite(fb):
-            return (a, b) if a < b else (b, a)
-        a, fa, factor = b, fb, min(factor**2, 10.0)
-    return None
-
-
-def _solve(f: Callable[[float], float], guess: float, *, rtol: float, what: str,
-           floor: float | None = None) -> tuple[float, str]:
-    """Root of ``f`` near ``guess``: (root, "") or (NaN, why not).
-
-    With a ``floor`` (one-sided limits), the root is 0 when ``f(floor)`` ≤ 0 and the search starts
-    at ``floor`` or above.
-    """
-    if floor is not None and np.isfinite(guess):
-        if f(floor) <= 0:
-            return 0.0, ""
-        guess = max(guess, floor)
-    if not (np.isfinite(guess) and guess > 0):
-        return float("nan"), f"{what}: no positive starting scale (guess = {guess})"
-    bracket = _bracket(f, guess, max_steps=60)
-    if bracket is None:
-        return float("nan"), f"{what}: CLs - alpha did not change sign in 60 geometric steps from mu = {guess:g}"
-    lo, hi = bracket
-    if lo == hi:
-        return lo, ""
-    root, info = brentq(f, lo, hi, xtol=1e-3 * rtol * lo, rtol=rtol, full_output=True, disp=False)
-    return float(root), ("" if info.converged else f"{what}: brentq {info.flag}")
-
-
 def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e-4,
                 scan: int | None = None, method: LimitMethod = "cls") -> UpperLimit:
     """Upper limit on μ and its expected band, by bracketing and Brent's method (or a μ scan).
@@ -292,21 +256,21 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     names = ["observed limit"] + [f"expected limit N = {n}" for n in N_SIGMA]
     if scan is None:
         asymptotic = isinstance(calculator, AsymptoticCalculator)
-        observed = (_solve_secant(curves[0], guesses[0], sigma, rtol=rtol, floor=floor)
+        observed = (solve_secant(curves[0], guesses[0], sigma, rtol=rtol, floor=floor)
                     if asymptotic else None)
         found = [(observed, "") if observed is not None else
-                 _solve(curves[0], guesses[0], rtol=rtol, what=names[0], floor=floor)]
+                 solve_bracketed(curves[0], guesses[0], rtol=rtol, what=names[0], floor=floor)]
         for index, (f, g, w) in enumerate(zip(curves[1:], guesses[1:], names[1:], strict=True)):
-            root = (_solve_asimov(ev, _wald_root(N_SIGMA[index], alpha, one_sided), g, rtol=rtol)
+            root = (solve_increasing(ev.sqrt_q_asimov, _wald_root(N_SIGMA[index], alpha, one_sided), g, rtol=rtol)
                     if asymptotic else None)
-            found.append((root, "") if root is not None else _solve(f, g, rtol=rtol, what=w, floor=floor))
+            found.append((root, "") if root is not None else solve_bracketed(f, g, rtol=rtol, what=w, floor=floor))
         slopes = [float("nan")] * 6
     else:
         positive = [g for g in guesses if g > 0] or [sigma]
         grid = [float(m) for m in np.linspace(max(0.5 * min(positive), floor or 0.0), 1.3 * max(positive), scan)]
         found, slopes = [], []
         for f, w in zip(curves, names, strict=True):
-            root, why, slope = _scan_root(f, grid, what=w, floor=floor)
+            root, why, slope = scan_root(f, grid, what=w, floor=floor)
             found.append((root, why))
             slopes.append(slope)
     mu_up = found[0][0]
@@ -362,97 +326,6 @@ def _wald_root(n: float, alpha: float, one_sided: bool) -> float:
     N − Φ⁻¹(αΦ(N)) (:func:`~hps_bayes.stats.asymptotics.expected_cls`), or N + Φ⁻¹(1 − α) one-sided
     (:func:`~hps_bayes.stats.asymptotics.expected_clsb`)."""
     return float(n - ndtri(alpha)) if one_sided else _eq89(1.0, n, alpha)
-
-
-def _solve_asimov(ev: _Evaluations, target: float, guess: float, *, rtol: float,
-                  max_iter: int = 8) -> float | None:
-    """Root of √q_{μ,A}(μ) = ``target`` (an asymptotic expected limit) by the secant method; None when
-    it does not settle (the caller then brackets as for any calculator).
-
-    The expected CLs (or p_{s+b}) of band position N is a function of q_{μ,A} alone, so CLs_N(μ) = α is
-    exactly √q_{μ,A}(μ) = ``target`` (:func:`_wald_root`).  √q_{μ,A} = μ/σ_A(μ) is nearly linear in μ:
-    from the Wald guess, the first step is the fixed point μ ← target · σ_A(μ) (the secant through
-    √q_{0,A} = 0), then secant steps; the root is accepted when a step moves it by less than
-    rtol/100 (Brent's method on the same equation stops at rtol), usually after two Asimov fits
-    instead of the five or six of bracketing and Brent's method.  Targets near 0 (one-sided
-    limits near the floor) are left to the bracketing.
-    """
-    if not (target > 0.05 and np.isfinite(guess) and guess > 0):
-        return None
-    tol = rtol
-    mu_a, s_a = 0.0, 0.0
-    mu_b = guess
-    for _ in range(max_iter):
-        s_b = ev.sqrt_q_asimov(mu_b)
-        slope = (s_b - s_a) / (mu_b - mu_a)
-        if not (np.isfinite(slope) and slope > 0):
-            return None
-        mu_next = mu_b + (target - s_b) / slope
-        if not (np.isfinite(mu_next) and mu_next > 0):
-            return None
-        if abs(mu_next - mu_b) <= tol * mu_next:
-            return float(mu_next)
-        mu_a, s_a, mu_b = mu_b, s_b, mu_next
-    return None
-
-
-def _solve_secant(f: Callable[[float], float], guess: float, scale: float, *, rtol: float,
-                  floor: float | None = None, max_iter: int = 8) -> float | None:
-    """Root of the decreasing, nearly linear ``f`` (Φ⁻¹(CLs) − Φ⁻¹(α) of an asymptotic calculator, slope
-    ≈ −1/σ) by secant steps from ``guess``; None when they do not settle within ``max_iter`` steps or
-    leave the region where ``f`` decreases (the caller then brackets, :func:`_solve`).
-
-    The first step uses the Wald slope −1/``scale``; a step that moves the root by less than
-    rtol/100 ends the search, usually after three evaluations instead of the five or six of
-    bracketing and Brent's method.  With a ``floor`` (one-sided limits) the root is 0 where
-    ``f(floor)`` ≤ 0, as in :func:`_solve`.
-    """
-    if not (np.isfinite(guess) and guess > 0 and np.isfinite(scale) and scale > 0):
-        return None
-    if floor is not None:
-        if f(floor) <= 0:
-            return 0.0
-        guess = max(guess, floor)
-    tol = rtol
-    mu_a, f_a = guess, f(guess)
-    if f_a == 0:
-        return float(guess)
-    mu_b = mu_a + f_a * scale
-    for _ in range(max_iter):
-        if not (np.isfinite(f_a) and np.isfinite(mu_b) and mu_b > 0 and mu_b != mu_a):
-            return None
-        f_b = f(mu_b)
-        slope = (f_b - f_a) / (mu_b - mu_a)
-        if not (np.isfinite(slope) and slope < 0):
-            return None
-        mu_next = mu_b - f_b / slope
-        if not (np.isfinite(mu_next) and mu_next > 0 and (floor is None or mu_next >= floor)):
-            return None
-        if abs(mu_next - mu_b) <= tol * mu_next:
-            return float(mu_next)
-        mu_a, f_a, mu_b = mu_b, f_b, mu_next
-    return None
-
-
-def _scan_root(f: Callable[[float], float], grid: list[float], *, what: str,
-               floor: float | None = None) -> tuple[float, str, float]:
-    """First downward crossing of ``f`` on ``grid`` (extended geometrically where needed), linearly
-    interpolated: (root, why-not, slope of f there); 0 where ``f`` ≤ 0 already at ``floor``."""
-    for _ in range(12):
-        values = [f(m) for m in grid]
-        if values[0] <= 0:
-            if floor is not None and grid[0] <= floor * (1.0 + 1e-12):
-                return 0.0, "", float("nan")
-            grid.insert(0, grid[0] / 1.6 if floor is None else floor)
-            continue
-        if values[-1] > 0:
-            grid.append(grid[-1] * 1.6)
-            continue
-        i = next(i for i in range(len(values) - 1) if values[i] > 0 >= values[i + 1])
-        slope = (values[i + 1] - values[i]) / (grid[i + 1] - grid[i])
-        return float(grid[i] - values[i] / slope), "", float(slope)
-    return float("nan"), f"{what}: CLs - alpha did not change sign on mu in [{grid[0]:g}, {grid[-1]:g}]", \
-        float("nan")
 
 
 def _limit_error(pv: PValues | None, slope: float, probit_cls: Callable[[float], float]) -> float:
