@@ -1,21 +1,41 @@
-"""The PyMC window model (Legendre mean, HSGP in ln m where on; Poisson), compiled once per process."""
+"""The PyMC window model (Legendre mean, HSGP in ln m where on; Poisson), compiled once and kept on disk.
+
+The model is built with PyMC and compiled by PyTensor (numba backend) the first time a graph-fixing
+setting (:data:`CompileKey`) is used on a machine; the compiled functions are then pickled into
+PyTensor's compile folder (:func:`persisted_path`) and later processes load them instead of building
+the model again.  PyTensor keeps the numba code in its own cache but always rebuilds the graph and
+reruns its rewrites; loading the pickled, already rewritten graph skips those and the PyMC import
+(about 1.5 s of every process's start).  The compiled graph holds only PyTensor operations: PyMC's
+parameter checks (μ ≥ 0 of the Poisson) are taken out before compiling, since the objective never
+evaluates the likelihood where an expected count is ≤ 0 (:meth:`WindowObjective.nll`).  A stored
+function is used only under the same key, package version, source of this module and versions of
+Python, NumPy, PyTensor and numba; an unreadable one is rebuilt.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import pickle
+import platform
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 from numpy.polynomial import legendre
 
+from hps_bayes import __version__
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError
+from hps_bayes.results.files import atomic_path
 
-if TYPE_CHECKING:  # a type only: the window module imports this one
+if TYPE_CHECKING:  # types only: the window module imports this one; PyMC only where a model is built
+    import pymc as pm
+
     from hps_bayes.model.window import Window
 
 log = logging.getLogger(__name__)
@@ -25,6 +45,8 @@ CompileKey = tuple[int, int, float, str]
 
 
 def _cov_func(kernel: str, eta: Any, ell: Any) -> Any:
+    import pymc as pm
+
     cls = {"expquad": pm.gp.cov.ExpQuad, "matern52": pm.gp.cov.Matern52, "matern32": pm.gp.cov.Matern32}
     return eta**2 * cls[kernel](1, ls=ell)
 
@@ -47,10 +69,20 @@ class CompiledWindowModel:
         self.slices = {"A": slice(0, 1), "coef": slice(1, d + 2), "beta": slice(d + 2, d + 2 + m),
                        "spurious": slice(d + 2 + m, d + 3 + m)}
         self.n_aux = m + 1
-        self.pymc_model = self._build_model()
-        self._fn_full, self._fn_value, self._fn_parts = self._compile()
+        functions = _load_persisted(self.key)
+        if functions is None:
+            functions = self._compile()
+            _persist(self.key, functions)
+        self._fn_full, self._fn_value, self._fn_parts, self._fn_gp_basis = functions
+
+    @functools.cached_property
+    def pymc_model(self) -> pm.Model:
+        """The PyMC model itself (built on first use: a process that loaded the compiled functions has none)."""
+        return self._build_model()
 
     def _build_model(self) -> pm.Model:
+        import pymc as pm
+
         d, m = self.poly_degree, self.n_basis
         t0 = np.linspace(-1.0, 1.0, 16)
         with pm.Model(check_bounds=False) as model:
@@ -81,7 +113,7 @@ class CompiledWindowModel:
             pm.Potential("n", pm.logp(pm.Poisson.dist(mu=expected), counts).sum())
         return model
 
-    def _compile(self) -> tuple[Any, Any, Any]:
+    def _compile(self) -> tuple[Any, Any, Any, Any]:
         model = self.pymc_model
         theta = pt.dvector("theta")
         values = {model.rvs_to_values[model[name]]: theta[sl] for name, sl in self.slices.items()
@@ -97,6 +129,7 @@ class CompiledWindowModel:
         (bkg,) = model.replace_rvs_by_values([model["background"]])
         nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values,  # type: ignore[list-item]
                                                         strict=False)
+        nll, bkg = _without_parameter_checks([nll, bkg])
         grad = pt.grad(nll, theta)
         hess = pytensor.gradient.jacobian(grad, theta, vectorize=True)
         args = [theta, inputs["counts"], inputs["beta_centre"], inputs["t"], basis, inputs["template"],
@@ -108,12 +141,12 @@ class CompiledWindowModel:
         value = pytensor.function(args, nll, givens=givens, on_unused_input="ignore", trust_input=True)
         parts = pytensor.function(args[:1] + args[2:], bkg, givens=givens, on_unused_input="ignore",
                                   trust_input=True)
-        self._fn_gp_basis = None
+        fn_gp_basis = None
         if self.n_basis:
-            (gp_basis,) = model.replace_rvs_by_values([model["gp_basis"]])
-            self._fn_gp_basis = pytensor.function([inputs["t"], scalars["eta"], scalars["lengthscale"]],
-                                                  gp_basis, givens=givens, on_unused_input="ignore")
-        return full, value, parts
+            (gp_basis,) = _without_parameter_checks(model.replace_rvs_by_values([model["gp_basis"]]))
+            fn_gp_basis = pytensor.function([inputs["t"], scalars["eta"], scalars["lengthscale"]],
+                                            gp_basis, givens=givens, on_unused_input="ignore")
+        return full, value, parts, fn_gp_basis
 
     def arguments(self, window: Window, data: FitData) -> list[Any]:
         return [data.counts, data.aux, window.t, window.legendre, window.template, window.log_offset,
@@ -136,6 +169,55 @@ class CompiledWindowModel:
         """Expected background counts per bin of ``window`` at ``theta``."""
         args = self.arguments(window, FitData(window.counts, np.zeros(self.n_aux)))
         return np.asarray(self._fn_parts(theta, *args[1:]))
+
+
+def _without_parameter_checks(outputs: list[Any]) -> list[Any]:
+    """``outputs`` with PyMC's parameter checks (``CheckParameterValue``) replaced by the value they guard."""
+    from pymc.logprob.utils import CheckParameterValue
+    from pytensor.graph.traversal import ancestors
+
+    checks = {var: var.owner.inputs[0] for var in ancestors(outputs)
+              if var.owner is not None and isinstance(var.owner.op, CheckParameterValue)}
+    if not checks:
+        return outputs
+    return list(pytensor.graph.replace.graph_replace(outputs, replace=checks, strict=False))  # type: ignore[arg-type]
+
+
+def persisted_path(key: CompileKey) -> Path:
+    """Where the compiled functions of ``key`` are kept: PyTensor's compile folder (``PYTENSOR_FLAGS=
+    compiledir=...`` moves it), under a hash of the key, this module's source and the versions."""
+    import numba
+
+    source = Path(__file__).read_bytes()
+    stamp = json.dumps([list(key), __version__, hashlib.sha256(source).hexdigest(), platform.python_version(),
+                        np.__version__, pytensor.__version__, numba.__version__])
+    name = hashlib.sha256(stamp.encode()).hexdigest()[:20]
+    return Path(pytensor.config.compiledir) / "hps_bayes" / f"window_{name}.pkl"
+
+
+def _load_persisted(key: CompileKey) -> tuple[Any, Any, Any, Any] | None:
+    path = persisted_path(key)
+    if not path.exists():
+        return None
+    try:
+        with path.open("rb") as fh:
+            functions = pickle.load(fh)  # written by this module into the user's own compile folder
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is rebuilt
+        log.warning("the stored window model %s could not be loaded (%s: %s); building it again", path,
+                    type(exc).__name__, exc)
+        return None
+    log.debug("window model %s loaded from %s", key, path)
+    return tuple(functions)  # type: ignore[return-value]
+
+
+def _persist(key: CompileKey, functions: tuple[Any, Any, Any, Any]) -> None:
+    path = persisted_path(key)
+    try:
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            pickle.dump(functions, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    except (OSError, pickle.PicklingError, RecursionError) as exc:
+        log.warning("the compiled window model could not be stored in %s (%s); later processes compile it "
+                    "again", path, exc)
 
 
 @functools.lru_cache(maxsize=8)

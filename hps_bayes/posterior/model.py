@@ -6,11 +6,9 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pymc as pm
-import pytensor.tensor as pt
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError
@@ -20,6 +18,9 @@ from hps_bayes.model.coordinate import lnm_half_width
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.model.window import Window
+
+if TYPE_CHECKING:  # PyMC is imported where a posterior model is built, not by a scan reading its settings
+    import pymc as pm
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,9 @@ def _t_per_sigma(window: Window) -> float:
 def build_posterior_model(window: Window, settings: BackgroundSettings, prior: PosteriorSettings,
                           whitening: Whitening | None = None) -> pm.Model:
     """The PyMC model of ``window`` with η and ℓ free and whitened (A, c) (see the module doc)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
     wh = whitening or reference_fit(window, settings)
     unit = _t_per_sigma(window)
     ell_min, ell_0 = prior.lengthscale_min * unit, window.lengthscale_t

@@ -1,4 +1,5 @@
-"""Start-up: a run imports only what its task needs, and ``python -m hps_bayes`` ends with the command's status."""
+"""Start-up: a run imports only what its task needs (no PyMC once the compiled model is stored), and
+``python -m hps_bayes`` ends with the command's status."""
 
 from __future__ import annotations
 
@@ -19,14 +20,20 @@ import sys
 from hps_bayes.cli.tasks import run_task
 run_task("scan", [f"dataset.path={sys.argv[1]}", "scan.mass_min=0.05", "scan.mass_max=0.05",
                   "plots.summary=false", *sys.argv[3:]], run_dir=sys.argv[2])
-print(sorted(m for m in ("arviz", "matplotlib", "mplhep") if m in sys.modules))
+print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc") if m in sys.modules))
 """
 
 
 @pytest.fixture(scope="module")
 def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo file, after one scan of it has stored the compiled window model (a fresh machine builds it
+    once, with PyMC; later processes load it)."""
     path = tmp_path_factory.mktemp("data") / "demo.root"
-    return write_demo_file(path, load_preset("demo"), n_events=2e6, seed=5, shape="2015")
+    write_demo_file(path, load_preset("demo"), n_events=2e6, seed=5, shape="2015")
+    warm = subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(path.parent / "warm")], env=ENV,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    return path
 
 
 @pytest.mark.parametrize(("extra", "loaded"), [
