@@ -20,13 +20,17 @@ def _scaled_cholesky(hess: FloatArray) -> tuple[FloatArray, FloatArray]:
     diag = np.abs(np.diag(hess))
     scale = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
     hs = hess * scale[:, None] * scale[None, :]
-    shift = 0.0
+    try:
+        return np.linalg.cholesky(hs), scale
+    except np.linalg.LinAlgError:
+        pass
+    shift = 1e-10
     eye = np.eye(len(hs))
-    for _ in range(40):
+    for _ in range(39):
         try:
             return np.linalg.cholesky(hs + shift * eye), scale
         except np.linalg.LinAlgError:
-            shift = max(2 * shift, 1e-10)
+            shift *= 2
     raise np.linalg.LinAlgError("Hessian could not be regularised")
 
 
@@ -87,8 +91,9 @@ def newton_fit(
     message = f"no convergence in {max_iter} iterations"
     converged = False
     it = 0
+    block = np.ix_(free, free)
     for it in range(1, max_iter + 1):
-        step = _newton_step(h[np.ix_(free, free)], g[free])
+        step = _newton_step(h[block], g[free])
         decrement = 0.5 * float(g[free] @ step)
         if decrement < tol:
             converged, message = True, "converged"

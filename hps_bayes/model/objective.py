@@ -64,19 +64,18 @@ class WindowObjective:
     def _args(self, data: FitData) -> list[Any]:
         return self.model.arguments(self.window, data)
 
-    def _feasible(self, theta: FloatArray) -> bool:
-        return bool(np.all(self.expected_counts(theta) > 0))
-
     def nll(self, theta: FloatArray, data: FitData) -> float:
-        if not self._feasible(theta):
-            return float("inf")
-        return float(self.model._fn_value(theta, *self._args(data)))
+        """The NLL; ``inf`` where an expected count is ≤ 0 (there ln μ makes the compiled value NaN or
+        +inf, and nothing else can: the background is an exponential)."""
+        f = float(self.model._fn_value(theta, *self._args(data)))
+        return f if np.isfinite(f) else float("inf")
 
     def nll_grad_hess(self, theta: FloatArray, data: FitData) -> tuple[float, FloatArray, FloatArray]:
-        if not self._feasible(theta):
+        """NLL, gradient and Hessian; ``(inf, NaN, NaN)`` where an expected count is ≤ 0 (see :meth:`nll`)."""
+        f, g, h = self.model._fn_full(theta, *self._args(data))
+        if not np.isfinite(f):
             n = self.n_params
             return float("inf"), np.full(n, np.nan), np.full((n, n), np.nan)
-        f, g, h = self.model._fn_full(theta, *self._args(data))
         return float(f), np.asarray(g), np.asarray(h)
 
     def background(self, theta: FloatArray) -> FloatArray:
