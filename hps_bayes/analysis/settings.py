@@ -95,6 +95,12 @@ class PlotSettings:
     per_mass_masses: tuple[float, ...] = ()
     format: Literal["png", "pdf"] = "png"
     status: Literal["Internal", "Preliminary"] | None = "Internal"  # after the experiment's name on every plot
+    workers: int | None = None  # processes drawing the per-mass figures (None: the CPUs available)
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool) or not self.workers >= 1):
+            raise ConfigError(f"plots.workers={self.workers!r}: use a number of processes >= 1, or null for "
+                              "the CPUs this job may use")
 
 
 @dataclass(frozen=True)

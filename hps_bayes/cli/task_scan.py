@@ -137,15 +137,15 @@ def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, 
             and (force or settings.plots.per_mass or round(row.mass, 7) in wanted)]
     if not rows:
         return  # matplotlib is not even imported (a second off every chunk's start)
-    from hps_bayes.plots.window import WindowPlotter
+    from hps_bayes.plots.parallel import plot_windows
 
     spec = prepare_spectrum(spectrum, settings)
-    with WindowPlotter() as plotter:  # one figure per kind, its artists moved from mass to mass
-        for row in rows:
-            result = MassPointResult.from_row(row._asdict())
-            arrays = window_fit_arrays(spec, result, settings)
-            plotter.plot_all(arrays, point_path(out, result, settings.dataset.name).parent,
-                             ext=settings.plots.format)
+    items = []
+    for row in rows:
+        result = MassPointResult.from_row(row._asdict())
+        items.append((window_fit_arrays(spec, result, settings), point_path(out, result, settings.dataset.name).parent))
+    # one figure per kind, its artists moved from mass to mass; in worker processes for many masses
+    plot_windows(items, ext=settings.plots.format, workers=settings.plots.workers)
 
 
 def _log_summary(frame: Any) -> None:

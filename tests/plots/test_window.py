@@ -97,3 +97,22 @@ def test_bad_choices_raise(two_masses: tuple[WindowFitArrays, WindowFitArrays], 
     with pytest.raises(InputError, match="kind='pulls'"):
         plots_window.WindowPlotter().plot("pulls", two_masses[0], tmp_path / "x.png")  # type: ignore[arg-type]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_worker_processes_draw_the_same_files_with_the_callers_label(tmp_path: Path) -> None:
+    """plot_windows in two worker processes writes byte-identical files to one process, under the label
+    of the caller (the workers do not inherit it by themselves)."""
+    from hps_bayes.plots.parallel import MIN_MASSES_PER_WORKER, plot_windows
+
+    items = [_window_arrays(0.03 + 0.002 * k, scale=1.0 + k, seed=k) for k in range(2 * MIN_MASSES_PER_WORKER)]
+    label = ExperimentLabel(kind="simulation", status="Preliminary")
+    with experiment_label(label):
+        serial = plot_windows([(a, tmp_path / "one" / f"m{k}") for k, a in enumerate(items)], workers=1)
+        pooled = plot_windows([(a, tmp_path / "two" / f"m{k}") for k, a in enumerate(items)], workers=2)
+    assert len(serial) == len(pooled) == 3 * len(items)
+    for one, two in zip(serial, pooled, strict=True):
+        assert one.relative_to(tmp_path / "one") == two.relative_to(tmp_path / "two")
+        assert one.read_bytes() == two.read_bytes(), two
+    with experiment_label(ExperimentLabel()):
+        plot_windows([(items[0], tmp_path / "data")], workers=2)  # one mass: drawn here, not in a worker
+    assert not np.array_equal(_pixels(tmp_path / "data" / "fit_full.png"), _pixels(serial[0]))
