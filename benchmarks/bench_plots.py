@@ -7,8 +7,11 @@ spectrum (``dataset=demo2015``, generated on first use) are computed once; then,
 rounds, the three figures of every mass (``fit_full``, ``blind_ul``, ``s_over_b_ul``, PNG) are
 drawn by the one-off functions (a new figure per call, as a script drawing one mass does) and
 by one :class:`~hps_bayes.plots.window.WindowPlotter` (one figure per kind, reused; what
-``plots.per_mass=true`` uses).  Printed: the median wall and CPU seconds per mass of each, the
-machine's load average and the size of the files.  Not a test: timings depend on the load.
+``plots.per_mass=true`` uses in one process).  Printed: the median wall and CPU seconds per mass of
+each, the machine's load average and the size of the files.  Then ``--pool-masses`` masses drawn by
+:func:`~hps_bayes.plots.parallel.plot_windows` as a scan does, in one process and in ``--workers``
+processes (default: the CPUs available), wall seconds per mass with the workers' start included.
+Not a test: timings depend on the load.
 """
 
 from __future__ import annotations
@@ -71,8 +74,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--masses", type=int, default=10, help="masses of the demo spectrum (default 10)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each path (default 3)")
+    parser.add_argument("--pool-masses", type=int, default=40, help="masses drawn by plot_windows (default 40)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the CPUs available)")
     args = parser.parse_args()
-    arrays = demo_arrays(args.masses)
+    arrays = demo_arrays(max(args.masses, args.pool_masses))
+    pool_arrays, arrays = arrays[:args.pool_masses], arrays[:args.masses]
     times: dict[str, tuple[list[float], list[float]]] = {"one-off functions": ([], []), "WindowPlotter": ([], [])}
     loads = []
     with tempfile.TemporaryDirectory() as tmp, plots_window.WindowPlotter() as plotter:
@@ -92,6 +98,17 @@ def main() -> None:
         print(f"  {name:18s}: {statistics.median(wall):.3f} s wall, {statistics.median(cpu):.3f} s CPU "
               f"per mass (three figures, median)")
     print(f"  PNG files: {np.mean(sizes) / 1024:.0f} kB on average")
+    from hps_bayes.plots.parallel import available_workers, plot_windows
+
+    workers = args.workers or available_workers()
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (1, workers):
+            items = [(a, Path(tmp) / f"w{n}" / f"m{i}") for i, a in enumerate(pool_arrays)]
+            w0, c0 = time.perf_counter(), time.process_time()
+            plot_windows(items, workers=n)
+            wall = time.perf_counter() - w0
+            print(f"  plot_windows, {n} worker(s), {len(items)} masses: {wall / len(items):.3f} s wall per mass "
+                  f"(start included; {time.process_time() - c0:.1f} s CPU in this process)")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ Drawing is CPU-bound Python (matplotlib's Agg renderer and the PNG encoder), so 
 and :class:`concurrent.futures.ProcessPoolExecutor` is the tool: every worker keeps one
 :class:`~hps_bayes.plots.window.WindowPlotter` for all the masses it draws, and the files are the same
 as those of one plotter in one process (each figure depends only on its own mass window).  The
-workers start from a fresh interpreter (``forkserver``), so a parent holding threads or compiled
-functions is never forked; starting them costs about a second, which pays off from a handful of
-masses on.
+workers are forked (where the platform can) after matplotlib is imported here, so they start at
+once; each builds its figures once (about half a second), which pays off from a handful of masses
+on.  The parent's compiled functions are never called in a worker, and its BLAS runs one thread.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def plot_windows(items: Sequence[tuple[WindowFitArrays, Path]], *, ext: Literal[
     if n == 1:
         with WindowPlotter() as plotter:
             return [path for arrays, folder in items for path in plotter.plot_all(arrays, folder, ext=ext)]
-    context = multiprocessing.get_context("forkserver")
+    # fork: the workers start with matplotlib already imported here and do not import the caller's
+    # __main__ again (a spawned worker would rerun the command line's imports, ~1-2 s each)
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_start,
                              initargs=(current_label(),)) as pool:
         chunks = pool.map(_draw, [a for a, _ in items], [f for _, f in items], [ext] * len(items),
