@@ -105,7 +105,8 @@ def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], o
     frame = run_scan(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
                      provenance={"task": "test"}, handle_signals=True, overwrite=bool(cfg.get("overwrite")))
     result = MassPointResult.from_row(frame.iloc[0].to_dict())
-    _per_mass_plots(spectrum, frame, settings, out, force=True)
+    if task.plots:
+        _per_mass_plots(spectrum, frame, settings, out, force=True)
     _print_result(result)
     return result
 

@@ -62,10 +62,11 @@ class ScanTask:
 
 @dataclass(frozen=True)
 class TestTask:
-    """``task=test``: one mass, the top-level ``mass``."""
+    """``task=test``: one mass, the top-level ``mass``; ``plots``: its three figures."""
 
     __test__ = False  # not a pytest test class
     name: str
+    plots: bool
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,84 @@
+"""Whole processes as a user runs them: one mass, ten masses, the full scan without and with per-mass
+plots, warm and cold; wall seconds and peak memory.
+
+Run:  .venv/bin/python benchmarks/bench_jobs.py [--runs 3] [--cold] [extra Hydra overrides]
+
+Each job is ``python -m hps_bayes ...`` on the bundled demo spectrum (2015-like), started as a
+fresh process with one BLAS thread; warm runs are interleaved ``--runs`` times after one
+unmeasured run that fills the compile caches; ``--cold`` first runs every job once with empty
+PyTensor and numba caches (``PYTENSOR_FLAGS=compiledir=<new folder>``, ``NUMBA_CACHE_DIR``), as
+on a fresh machine.  Printed: median (min-max) wall seconds and the peak resident memory of the
+command's process (``os.wait4``; plot workers are forked from it and not counted).  Not a test:
+timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "MPLBACKEND": "Agg"}
+JOBS = {
+    "1 mass, no plots": ["task=test", "mass=0.05", "task.plots=false"],
+    "10 masses, no plots": ["scan.mass_min=0.040", "scan.mass_max=0.049", "plots.summary=false"],
+    "full scan, no plots": ["plots.summary=false"],
+    "full scan, summary plots": [],
+    "full scan, per-mass plots": ["plots.per_mass=true"],
+}
+
+
+def run(job: list[str], folder: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one ``python -m hps_bayes`` (its children included)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "hps_bayes", *job, f"hydra.run.dir={folder}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(job)}\n{proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="warm runs of each job (default 3)")
+    parser.add_argument("--cold", action="store_true", help="also each job once with empty compile caches")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job")
+    args = parser.parse_args()
+    jobs = {name: [*job, *args.overrides] for name, job in JOBS.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = iter(range(10**6))
+        if args.cold:
+            for name, job in jobs.items():
+                caches = Path(tmp) / f"cold{next(runs)}"
+                env = {**ENV, "PYTENSOR_FLAGS": f"compiledir={caches / 'pytensor'}",
+                       "NUMBA_CACHE_DIR": str(caches / "numba")}
+                wall, peak = run(job, Path(tmp) / f"run{next(runs)}", env)
+                print(f"cold  {name:28s} {wall:6.2f} s, peak {peak:.0f} MB")
+        for job in jobs.values():
+            run(job, Path(tmp) / f"run{next(runs)}", ENV)  # fills the caches, the demo file
+        walls: dict[str, list[float]] = {name: [] for name in jobs}
+        peaks: dict[str, float] = dict.fromkeys(jobs, 0.0)
+        loads = []
+        for _ in range(args.runs):
+            for name, job in jobs.items():
+                wall, peak = run(job, Path(tmp) / f"run{next(runs)}", ENV)
+                walls[name].append(wall)
+                peaks[name] = max(peaks[name], peak)
+                loads.append(os.getloadavg()[0])
+    print(f"warm, {args.runs} interleaved runs; load average (1 min) {min(loads):.1f}-{max(loads):.1f} on "
+          f"{os.cpu_count()} CPUs")
+    for name, values in walls.items():
+        print(f"warm  {name:28s} {statistics.median(values):6.2f} s ({min(values):.2f}-{max(values):.2f}), "
+              f"peak {peaks[name]:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
