@@ -6,7 +6,7 @@ Run:  .venv/bin/python benchmarks/bench_jobs.py [--runs 3] [--cold] [extra Hydra
 Each job is ``python -m hps_bayes ...`` on the bundled demo spectrum (2015-like), started as a
 fresh process with one BLAS thread; warm runs are interleaved ``--runs`` times after one
 unmeasured run that fills the compile caches; ``--cold`` first runs every job once with empty
-PyTensor and numba caches (``PYTENSOR_FLAGS=compiledir=<new folder>``, ``NUMBA_CACHE_DIR``), as
+PyTensor and numba caches (``PYTENSOR_FLAGS=base_compiledir=<new folder>``, ``NUMBA_CACHE_DIR``), as
 on a fresh machine.  Printed: median (min-max) wall seconds and the peak resident memory of the
 command's process (``os.wait4``; plot workers are forked from it and not counted).  Not a test:
 timings depend on the machine and its load.
@@ -58,10 +58,12 @@ def main() -> None:
         if args.cold:
             for name, job in jobs.items():
                 caches = Path(tmp) / f"cold{next(runs)}"
-                env = {**ENV, "PYTENSOR_FLAGS": f"compiledir={caches / 'pytensor'}",
+                env = {**ENV, "PYTENSOR_FLAGS": f"base_compiledir={caches / 'pytensor'}",
                        "NUMBA_CACHE_DIR": str(caches / "numba")}
                 wall, peak = run(job, Path(tmp) / f"run{next(runs)}", env)
                 print(f"cold  {name:28s} {wall:6.2f} s, peak {peak:.0f} MB")
+        if args.runs < 1:
+            return
         for job in jobs.values():
             run(job, Path(tmp) / f"run{next(runs)}", ENV)  # fills the caches, the demo file
         walls: dict[str, list[float]] = {name: [] for name in jobs}
