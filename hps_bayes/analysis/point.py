@@ -183,6 +183,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
         p0_method="toys" if disc.n_toys else "asymptotic", p0_asymptotic=p0_asymptotic,
         A_up=limit.mu_up, A_up_error=limit.mu_up_error if limit.n_toys else float("nan"),
         A_up_expected=tuple(limit.mu_up_expected),
+        A_up_expected_error=tuple(limit.mu_up_expected_error) if limit.n_toys else (float("nan"),) * 5,
         eps2_up=limit.mu_up / k, eps2_up_expected=tuple(v / k for v in limit.mu_up_expected),
         rho=rho, spurious_signal=window.spurious, window_lo=float(window.edges[0]),
         window_hi=float(window.edges[-1]), window_bins=window.n_bins, window_clipped=window.clipped_low or window.clipped_high,

@@ -20,6 +20,8 @@ from hps_bayes.core import FloatArray
 N_SIGMA_BAND = (-2, -1, 0, 1, 2)
 #: column suffixes of the expected band in tables, in the order of ``N_SIGMA_BAND``
 BAND_SUFFIXES = ("m2", "m1", "median", "p1", "p2")
+#: the fields of a mass point that hold a band (one column per suffix in tables)
+BAND_FIELDS = ("A_up_expected", "A_up_expected_error", "eps2_up_expected")
 NAN = float("nan")
 
 
@@ -32,7 +34,8 @@ class MassPointResult:
     """Everything computed for one (dataset, mass) point.
 
     ``A_up_error`` is the Monte Carlo uncertainty of a toy limit ``A_up`` (σ(CLs) over the CLs slope
-    at the limit; NaN for asymptotic limits).  ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
+    at the limit; NaN for asymptotic limits), ``A_up_expected_error`` that of each toy expected limit
+    (bootstrap of the toys, over the band's CLs slope; NaN for asymptotic limits).  ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
     N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``spurious_signal`` is the size S
     (events) of the spurious-signal nuisance at this mass (0: off); ``sigma_A`` includes it in
     quadrature, σ_A = √(σ_stat² + S²), so its effect on σ_A is √(σ_A² − S²) → σ_A.  ``limit`` is the
@@ -60,6 +63,7 @@ class MassPointResult:
     A_up: float = NAN
     A_up_error: float = NAN
     A_up_expected: tuple[float, ...] = field(default_factory=_nan5)
+    A_up_expected_error: tuple[float, ...] = field(default_factory=_nan5)
     eps2_up: float = NAN
     eps2_up_expected: tuple[float, ...] = field(default_factory=_nan5)
     rho: float = NAN
@@ -91,7 +95,7 @@ class MassPointResult:
     def to_row(self) -> dict[str, Any]:
         """Flat row for CSV/Parquet: band tuples become columns ``*_m2 … *_p2``."""
         row = self.to_dict()
-        for key in ("A_up_expected", "eps2_up_expected"):
+        for key in BAND_FIELDS:
             values = row.pop(key)
             for suffix, v in zip(BAND_SUFFIXES, values, strict=True):
                 row[f"{key}_{suffix}"] = v
@@ -101,8 +105,9 @@ class MassPointResult:
     def from_row(cls, row: Mapping[str, Any]) -> MassPointResult:
         """The inverse of :meth:`to_row`: a result from one flat table row."""
         d = dict(row)
-        for key in ("A_up_expected", "eps2_up_expected"):
-            d[key] = [d.pop(f"{key}_{suffix}") for suffix in BAND_SUFFIXES]
+        for key in BAND_FIELDS:
+            if f"{key}_{BAND_SUFFIXES[0]}" in d:  # tables written before a band field existed lack it
+                d[key] = [d.pop(f"{key}_{suffix}") for suffix in BAND_SUFFIXES]
         return cls.from_dict(d)
 
 

@@ -64,6 +64,8 @@ class UpperLimit:
     message : what went wrong, or "converged".
     alpha : the CLs level (0.05 for a 95% CL limit).
     mu_up_error : Monte Carlo error of ``mu_up`` (toys): σ(CLs) at the limit over |dCLs/dμ|; 0 when asymptotic.
+    mu_up_expected_error : the same for the expected limits (toys: the binomial error of each band's
+        percentile of the toys' CLs values, over the slope of that band's curve); zeros when asymptotic.
     n_toys : toys per ensemble behind the CLs values; 0 when asymptotic.
     method : ``"cls"``, ``"pl"`` or ``"pcl"`` (see :func:`upper_limit`).
     power_constrained : ``"pcl"`` only: True when the one-sided observed limit lay below the −1σ
@@ -78,6 +80,7 @@ class UpperLimit:
     message: str
     alpha: float = 0.05
     mu_up_error: float = 0.0
+    mu_up_expected_error: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
     n_toys: int = 0
     method: str = "cls"
     power_constrained: bool = False
@@ -188,6 +191,10 @@ class _Evaluations:
             self._exp[mu] = calc.expected_clsb(mu) if self._one_sided else calc.expected_pvalues(mu)
         return self._exp[mu][index]
 
+    def tested_expected(self) -> list[float]:
+        """The μ values at which the expected curves were evaluated."""
+        return list(self._exp)
+
     def sqrt_q_asimov(self, mu: float) -> float:
         """√q_{μ,A} of an asymptotic calculator (the expected values at ``mu`` are cached alongside)."""
         calc = self._calc
@@ -289,6 +296,7 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
         message="; ".join(problems) if problems else "converged",
         alpha=float(alpha),
         mu_up_error=_limit_error(pv, slopes[0], lambda m: _probit(ev.observed(m))) if mu_up != 0 else 0.0,
+        mu_up_expected_error=_expected_errors(calculator, ev, exp, slopes[1:], one_sided=one_sided),
         n_toys=pv.n_toys if pv is not None else 0,
         method="pl" if one_sided else "cls",
     )
@@ -316,8 +324,11 @@ def _power_constrain(limit: UpperLimit) -> UpperLimit:
     floor = limit.mu_up_expected[1]
     constrained = bool(limit.mu_up < floor)
     exp = tuple(v if not v < floor else floor for v in limit.mu_up_expected)
+    err = tuple(e if not v < floor else limit.mu_up_expected_error[1]
+                for v, e in zip(limit.mu_up_expected, limit.mu_up_expected_error, strict=True))
     return replace(limit, mu_up=floor if constrained else limit.mu_up,
-                   mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]), method="pcl",
+                   mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]),
+                   mu_up_expected_error=(err[0], err[1], err[2], err[3], err[4]), method="pcl",
                    power_constrained=constrained, mu_up_error=0.0 if constrained else limit.mu_up_error)
 
 
@@ -339,6 +350,27 @@ def _limit_error(pv: PValues | None, slope: float, probit_cls: Callable[[float],
     z = _probit(pv.cls)
     density = float(np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))
     return float(pv.cls_error / density / abs(slope)) if slope != 0 and density > 0 else float("inf")
+
+
+def _expected_errors(calculator: Calculator, ev: _Evaluations, roots: list[float], slopes: list[float], *,
+                     one_sided: bool) -> tuple[float, float, float, float, float]:
+    """Monte Carlo errors of the expected limits of a toy calculator (zeros otherwise): at the tested μ
+    nearest each root, σ(CLs_N) (:meth:`~hps_bayes.stats.toys.ToyCalculator.expected_errors`) in probit
+    units, over the slope of Φ⁻¹(CLs_N) there (as the observed limit's :func:`_limit_error`)."""
+    errors = getattr(calculator, "expected_errors", None)
+    out = [0.0] * 5
+    tested = np.array(sorted(ev.tested_expected()))
+    if errors is None or not tested.size:
+        return (0.0, 0.0, 0.0, 0.0, 0.0)
+    for i, (root, slope) in enumerate(zip(roots, slopes, strict=True)):
+        if not (np.isfinite(root) and root > 0 and np.isfinite(slope) and slope != 0):
+            continue
+        mu = float(tested[np.argmin(np.abs(tested - root))])
+        z = _probit(ev.expected(mu, i))
+        density = float(np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))
+        sigma = errors(mu, one_sided=one_sided)[i]
+        out[i] = float(sigma / density / abs(slope)) if density > 0 else float("inf")
+    return (out[0], out[1], out[2], out[3], out[4])
 
 
 def _expected_curve(ev: _Evaluations, index: int, level: float) -> Callable[[float], float]:

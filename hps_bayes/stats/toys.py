@@ -37,6 +37,9 @@ from hps_bayes.stats.calculators import AsymptoticCalculator, Discovery, Expecte
 
 __all__ = ["ToyCalculator", "ToyEnsemble", "draw_toys", "empirical_pvalue", "q0_batch", "q_mu_tilde_batch"]
 
+#: Seed of the bootstrap resamplings behind the expected band's Monte Carlo errors.
+BOOTSTRAP_SEED = 20151
+
 #: Percentiles Φ(N) (in %) of N = −2..2, as pyhf's ToyCalculator.expected_pvalues.
 BAND_PERCENTILES = tuple(float(100.0 * ndtr(n)) for n in (-2, -1, 0, 1, 2))
 
@@ -261,11 +264,7 @@ class ToyCalculator:
 
     def _toy_pvalues(self, mu: float) -> tuple[FloatArray, FloatArray]:
         """p_{s+b} and CL_b that each background-only toy would give as the observation."""
-        sb, b = self.distributions(mu)
-        sb_sorted, b_sorted = np.sort(sb), np.sort(b)
-        clsb = 1.0 - np.searchsorted(sb_sorted, b - Q_TIE_TOLERANCE, side="left") / len(sb)
-        clb = 1.0 - np.searchsorted(b_sorted, b - Q_TIE_TOLERANCE, side="left") / len(b)
-        return clsb, clb
+        return _toy_pvalues(*self.distributions(mu))
 
     def expected_pvalues(self, mu: float) -> ExpectedCLs:
         """Expected CLs (N = −2..2): percentiles Φ(N) of the CLs each b-only toy would give (pyhf)."""
@@ -275,6 +274,19 @@ class ToyCalculator:
     def expected_clsb(self, mu: float) -> ExpectedCLs:
         """Expected p_{s+b} (N = −2..2): percentiles Φ(N) of the p_{s+b} each b-only toy would give."""
         return _band(self._toy_pvalues(mu)[0])
+
+    def expected_errors(self, mu: float, *, one_sided: bool = False, n_boot: int = 40) -> ExpectedCLs:
+        """Monte Carlo errors of :meth:`expected_pvalues` (or :meth:`expected_clsb`) at ``mu``: the standard
+        deviation over ``n_boot`` bootstrap resamplings of both ensembles (the s+b toys set each
+        band's p_{s+b}, the background-only toys its percentile; a fixed seed keeps it reproducible)."""
+        sb, b = self.distributions(mu)
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        bands = []
+        for _ in range(n_boot):
+            clsb, clb = _toy_pvalues(sb[rng.integers(0, len(sb), len(sb))], b[rng.integers(0, len(b), len(b))])
+            bands.append(_band(clsb if one_sided else clsb / clb))
+        err = np.std(np.asarray(bands), axis=0, ddof=1)
+        return (float(err[0]), float(err[1]), float(err[2]), float(err[3]), float(err[4]))
 
     def discovery(self) -> Discovery:
         """q0 of the observed data; p0 = fraction of background-only toys with q0 ≥ q0,obs.
@@ -299,6 +311,14 @@ def _band(values: FloatArray) -> ExpectedCLs:
     """The percentiles Φ(N), N = −2..2, of ``values``."""
     band = np.percentile(values, BAND_PERCENTILES)
     return (float(band[0]), float(band[1]), float(band[2]), float(band[3]), float(band[4]))
+
+
+def _toy_pvalues(sb: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """p_{s+b} and CL_b that each background-only toy (q̃μ in ``b``) would give as the observation."""
+    sb_sorted, b_sorted = np.sort(sb), np.sort(b)
+    clsb = 1.0 - np.searchsorted(sb_sorted, b - Q_TIE_TOLERANCE, side="left") / len(sb)
+    clb = 1.0 - np.searchsorted(b_sorted, b - Q_TIE_TOLERANCE, side="left") / len(b)
+    return clsb, clb
 
 
 def q0_batch(objective: BatchObjective, counts: FloatArray, aux: FloatArray, *, init: FloatArray,

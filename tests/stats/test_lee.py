@@ -141,6 +141,8 @@ def test_bands_task_smoke(tmp_path: Path, demo_file: Path) -> None:
     assert set(frame.status) == {"ok"}
     toys = frame[frame.method == "toys"]
     assert (toys.n_toys == 100).all() and (toys.A_up_error > 0).all()
+    assert (toys.A_up_expected_error_median > 0).all()  # the band's Monte Carlo errors, toys only
+    assert frame[frame.method == "asymptotic"].A_up_expected_error_median.isna().all()
     assert frame[frame.method == "asymptotic"].A_up_error.isna().all()
     for short in ("A", "eps2"):
         assert (tmp_path / "summary_plots" / f"bands_{short}_demo.png").stat().st_size > 10_000
