@@ -189,7 +189,7 @@ def _member(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> _Mem
     objective = WindowObjective(window, settings.background)
     calc = AsymptoticCalculator(objective, objective.observed())
     preset = settings.dataset
-    rho = background_density(objective, calc.fit_at_zero.theta)
+    rho = background_density(objective, calc.fit_at_zero.theta, at=preset.rho_at)
     k = float(yield_per_eps2(mass, f_rad=float(f_rad(mass, preset)), rho=rho, n_eff=preset.n_eff,
                              alpha_em=preset.alpha_em))
     notes = tuple(f"{preset.name}: {n}" for n in window_notes(window, settings))

@@ -136,14 +136,18 @@ def _warn_no_table(path: str) -> None:
                 "background.spurious=off to silence this", path)
 
 
-def background_density(objective: WindowObjective, theta: FloatArray) -> float:
+def background_density(objective: WindowObjective, theta: FloatArray, *, at: str = "template") -> float:
     """ρ(m) = dN/dm (counts/GeV) of the background under the signal.
 
-    The background-only fit's expected counts per bin divided by the bin
-    width, averaged with the signal template as weight.
+    The background-only fit's expected counts per bin divided by the bin width, averaged with the
+    signal template as weight (``at="template"``), or taken at m (``at="mass"``: ln ρ interpolated
+    linearly between the bin centres around m; the published HPS searches' choice).
     """
     w = objective.window
     density = objective.background(theta) / w.widths
+    if at == "mass":
+        centres = 0.5 * (w.edges[1:] + w.edges[:-1])
+        return float(np.exp(np.interp(w.mass, centres, np.log(density))))
     weights = w.template / w.template.sum()
     return float(density @ weights)
 
@@ -165,7 +169,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Ma
     else:
         limit = upper_limit(calc, alpha=settings.stats.alpha, method=settings.stats.limit)
     free, null = calc.free_fit, calc.fit_at_zero
-    rho = background_density(objective, null.theta)
+    rho = background_density(objective, null.theta, at=preset.rho_at)
     frad = float(f_rad(mass, preset))
     k = float(yield_per_eps2(mass, f_rad=frad, rho=rho, n_eff=preset.n_eff, alpha_em=preset.alpha_em))
     converged = calc.converged and limit.converged

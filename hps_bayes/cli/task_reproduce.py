@@ -30,7 +30,8 @@ CONF_EXPERIMENT = Path(CONF_DIR) / "experiment"
 
 
 def _experiment_changes(name: str) -> dict[str, Any]:
-    """The ``background`` and ``stats`` sections of ``conf/experiment/<name>.yaml`` (a global package)."""
+    """The ``background``, ``stats`` and ``dataset`` sections of ``conf/experiment/<name>.yaml`` (a global
+    package)."""
     from omegaconf import OmegaConf
 
     path = CONF_EXPERIMENT / f"{name}.yaml"
@@ -39,7 +40,7 @@ def _experiment_changes(name: str) -> dict[str, Any]:
                           f"{sorted(p.stem for p in CONF_EXPERIMENT.glob('*.yaml'))}")
     content = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     assert isinstance(content, dict)
-    return {key: content[key] for key in ("background", "stats") if key in content}
+    return {key: content[key] for key in ("background", "stats", "dataset") if key in content}
 
 
 def _steps(task: ReproduceTask) -> list[Step]:

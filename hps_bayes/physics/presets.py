@@ -86,6 +86,10 @@ class DatasetPreset:
         Number of open decay channels N_eff (1 below the dimuon threshold).
     alpha_em : float
         Fine-structure constant α used in the ε² conversion.
+    rho_at : str
+        Where the ε² conversion takes the background density ρ(m) of the background-only fit:
+        ``"template"`` (default) its average under the signal template, ``"mass"`` its value at m
+        (log-linear between the bin centres), as the published HPS searches did.
     rebin : int
         Factor by which the stored histogram is rebinned before analysis.
     path : str
@@ -106,6 +110,7 @@ class DatasetPreset:
     sigma_linear_slope: float | None = None
     n_eff: float = 1.0
     alpha_em: float = ALPHA_EM
+    rho_at: str = "template"
     rebin: int = 1
     path: str = ""
 
@@ -140,6 +145,9 @@ class DatasetPreset:
             raise ConfigError(f"n_eff must be > 0, got {self.n_eff!r}; use 1 below the dimuon threshold")
         if not 0 < float(self.alpha_em) < 1:
             raise ConfigError(f"alpha_em must be in (0, 1), got {self.alpha_em!r}; the default is 1/137.036")
+        if self.rho_at not in ("template", "mass"):
+            raise ConfigError(f"rho_at must be 'template' (the density averaged under the signal) or 'mass' "
+                              f"(at m), got {self.rho_at!r}")
         if isinstance(self.rebin, bool) or not isinstance(self.rebin, int) or self.rebin < 1:
             raise ConfigError(f"rebin must be an integer >= 1, got {self.rebin!r}")
         self._set("n_eff", float(self.n_eff))
