@@ -387,3 +387,27 @@ def test_damaged_spectra_give_an_error_a_flag_or_consistent_numbers(raw_spectrum
     assert result.status != "ok" or consistent(result), result
     if result.status != "ok":
         assert result.message
+
+
+def test_a_demo_file_of_other_settings_at_its_preset_path_is_generated_again(tmp_path, monkeypatch):
+    """A demo spectrum at a preset's own path is used only when its record (demo settings, generator)
+    is the configured one: an old file without a record, or one made with another seed, is replaced."""
+    from hps_bayes.cli import inputs
+    from hps_bayes.inputs.root_io import load_spectrum
+    from hps_bayes.physics.demo import write_demo_file
+
+    path = tmp_path / "demo_2015.root"
+    monkeypatch.setattr(inputs, "default_demo_paths", lambda: {path.resolve()})
+    settings = resolve_settings({**_demo_preset(), "name": "demo", "path": str(path)})
+    demo = {"generate": True, "shape": "2015", "n_events": 2e5, "seed": 3, "structured": True}
+    write_demo_file(path, settings.dataset, n_events=2e5, seed=99, shape="2015")  # an old checkout's file
+    stale = load_spectrum(path, settings.dataset.hist_name).counts
+    inputs.ensure_input(settings, {"dataset": {"demo": demo}})
+    fresh = load_spectrum(path, settings.dataset.hist_name).counts
+    assert not np.array_equal(stale, fresh)
+    assert json.loads(path.with_name(path.name + ".json").read_text())["seed"] == 3
+    stamp = path.stat().st_mtime_ns
+    inputs.ensure_input(settings, {"dataset": {"demo": demo}})
+    assert path.stat().st_mtime_ns == stamp  # the record matches: kept
+    inputs.ensure_input(settings, {"dataset": {"demo": {**demo, "seed": 4}}})
+    assert path.stat().st_mtime_ns != stamp

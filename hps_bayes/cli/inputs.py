@@ -61,23 +61,64 @@ def default_demo_paths() -> set[Path]:
 def ensure_input(settings: AnalysisSettings, cfg: dict[str, Any]) -> Path:
     """The dataset's ROOT file; the demo spectrum is generated on first use (once, if chunks race),
     only at a preset's own path (anywhere with ``dataset.demo.generate=always``): a missing file
-    at a path given by hand is an error."""
+    at a path given by hand is an error.
+
+    A generated demo file has a record beside it (``<file>.json``: the ``dataset.demo`` settings and
+    a hash of the generator's source); a demo file there whose record is missing or differs (made
+    by another version of the generator or with other demo settings) is generated again, so an old
+    checkout's demo spectrum never stands in for the configured one.
+    """
     path = Path(settings.dataset.path)
     demo = _demo_options(cfg)
-    if path.exists() or not demo or not demo.get("generate", settings.dataset.name == "demo"):
+    if not demo or not demo.get("generate", settings.dataset.name == "demo"):
         return path
-    if demo.get("generate") != "always" and path.resolve() not in default_demo_paths():
+    own_place = demo.get("generate") == "always" or path.resolve() in default_demo_paths()
+    if path.exists() and (not own_place or _demo_record_matches(path, settings, demo)):
+        return path
+    if not own_place:
         raise InputError(f"ROOT file '{path}' does not exist (dataset.path={path}); a demo spectrum is generated "
                          "only at its preset's own path: fix the path, or write one there with "
                          f"`python -m hps_bayes task=simulate dataset.path={path}` (or dataset.demo.generate=always)")
     with _locked(path):
-        if not path.exists():
-            log.info("demo spectrum %s not found: generating it (seed %s)", path, demo.get("seed"))
-            write_demo_file(path, settings.dataset, n_events=int(demo["n_events"]), seed=int(demo["seed"]),
-                            signal_mass=demo.get("signal_mass"), signal_yield=float(demo.get("signal_yield") or 0),
-                            shape=demo.get("shape"),
-                            structured=bool(demo.get("structured", False)))
+        if not path.exists() or not _demo_record_matches(path, settings, demo):
+            if path.exists():
+                log.warning("demo spectrum %s was made by another version of the generator or with other demo "
+                            "settings: generating it again (seed %s)", path, demo.get("seed"))
+            else:
+                log.info("demo spectrum %s not found: generating it (seed %s)", path, demo.get("seed"))
+            write_demo(path, settings, demo)
     return path
+
+
+def write_demo(path: Path, settings: AnalysisSettings, demo: dict[str, Any]) -> Path:
+    """Generate the demo spectrum of the ``dataset.demo`` settings ``demo`` into ``path``, with its record."""
+    write_demo_file(path, settings.dataset, n_events=int(demo["n_events"]), seed=int(demo["seed"]),
+                    signal_mass=demo.get("signal_mass"), signal_yield=float(demo.get("signal_yield") or 0),
+                    shape=demo.get("shape"), structured=bool(demo.get("structured", False)))
+    write_json(_demo_record_path(path), _demo_record(settings, demo))
+    return path
+
+
+def _demo_record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _demo_record(settings: AnalysisSettings, demo: dict[str, Any]) -> dict[str, Any]:
+    """What a generated demo file depends on: the demo settings, the histogram's name, the generator."""
+    import hashlib
+
+    from hps_bayes.physics import demo as generator
+
+    keys = ("n_events", "seed", "signal_mass", "signal_yield", "shape", "structured")
+    return {"hist_name": settings.dataset.hist_name, **{k: demo.get(k) for k in keys},
+            "generator": hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:16]}
+
+
+def _demo_record_matches(path: Path, settings: AnalysisSettings, demo: dict[str, Any]) -> bool:
+    try:
+        return read_json(_demo_record_path(path)) == _demo_record(settings, demo)
+    except (OSError, ValueError):
+        return False
 
 
 def preflight(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from hps_bayes.analysis.settings import AnalysisSettings
-from hps_bayes.cli.inputs import _demo_options
+from hps_bayes.cli.inputs import _demo_options, write_demo
 from hps_bayes.cli.task_settings import SimulateTask
 from hps_bayes.errors import InputError
-from hps_bayes.physics.demo import write_demo_file
 
 log = logging.getLogger("hps_bayes")
 
@@ -23,10 +22,7 @@ def task_simulate(settings: AnalysisSettings, task: SimulateTask, cfg: dict[str,
     if not task.overwrite and Path(settings.dataset.path).exists():
         log.info("%s exists and task.overwrite=false: kept", settings.dataset.path)
         return Path(settings.dataset.path)
-    path = write_demo_file(Path(settings.dataset.path), settings.dataset, n_events=int(demo["n_events"]),
-                           seed=int(demo["seed"]), signal_mass=demo.get("signal_mass"),
-                           signal_yield=float(demo.get("signal_yield") or 0), shape=demo.get("shape"),
-                            structured=bool(demo.get("structured", False)))
+    path = write_demo(Path(settings.dataset.path), settings, demo)
     log.info("wrote %s (%s, %d events, seed %s)", path, settings.dataset.hist_name, demo["n_events"],
              demo["seed"])
     return path
