@@ -21,11 +21,14 @@ from typing import Literal
 from hps_bayes.plots.label import ExperimentLabel, current_label, experiment_label
 from hps_bayes.plots.window import WindowFitArrays, WindowPlotter
 
-__all__ = ["MIN_MASSES_PER_WORKER", "available_workers", "plot_windows"]
+__all__ = ["MAX_DEFAULT_WORKERS", "MIN_MASSES_PER_WORKER", "available_workers", "plot_windows"]
 
 #: Below this many masses per extra worker, one process draws them (a worker's start costs ~1 s,
 #: about three masses' figures).
 MIN_MASSES_PER_WORKER = 6
+
+#: At most this many workers unless asked for more (a shared login node is not the job's own).
+MAX_DEFAULT_WORKERS = 8
 
 _PLOTTER: WindowPlotter | None = None
 _LABEL: ExperimentLabel | None = None
@@ -51,11 +54,11 @@ def plot_windows(items: Sequence[tuple[WindowFitArrays, Path]], *, ext: Literal[
                  workers: int | None = None) -> list[Path]:
     """The three figures of every ``(arrays, folder)`` of ``items``, into ``folder/<kind>.<ext>``.
 
-    ``workers``: processes that draw (None: :func:`available_workers`); fewer are used where there
-    are fewer than :data:`MIN_MASSES_PER_WORKER` masses per worker, and with one, everything is drawn
-    here.  The label of the figures is the caller's (:func:`~hps_bayes.plots.label.current_label`).
+    ``workers``: processes that draw (None: :func:`available_workers`, at most :data:`MAX_DEFAULT_WORKERS`);
+    fewer are used where there are fewer than :data:`MIN_MASSES_PER_WORKER` masses per worker, and
+    with one, everything is drawn here.  The label of the figures is the caller's (:func:`~hps_bayes.plots.label.current_label`).
     """
-    n = max(1, min(workers or available_workers(), len(items) // MIN_MASSES_PER_WORKER))
+    n = max(1, min(workers or min(available_workers(), MAX_DEFAULT_WORKERS), len(items) // MIN_MASSES_PER_WORKER))
     if n == 1:
         with WindowPlotter() as plotter:
             return [path for arrays, folder in items for path in plotter.plot_all(arrays, folder, ext=ext)]
