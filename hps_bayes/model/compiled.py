@@ -215,7 +215,7 @@ def _persist(key: CompileKey, functions: tuple[Any, Any, Any, Any]) -> None:
     try:
         with atomic_path(path) as tmp, tmp.open("wb") as fh:
             pickle.dump(functions, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    except (OSError, pickle.PicklingError, RecursionError) as exc:
+    except Exception as exc:  # noqa: BLE001 - storing is only a speed-up: the model in memory is fine
         log.warning("the compiled window model could not be stored in %s (%s); later processes compile it "
                     "again", path, exc)
 
