@@ -17,10 +17,12 @@ This study chooses at every mass, on the spectrum to be analysed:
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
      signal-scale residual sum in the sidebands (|x − m| > 2σ), and, over the masses, the
      **Z spread**: the standard deviation of Â/σ_A on the data over the neighbouring grid masses
-     (± ``spread_window``) divided by the one the candidate shows there on noise alone
-     (:func:`spread_reference`, from Poisson toys of the ``smooth`` truth with the candidate's bias
-     taken out: the windows overlap, so the Z values are correlated) — local, so that a candidate
-     that fails in one part of the spectrum may still serve the rest;
+     (± ``spread_window``), leaving out the largest |Â/σ_A| there and :data:`PEAK_HALF` grid masses on
+     each side of it (where a signal would sit: a signal must not make every candidate fail around it),
+     divided by the same spread of the candidate on noise alone (:func:`spread_reference`, from Poisson
+     toys of the ``smooth`` truth with the candidate's bias taken out: the windows overlap, so the Z
+     values are correlated) — local, so that a candidate that fails in one part of the spectrum may
+     still serve the rest;
    - σ_tot = √(σ_stat² + S²) and σ_tot/σ_A⁰, σ_A⁰ = (Σ T²/n)^(−1/2) from the observed counts.
 3. At each mass, the passing candidate (window p ≥ ``gof_min_p``, sideband ≤ ``sideband_max_z``,
    corrected Z spread ≤ max(``spread_max``, 1 + ``spread_sigmas`` × the relative scatter of the toys'
@@ -78,7 +80,7 @@ class Criteria:
     sideband_max_z: float = 3.5
     spread_max: float = 1.15
     spread_sigmas: float = 2.33
-    spread_window: int = 5
+    spread_window: int = 8
 
 
 def candidate_settings(base: AnalysisSettings, name: str, overrides: Mapping[str, Any],
@@ -189,18 +191,53 @@ def spread_reference(z_toys: FloatArray) -> tuple[float, float]:
     return float(np.mean(spreads)), float(np.std(spreads, ddof=1))
 
 
+#: Grid masses on each side of the largest |Â/σ_A| that the local Z spread leaves out: a signal (what the
+#: search looks for) raises Â/σ_A at its mass and its neighbours, and must not make every candidate
+#: fail there; localized mis-modelling is the spurious-signal nuisance's part.
+PEAK_HALF = 4
+
+
+def _peak_free(z: FloatArray, positions: FloatArray) -> FloatArray:
+    """``z`` without the entries within :data:`PEAK_HALF` grid positions of its largest |z| (only that entry
+    where fewer than 3 would be left)."""
+    centre = positions[int(np.nanargmax(np.abs(z)))]
+    keep = np.abs(positions - centre) > PEAK_HALF
+    if keep.sum() < 3:
+        keep = positions != centre
+    return z[keep]
+
+
+def _peak_free_reference(z_toys: FloatArray, positions: FloatArray) -> tuple[float, float]:
+    """:func:`spread_reference` with each toy's largest |Â/σ_A| and its neighbours left out, as on the data."""
+    z = np.asarray(z_toys, float)
+    n = np.sum(np.isfinite(z), axis=0)
+    if z.shape[1] < 3 or np.any(n < 2):
+        return math.nan, math.nan
+    centred = (z - np.nanmean(z, axis=0)) * np.sqrt(n / (n - 1))
+    spreads = np.array([np.std(_peak_free(row[np.isfinite(row)], positions[np.isfinite(row)]), ddof=1)
+                        for row in centred if np.sum(np.isfinite(row)) >= 3])
+    spreads = spreads[np.isfinite(spreads)]
+    if spreads.size < 2:
+        return math.nan, math.nan
+    return float(np.mean(spreads)), float(np.std(spreads, ddof=1))
+
+
 def local_spreads(z_data: FloatArray, z_toys: FloatArray, half: int) -> FloatArray:
-    """Per mass j, over the grid masses j − ``half`` … j + ``half`` where the candidate serves: the spread of
-    Â/σ_A on the data divided by :func:`spread_reference` of the toys there, that reference and its scatter
-    (columns of the returned M × 3 array; NaN where fewer than 3 masses are served)."""
+    """Per mass j, over the grid masses j − ``half`` … j + ``half`` where the candidate serves, leaving out the
+    largest |Â/σ_A| and its :data:`PEAK_HALF` neighbours on each side (a signal's place): the spread of Â/σ_A on
+    the data divided by the same spread of the toys there (:func:`spread_reference`, each toy's own peak left
+    out), that reference and its scatter (columns of the returned M × 3 array; NaN where fewer than 3 masses are
+    served)."""
     out = np.full((len(z_data), 3), np.nan)
     for j in range(len(z_data)):
         part = slice(max(0, j - half), j + half + 1)
         served = np.isfinite(z_data[part])
         if served.sum() < 3 or not np.isfinite(z_data[j]):
             continue
-        expected, scatter = spread_reference(z_toys[:, part][:, served])
-        out[j] = (float(np.std(z_data[part][served], ddof=1)) / expected, expected, scatter)
+        positions = np.arange(part.start, min(part.stop, len(z_data)))[served].astype(float)
+        expected, scatter = _peak_free_reference(z_toys[:, part][:, served], positions)
+        spread = float(np.std(_peak_free(z_data[part][served], positions), ddof=1))
+        out[j] = (spread / expected, expected, scatter)
     return out
 
 

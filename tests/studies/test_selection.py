@@ -87,3 +87,25 @@ def test_spread_reference_of_correlated_normals() -> None:
     c4 = np.sqrt(2 / 11) * math.gamma(6) / math.gamma(5.5)
     assert expected == pytest.approx(c4 * np.sqrt(0.5), abs=0.01)
     assert scatter == pytest.approx(np.std(np.std(z - np.linspace(-2, 2, 12), axis=1, ddof=1), ddof=1), abs=0.02)
+
+
+def test_a_signal_does_not_make_the_local_z_spread_fail() -> None:
+    """The local Z spread leaves out the largest |Â/σ_A| and its neighbours: a 5σ signal with the side lobes a
+    flexible background gives it (−1.6σ and −3σ at ±3 grid masses) leaves the corrected spread as on noise,
+    while a spectrum-wide doubling of the scatter (mis-modelled structure) still doubles it."""
+    from hps_bayes.studies.selection import PEAK_HALF, local_spreads
+
+    rng = np.random.default_rng(4)
+    n_mass = 40
+    toys = rng.standard_normal((400, n_mass))
+    noise = rng.standard_normal(n_mass)
+    signal = np.zeros(n_mass)
+    signal[18:23] = [1.1, 3.4, 5.0, 3.4, 1.1]
+    signal[[17, 23]] = -1.6
+    signal[[16, 24]] = -3.0
+    assert PEAK_HALF >= 4  # the lobes lie inside what is left out
+    plain = local_spreads(noise, toys, 8)[:, 0]
+    with_signal = local_spreads(noise + signal, toys, 8)[:, 0]
+    structure = local_spreads(2.0 * noise, toys, 8)[:, 0]
+    assert np.nanmax(with_signal[16:25]) < 1.6, with_signal[16:25]
+    np.testing.assert_allclose(np.nanmedian(structure / plain), 2.0, rtol=1e-12)
