@@ -203,7 +203,11 @@ def merge_toy_scan_batches(run_dir: str | Path, dataset: str, keys: list[dict[st
     blocks, expected = [], set()
     masses = np.asarray(masses, dtype=float)
     for path in files:
-        done = read_batch(path)
+        try:
+            done = read_batch(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"toy-scan batch {path} cannot be read ({type(exc).__name__}: {exc}); delete it and "
+                              "rerun that batch (task=lee task.batch=<its number>) with the scan's settings") from exc
         if done.point_key not in keys:
             raise ConfigError(f"toy-scan batch {path} was made with other settings, data or package version than "
                               f"the scan's mass points in {run_dir}; delete it or rerun the batch with the scan's "

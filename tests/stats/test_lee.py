@@ -184,3 +184,6 @@ def test_toy_scans_in_batches_are_merged_into_the_global_significance(tmp_path: 
     shutil.copy(tmp_path / "degree6" / "lee" / "demo" / "toys_0002.npz", tmp_path / "lee" / "demo")
     with pytest.raises(ConfigError, match="toys_0002.npz was made with other settings"):
         run_task("merge", [*base], tmp_path)
+    (tmp_path / "lee" / "demo" / "toys_0002.npz").write_bytes(b"cut off")  # a damaged batch file (a copy cut short)
+    with pytest.raises(ConfigError, match="toys_0002.npz cannot be read"):
+        run_task("merge", [*base], tmp_path)
