@@ -166,6 +166,7 @@ def toy_scan_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int
     masses = mass_grid(prep.settings)
     entropy = [int(settings.seed), 0, LEE_SCANS, int(batch)]
     key = {**prep.key, "batch": int(batch), "n_scans": int(n_scans), "n_batches": n_batches, "seed": entropy}
+    stored = json.dumps(key)
     path = batch_path(run_dir, prep.settings.dataset.name, batch)
     if path.exists():
         try:
@@ -173,15 +174,15 @@ def toy_scan_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int
         except (OSError, ValueError, KeyError) as exc:
             log.warning("toy-scan batch %s is unreadable (%s): computing it again", path, exc)
         else:
-            if done.key == json.loads(json.dumps(key)) and np.array_equal(done.masses, masses):
+            if done.key == json.loads(stored) and np.array_equal(done.masses, masses):
                 log.info("toy-scan batch %d already done (%s): reused", batch, path)
                 return done, False
             log.warning("toy-scan batch %s was made with other settings or data: computing it again", path)
     z = toy_scans(spectrum, prep.settings, n_scans=n_scans, rng=generator(*entropy), masses=masses,
                   progress=progress)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, z=z, masses=masses, key=np.array(json.dumps(key)))
-    return ToyScanBatch(z=z, masses=masses, key=json.loads(json.dumps(key))), True
+        np.savez(fh, z=z, masses=masses, key=np.array(stored))
+    return ToyScanBatch(z=z, masses=masses, key=json.loads(stored)), True
 
 
 def merge_toy_scan_batches(run_dir: str | Path, dataset: str, keys: list[dict[str, Any]],

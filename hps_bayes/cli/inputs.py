@@ -16,7 +16,7 @@ from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.inputs.validation import check_analysable, check_rebin, validate_spectrum
 from hps_bayes.physics.demo import write_demo_file
-from hps_bayes.results.files import read_json, write_json
+from hps_bayes.results.files import content_hash, read_json, write_json
 
 log = logging.getLogger("hps_bayes")
 
@@ -105,13 +105,11 @@ def _demo_record_path(path: Path) -> Path:
 
 def _demo_record(settings: AnalysisSettings, demo: dict[str, Any]) -> dict[str, Any]:
     """What a generated demo file depends on: the demo settings, the histogram's name, the generator."""
-    import hashlib
-
     from hps_bayes.physics import demo as generator
 
     keys = ("n_events", "seed", "signal_mass", "signal_yield", "shape", "structured")
     return {"hist_name": settings.dataset.hist_name, **{k: demo.get(k) for k in keys},
-            "generator": hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:16]}
+            "generator": content_hash(generator.__file__)}
 
 
 def _demo_record_matches(path: Path, settings: AnalysisSettings, demo: dict[str, Any]) -> bool:

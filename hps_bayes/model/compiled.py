@@ -31,7 +31,7 @@ from numpy.polynomial import legendre
 from hps_bayes import __version__
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import ConfigError
-from hps_bayes.results.files import atomic_path
+from hps_bayes.results.files import atomic_path, content_hash
 
 if TYPE_CHECKING:  # types only: the window module imports this one; PyMC only where a model is built
     import pymc as pm
@@ -188,8 +188,7 @@ def persisted_path(key: CompileKey) -> Path:
     compiledir=...`` moves it), under a hash of the key, this module's source and the versions."""
     import numba
 
-    source = Path(__file__).read_bytes()
-    stamp = json.dumps([list(key), __version__, hashlib.sha256(source).hexdigest(), platform.python_version(),
+    stamp = json.dumps([list(key), __version__, content_hash(__file__), platform.python_version(),
                         np.__version__, pytensor.__version__, numba.__version__])
     name = hashlib.sha256(stamp.encode()).hexdigest()[:20]
     return Path(pytensor.config.compiledir) / "hps_bayes" / f"window_{name}.pkl"

@@ -64,8 +64,8 @@ class UpperLimit:
     message : what went wrong, or "converged".
     alpha : the CLs level (0.05 for a 95% CL limit).
     mu_up_error : Monte Carlo error of ``mu_up`` (toys): σ(CLs) at the limit over |dCLs/dμ|; 0 when asymptotic.
-    mu_up_expected_error : the same for the expected limits (toys: the binomial error of each band's
-        percentile of the toys' CLs values, over the slope of that band's curve); zeros when asymptotic.
+    mu_up_expected_error : the same for the expected limits (toys: the bootstrap error of each band's
+        CLs at the tested μ nearest the limit, over the slope of that band's curve); zeros when asymptotic.
     n_toys : toys per ensemble behind the CLs values; 0 when asymptotic.
     method : ``"cls"``, ``"pl"`` or ``"pcl"`` (see :func:`upper_limit`).
     power_constrained : ``"pcl"`` only: True when the one-sided observed limit lay below the −1σ
@@ -362,14 +362,16 @@ def _expected_errors(calculator: Calculator, ev: _Evaluations, roots: list[float
     tested = np.array(sorted(ev.tested_expected()))
     if errors is None or not tested.size:
         return (0.0, 0.0, 0.0, 0.0, 0.0)
+    at_mu: dict[float, ExpectedCLs] = {}  # one bootstrap per tested μ serves every band near it
     for i, (root, slope) in enumerate(zip(roots, slopes, strict=True)):
         if not (np.isfinite(root) and root > 0 and np.isfinite(slope) and slope != 0):
             continue
         mu = float(tested[np.argmin(np.abs(tested - root))])
+        if mu not in at_mu:
+            at_mu[mu] = errors(mu, one_sided=one_sided)
         z = _probit(ev.expected(mu, i))
         density = float(np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))
-        sigma = errors(mu, one_sided=one_sided)[i]
-        out[i] = float(sigma / density / abs(slope)) if density > 0 else float("inf")
+        out[i] = float(at_mu[mu][i] / density / abs(slope)) if density > 0 else float("inf")
     return (out[0], out[1], out[2], out[3], out[4])
 
 

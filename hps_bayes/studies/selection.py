@@ -173,18 +173,30 @@ def toy_z(fitted: Sequence[tuple[WindowObjective, FloatArray] | None], edges: Fl
     return z
 
 
-def spread_reference(z_toys: FloatArray) -> tuple[float, float]:
+def spread_reference(z_toys: FloatArray, positions: FloatArray | None = None) -> tuple[float, float]:
     """The spread over masses of Â/σ_A that the candidate shows on noise alone: mean and standard deviation over
     the toys of each toy's spread, after the per-mass mean over the toys (the candidate's bias on the truth) is
     taken out.  It holds the correlation between masses (the windows overlap: a spread below 1 even for a
-    calibrated model, about √(1 − ρ̄)) and the scatter of a spread measured on one spectrum."""
+    calibrated model, about √(1 − ρ̄)) and the scatter of a spread measured on one spectrum.
+
+    With the masses' grid ``positions``, each toy's largest |Â/σ_A| and its neighbours are left out
+    (:func:`_peak_free`), as :func:`local_spreads` does on the data; every mass then needs two fitted toys,
+    and three masses are needed."""
     z = np.asarray(z_toys, float)
-    z = z[:, np.sum(np.isfinite(z), axis=0) > 1]  # masses no toy (or one) was fitted at say nothing
     n = np.sum(np.isfinite(z), axis=0)
-    if z.shape[1] < 2:
+    if positions is None:
+        z, n = z[:, n > 1], n[n > 1]  # masses no toy (or one) was fitted at say nothing
+        if z.shape[1] < 2:
+            return math.nan, math.nan
+    elif z.shape[1] < 3 or np.any(n < 2):
         return math.nan, math.nan
     centred = (z - np.nanmean(z, axis=0)) * np.sqrt(n / (n - 1))
-    spreads = np.nanstd(centred, axis=1, ddof=1)
+    if positions is None:
+        spreads = np.nanstd(centred, axis=1, ddof=1)
+    else:
+        at = np.asarray(positions, float)
+        spreads = np.array([np.std(_peak_free(row[fitted], at[fitted]), ddof=1)
+                            for row in centred if (fitted := np.isfinite(row)).sum() >= 3])
     spreads = spreads[np.isfinite(spreads)]
     if spreads.size < 2:
         return math.nan, math.nan
@@ -207,21 +219,6 @@ def _peak_free(z: FloatArray, positions: FloatArray) -> FloatArray:
     return z[keep]
 
 
-def _peak_free_reference(z_toys: FloatArray, positions: FloatArray) -> tuple[float, float]:
-    """:func:`spread_reference` with each toy's largest |Â/σ_A| and its neighbours left out, as on the data."""
-    z = np.asarray(z_toys, float)
-    n = np.sum(np.isfinite(z), axis=0)
-    if z.shape[1] < 3 or np.any(n < 2):
-        return math.nan, math.nan
-    centred = (z - np.nanmean(z, axis=0)) * np.sqrt(n / (n - 1))
-    spreads = np.array([np.std(_peak_free(row[np.isfinite(row)], positions[np.isfinite(row)]), ddof=1)
-                        for row in centred if np.sum(np.isfinite(row)) >= 3])
-    spreads = spreads[np.isfinite(spreads)]
-    if spreads.size < 2:
-        return math.nan, math.nan
-    return float(np.mean(spreads)), float(np.std(spreads, ddof=1))
-
-
 def local_spreads(z_data: FloatArray, z_toys: FloatArray, half: int) -> FloatArray:
     """Per mass j, over the grid masses j − ``half`` … j + ``half`` where the candidate serves, leaving out the
     largest |Â/σ_A| and its :data:`PEAK_HALF` neighbours on each side (a signal's place): the spread of Â/σ_A on
@@ -235,7 +232,7 @@ def local_spreads(z_data: FloatArray, z_toys: FloatArray, half: int) -> FloatArr
         if served.sum() < 3 or not np.isfinite(z_data[j]):
             continue
         positions = np.arange(part.start, min(part.stop, len(z_data)))[served].astype(float)
-        expected, scatter = _peak_free_reference(z_toys[:, part][:, served], positions)
+        expected, scatter = spread_reference(z_toys[:, part][:, served], positions)
         spread = float(np.std(_peak_free(z_data[part][served], positions), ddof=1))
         out[j] = (spread / expected, expected, scatter)
     return out
