@@ -40,7 +40,14 @@ from hps_bayes.model.spurious import SpuriousTable, load_spurious_table, spuriou
 from hps_bayes.model.window import Window, make_window
 from hps_bayes.physics.signal import f_rad, sigma_m, signal_template, yield_per_eps2
 from hps_bayes.results.objects import MassPointResult, WindowFitArrays
-from hps_bayes.stats import AsymptoticCalculator, Discovery, ToyCalculator, upper_limit
+from hps_bayes.stats import (
+    AsymptoticCalculator,
+    Discovery,
+    PooledToyCalculator,
+    ToyBatch,
+    ToyCalculator,
+    upper_limit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +159,14 @@ def background_density(objective: WindowObjective, theta: FloatArray, *, at: str
     return float(density @ weights)
 
 
-def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> MassPointResult:
+def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
+              toy_batches: list[ToyBatch] | None = None) -> MassPointResult:
     t_start = time.perf_counter()
     preset = settings.dataset
     window = build_window(spectrum, mass, settings)
     objective = WindowObjective(window, settings.background)
-    calc = _calculator(objective, mass, settings)
+    calc = (PooledToyCalculator(objective, objective.observed(), toy_batches) if toy_batches
+            else _calculator(objective, mass, settings))
     disc = calc.discovery()  # toys: p0 from the background-only toys where any reaches q0
     p0_asymptotic = calc.asymptotic.discovery().p0 if isinstance(calc, ToyCalculator) else disc.p0
     if 0 < settings.stats.toy_p0_above_z <= disc.z0 and disc.n_toys == 0:
@@ -221,15 +230,16 @@ def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSe
 
 
 def evaluate_point(spectrum: Spectrum, mass: float, settings: AnalysisSettings, *,
-                   weight_scale: float = 1.0) -> MassPointResult:
+                   weight_scale: float = 1.0, toy_batches: list[ToyBatch] | None = None) -> MassPointResult:
     """:func:`_evaluate`, turning a failure at this mass into a result with a status.
 
     ``spectrum`` is prepared (:func:`analysable`); a weighted one in effective counts, whose
     yields (A, σ_A, S, ρ) are multiplied by ``weight_scale`` back into weighted events
-    (ε² does not change: it is a ratio of a yield and ρ).
+    (ε² does not change: it is a ratio of a yield and ρ).  ``toy_batches``: toys made for this mass
+    by batch jobs (:mod:`hps_bayes.analysis.bandbatches`), pooled instead of drawing toys here.
     """
     try:
-        return _in_weighted_events(_evaluate(spectrum, mass, settings), weight_scale)
+        return _in_weighted_events(_evaluate(spectrum, mass, settings, toy_batches), weight_scale)
     except (HpsBayesError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError) as exc:
         kind = "input_error" if isinstance(exc, InputError) else "fit_failed"
         if isinstance(exc, FitError):

@@ -23,6 +23,7 @@ TOY_P0        3      a mass point's background-only toys for a large excess
 POSTERIOR     6      a mass point's NUTS sampler (an integer seed, :func:`integer`)
 COMBINED      7      a combination's toys at one mass
 SELECT        8      the Z-spread toys of the background selection (mass key 0)
+BAND_TOYS     9      + batch k as a fourth entry: batch k of a mass point's band toys (``task=bands``)
 INJECTION     1000   + 100 · truth index + yield index: injection pseudo-experiments
 COVERAGE      5000   + 100 · model + 10 · method + yield index: coverage ensembles
 ============  =====  ===========================================================
@@ -40,6 +41,7 @@ TOY_P0 = 3
 POSTERIOR = 6
 COMBINED = 7
 SELECT = 8
+BAND_TOYS = 9
 INJECTION = 1000
 COVERAGE = 5000
 

@@ -96,10 +96,16 @@ class PosteriorTask:
 
 @dataclass(frozen=True)
 class BandsTask:
-    """``task=bands``: toys per ensemble (None: ``stats.n_toys``, 1000 when that is 0)."""
+    """``task=bands``: toys per ensemble (None: ``stats.n_toys``, 1000 when that is 0).  In batches: ``batch``
+    (None: all toys in this job) of ``toys_per_batch`` toys per mass, ``n_batches`` (None: not known) lets
+    the merge name missing ones; ``merge``: pool the batches of the run folder instead of drawing toys."""
 
     name: str
     n_toys: int | None
+    batch: int | None = None
+    n_batches: int | None = None
+    toys_per_batch: int = 1000
+    merge: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ from hps_bayes.stats.limits import (
 )
 from hps_bayes.stats.simple import KnownBackgroundObjective, cls_upper_limit, known_background_sigma
 from hps_bayes.stats.teststat import fit_fixed, fit_free, q0, q0_from_fits, q_mu_tilde, q_mu_tilde_from_fits
-from hps_bayes.stats.toys import ToyCalculator, ToyEnsemble, draw_toys, empirical_pvalue
+from hps_bayes.stats.toys import (
+    PooledToyCalculator,
+    ToyBatch,
+    ToyCalculator,
+    ToyEnsemble,
+    draw_toys,
+    empirical_pvalue,
+)
 
 __all__ = [
     "LIMIT_METHODS",
@@ -38,6 +45,8 @@ __all__ = [
     "KnownBackgroundObjective",
     "LimitMethod",
     "PValues",
+    "PooledToyCalculator",
+    "ToyBatch",
     "ToyCalculator",
     "ToyEnsemble",
     "UpperLimit",

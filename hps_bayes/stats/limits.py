@@ -283,6 +283,9 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     mu_up = found[0][0]
     problems = [why for _, why in found if why]
     at = max(mu_up, floor or 0.0) if np.isfinite(mu_up) else float("nan")
+    nearest = getattr(calculator, "nearest_tested", None)  # pooled toy batches: only their tested μ
+    if nearest is not None and np.isfinite(at):
+        at = nearest(at)
     cls_at = ev.observed(at) if np.isfinite(at) else float("nan")
     pv = ev.pvalues(at) if np.isfinite(at) else None
     problems += list(calculator.messages)
