@@ -5,12 +5,13 @@ scan over masses spreads the masses over jobs, but every mass still makes all of
 job.  Here a multirun sweeps ``task=bands task.batch=k`` (:func:`band_batch`): batch k makes
 ``task.toys_per_batch`` toys of every mass of the grid from its own stream
 ``[seed, mass in 0.1 keV, BAND_TOYS, k]`` and stores their test statistics at the tested μ
-(:class:`~hps_bayes.stats.toys.ToyBatch`) in ``bands/<dataset>/toys_<k>.npz``; ``task=bands
+(:class:`~hps_bayes.stats.toys.ToyBatch`) in ``bands/<dataset>/toys_<k>.npz`` (k in four digits); ``task=bands
 task.merge=true`` (:func:`pooled_results`) stacks the batches of each mass
 (:class:`~hps_bayes.stats.toys.PooledToyCalculator`) and evaluates the mass point with them, with
 the Monte Carlo errors of all toys together.  The tested μ come from the observed data's asymptotic
-fits (the same in every job), so every batch tests the same values; a limit whose crossing needs a μ
-that not every batch tested is reported as failed at that mass, with the reason.
+fits (the same in every job): every batch tests the μ of the limit search and two more on each side
+of them (16 values, where one job's toy limit tests about 13), so the pooled search finds every value
+it needs; a limit whose crossing lies further out is reported as failed at that mass, with the reason.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.results.files import atomic_path
 from hps_bayes.results.objects import MassPointResult
-from hps_bayes.stats import ToyBatch, ToyCalculator, upper_limit
+from hps_bayes.stats import ToyBatch, ToyCalculator
+from hps_bayes.stats.limits import scan_mu_values
 
 log = logging.getLogger(__name__)
 
 #: Where batch k of a dataset's band toys is written, under the run folder.
-BATCH_PATTERN = "bands/{dataset}/toys_{batch}.npz"
+BATCH_PATTERN = "bands/{dataset}/toys_{batch:04d}.npz"
 #: The key entries that belong to a batch, not to the mass points it serves.
 BATCH_FIELDS = ("batch", "toys_per_batch", "n_batches", "seed")
 
@@ -54,12 +56,13 @@ def batch_path(run_dir: str | Path, dataset: str, batch: int) -> Path:
 def _batch_of_mass(spec: Spectrum, mass: float, settings: AnalysisSettings, n_toys: int,
                    batch: int) -> ToyBatch:
     """One mass's toys of batch ``batch``: the window and objective of a scan at ``mass``, a toy
-    calculator on its own stream, driven over the μ a toy limit tests (:func:`upper_limit` with
-    :data:`TOY_SCAN_POINTS` values)."""
+    calculator on its own stream, evaluated at every μ a toy limit of :data:`TOY_SCAN_POINTS` values tests
+    and at the two values it would add on each side (:func:`~hps_bayes.stats.limits.scan_mu_values`)."""
     objective = WindowObjective(build_window(spec, mass, settings), settings.background)
     calc = ToyCalculator(objective, objective.observed(), n_toys=n_toys,
                          rng=generator(settings.seed, mass_key(mass), BAND_TOYS, batch))
-    upper_limit(calc, alpha=settings.stats.alpha, rtol=1e-3, scan=TOY_SCAN_POINTS, method=settings.stats.limit)
+    for mu in scan_mu_values(calc, alpha=settings.stats.alpha, scan=TOY_SCAN_POINTS, method=settings.stats.limit):
+        calc.distributions(mu)
     return calc.batch()
 
 
@@ -128,9 +131,9 @@ def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]
         No batch, a batch that cannot be read, or one made with other settings, data or version than
         ``key`` (the scan's result key of the merge's settings): the fix is named.
     """
-    files = sorted(Path(run_dir).glob(BATCH_PATTERN.format(dataset=dataset, batch="*")))
+    files = sorted(Path(run_dir).glob(f"bands/{dataset}/toys_*.npz"))
     if not files:
-        raise ConfigError(f"no band toy batch ({BATCH_PATTERN.format(dataset=dataset, batch='<k>')}) in {run_dir}; "
+        raise ConfigError(f"no band toy batch (bands/{dataset}/toys_<k>.npz) in {run_dir}; "
                           "make them first: hps-bayes -m task=bands 'task.batch=range(10)' run_dir=... ")
     per_mass: dict[float, list[ToyBatch]] = {}
     found, expected = [], set()

@@ -273,8 +273,7 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
             found.append((root, "") if root is not None else solve_bracketed(f, g, rtol=rtol, what=w, floor=floor))
         slopes = [float("nan")] * 6
     else:
-        positive = [g for g in guesses if g > 0] or [sigma]
-        grid = [float(m) for m in np.linspace(max(0.5 * min(positive), floor or 0.0), 1.3 * max(positive), scan)]
+        grid = _scan_grid(guesses, sigma, floor, scan)
         found, slopes = [], []
         for f, w in zip(curves, names, strict=True):
             root, why, slope = scan_root(f, grid, what=w, floor=floor)
@@ -304,6 +303,35 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
         method="pl" if one_sided else "cls",
     )
     return _power_constrain(limit) if method == "pcl" else limit
+
+
+def _scan_grid(guesses: list[float], sigma: float, floor: float | None, scan: int) -> list[float]:
+    positive = [g for g in guesses if g > 0] or [sigma]
+    return [float(m) for m in np.linspace(max(0.5 * min(positive), floor or 0.0), 1.3 * max(positive), scan)]
+
+
+def scan_mu_values(calculator: Calculator, *, alpha: float = 0.05, scan: int, method: LimitMethod = "cls",
+                   extend: int = 2) -> list[float]:
+    """The μ that :func:`upper_limit` with ``scan`` tests first, and the ``extend`` values on each side it would
+    add where a crossing lies outside (below: μ/1.6 each, or the floor of a one-sided limit; above: μ·1.6 each),
+    computed as it computes them: toy batches made by separate jobs test all of them, so that the pooled
+    limit finds every value it needs (:class:`~hps_bayes.stats.toys.PooledToyCalculator`)."""
+    one_sided = method != "cls"
+    sigma = calculator.sigma_mu()
+    floor = MU_FLOOR_SIGMAS * sigma if one_sided else None
+    grid = _scan_grid(_first_guesses(calculator.mu_hat, sigma, alpha=alpha, one_sided=one_sided), sigma, floor, scan)
+    below: list[float] = []
+    for _ in range(extend):
+        low = below[0] if below else grid[0]
+        if floor is not None:
+            if low > floor * (1.0 + 1e-12):
+                below.insert(0, floor)
+            break
+        below.insert(0, low / 1.6)
+    above = [grid[-1] * 1.6 ** 1]
+    for _ in range(extend - 1):
+        above.append(above[-1] * 1.6)
+    return below + grid + (above if extend else [])
 
 
 def _first_guesses(mu_hat: float, sigma: float, *, alpha: float, one_sided: bool) -> list[float]:

@@ -4,7 +4,8 @@
 The test runs a 3-chunk multirun in which one chunk
 kills itself hard (SIGKILL, as on a node failure), checks the jobs ran under SLURM (job ids in
 the outputs), reruns the same command, adds two batches of look-elsewhere toy scans as a second
-job array, merges, and compares with a single-process run.
+job array, merges, and compares with a single-process run; toy bands made in two batches of toys by a
+third job array are pooled, and a batch equals the same batch made in this process.
 Skipped, with the reason, where no cluster answers.
 """
 
@@ -90,6 +91,23 @@ def test_chunked_slurm_run_killed_rerun_merged(cluster: None, tmp_path: Path) ->
               f"dataset.path={demo}", *SCAN, "task=lee", "task.toys_per_batch=20", "task.n_batches=2",
               "task.batch=range(2)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert lee.returncode == 0, lee.stdout[-4000:]
+    # 3b. toy bands with every mass's toys in two batches, a job array; pooled by task=bands task.merge=true
+    bands = ["task=bands", "task.toys_per_batch=200", f"dataset.path={demo}", *SCAN]
+    made = run("-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.mem_gb=1", *bands,
+               "task.n_batches=2", "task.batch=range(2)", f"hydra.sweep.dir={tmp_path / 'bands'}",
+               "hydra.sweep.subdir=.", f"run_dir={tmp_path / 'bands'}", cwd=tmp_path)
+    assert made.returncode == 0, made.stdout[-4000:]
+    pooled = run(*bands, "task.merge=true", f"run_dir={tmp_path / 'bands'}", cwd=tmp_path)
+    assert pooled.returncode == 0, pooled.stdout[-4000:]
+    report = json.loads((tmp_path / "bands" / "bands_report.json").read_text())
+    assert report["batches"] == [0, 1] and report["toys_per_mass_min"] == 400
+    assert (pd.read_csv(tmp_path / "bands" / "bands.csv").query("method == 'toys'").n_toys == 400).all()
+    run_task("bands", [*bands[1:], "task.batch=1", "task.n_batches=2"], tmp_path / "bands_local")
+    with np.load(tmp_path / "bands" / "bands" / "demo" / "toys_0001.npz") as cluster_made, \
+            np.load(tmp_path / "bands_local" / "bands" / "demo" / "toys_0001.npz") as here:
+        assert sorted(cluster_made.files) == sorted(here.files)
+        for name in here.files:  # batch k is the same whoever makes it
+            np.testing.assert_array_equal(cluster_made[name], here[name])
     # 4. merge, and compare with one process
     merged = run("task=merge", f"run_dir={sweep}", "task.strict=true", f"hydra.run.dir={tmp_path / 'merge'}",
                  cwd=tmp_path)

@@ -14,15 +14,22 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.special import ndtr
 from scipy.stats import norm
 
+from hps_bayes.analysis.bandbatches import read_batches, toy_settings
+from hps_bayes.analysis.grid import turn_on_guard
+from hps_bayes.analysis.point import TOY_SCAN_POINTS, build_window
 from hps_bayes.analysis.rundir import RunFolderConflict
+from hps_bayes.analysis.scan import prepare_scan
 from hps_bayes.analysis.settings import resolve_settings
 from hps_bayes.analysis.toyscans import toy_scans
 from hps_bayes.cli.config import load_config, settings_from_config
 from hps_bayes.cli.tasks import run_task
 from hps_bayes.errors import ConfigError
+from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
+from hps_bayes.stats import PooledToyCalculator, upper_limit
 from hps_bayes.stats.lee import (
     LookElsewhere,
     global_pvalue_from_toys,
@@ -187,3 +194,43 @@ def test_toy_scans_in_batches_are_merged_into_the_global_significance(tmp_path: 
     (tmp_path / "lee" / "demo" / "toys_0002.npz").write_bytes(b"cut off")  # a damaged batch file (a copy cut short)
     with pytest.raises(ConfigError, match="toys_0002.npz cannot be read"):
         run_task("merge", [*base], tmp_path)
+
+
+def test_band_toys_in_batches_are_pooled(tmp_path: Path, demo_file: Path) -> None:
+    """task=bands in two batches of toys and task.merge=true: every mass's toys of both batches pooled (the toy
+    columns of a mass are those of one calculator holding them); a rerun batch is kept, batch k is the same in
+    any job, a batch of other settings and a batch job that also merges are refused."""
+    base = _overrides(demo_file, "plots.summary=false", "task.toys_per_batch=1000")
+    for k in range(2):
+        run_task("bands", [*base, f"task.batch={k}", "task.n_batches=3"], tmp_path)
+    batch0 = tmp_path / "bands" / "demo" / "toys_0000.npz"
+    stamp = batch0.stat().st_mtime_ns
+    run_task("bands", [*base, "task.batch=0", "task.n_batches=3"], tmp_path)
+    assert batch0.stat().st_mtime_ns == stamp  # kept, not recomputed
+    run_task("bands", [*base, "task.batch=0", "task.n_batches=3"], tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "bands" / "demo" / "toys_0000.npz").read_bytes() == batch0.read_bytes()
+    table = run_task("bands", [*base, "task.merge=true"], tmp_path)
+    report = json.loads((tmp_path / "bands_report.json").read_text())
+    assert report["batches"] == [0, 1] and report["missing_batches"] == [2] and report["toys_per_mass_min"] == 2000
+    toys = table[table.method == "toys"]
+    assert len(toys) == 3 and set(toys.status) == {"ok"} and (toys.n_toys == 2000).all()
+    assert (toys.A_up_error > 0).all() and (toys.A_up_expected_error_median > 0).all()
+    # the 60 MeV row is the limit of one calculator holding both batches' toys of that mass
+    cfg = load_config([*base, "task=bands"])
+    settings = settings_from_config(cfg)
+    spectrum = load_spectrum(demo_file, settings.dataset.hist_name)
+    guarded, _ = turn_on_guard(spectrum, settings)
+    prep = prepare_scan(spectrum, config=toy_settings(guarded, 1000))
+    per_mass, _ = read_batches(tmp_path, "demo", prep.key)
+    objective = WindowObjective(build_window(prep.spectrum, 0.06, prep.settings), prep.settings.background)
+    pooled = PooledToyCalculator(objective, objective.observed(), per_mass[0.06])
+    limit = upper_limit(pooled, rtol=1e-3, scan=TOY_SCAN_POINTS)
+    row = toys[np.isclose(toys.mass, 0.06)].iloc[0]
+    assert row.A_up == pytest.approx(limit.mu_up, rel=1e-12)
+    assert row.A_up_expected_median == pytest.approx(limit.mu_up_expected[2], rel=1e-12)
+    with pytest.raises(ConfigError, match="task.batch and task.merge=true together"):
+        run_task("bands", [*base, "task.batch=1", "task.merge=true"], tmp_path)
+    run_task("bands", [*base, "task.batch=2", "background.poly_degree=6"], tmp_path / "degree6")
+    shutil.copy(tmp_path / "degree6" / "bands" / "demo" / "toys_0002.npz", tmp_path / "bands" / "demo")
+    with pytest.raises(ConfigError, match="toys_0002.npz was made with other settings"):
+        run_task("bands", [*base, "task.merge=true"], tmp_path)
