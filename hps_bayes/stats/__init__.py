@@ -25,10 +25,10 @@ from hps_bayes.stats.limits import (
     hypotest,
     upper_limit,
 )
+from hps_bayes.stats.pooled import PooledToyCalculator
 from hps_bayes.stats.simple import KnownBackgroundObjective, cls_upper_limit, known_background_sigma
 from hps_bayes.stats.teststat import fit_fixed, fit_free, q0, q0_from_fits, q_mu_tilde, q_mu_tilde_from_fits
 from hps_bayes.stats.toys import (
-    PooledToyCalculator,
     ToyBatch,
     ToyCalculator,
     ToyEnsemble,

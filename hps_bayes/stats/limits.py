@@ -320,18 +320,13 @@ def scan_mu_values(calculator: Calculator, *, alpha: float = 0.05, scan: int, me
     sigma = calculator.sigma_mu()
     floor = MU_FLOOR_SIGMAS * sigma if one_sided else None
     grid = _scan_grid(_first_guesses(calculator.mu_hat, sigma, alpha=alpha, one_sided=one_sided), sigma, floor, scan)
-    below: list[float] = []
+    low, high = [grid[0]], [grid[-1]]
     for _ in range(extend):
-        low = below[0] if below else grid[0]
-        if floor is not None:
-            if low > floor * (1.0 + 1e-12):
-                below.insert(0, floor)
-            break
-        below.insert(0, low / 1.6)
-    above = [grid[-1] * 1.6 ** 1]
-    for _ in range(extend - 1):
-        above.append(above[-1] * 1.6)
-    return below + grid + (above if extend else [])
+        low.insert(0, low[0] / 1.6)
+        high.append(high[-1] * 1.6)
+    if floor is not None:  # a one-sided search adds its floor once, then stops
+        low = [floor, grid[0]] if grid[0] > floor * (1.0 + 1e-12) else [grid[0]]
+    return low[:-1] + grid + high[1:]
 
 
 def _first_guesses(mu_hat: float, sigma: float, *, alpha: float, one_sided: bool) -> list[float]:
