@@ -8,6 +8,7 @@ import pytest
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.stats import KnownBackgroundObjective, PooledToyCalculator, ToyCalculator, upper_limit
+from hps_bayes.stats.limits import scan_mu_values
 from hps_bayes.stats.toys import empirical_pvalue
 
 OBJ = KnownBackgroundObjective(np.full(3, 100.0), np.array([0.2, 0.6, 0.2]))
@@ -75,3 +76,18 @@ def test_a_mu_some_batch_did_not_test_is_refused() -> None:
         pooled.pvalues(123.0)
     with pytest.raises(ConfigError, match="at least one ToyBatch"):
         PooledToyCalculator(OBJ, DATA, [])
+
+
+@pytest.mark.parametrize("method", ["cls", "pl", "pcl"])
+def test_scan_mu_values_are_what_the_pooled_search_needs(method: str) -> None:
+    """Batches that test scan_mu_values (as a band batch job does) give the pooled search every μ it asks for,
+    for CLs and for the one-sided limits (whose search extends to its floor)."""
+    calcs = [ToyCalculator(OBJ, DATA, n_toys=500, rng=np.random.default_rng(200 + k)) for k in range(3)]
+    for calc in calcs:
+        for mu in scan_mu_values(calc, scan=12, method=method):  # type: ignore[arg-type]
+            calc.distributions(mu)
+    pooled = PooledToyCalculator(OBJ, DATA, [c.batch() for c in calcs])
+    limit = upper_limit(pooled, rtol=1e-3, scan=12, method=method)  # type: ignore[arg-type]
+    assert limit.converged, limit.message
+    # 12 scan values and two above; below two more (CLs) or the one-sided search's floor
+    assert len(pooled.batch().mu) == (16 if method == "cls" else 15)
