@@ -7,7 +7,7 @@ job.  Here a multirun sweeps ``task=bands task.batch=k`` (:func:`band_batch`): b
 ``[seed, mass in 0.1 keV, BAND_TOYS, k]`` and stores their test statistics at the tested μ
 (:class:`~hps_bayes.stats.toys.ToyBatch`) in ``bands/<dataset>/toys_<k>.npz`` (k in four digits); ``task=bands
 task.merge=true`` (:func:`pooled_results`) stacks the batches of each mass
-(:class:`~hps_bayes.stats.toys.PooledToyCalculator`) and evaluates the mass point with them, with
+(:class:`~hps_bayes.stats.pooled.PooledToyCalculator`) and evaluates the mass point with them, with
 the Monte Carlo errors of all toys together.  The tested μ come from the observed data's asymptotic
 fits (the same in every job): every batch tests the μ of the limit search and two more on each side
 of them (16 values, where one job's toy limit tests about 13), so the pooled search finds every value
@@ -73,8 +73,8 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
 
     A batch already written under the same key (the scan's result key,
     :func:`hps_bayes.analysis.rundir.result_key`, plus batch, size, count and seed) is kept.  A mass
-    whose window cannot be fitted is left out of the batch with a warning (the merge gives it the
-    status of a scan).  Returns (the file, whether it was computed now).
+    whose window cannot be fitted is left out of the batch with a warning (the merge pools the batches that
+    hold it, or gives it status ``fit_failed`` when none does).  Returns (the file, whether it was computed now).
     """
     from tqdm.auto import tqdm
 
@@ -166,7 +166,7 @@ def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]
 def pooled_results(spectrum: Spectrum, settings: AnalysisSettings, run_dir: str | Path, *, toys_per_batch: int
                    ) -> tuple[list[MassPointResult], dict[str, Any]]:
     """The toy results of every mass of the grid from all band toy batches in ``run_dir`` (the toys of each
-    mass stacked, :class:`~hps_bayes.stats.toys.PooledToyCalculator`), and the batches' report.  The
+    mass stacked, :class:`~hps_bayes.stats.pooled.PooledToyCalculator`), and the batches' report.  The
     settings and ``toys_per_batch`` must be those the batches were made with.  A mass that no batch holds
     gets status ``fit_failed`` with the reason."""
     from hps_bayes.analysis.scan import prepare_scan

@@ -41,7 +41,7 @@ def task_bands(settings: AnalysisSettings, task: BandsTask, cfg: dict[str, Any],
                           "the merge (task.merge=true, task.batch=null) pools them")
     spectrum, settings = load_guarded(settings, cfg, out)
     if task.batch is not None:
-        return _one_batch(spectrum, settings, task, out)
+        return _one_batch(spectrum, settings, task, task.batch, out)
     n_toys = int(task.n_toys or settings.stats.n_toys or 1000)
     masses = mass_grid(settings)
     report = None
@@ -82,16 +82,15 @@ def _warn_few_toys(n_toys: int, alpha: float) -> None:
                     alpha * 0.02275, needed)
 
 
-def _one_batch(spectrum: Any, settings: AnalysisSettings, task: BandsTask, out: Path) -> Path:
+def _one_batch(spectrum: Any, settings: AnalysisSettings, task: BandsTask, batch: int, out: Path) -> Path:
     """``task.batch``: batch k of the toys of every mass (:func:`hps_bayes.analysis.bandbatches.band_batch`)."""
     from hps_bayes.analysis.bandbatches import band_batch
 
     if task.n_batches is not None and task.n_batches < 1:
         raise ConfigError(f"task.n_batches = {task.n_batches}: use the number of batches swept, or null")
-    assert task.batch is not None
-    path, computed = band_batch(spectrum, settings, batch=task.batch, toys_per_batch=task.toys_per_batch,
+    path, computed = band_batch(spectrum, settings, batch=batch, toys_per_batch=task.toys_per_batch,
                                 run_dir=out, n_batches=task.n_batches)
     log.info("band toy batch %d%s of dataset %s (%d toys per mass) %s %s; pool the batches with "
-             "task=bands task.merge=true run_dir=%s", task.batch, f"/{task.n_batches}" if task.n_batches else "",
+             "task=bands task.merge=true run_dir=%s", batch, f"/{task.n_batches}" if task.n_batches else "",
              settings.dataset.name, task.toys_per_batch, "written to" if computed else "reused from", path, out)
     return path

@@ -315,7 +315,7 @@ def scan_mu_values(calculator: Calculator, *, alpha: float = 0.05, scan: int, me
     """The μ that :func:`upper_limit` with ``scan`` tests first, and the ``extend`` values on each side it would
     add where a crossing lies outside (below: μ/1.6 each, or the floor of a one-sided limit; above: μ·1.6 each),
     computed as it computes them: toy batches made by separate jobs test all of them, so that the pooled
-    limit finds every value it needs (:class:`~hps_bayes.stats.toys.PooledToyCalculator`)."""
+    limit finds every value it needs (:class:`~hps_bayes.stats.pooled.PooledToyCalculator`)."""
     one_sided = method != "cls"
     sigma = calculator.sigma_mu()
     floor = MU_FLOOR_SIGMAS * sigma if one_sided else None
