@@ -27,7 +27,7 @@ import numpy as np
 from hps_bayes.analysis.grid import mass_grid
 from hps_bayes.analysis.point import TOY_SCAN_POINTS, build_window, evaluate_point
 from hps_bayes.analysis.seeds import BAND_TOYS, generator, mass_key
-from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.analysis.settings import AnalysisSettings, settings_from_mapping
 from hps_bayes.errors import ConfigError, HpsBayesError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
@@ -103,7 +103,8 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
                 log.info("band toy batch %d already done (%s): reused", batch, path)
                 return path, False
             log.warning("band toy batch %s was made with other settings or data: computing it again", path)
-    arrays: dict[str, Any] = {"masses": masses, "key": np.array(stored)}
+    arrays: dict[str, Any] = {"masses": masses, "key": np.array(stored),
+                              "settings": np.array(json.dumps(settings.to_dict(), default=str))}
     failures: dict[str, dict[str, int]] = {}
     disable = None if progress is None else not progress
     for i, mass in enumerate(tqdm(masses, desc=f"band toys {batch}", unit="mass", disable=disable, leave=False)):
@@ -118,6 +119,24 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.savez(fh, **arrays)
     return path, True
+
+
+def batch_datasets(run_dir: str | Path) -> list[str]:
+    """The datasets with band toy batches under ``run_dir``."""
+    return sorted(p.name for p in Path(run_dir).glob("bands/*") if any(p.glob("toys_*.npz")))
+
+
+def batch_settings(run_dir: str | Path, dataset: str) -> tuple[AnalysisSettings, int]:
+    """The settings (turn-on guard applied) and toys per batch that ``dataset``'s band toy batches under
+    ``run_dir`` were made with, read from the first one: what ``task=merge`` pools them with."""
+    path = min(Path(run_dir).glob(f"bands/{dataset}/toys_*.npz"))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return (settings_from_mapping(json.loads(str(data["settings"]))),
+                    int(json.loads(str(data["key"]))["toys_per_batch"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"band toy batch {path} cannot be read ({type(exc).__name__}: {exc}); delete it and "
+                          "rerun that batch (task=bands task.batch=<its number>)") from exc
 
 
 def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]

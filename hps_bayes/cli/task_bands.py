@@ -30,41 +30,50 @@ def task_bands(settings: AnalysisSettings, task: BandsTask, cfg: dict[str, Any],
 
     With ``task.batch=k`` this job only makes batch k (``task.toys_per_batch`` toys of every mass,
     :func:`hps_bayes.analysis.bandbatches.band_batch`); ``task.merge=true`` then pools every batch in the
-    run folder into the same outputs, with ``bands_report.json`` (batches found, missing, toys per mass).
+    run folder into the same outputs, with ``bands_report.json`` (batches found, missing, toys per mass);
+    ``task=merge`` of the folder does the same with the batches' own settings.
     """
-    import pandas as pd
-
-    from hps_bayes.plots import scan as plots
-
     if task.batch is not None and task.merge:
         raise ConfigError("task.batch and task.merge=true together: a batch job makes one batch (task.batch=k), "
                           "the merge (task.merge=true, task.batch=null) pools them")
     spectrum, settings = load_guarded(settings, cfg, out)
     if task.batch is not None:
         return _one_batch(spectrum, settings, task, task.batch, out)
-    n_toys = int(task.n_toys or settings.stats.n_toys or 1000)
-    masses = mass_grid(settings)
-    report = None
     if task.merge:
-        from hps_bayes.analysis.bandbatches import pooled_results
-        from hps_bayes.results.objects import results_frame
+        return pooled_bands(spectrum, settings, out, toys_per_batch=task.toys_per_batch)
+    n_toys = int(task.n_toys or settings.stats.n_toys or 1000)
+    toys = run_scan(spectrum, masses=mass_grid(settings), config=replace(
+        settings, stats=replace(settings.stats, method="toys", n_toys=n_toys)))
+    return write_bands(spectrum, settings, out, toys, n_toys)
 
-        results, report = pooled_results(spectrum, settings, out, toys_per_batch=task.toys_per_batch)
-        toys = results_frame(results)
-        n_toys = int(report["toys_per_mass_min"])
-        log.info("bands of dataset %s from %d toy batches %s: %d-%d toys per mass", settings.dataset.name,
-                 report["n_batches"], report["batches"], report["toys_per_mass_min"], report["toys_per_mass_max"])
+
+def pooled_bands(spectrum: Any, settings: AnalysisSettings, out: Path, *, toys_per_batch: int) -> Any:
+    """The band toy batches in ``out`` pooled (:func:`hps_bayes.analysis.bandbatches.pooled_results`) into
+    ``bands.csv``, the plots and ``bands_report.json``: ``task=bands task.merge=true`` and ``task=merge``."""
+    from hps_bayes.analysis.bandbatches import pooled_results
+    from hps_bayes.results.objects import results_frame
+
+    results, report = pooled_results(spectrum, settings, out, toys_per_batch=toys_per_batch)
+    log.info("bands of dataset %s from %d toy batches %s: %d-%d toys per mass", settings.dataset.name,
+             report["n_batches"], report["batches"], report["toys_per_mass_min"], report["toys_per_mass_max"])
+    write_json(out / "bands_report.json", report)
+    return write_bands(spectrum, settings, out, results_frame(results), int(report["toys_per_mass_min"]))
+
+
+def write_bands(spectrum: Any, settings: AnalysisSettings, out: Path, toys: Any, n_toys: int) -> Any:
+    """``bands.csv`` and the Brazil plots of the toy results ``toys`` beside an asymptotic scan of the grid."""
+    import pandas as pd
+
+    from hps_bayes.plots import scan as plots
+
     _warn_few_toys(n_toys, settings.stats.alpha)
+    masses = mass_grid(settings)
     log.info("bands of dataset %s: %d masses (%.1f-%.1f MeV), %d toys per ensemble", settings.dataset.name,
              len(masses), masses[0] * 1e3, masses[-1] * 1e3, n_toys)
     frames = {"asymptotic": run_scan(spectrum, masses=masses, config=replace(
-        settings, stats=replace(settings.stats, method="asymptotic", n_toys=0)))}
-    frames["toys"] = toys if task.merge else run_scan(spectrum, masses=masses, config=replace(
-        settings, stats=replace(settings.stats, method="toys", n_toys=n_toys)))
+        settings, stats=replace(settings.stats, method="asymptotic", n_toys=0))), "toys": toys}
     table = pd.concat(list(frames.values()), ignore_index=True).sort_values(["mass", "method"], kind="stable")
     write_table(out / "bands.csv", table)
-    if report is not None:
-        write_json(out / "bands_report.json", report)
     name, ext = settings.dataset.name, settings.plots.format
     for quantity, short in (("A_up", "A"), ("eps2_up", "eps2")):
         plots.plot_limit_bands(frames["toys"], frames["asymptotic"], out / "summary_plots" /

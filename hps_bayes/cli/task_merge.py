@@ -43,6 +43,11 @@ def task_merge(settings: AnalysisSettings, task: MergeTask, cfg: dict[str, Any],
     if not cfg.get("run_dir") or not out.is_dir():
         raise ConfigError(f"task=merge needs the folder of the run to merge, e.g. run_dir=multirun/2026-01-31/"
                           f"12-00-00; got run_dir={cfg.get('run_dir')!r}" + ("" if out.is_dir() else " (not found)"))
+    from hps_bayes.analysis.bandbatches import batch_datasets
+
+    bands = batch_datasets(out)
+    if bands and not any(out.glob("scan_*.json")):  # a folder of band toy batches only
+        return _merge_bands(out, bands, settings)
     frames, reports = [], []
     for run in run_settings(out, settings):
         frame, report = collect_points(out, run)
@@ -61,7 +66,25 @@ def task_merge(settings: AnalysisSettings, task: MergeTask, cfg: dict[str, Any],
              "complete" if complete else "INCOMPLETE: rerun the scan command to fill the gaps")
     if not complete and task.strict:
         raise IncompleteRunError(f"run {out} is incomplete (task.strict=true): see merge_report.json")
+    if bands:
+        _merge_bands(out, bands, settings)
     return merged
+
+
+def _merge_bands(out: Path, datasets: list[str], settings: AnalysisSettings) -> Any:
+    """The band toy batches of the run folder (``task=bands task.batch=k``) pooled with the settings they were
+    made with (:func:`hps_bayes.cli.task_bands.pooled_bands`): ``bands.csv``, plots, ``bands_report.json``."""
+    from hps_bayes.analysis.bandbatches import batch_settings
+    from hps_bayes.cli.task_bands import pooled_bands
+    from hps_bayes.inputs.root_io import load_spectrum
+
+    if len(datasets) > 1:
+        raise ConfigError(f"run folder {out} holds band toy batches of {len(datasets)} datasets ({datasets}); bands.csv "
+                          "holds one: make each dataset's band batches in its own run_dir")
+    made, toys_per_batch = batch_settings(out, datasets[0])
+    made = replace(made, plots=settings.plots)
+    return pooled_bands(load_spectrum(made.dataset.path, made.dataset.hist_name), made, out,
+                        toys_per_batch=toys_per_batch)
 
 
 def _refuse_mixed(out: Path, report: dict[str, Any]) -> None:

@@ -91,13 +91,13 @@ def test_chunked_slurm_run_killed_rerun_merged(cluster: None, tmp_path: Path) ->
               f"dataset.path={demo}", *SCAN, "task=lee", "task.toys_per_batch=20", "task.n_batches=2",
               "task.batch=range(2)", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert lee.returncode == 0, lee.stdout[-4000:]
-    # 3b. toy bands with every mass's toys in two batches, a job array; pooled by task=bands task.merge=true
+    # 3b. toy bands with every mass's toys in two batches, a job array; pooled by task=merge
     bands = ["task=bands", "task.toys_per_batch=200", f"dataset.path={demo}", *SCAN]
     made = run("-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.mem_gb=1", *bands,
                "task.n_batches=2", "task.batch=range(2)", f"hydra.sweep.dir={tmp_path / 'bands'}",
                "hydra.sweep.subdir=.", f"run_dir={tmp_path / 'bands'}", cwd=tmp_path)
     assert made.returncode == 0, made.stdout[-4000:]
-    pooled = run(*bands, "task.merge=true", f"run_dir={tmp_path / 'bands'}", cwd=tmp_path)
+    pooled = run("task=merge", f"run_dir={tmp_path / 'bands'}", cwd=tmp_path)  # with the batches' own settings
     assert pooled.returncode == 0, pooled.stdout[-4000:]
     report = json.loads((tmp_path / "bands" / "bands_report.json").read_text())
     assert report["batches"] == [0, 1] and report["toys_per_mass_min"] == 400

@@ -198,8 +198,9 @@ def test_toy_scans_in_batches_are_merged_into_the_global_significance(tmp_path: 
 
 def test_band_toys_in_batches_are_pooled(tmp_path: Path, demo_file: Path) -> None:
     """task=bands in two batches of toys and task.merge=true: every mass's toys of both batches pooled (the toy
-    columns of a mass are those of one calculator holding them); a rerun batch is kept, batch k is the same in
-    any job, a batch of other settings and a batch job that also merges are refused."""
+    columns of a mass are those of one calculator holding them); task=merge of the folder gives the same table;
+    a rerun batch is kept, batch k is the same in any job, a batch of other settings and a batch job that also
+    merges are refused."""
     base = _overrides(demo_file, "plots.summary=false", "task.toys_per_batch=1000")
     for k in range(2):
         run_task("bands", [*base, f"task.batch={k}", "task.n_batches=3"], tmp_path)
@@ -228,6 +229,10 @@ def test_band_toys_in_batches_are_pooled(tmp_path: Path, demo_file: Path) -> Non
     row = toys[np.isclose(toys.mass, 0.06)].iloc[0]
     assert row.A_up == pytest.approx(limit.mu_up, rel=1e-12)
     assert row.A_up_expected_median == pytest.approx(limit.mu_up_expected[2], rel=1e-12)
+    # task=merge of the folder pools the batches with the settings they were made with: the same table
+    bands = pd.read_csv(tmp_path / "bands.csv").drop(columns=["seconds"])
+    run_task("merge", [], tmp_path)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "bands.csv").drop(columns=["seconds"]), bands)
     with pytest.raises(ConfigError, match="task.batch and task.merge=true together"):
         run_task("bands", [*base, "task.batch=1", "task.merge=true"], tmp_path)
     run_task("bands", [*base, "task.batch=2", "background.poly_degree=6"], tmp_path / "degree6")
