@@ -170,7 +170,9 @@ def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]
                               "rerun that batch (task=bands task.batch=<its number>)") from exc
         if {k: v for k, v in stored.items() if k not in BATCH_FIELDS} != key:
             raise ConfigError(f"band toy batch {path} was made with other settings, data or package version than "
-                              f"this merge's; merge with the overrides the batches were made with, or delete it")
+                              "this merge's; pool with task=merge (it reads the batches' own settings), or give "
+                              "task=bands task.merge=true the overrides the batches were made with (task.toys_per_batch "
+                              "included), or delete the batch")
         for i, item in items.items():
             per_mass.setdefault(round(float(masses[i]), 9), []).append(item)
         found.append(int(stored["batch"]))
