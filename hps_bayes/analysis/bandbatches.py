@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from hps_bayes.analysis.batches import check_batch, kept_batch, missing_batches
 from hps_bayes.analysis.grid import mass_grid
 from hps_bayes.analysis.point import TOY_SCAN_POINTS, build_window, evaluate_point
 from hps_bayes.analysis.seeds import BAND_TOYS, generator, mass_key
@@ -80,9 +81,7 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
 
     from hps_bayes.analysis.scan import prepare_scan
 
-    if batch < 0 or (n_batches is not None and not batch < n_batches):
-        raise ConfigError(f"band toy batch {batch} is not in 0..{(n_batches or 1) - 1}; sweep task.batch over "
-                          f"range(task.n_batches), e.g. 'task.batch=range({n_batches or 10})'")
+    check_batch(batch, n_batches, "band toy batch")
     if toys_per_batch < 10:
         raise ConfigError(f"task.toys_per_batch = {toys_per_batch}: use at least 10 toys per batch (e.g. 1000; "
                           "10 batches of 1000 give the 10000 toys of a band)")
@@ -92,17 +91,8 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
            "seed": int(settings.seed)}
     stored = json.dumps(key)
     path = batch_path(run_dir, prep.settings.dataset.name, batch)
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                same = json.loads(str(data["key"])) == json.loads(stored) and np.array_equal(data["masses"], masses)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("band toy batch %s is unreadable (%s): computing it again", path, exc)
-        else:
-            if same:
-                log.info("band toy batch %d already done (%s): reused", batch, path)
-                return path, False
-            log.warning("band toy batch %s was made with other settings or data: computing it again", path)
+    if kept_batch(path, json.loads(stored), masses, "band toy batch"):
+        return path, False
     arrays: dict[str, Any] = {"masses": masses, "key": np.array(stored),
                               "settings": np.array(json.dumps(settings.to_dict(), default=str))}
     failures: dict[str, dict[str, int]] = {}
@@ -155,7 +145,7 @@ def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]
         raise ConfigError(f"no band toy batch (bands/{dataset}/toys_<k>.npz) in {run_dir}; "
                           "make them first: hps-bayes -m task=bands 'task.batch=range(10)' run_dir=... ")
     per_mass: dict[float, list[ToyBatch]] = {}
-    found, expected = [], set()
+    made = []
     for path in files:
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -175,11 +165,10 @@ def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]
                               "included), or delete the batch")
         for i, item in items.items():
             per_mass.setdefault(round(float(masses[i]), 9), []).append(item)
-        found.append(int(stored["batch"]))
-        if stored.get("n_batches"):
-            expected |= set(range(int(stored["n_batches"])))
+        made.append(stored)
     totals = [sum(b.n_toys for b in v) for v in per_mass.values()] or [0]
-    report = {"n_batches": len(found), "batches": sorted(found), "missing_batches": sorted(expected - set(found)),
+    found, missing = missing_batches(made)
+    report = {"n_batches": len(found), "batches": found, "missing_batches": missing,
               "toys_per_mass_min": min(totals), "toys_per_mass_max": max(totals)}
     return per_mass, report
 

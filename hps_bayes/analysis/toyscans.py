@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hps_bayes.analysis.batches import check_batch, kept_batch, missing_batches
 from hps_bayes.analysis.grid import mass_grid, prepare_spectrum
 from hps_bayes.analysis.point import build_window
 from hps_bayes.analysis.settings import AnalysisSettings
@@ -159,25 +160,15 @@ def toy_scan_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int
     from hps_bayes.analysis.scan import prepare_scan
     from hps_bayes.analysis.seeds import LEE_SCANS, generator
 
-    if batch < 0 or (n_batches is not None and not batch < n_batches):
-        raise ConfigError(f"toy-scan batch {batch} is not in 0..{(n_batches or 1) - 1}; sweep task.batch over "
-                          f"range(task.n_batches), e.g. 'task.batch=range({n_batches or 10})'")
+    check_batch(batch, n_batches, "toy-scan batch")
     prep = prepare_scan(spectrum, config=settings)
     masses = mass_grid(prep.settings)
     entropy = [int(settings.seed), 0, LEE_SCANS, int(batch)]
     key = {**prep.key, "batch": int(batch), "n_scans": int(n_scans), "n_batches": n_batches, "seed": entropy}
     stored = json.dumps(key)
     path = batch_path(run_dir, prep.settings.dataset.name, batch)
-    if path.exists():
-        try:
-            done = read_batch(path)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("toy-scan batch %s is unreadable (%s): computing it again", path, exc)
-        else:
-            if done.key == json.loads(stored) and np.array_equal(done.masses, masses):
-                log.info("toy-scan batch %d already done (%s): reused", batch, path)
-                return done, False
-            log.warning("toy-scan batch %s was made with other settings or data: computing it again", path)
+    if kept_batch(path, json.loads(stored), masses, "toy-scan batch"):
+        return read_batch(path), False
     z = toy_scans(spectrum, prep.settings, n_scans=n_scans, rng=generator(*entropy), masses=masses,
                   progress=progress)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
@@ -201,7 +192,7 @@ def merge_toy_scan_batches(run_dir: str | Path, dataset: str, keys: list[dict[st
     report: dict[str, Any] = {"n_batches": 0, "n_toy_scans": 0, "batches": [], "missing_batches": []}
     if not files:
         return np.zeros((0, len(masses))), report
-    blocks, expected = [], set()
+    blocks, made = [], []
     masses = np.asarray(masses, dtype=float)
     for path in files:
         try:
@@ -219,11 +210,9 @@ def merge_toy_scan_batches(run_dir: str | Path, dataset: str, keys: list[dict[st
                               f"{done.masses[0] * 1e3:.2f}-{done.masses[-1] * 1e3:.2f} MeV, {done.masses.size} masses); "
                               "rerun the batches with the scan's grid settings")
         blocks.append(done.z[:, [int(c[0]) for c in columns]])
-        report["batches"].append(int(done.key["batch"]))
-        if done.key.get("n_batches"):
-            expected |= set(range(int(done.key["n_batches"])))
+        made.append(done.key)
     report["n_batches"] = len(blocks)
-    report["missing_batches"] = sorted(expected - set(report["batches"]))
+    report["batches"], report["missing_batches"] = missing_batches(made)
     z = np.vstack(blocks)
     report["n_toy_scans"] = int(z.shape[0])
     return z, report

@@ -95,8 +95,6 @@ def _one_batch(spectrum: Any, settings: AnalysisSettings, task: BandsTask, batch
     """``task.batch``: batch k of the toys of every mass (:func:`hps_bayes.analysis.bandbatches.band_batch`)."""
     from hps_bayes.analysis.bandbatches import band_batch
 
-    if task.n_batches is not None and task.n_batches < 1:
-        raise ConfigError(f"task.n_batches = {task.n_batches}: use the number of batches swept, or null")
     path, computed = band_batch(spectrum, settings, batch=batch, toys_per_batch=task.toys_per_batch,
                                 run_dir=out, n_batches=task.n_batches)
     log.info("band toy batch %d%s of dataset %s (%d toys per mass) %s %s; pool the batches with "

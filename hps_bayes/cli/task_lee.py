@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hps_bayes.analysis.batches import check_batch
 from hps_bayes.analysis.rundir import write_run_manifest
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.analysis.toyscans import ToyScanBatch, batch_path, toy_scan_batch
@@ -23,8 +24,7 @@ def task_lee(settings: AnalysisSettings, task: LeeTask, cfg: dict[str, Any], out
     global significance (``summary.json``, key ``look_elsewhere``)."""
     if task.toys_per_batch < 1:
         raise ConfigError(f"task.toys_per_batch = {task.toys_per_batch}: use at least 1 (e.g. 500)")
-    if task.n_batches is not None and task.n_batches < 1:
-        raise ConfigError(f"task.n_batches = {task.n_batches}: use the number of batches swept, or null")
+    check_batch(task.batch, task.n_batches, "toy-scan batch")  # before the run folder's manifest is written
     spectrum, settings = load_guarded(settings, cfg, out)
     write_run_manifest(out, settings, overwrite=bool(cfg.get("overwrite")), keep_existing=True)
     done, computed = toy_scan_batch(spectrum, settings, batch=task.batch, n_scans=task.toys_per_batch,
