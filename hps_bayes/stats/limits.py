@@ -34,9 +34,9 @@ from scipy.special import ndtr, ndtri
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.results.objects import record_from_dict, record_to_dict
+from hps_bayes.stats import roots
 from hps_bayes.stats.asymptotics import expected_cls, expected_clsb
 from hps_bayes.stats.calculators import N_SIGMA, AsymptoticCalculator, Calculator, ExpectedCLs, PValues
-from hps_bayes.stats.roots import scan_root, solve_bracketed, solve_increasing, solve_secant
 
 __all__ = ["LIMIT_METHODS", "HypoTestResult", "LimitMethod", "UpperLimit", "eq89_expected_limits", "hypotest",
            "upper_limit"]
@@ -263,20 +263,21 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     names = ["observed limit"] + [f"expected limit N = {n}" for n in N_SIGMA]
     if scan is None:
         asymptotic = isinstance(calculator, AsymptoticCalculator)
-        observed = (solve_secant(curves[0], guesses[0], sigma, rtol=rtol, floor=floor)
+        observed = (roots.solve_secant(curves[0], guesses[0], sigma, rtol=rtol, floor=floor)
                     if asymptotic else None)
         found = [(observed, "") if observed is not None else
-                 solve_bracketed(curves[0], guesses[0], rtol=rtol, what=names[0], floor=floor)]
+                 roots.solve_bracketed(curves[0], guesses[0], rtol=rtol, what=names[0], floor=floor)]
         for index, (f, g, w) in enumerate(zip(curves[1:], guesses[1:], names[1:], strict=True)):
-            root = (solve_increasing(ev.sqrt_q_asimov, _wald_root(N_SIGMA[index], alpha, one_sided), g, rtol=rtol)
-                    if asymptotic else None)
-            found.append((root, "") if root is not None else solve_bracketed(f, g, rtol=rtol, what=w, floor=floor))
+            target = _wald_root(N_SIGMA[index], alpha, one_sided)
+            root = roots.solve_increasing(ev.sqrt_q_asimov, target, g, rtol=rtol) if asymptotic else None
+            found.append((root, "") if root is not None else
+                         roots.solve_bracketed(f, g, rtol=rtol, what=w, floor=floor))
         slopes = [float("nan")] * 6
     else:
         grid = _scan_grid(guesses, sigma, floor, scan)
         found, slopes = [], []
         for f, w in zip(curves, names, strict=True):
-            root, why, slope = scan_root(f, grid, what=w, floor=floor)
+            root, why, slope = roots.scan_root(f, grid, what=w, floor=floor)
             found.append((root, why))
             slopes.append(slope)
     mu_up = found[0][0]
@@ -313,19 +314,20 @@ def _scan_grid(guesses: list[float], sigma: float, floor: float | None, scan: in
 def scan_mu_values(calculator: Calculator, *, alpha: float = 0.05, scan: int, method: LimitMethod = "cls",
                    extend: int = 2) -> list[float]:
     """The μ that :func:`upper_limit` with ``scan`` tests first, and the ``extend`` values on each side it would
-    add where a crossing lies outside (below: μ/1.6 each, or the floor of a one-sided limit; above: μ·1.6 each),
-    computed as it computes them: toy batches made by separate jobs test all of them, so that the pooled
-    limit finds every value it needs (:class:`~hps_bayes.stats.pooled.PooledToyCalculator`)."""
+    add where a crossing lies outside (:func:`~hps_bayes.stats.roots.scan_root`'s own steps: below
+    :func:`~hps_bayes.stats.roots.grid_below`, above × :data:`~hps_bayes.stats.roots.GRID_GROWTH`): toy
+    batches made by separate jobs test all of them, so that the pooled limit finds every value it needs
+    (:class:`~hps_bayes.stats.pooled.PooledToyCalculator`)."""
     one_sided = method != "cls"
     sigma = calculator.sigma_mu()
     floor = MU_FLOOR_SIGMAS * sigma if one_sided else None
     grid = _scan_grid(_first_guesses(calculator.mu_hat, sigma, alpha=alpha, one_sided=one_sided), sigma, floor, scan)
     low, high = [grid[0]], [grid[-1]]
     for _ in range(extend):
-        low.insert(0, low[0] / 1.6)
-        high.append(high[-1] * 1.6)
-    if floor is not None:  # a one-sided search adds its floor once, then stops
-        low = [floor, grid[0]] if grid[0] > floor * (1.0 + 1e-12) else [grid[0]]
+        below = roots.grid_below(low[0], floor)  # a one-sided search adds its floor once, then stops
+        if below is not None:
+            low.insert(0, below)
+        high.append(high[-1] * roots.GRID_GROWTH)
     return low[:-1] + grid + high[1:]
 
 

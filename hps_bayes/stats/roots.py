@@ -13,7 +13,11 @@ from collections.abc import Callable
 import numpy as np
 from scipy.optimize import brentq
 
-__all__ = ["bracket", "scan_root", "solve_bracketed", "solve_increasing", "solve_secant"]
+__all__ = ["GRID_GROWTH", "bracket", "grid_below", "scan_root", "solve_bracketed", "solve_increasing",
+           "solve_secant"]
+
+#: Factor by which :func:`scan_root` widens its grid on a side where no crossing lies inside it.
+GRID_GROWTH = 1.6
 
 
 def bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tuple[float, float] | None:
@@ -31,7 +35,7 @@ def bracket(f: Callable[[float], float], guess: float, *, max_steps: int) -> tup
 
 
 def solve_bracketed(f: Callable[[float], float], guess: float, *, rtol: float, what: str,
-           floor: float | None = None) -> tuple[float, str]:
+                    floor: float | None = None) -> tuple[float, str]:
     """Root of ``f`` near ``guess``: (root, "") or (NaN, why not).
 
     With a ``floor`` (one-sided limits), the root is 0 when ``f(floor)`` ≤ 0 and the search starts
@@ -54,7 +58,7 @@ def solve_bracketed(f: Callable[[float], float], guess: float, *, rtol: float, w
 
 
 def solve_secant(f: Callable[[float], float], guess: float, scale: float, *, rtol: float,
-                  floor: float | None = None, max_iter: int = 8) -> float | None:
+                 floor: float | None = None, max_iter: int = 8) -> float | None:
     """Root of the decreasing, nearly linear ``f`` (Φ⁻¹(CLs) − Φ⁻¹(α) of an asymptotic calculator, slope
     ≈ −1/σ) by secant steps from ``guess``; None when they do not settle within ``max_iter`` steps or
     leave the region where ``f`` decreases (the caller then brackets, :func:`solve_bracketed`).
@@ -70,7 +74,6 @@ def solve_secant(f: Callable[[float], float], guess: float, scale: float, *, rto
         if f(floor) <= 0:
             return 0.0
         guess = max(guess, floor)
-    tol = rtol
     mu_a, f_a = guess, f(guess)
     if f_a == 0:
         return float(guess)
@@ -85,7 +88,7 @@ def solve_secant(f: Callable[[float], float], guess: float, scale: float, *, rto
         mu_next = mu_b - f_b / slope
         if not (np.isfinite(mu_next) and mu_next > 0 and (floor is None or mu_next >= floor)):
             return None
-        if abs(mu_next - mu_b) <= tol * mu_next:
+        if abs(mu_next - mu_b) <= rtol * mu_next:
             return float(mu_next)
         mu_a, f_a, mu_b = mu_b, f_b, mu_next
     return None
@@ -106,7 +109,6 @@ def solve_increasing(s: Callable[[float], float], target: float, guess: float, *
     """
     if not (target > 0.05 and np.isfinite(guess) and guess > 0):
         return None
-    tol = rtol
     mu_a, s_a = 0.0, 0.0
     mu_b = guess
     for _ in range(max_iter):
@@ -117,25 +119,34 @@ def solve_increasing(s: Callable[[float], float], target: float, guess: float, *
         mu_next = mu_b + (target - s_b) / slope
         if not (np.isfinite(mu_next) and mu_next > 0):
             return None
-        if abs(mu_next - mu_b) <= tol * mu_next:
+        if abs(mu_next - mu_b) <= rtol * mu_next:
             return float(mu_next)
         mu_a, s_a, mu_b = mu_b, s_b, mu_next
     return None
 
 
+def grid_below(first: float, floor: float | None) -> float | None:
+    """The value :func:`scan_root` puts below a grid starting at ``first``: ``first``/:data:`GRID_GROWTH`, or
+    the ``floor`` of a one-sided search; None once the grid starts at that floor."""
+    if floor is None:
+        return first / GRID_GROWTH
+    return None if first <= floor * (1.0 + 1e-12) else floor
+
+
 def scan_root(f: Callable[[float], float], grid: list[float], *, what: str,
-               floor: float | None = None) -> tuple[float, str, float]:
+              floor: float | None = None) -> tuple[float, str, float]:
     """First downward crossing of ``f`` on ``grid`` (extended geometrically where needed), linearly
     interpolated: (root, why-not, slope of f there); 0 where ``f`` ≤ 0 already at ``floor``."""
     for _ in range(12):
         values = [f(m) for m in grid]
         if values[0] <= 0:
-            if floor is not None and grid[0] <= floor * (1.0 + 1e-12):
+            below = grid_below(grid[0], floor)
+            if below is None:
                 return 0.0, "", float("nan")
-            grid.insert(0, grid[0] / 1.6 if floor is None else floor)
+            grid.insert(0, below)
             continue
         if values[-1] > 0:
-            grid.append(grid[-1] * 1.6)
+            grid.append(grid[-1] * GRID_GROWTH)
             continue
         i = next(i for i in range(len(values) - 1) if values[i] > 0 >= values[i + 1])
         slope = (values[i + 1] - values[i]) / (grid[i + 1] - grid[i])
