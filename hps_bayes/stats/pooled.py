@@ -56,6 +56,7 @@ class PooledToyCalculator(ToyCalculator):
                 self._sb[float(mu)] = np.concatenate([b.sb[r[0]] for b, r in zip(batches, rows, strict=True)])
                 self._b_at_mu[float(mu)] = np.concatenate([b.b[r[0]] for b, r in zip(batches, rows, strict=True)])
         self._n_batches = len(batches)
+        self._tested = np.array(sorted(self._sb))  # the μ every batch tested
 
     @property
     def n_batches(self) -> int:
@@ -64,13 +65,13 @@ class PooledToyCalculator(ToyCalculator):
     def nearest_tested(self, mu: float) -> float:
         """The μ tested by every batch nearest to ``mu``: where :func:`~hps_bayes.stats.upper_limit` takes
         CLs and its Monte Carlo error at the limit (``cls_at_limit``, the limit's error)."""
-        tested = np.array(sorted(self._sb))
+        tested = self._tested
         return float(tested[np.argmin(np.abs(tested - mu))]) if tested.size else float(mu)
 
     def distributions(self, mu: float) -> tuple[FloatArray, FloatArray]:
         """q̃μ of all batches' s+b and background-only toys at ``mu`` (a μ every batch tested)."""
         mu = _check_mu(mu)
-        tested = np.array(sorted(self._sb))
+        tested = self._tested
         match = np.flatnonzero(np.isclose(tested, mu, rtol=MU_MATCH_RTOL, atol=0.0))
         if match.size == 0:
             listed = ", ".join(f"{m:.6g}" for m in tested) or "none"
