@@ -22,28 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
-
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "MPLBACKEND": "Agg"}
-
-
-def run(args: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of ``python -m hps_bayes args``; fails loudly on a non-zero exit."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "hps_bayes", *args], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"python -m hps_bayes {' '.join(args)} failed:\n{proc.stderr.read()[-3000:] if proc.stderr else ''}")
-    return wall, usage.ru_maxrss / 1024.0
+from bench_jobs import run  # the same whole-process timer (wall, peak memory) as the job benchmarks
 
 
 def main() -> None:

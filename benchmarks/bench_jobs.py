@@ -34,15 +34,19 @@ JOBS = {
 }
 
 
-def run(job: list[str], folder: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of one ``python -m hps_bayes`` (its children included)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "hps_bayes", *job, f"hydra.run.dir={folder}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(job)}\n{proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+def run(args: list[str], env: dict[str, str] = ENV) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one ``python -m hps_bayes args`` (its waited-for children
+    included, ``os.wait4``); a non-zero exit stops the benchmark with the end of the command's stderr
+    (kept in a file: a pipe left unread would block a command that logs much)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "hps_bayes", *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"failed: python -m hps_bayes {' '.join(args)}\n{err.read().decode()[-3000:]}")
     return wall, usage.ru_maxrss / 1024
 
 
@@ -60,18 +64,18 @@ def main() -> None:
                 caches = Path(tmp) / f"cold{next(runs)}"
                 env = {**ENV, "PYTENSOR_FLAGS": f"base_compiledir={caches / 'pytensor'}",
                        "NUMBA_CACHE_DIR": str(caches / "numba")}
-                wall, peak = run(job, Path(tmp) / f"run{next(runs)}", env)
+                wall, peak = run([*job, f"hydra.run.dir={Path(tmp) / f'run{next(runs)}'}"], env)
                 print(f"cold  {name:28s} {wall:6.2f} s, peak {peak:.0f} MB")
         if args.runs < 1:
             return
         for job in jobs.values():
-            run(job, Path(tmp) / f"run{next(runs)}", ENV)  # fills the caches, the demo file
+            run([*job, f"hydra.run.dir={Path(tmp) / f'run{next(runs)}'}"])  # fills the caches, the demo file
         walls: dict[str, list[float]] = {name: [] for name in jobs}
         peaks: dict[str, float] = dict.fromkeys(jobs, 0.0)
         loads = []
         for _ in range(args.runs):
             for name, job in jobs.items():
-                wall, peak = run(job, Path(tmp) / f"run{next(runs)}", ENV)
+                wall, peak = run([*job, f"hydra.run.dir={Path(tmp) / f'run{next(runs)}'}"])
                 walls[name].append(wall)
                 peaks[name] = max(peaks[name], peak)
                 loads.append(os.getloadavg()[0])
