@@ -8,6 +8,9 @@ import sys
 # (the scan parallelises over processes instead).  Users may still override these.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# numba's extension entry points (awkward's) are not needed by the package's processes: see
+# hps_bayes.model.compiled.  HPS_BAYES_NUMBA_EXTENSIONS=on loads them.
+os.environ.setdefault("HPS_BAYES_NUMBA_EXTENSIONS", "off")
 
 from hps_bayes.cli import app
 

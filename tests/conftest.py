@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The spectrum read cache of this test run (shared with the processes the tests start), not the user's.
+os.environ.setdefault("HPS_BAYES_CACHE", tempfile.mkdtemp(prefix="hps_bayes_cache_"))
 
 import numpy as np
 import pytest

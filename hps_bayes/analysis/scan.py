@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -94,6 +95,16 @@ def _scan_point(prep: PreparedScan, mass: float, *, out_dir: str | Path | None,
     return result
 
 
+def _progress(grid: Any, name: str, progress: bool | None) -> Any:
+    """The masses, with a progress bar (tqdm) when asked or, for ``None``, when stderr is a terminal;
+    tqdm is imported only then (0.1 s of a short run's start)."""
+    if not (progress if progress is not None else sys.stderr.isatty()):
+        return grid
+    from tqdm.auto import tqdm
+
+    return tqdm(grid, desc=f"scan {name}", unit="mass", leave=False)
+
+
 def run_scan(
     spectrum: Spectrum,
     *,
@@ -128,8 +139,29 @@ def run_scan(
     signal abandons that point) and raise :class:`ScanInterrupted` with the
     points done so far.
     """
-    from tqdm.auto import tqdm
+    results, counts = scan_points(spectrum, dataset=dataset, config=config, masses=masses, out_dir=out_dir,
+                                  progress=progress, on_result=on_result, provenance=provenance,
+                                  handle_signals=handle_signals, overwrite=overwrite)
+    frame = results_frame(results)
+    frame.attrs.update(counts)
+    return frame
 
+
+def scan_points(
+    spectrum: Spectrum,
+    *,
+    dataset: Any = "demo",
+    config: AnalysisSettings | Mapping[str, Any] | None = None,
+    masses: Iterable[float] | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool | None = None,
+    on_result: Callable[[MassPointResult], None] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    handle_signals: bool = False,
+    overwrite: bool = False,
+) -> tuple[list[MassPointResult], dict[str, int]]:
+    """:func:`run_scan`, returning the results in grid order and the counts of points ``computed`` and
+    ``reused`` instead of a DataFrame (no pandas import: a third of a second of a one-mass run)."""
     prep = prepare_scan(spectrum, dataset=dataset, config=config)
     settings = prep.settings
     grid = mass_grid(settings) if masses is None else np.asarray([check_mass_value(m) for m in masses])
@@ -137,10 +169,9 @@ def run_scan(
         check_run_folder(out_dir, settings.dataset.name, prep.key, overwrite=overwrite)
     results: list[MassPointResult] = []
     counts = {"computed": 0, "reused": 0}
-    disable = None if progress is None else not progress  # None: off when not a terminal
     with _StopOnSignals() if handle_signals else contextlib.nullcontext() as stop:
         try:
-            for mass in tqdm(grid, desc=f"scan {settings.dataset.name}", unit="mass", disable=disable, leave=False):
+            for mass in _progress(grid, settings.dataset.name, progress):
                 if stop is not None and stop.signum is not None:
                     break
                 if stop is not None:
@@ -153,8 +184,8 @@ def run_scan(
                     on_result(result)
         except _AbandonPoint:
             pass
-        frame = results_frame(results)
-        frame.attrs.update(counts)
         if stop is not None and stop.signum is not None:
+            frame = results_frame(results)
+            frame.attrs.update(counts)
             raise ScanInterrupted(stop.signum, frame, stop.previous.get(stop.signum))
-    return frame
+    return results, counts

@@ -21,7 +21,7 @@ from hps_bayes.analysis.rundir import (
     point_path,
     write_run_manifest,
 )
-from hps_bayes.analysis.scan import run_scan
+from hps_bayes.analysis.scan import run_scan, scan_points
 from hps_bayes.analysis.seeds import LEE_SCANS, chunk_seeds, run_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.cli.inputs import _locked, load_guarded
@@ -31,7 +31,7 @@ from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.export import export_scan
 from hps_bayes.results.files import read_json, write_json, write_table
-from hps_bayes.results.objects import MassPointResult, mass_label
+from hps_bayes.results.objects import MassPointResult, mass_label, results_frame
 
 log = logging.getLogger("hps_bayes")
 
@@ -102,11 +102,11 @@ def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], o
     spectrum, settings = load_guarded(settings, cfg, out)
     mass = float(cfg["mass"])
     check_mass(spectrum, mass, settings)
-    frame = run_scan(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
-                     provenance={"task": "test"}, handle_signals=True, overwrite=bool(cfg.get("overwrite")))
-    result = MassPointResult.from_row(frame.iloc[0].to_dict())
+    results, _ = scan_points(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
+                             provenance={"task": "test"}, handle_signals=True, overwrite=bool(cfg.get("overwrite")))
+    result = results[0]
     if task.plots:
-        _per_mass_plots(spectrum, frame, settings, out, force=True)
+        _per_mass_plots(spectrum, results_frame(results), settings, out, force=True)
     _print_result(result)
     return result
 

@@ -8,10 +8,17 @@ A spectrum is a 1-D histogram of the e+e− invariant mass, with bin edges in
 GeV.  HPS histograms are fine-binned (0.05 MeV), have millions of entries and
 are stored as ``TH1F`` or ``TH1D``, sometimes inside a ``TDirectory`` and
 sometimes with several cycles of one key (``name;1``, ``name;2``).
+
+A histogram read once is kept in a small cache (:func:`spectrum_cache_dir`), under the hash of the
+file's bytes and the histogram's name, so that later processes read it without importing uproot
+(with awkward and pyarrow, a quarter of a second of every process's start).  The key is the
+content, so a changed file is never served from the cache; files over
+:data:`CACHE_MAX_BYTES` are read directly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import zlib
@@ -20,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uproot
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.inputs.spectrum import Spectrum
@@ -32,6 +38,10 @@ log = logging.getLogger(__name__)
 TH1_CLASSES = ("TH1D", "TH1F", "TH1I", "TH1S", "TH1C")
 #: How many keys an error message lists at most.
 _MAX_LISTED_KEYS = 20
+#: Files larger than this are not hashed for the read cache (hashing would cost what it saves).
+CACHE_MAX_BYTES = 64 * 2**20
+#: Format of a cached histogram; a new format makes new cache names.
+_CACHE_FORMAT = 1
 
 
 # --------------------------------------------------------------------------- reading
@@ -65,6 +75,8 @@ def _open_root(path: Path) -> Any:
             f"ROOT file '{path}' does not exist; check the path (dataset.path=...) "
             "or create demo data with task=simulate"
         )
+    import uproot
+
     try:
         return uproot.open(path)
     except (OSError, ValueError) as err:
@@ -85,9 +97,55 @@ def _resolve_key(classnames: Mapping[str, str], name: str, cycle: int | None, pa
     return f"{name};{cycle if cycle is not None else cycles[-1]}"
 
 
-#: What a damaged or truncated ROOT file raises inside uproot while it is read.
-_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, zlib.error,
-                uproot.deserialization.DeserializationError)
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a damaged or truncated ROOT file raises inside uproot while it is read."""
+    import uproot
+
+    return (OSError, ValueError, KeyError, IndexError, EOFError, zlib.error,
+            uproot.deserialization.DeserializationError)
+
+
+def spectrum_cache_dir() -> Path | None:
+    """The folder of the read cache: ``$HPS_BAYES_CACHE`` (``off``: no cache), else
+    ``$XDG_CACHE_HOME/hps_bayes/spectra``, else ``~/.cache/hps_bayes/spectra``."""
+    chosen = os.environ.get("HPS_BAYES_CACHE", "").strip()
+    if chosen.lower() in {"off", "0", "false", "no"}:
+        return None
+    if chosen:
+        return Path(chosen).expanduser() / "spectra"
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(base) / "hps_bayes" / "spectra"
+
+
+def _cache_file(file_path: Path, hist: str) -> Path | None:
+    """Where the histogram ``hist`` of ``file_path`` is cached; None when it is not."""
+    folder = spectrum_cache_dir()
+    try:
+        if folder is None or file_path.stat().st_size > CACHE_MAX_BYTES:
+            return None
+        digest = hashlib.sha256(file_path.read_bytes())
+    except OSError:
+        return None  # the read below reports a missing or unreadable file
+    digest.update(f"\0{hist.strip()}\0{_CACHE_FORMAT}".encode())
+    return folder / f"{digest.hexdigest()[:32]}.npz"
+
+
+def _cached_th1(cache: Path) -> tuple[Any, Any, Any, str] | None:
+    """A cached read, or None when there is none or it cannot be read."""
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            return stored["edges"], stored["counts"], stored["sumw2"], str(stored["key"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _store_th1(cache: Path, edges: Any, counts: Any, sumw2: Any, key: str) -> None:
+    """Keep a read in the cache; a cache that cannot be written is skipped."""
+    try:
+        with atomic_path(cache) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, edges=edges, counts=counts, sumw2=sumw2, key=np.array(key))
+    except OSError as err:
+        log.debug("spectrum cache %s not written (%s)", cache, err)
 
 
 def _read_th1(file_path: Path, name: str, cycle: int | None) -> tuple[Any, Any, Any, str]:
@@ -105,6 +163,16 @@ def _read_th1(file_path: Path, name: str, cycle: int | None) -> tuple[Any, Any, 
         counts = np.asarray(histogram.values(flow=False), dtype=np.float64)
         sumw2 = np.asarray(histogram.member("fSumw2"), dtype=np.float64)
     return edges, counts, sumw2, key
+
+
+def _read_checked(file_path: Path, name: str, cycle: int | None) -> tuple[Any, Any, Any, str]:
+    """:func:`_read_th1`, with a damaged file's errors turned into an :class:`InputError`."""
+    try:
+        return _read_th1(file_path, name, cycle)
+    except _read_errors() as err:
+        raise InputError(
+            f"'{file_path}' could not be read ({type(err).__name__}: {str(err).splitlines()[0]}): the file is "
+            "damaged or truncated (an unfinished copy?); copy it again or give another dataset.path") from err
 
 
 def load_spectrum(path: str | os.PathLike[str], hist: str) -> Spectrum:
@@ -135,12 +203,14 @@ def load_spectrum(path: str | os.PathLike[str], hist: str) -> Spectrum:
     """
     file_path = Path(path)
     name, cycle = _split_cycle(hist)
-    try:
-        edges, counts, sumw2, key = _read_th1(file_path, name, cycle)
-    except _READ_ERRORS as err:
-        raise InputError(
-            f"'{file_path}' could not be read ({type(err).__name__}: {str(err).splitlines()[0]}): the file is "
-            "damaged or truncated (an unfinished copy?); copy it again or give another dataset.path") from err
+    cache = _cache_file(file_path, hist)
+    cached = _cached_th1(cache) if cache is not None and cache.is_file() else None
+    if cached is not None:
+        edges, counts, sumw2, key = cached
+    else:
+        edges, counts, sumw2, key = _read_checked(file_path, name, cycle)
+        if cache is not None:
+            _store_th1(cache, edges, counts, sumw2, key)
     variances = sumw2[1:-1] if sumw2.size == counts.size + 2 else counts.copy()
     log.debug("read %s from %s: %d bins, %.6g entries", key, file_path, counts.size, counts.sum())
     return Spectrum(edges=edges, counts=counts, variances=variances, name=name, source=f"{file_path}:{key}")
@@ -148,6 +218,8 @@ def load_spectrum(path: str | os.PathLike[str], hist: str) -> Spectrum:
 
 def _to_th1(spectrum: Spectrum, *, as_float: bool) -> Any:
     """Build an uproot TH1D (or TH1F) model carrying counts, Σw² and statistics."""
+    import uproot
+
     counts, variances, edges = spectrum.counts, spectrum.variances, spectrum.edges
     centers = spectrum.centers
     widths = spectrum.widths
@@ -201,6 +273,8 @@ def write_spectra_root(
     for key in spectra:
         if not key.strip("/") or ";" in key:
             raise ConfigError(f"histogram key {key!r} must be a non-empty path without ';' (e.g. 'dir/name')")
+    import uproot
+
     target = Path(path)
     with atomic_path(target) as tmp, uproot.recreate(tmp) as root_file:
         for key, spectrum in spectra.items():

@@ -10,6 +10,14 @@ parameter checks (μ ≥ 0 of the Poisson) are taken out before compiling, since
 evaluates the likelihood where an expected count is ≤ 0 (:meth:`WindowObjective.nll`).  A stored
 function is used only under the same key, package version, source of this module and versions of
 Python, NumPy, PyTensor and numba; an unreadable one is rebuilt.
+
+In a process started by the command line (:mod:`hps_bayes.__main__` sets
+``HPS_BAYES_NUMBA_EXTENSIONS=off``, inherited by its job processes) numba's extension entry points
+are not loaded: the only one installed with the package's dependencies is awkward's (awkward
+arrays inside numba functions, which the package never uses), and loading it imports awkward and
+pyarrow at the first compiled call, ≈ 0.4 s of a one-mass run.  numba has no setting for this;
+its ``entrypoints._already_initialized`` flag is set before its first compilation.  Library users
+keep numba's default.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import pickle
 import platform
 from pathlib import Path
@@ -39,6 +48,11 @@ if TYPE_CHECKING:  # types only: the window module imports this one; PyMC only w
     from hps_bayes.model.window import Window
 
 log = logging.getLogger(__name__)
+
+if os.environ.get("HPS_BAYES_NUMBA_EXTENSIONS", "on").strip().lower() == "off":
+    from numba.core import entrypoints as _numba_entrypoints
+
+    _numba_entrypoints._already_initialized = True
 
 #: ``(poly_degree, n_basis, c, kernel)`` of :meth:`BackgroundSettings.compile_key` (n_basis = 0: no GP).
 CompileKey = tuple[int, int, float, str]

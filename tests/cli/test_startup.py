@@ -1,5 +1,5 @@
-"""Start-up: a run imports only what its task needs (no PyMC once the compiled model is stored), and
-``python -m hps_bayes`` ends with the command's status."""
+"""Start-up: a run imports only what its task needs (no PyMC once the compiled model is stored, no uproot
+once the spectrum was read), and ``python -m hps_bayes`` ends with the command's status."""
 
 from __future__ import annotations
 
@@ -13,21 +13,22 @@ import pytest
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
 
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+#: ``HPS_BAYES_NUMBA_EXTENSIONS=off`` as ``python -m hps_bayes`` sets it (numba's awkward extension not loaded).
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HPS_BAYES_NUMBA_EXTENSIONS": "off"}
 #: A one-mass scan without plots or posteriors, then the plotting/sampling libraries it loaded.
 SCRIPT = """
 import sys
 from hps_bayes.cli.tasks import run_task
 run_task("scan", [f"dataset.path={sys.argv[1]}", "scan.mass_min=0.05", "scan.mass_max=0.05",
                   "plots.summary=false", *sys.argv[3:]], run_dir=sys.argv[2])
-print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc") if m in sys.modules))
+print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc", "uproot", "awkward") if m in sys.modules))
 """
 
 
 @pytest.fixture(scope="module")
 def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo file, after one scan of it has stored the compiled window model (a fresh machine builds it
-    once, with PyMC; later processes load it)."""
+    once, with PyMC; later processes load it) and kept the spectrum in the read cache."""
     path = tmp_path_factory.mktemp("data") / "demo.root"
     write_demo_file(path, load_preset("demo"), n_events=2e6, seed=5, shape="2015")
     warm = subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(path.parent / "warm")], env=ENV,
@@ -36,13 +37,16 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("extra", "loaded"), [
-    ([], "[]"),
-    (["plots.per_mass=true"], "['matplotlib', 'mplhep']"),
+@pytest.mark.parametrize(("extra", "extensions", "loaded"), [
+    ([], "off", "[]"),
+    (["plots.per_mass=true"], "off", "['matplotlib', 'mplhep']"),
+    ([], "on", "['awkward']"),  # numba's default: its extensions (awkward's) load at the first compiled call
 ])
-def test_a_scan_imports_plotting_only_to_plot(demo_file: Path, tmp_path: Path, extra: list[str], loaded: str) -> None:
+def test_a_scan_imports_plotting_only_to_plot(demo_file: Path, tmp_path: Path, extra: list[str], extensions: str,
+                                              loaded: str) -> None:
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(demo_file), str(tmp_path / "run"), *extra], cwd=tmp_path,
-                          env=ENV, capture_output=True, text=True, timeout=300, check=False)
+                          env={**ENV, "HPS_BAYES_NUMBA_EXTENSIONS": extensions}, capture_output=True, text=True,
+                          timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == loaded
 

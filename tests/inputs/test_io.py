@@ -279,3 +279,53 @@ def test_write_validation_report_atomic(tmp_path):
     path = write_validation_report(tmp_path / "out" / "validation_report.json", reports)
     assert json.loads(path.read_text())["2015"]["nan_bins"]["count"] == 1
     assert [p.name for p in path.parent.iterdir()] == ["validation_report.json"]
+
+
+# --------------------------------------------------------------------------- read cache
+
+
+def test_a_histogram_read_once_comes_from_the_cache_until_the_file_changes(tmp_path, monkeypatch):
+    from hps_bayes.inputs import root_io
+
+    monkeypatch.setenv("HPS_BAYES_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "f.root"
+    write_spectra_root(path, {"dir/h": make_spectrum([5.0, 7.0, 9.0], variances=[1.0, 2.0, 3.0])})
+    first = load_spectrum(path, "dir/h")
+    cached = sorted((tmp_path / "cache" / "spectra").glob("*.npz"))
+    assert len(cached) == 1
+
+    def no_uproot(*args, **kwargs):
+        raise AssertionError("read with uproot although the histogram is cached")
+
+    monkeypatch.setattr(root_io, "_read_th1", no_uproot)
+    again = load_spectrum(path, "dir/h")
+    for field in ("edges", "counts", "variances"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(first, field))
+    assert again.source == first.source == f"{path}:dir/h;1" and again.name == first.name == "dir/h"
+    monkeypatch.undo()
+    monkeypatch.setenv("HPS_BAYES_CACHE", str(tmp_path / "cache"))
+
+    # the same name in a changed file (same size: only the contents differ) is read again
+    write_spectra_root(path, {"dir/h": make_spectrum([5.0, 7.0, 8.0], variances=[1.0, 2.0, 3.0])})
+    np.testing.assert_array_equal(load_spectrum(path, "dir/h").counts, [5.0, 7.0, 8.0])
+    assert len(list((tmp_path / "cache" / "spectra").glob("*.npz"))) == 2
+    # a damaged cache entry is read from the file instead
+    cached[0].write_bytes(b"not an npz")
+    np.testing.assert_array_equal(load_spectrum(path, "dir/h").counts, [5.0, 7.0, 8.0])
+
+
+def test_the_read_cache_can_be_switched_off_and_never_hides_a_read_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPS_BAYES_CACHE", "off")
+    path = tmp_path / "f.root"
+    write_spectra_root(path, {"h": make_spectrum([5.0, 7.0])})
+    np.testing.assert_array_equal(load_spectrum(path, "h").counts, [5.0, 7.0])
+    monkeypatch.setenv("HPS_BAYES_CACHE", str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(InputError, match="histogram 'g' not found"):
+        load_spectrum(path, "g")
+    with pytest.raises(InputError, match="does not exist"):
+        load_spectrum(tmp_path / "missing.root", "h")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="could not be read"):
+        load_spectrum(path, "h")
+    assert not list((tmp_path / "cache").rglob("*.npz"))
