@@ -42,6 +42,7 @@ STAGES = [
     ("input: read + validate the spectrum", "hps_bayes.cli.inputs", "load_validated"),
     ("turn-on fit", "hps_bayes.analysis.grid", "_measure_turn_on"),
     ("the mass point (fit, Z, limits, with the two below)", "hps_bayes.cli.task_scan", "run_scan"),
+    ("the mass point (fit, Z, limits, with the two below)", "hps_bayes.cli.task_scan", "scan_points"),
     ("  PyMC model build", "hps_bayes.model.compiled", "CompiledWindowModel._build_model"),
     ("  PyTensor compile (rewrites + numba cache load)", "hps_bayes.model.compiled", "CompiledWindowModel._compile"),
     ("per-mass plots (refit + three figures)", "hps_bayes.cli.task_scan", "_per_mass_plots"),
@@ -54,10 +55,10 @@ import atexit, importlib, json, os, sys, time
 t0 = time.perf_counter()
 times = {}
 import hps_bayes.__main__ as entry
-times["imports: command line (Hydra, uproot, SciPy)"] = time.perf_counter() - t0
+times["imports: command line (Hydra, SciPy)"] = time.perf_counter() - t0
 t1 = time.perf_counter()
 importlib.import_module("hps_bayes.cli.task_scan")
-times["imports: task module (PyMC, PyTensor, numba)"] = time.perf_counter() - t1
+times["imports: task module (PyTensor, numba)"] = time.perf_counter() - t1
 def timed(label, function):
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
@@ -107,7 +108,7 @@ def breakdown(name: str, tmp: Path) -> None:
         del ENV["BENCH_STAGES"], ENV["BENCH_TIMES"]
     times = json.loads(out.read_text())
     print(f"\n{name}: one run, {wall:.2f} s wall; its stages (seconds, share of the wall time)")
-    for label in ["imports: command line (Hydra, uproot, SciPy)", "imports: task module (PyMC, PyTensor, numba)",
+    for label in ["imports: command line (Hydra, SciPy)", "imports: task module (PyTensor, numba)",
                   *(label for label, _, _ in STAGES), "total (in Python, after start-up)"]:
         if label in times:
             print(f"  {label:52s} {times[label]:6.2f} s  {100 * times[label] / wall:4.0f} %")
