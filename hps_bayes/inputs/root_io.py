@@ -9,7 +9,7 @@ GeV.  HPS histograms are fine-binned (0.05 MeV), have millions of entries and
 are stored as ``TH1F`` or ``TH1D``, sometimes inside a ``TDirectory`` and
 sometimes with several cycles of one key (``name;1``, ``name;2``).
 
-A histogram read once is kept in a small cache (:func:`spectrum_cache_dir`), under the hash of the
+A histogram read once is kept in a small cache (:func:`~hps_bayes.results.files.user_cache_dir`), under the hash of the
 file's bytes and the histogram's name, so that later processes read it without importing uproot
 (with awkward and pyarrow, a quarter of a second of every process's start).  The key is the
 content, so a changed file is never served from the cache; files over
@@ -30,7 +30,7 @@ import numpy as np
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.results.files import atomic_path
+from hps_bayes.results.files import atomic_path, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +105,9 @@ def _read_errors() -> tuple[type[BaseException], ...]:
             uproot.deserialization.DeserializationError)
 
 
-def spectrum_cache_dir() -> Path | None:
-    """The folder of the read cache: ``$HPS_BAYES_CACHE`` (``off``: no cache), else
-    ``$XDG_CACHE_HOME/hps_bayes/spectra``, else ``~/.cache/hps_bayes/spectra``."""
-    chosen = os.environ.get("HPS_BAYES_CACHE", "").strip()
-    if chosen.lower() in {"off", "0", "false", "no"}:
-        return None
-    if chosen:
-        return Path(chosen).expanduser() / "spectra"
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
-    return Path(base) / "hps_bayes" / "spectra"
-
-
 def _cache_file(file_path: Path, hist: str) -> Path | None:
     """Where the histogram ``hist`` of ``file_path`` is cached; None when it is not."""
-    folder = spectrum_cache_dir()
+    folder = user_cache_dir("spectra")
     try:
         if folder is None or file_path.stat().st_size > CACHE_MAX_BYTES:
             return None

@@ -1,4 +1,5 @@
-"""Files: atomic writes (every file the package writes goes through :func:`atomic_path`), strict JSON, content hashes."""
+"""Files: atomic writes (every file the package writes goes through :func:`atomic_path`), strict JSON, content hashes,
+and the user's cache folder (:func:`user_cache_dir`)."""
 
 from __future__ import annotations
 
@@ -107,3 +108,18 @@ def content_hash(*arrays: Any) -> str:
         else:
             digest.update(np.ascontiguousarray(item, dtype=np.float64).tobytes())
     return digest.hexdigest()[:16]
+
+
+def user_cache_dir(kind: str) -> Path | None:
+    """The folder of the package's cache ``kind`` (``spectra``, ``turnon``): under ``$HPS_BAYES_CACHE``
+    (``off``: no cache, None), else ``$XDG_CACHE_HOME/hps_bayes``, else ``~/.cache/hps_bayes``.
+
+    What is kept there is keyed by the content it was computed from, so it is never stale; deleting
+    the folder only costs the time to compute it again.
+    """
+    chosen = os.environ.get("HPS_BAYES_CACHE", "").strip()
+    if chosen.lower() in {"off", "0", "false", "no"}:
+        return None
+    base = Path(chosen).expanduser() if chosen else \
+        Path(os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache") / "hps_bayes"
+    return base / kind

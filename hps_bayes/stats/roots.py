@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.optimize import brentq
 
 __all__ = ["GRID_GROWTH", "bracket", "grid_below", "scan_root", "solve_bracketed", "solve_increasing",
            "solve_secant"]
@@ -53,6 +52,8 @@ def solve_bracketed(f: Callable[[float], float], guess: float, *, rtol: float, w
     lo, hi = found
     if lo == hi:
         return lo, ""
+    from scipy.optimize import brentq  # the fallback only: most processes never import scipy.optimize
+
     root, info = brentq(f, lo, hi, xtol=1e-3 * rtol * lo, rtol=rtol, full_output=True, disp=False)
     return float(root), ("" if info.converged else f"{what}: brentq {info.flag}")
 

@@ -1,5 +1,6 @@
 """Start-up: a run imports only what its task needs (no PyMC once the compiled model is stored, no uproot
-once the spectrum was read), and ``python -m hps_bayes`` ends with the command's status."""
+once the spectrum was read, no scipy.optimize once its turn-on was fitted), and ``python -m hps_bayes`` ends
+with the command's status."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import sys
 from hps_bayes.cli.tasks import run_task
 run_task("scan", [f"dataset.path={sys.argv[1]}", "scan.mass_min=0.05", "scan.mass_max=0.05",
                   "plots.summary=false", *sys.argv[3:]], run_dir=sys.argv[2])
-print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc", "uproot", "awkward") if m in sys.modules))
+print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc", "uproot", "awkward", "scipy.optimize")
+             if m in sys.modules))
 """
 
 

@@ -50,6 +50,28 @@ def test_measure_turn_on_recovers_position_and_width(settings_2016, m_on, width)
     assert turn.sharp and turn.guarded and turn.fit_lo == pytest.approx(turn.end)
 
 
+def test_a_turn_on_fitted_once_comes_from_the_cache_until_the_spectrum_changes(settings_2016, tmp_path,
+                                                                               monkeypatch):
+    from hps_bayes.inputs import turnon
+
+    monkeypatch.setenv("HPS_BAYES_CACHE", str(tmp_path / "cache"))
+    spec = _turn_on_spectrum(0.040, 0.0016)
+    sigma = lambda m: float(sigma_m(m, settings_2016.dataset))  # noqa: E731
+    first = measure_turn_on(spec.edges, spec.counts, sigma, widths=2.0, sharpness=4.0)
+    assert len(list((tmp_path / "cache" / "turnon").glob("expcheb_*.json"))) == 1
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again although the fit is cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(turnon, "fit_shape", no_fit)
+        assert measure_turn_on(spec.edges, spec.counts, sigma, widths=2.0, sharpness=4.0) == first
+        with pytest.raises(AssertionError, match="fitted again"):  # another spectrum is fitted
+            measure_turn_on(spec.edges, spec.counts * 1.01, sigma, widths=2.0, sharpness=4.0)
+    monkeypatch.setenv("HPS_BAYES_CACHE", "off")
+    assert measure_turn_on(spec.edges, spec.counts, sigma, widths=2.0, sharpness=4.0) == first
+
+
 def test_a_wide_turn_on_leaves_the_range_alone(settings_2016):
     spec = _turn_on_spectrum(0.030, 0.012)  # 12 MeV wide: ~7 sigma(m), smooth on the signal's scale
     turn = measure_turn_on(spec.edges, spec.counts, lambda m: float(sigma_m(m, settings_2016.dataset)),
