@@ -109,7 +109,7 @@ def breakdown(name: str, tmp: Path) -> None:
     times = json.loads(out.read_text())
     print(f"\n{name}: one run, {wall:.2f} s wall; its stages (seconds, share of the wall time)")
     for label in ["imports: command line (Hydra, SciPy)", "imports: task module (PyTensor, numba)",
-                  *(label for label, _, _ in STAGES), "total (in Python, after start-up)"]:
+                  *dict.fromkeys(label for label, _, _ in STAGES), "total (in Python, after start-up)"]:
         if label in times:
             print(f"  {label:52s} {times[label]:6.2f} s  {100 * times[label] / wall:4.0f} %")
     print(f"  {'interpreter start and exit':52s} {wall - times['total (in Python, after start-up)']:6.2f} s")
