@@ -51,19 +51,45 @@ def save_figure(fig: Figure, path: str | Path, *, clear: bool = True, png_compre
                 ) -> Path:
     """Save ``fig`` at its dpi (inside the style context); ``clear``: then clear it so its artists are freed.
 
-    ``png_compress_level``: the zlib level (0-9) of a PNG file; None keeps matplotlib's (6).
+    ``png_compress_level``: the zlib level (0-9) of a PNG file; None keeps matplotlib's (6).  With a
+    level, an opaque figure is written as RGB (:func:`_save_png_rgb`): the same pixels, a third
+    less to encode.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {}
-    if png_compress_level is not None and path.suffix.lower() == ".png":
-        extra["pil_kwargs"] = {"compress_level": png_compress_level}
     try:
-        fig.savefig(path, dpi=fig.dpi, **extra)
+        if png_compress_level is None or path.suffix.lower() != ".png" or not _save_png_rgb(fig, path,
+                                                                                          png_compress_level):
+            extra: dict[str, Any] = {}
+            if png_compress_level is not None and path.suffix.lower() == ".png":
+                extra["pil_kwargs"] = {"compress_level": png_compress_level}
+            fig.savefig(path, dpi=fig.dpi, **extra)
     finally:
         if clear:
             fig.clear()
     return path
+
+
+def _save_png_rgb(fig: Figure, path: Path, compress_level: int) -> bool:
+    """Draw ``fig`` with its Agg canvas and write it as an RGB PNG, as ``savefig`` writes its RGBA one
+    (matplotlib's metadata, the figure's dpi); False, writing nothing, where a pixel is not opaque or
+    the canvas is not Agg's.  The encoder's time is most of a window figure's save (28 ms of RGBA
+    at zlib level 1, 20 ms of RGB)."""
+    from matplotlib import __version__ as mpl_version
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image, PngImagePlugin
+
+    if not isinstance(fig.canvas, FigureCanvasAgg) or fig.canvas.get_default_filetype() != "png":
+        return False
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    if not (rgba[..., 3] == 255).all():
+        return False
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"Matplotlib version{mpl_version}, https://matplotlib.org/")
+    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
+        path, format="png", compress_level=compress_level, dpi=(fig.dpi, fig.dpi), pnginfo=info)
+    return True
 
 
 def _header(ax: Axes, right: str, left: str = "", *, fontsize: float = 22) -> None:

@@ -89,6 +89,26 @@ def test_pdf_and_png_levels(two_masses: tuple[WindowFitArrays, WindowFitArrays],
     assert small.stat().st_size < raw.stat().st_size / 5, "zlib level 9 should shrink the PNG several-fold"
 
 
+def test_an_opaque_png_is_written_as_rgb_with_the_pixels_savefig_writes(
+        two_masses: tuple[WindowFitArrays, WindowFitArrays], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from hps_bayes.plots import style
+
+    first, _ = two_masses
+    with plots_window.WindowPlotter() as plotter:
+        rgb = plotter.plot("blind_ul", first, tmp_path / "rgb.png")
+    monkeypatch.setattr(style, "_save_png_rgb", lambda *args, **kwargs: False)  # matplotlib's savefig
+    with plots_window.WindowPlotter() as plotter:
+        rgba = plotter.plot("blind_ul", first, tmp_path / "rgba.png")
+    with Image.open(rgb) as a, Image.open(rgba) as b:
+        assert (a.mode, b.mode) == ("RGB", "RGBA") and a.info["dpi"] == b.info["dpi"]
+        assert a.info["Software"] == b.info["Software"]
+        got, expected = np.asarray(a), np.asarray(b)
+    assert (expected[..., 3] == 255).all()
+    np.testing.assert_array_equal(got, expected[..., :3])
+
+
 def test_bad_choices_raise(two_masses: tuple[WindowFitArrays, WindowFitArrays], tmp_path: Path) -> None:
     with pytest.raises(InputError, match="yscale='lin'"):
         plots_window.WindowPlotter(yscale="lin")  # type: ignore[arg-type]
