@@ -56,7 +56,7 @@ def test_a_turn_on_fitted_once_comes_from_the_cache_until_the_spectrum_changes(s
 
     monkeypatch.setenv("HPS_BAYES_CACHE", str(tmp_path / "cache"))
     spec = _turn_on_spectrum(0.040, 0.0016)
-    sigma = lambda m: float(sigma_m(m, settings_2016.dataset))  # noqa: E731
+    sigma = lambda m: float(sigma_m(m, settings_2016.dataset))
     first = measure_turn_on(spec.edges, spec.counts, sigma, widths=2.0, sharpness=4.0)
     assert len(list((tmp_path / "cache" / "turnon").glob("expcheb_*.json"))) == 1
 
