@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -123,7 +124,7 @@ def _cached_th1(cache: Path) -> tuple[Any, Any, Any, str] | None:
     try:
         with np.load(cache, allow_pickle=False) as stored:
             return stored["edges"], stored["counts"], stored["sumw2"], str(stored["key"])
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
 
