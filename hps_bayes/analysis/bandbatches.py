@@ -34,6 +34,7 @@ from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.results.files import atomic_path
 from hps_bayes.results.objects import MassPointResult
+from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats import ToyBatch, ToyCalculator
 from hps_bayes.stats.limits import scan_mu_values
 
@@ -77,8 +78,6 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
     whose window cannot be fitted is left out of the batch with a warning (the merge pools the batches that
     hold it, or gives it status ``fit_failed`` when none does).  Returns (the file, whether it was computed now).
     """
-    from tqdm.auto import tqdm
-
     from hps_bayes.analysis.scan import prepare_scan
 
     check_batch(batch, n_batches, "band toy batch")
@@ -96,8 +95,7 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
     arrays: dict[str, Any] = {"masses": masses, "key": np.array(stored),
                               "settings": np.array(json.dumps(settings.to_dict(), default=str))}
     failures: dict[str, dict[str, int]] = {}
-    disable = None if progress is None else not progress
-    for i, mass in enumerate(tqdm(masses, desc=f"band toys {batch}", unit="mass", disable=disable, leave=False)):
+    for i, mass in enumerate(progress_bar(masses, progress, desc=f"band toys {batch}", unit="mass", leave=False)):
         try:
             done = _batch_of_mass(prep.spectrum, float(mass), prep.settings, toys_per_batch, batch)
         except (HpsBayesError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError) as exc:

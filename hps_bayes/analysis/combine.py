@@ -42,6 +42,7 @@ from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.signal import f_rad, yield_per_eps2
 from hps_bayes.results.files import write_json
 from hps_bayes.results.objects import CombinedResult, mass_label
+from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats import AsymptoticCalculator, ToyCalculator, upper_limit
 
 
@@ -276,11 +277,8 @@ def run_combination(
 
     A mass where the combination fails gets a row with its status and message.
     """
-    from tqdm.auto import tqdm
-
     rows = []
-    disable = None if progress is None else not progress
-    for mass in tqdm(list(masses), desc="combination", unit="mass", disable=disable, leave=False):
+    for mass in progress_bar(list(masses), progress, desc="combination", unit="mass", leave=False):
         covering = {n: settings[n] for n in datasets_covering(float(mass), settings)}
         try:
             result = evaluate_combined(spectra, float(mass), covering, alpha=alpha, method=method, n_toys=n_toys)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +32,7 @@ from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import write_json
 from hps_bayes.results.objects import MassPointResult, results_frame
+from hps_bayes.results.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,6 @@ def _scan_point(prep: PreparedScan, mass: float, *, out_dir: str | Path | None,
         write_json(path, {"result": result.to_dict(), "settings": settings.to_dict(), "key": prep.key,
                           "weight_scale": prep.weight_scale, "provenance": prov})
     return result
-
-
-def _progress(grid: Any, name: str, progress: bool | None) -> Any:
-    """The masses, with a progress bar (tqdm) when asked or, for ``None``, when stderr is a terminal;
-    tqdm is imported only then (0.1 s of a short run's start)."""
-    if not (progress if progress is not None else sys.stderr.isatty()):
-        return grid
-    from tqdm.auto import tqdm
-
-    return tqdm(grid, desc=f"scan {name}", unit="mass", leave=False)
 
 
 def run_scan(
@@ -171,7 +161,7 @@ def scan_points(
     counts = {"computed": 0, "reused": 0}
     with _StopOnSignals() if handle_signals else contextlib.nullcontext() as stop:
         try:
-            for mass in _progress(grid, settings.dataset.name, progress):
+            for mass in progress_bar(grid, progress, desc=f"scan {settings.dataset.name}", unit="mass", leave=False):
                 if stop is not None and stop.signum is not None:
                     break
                 if stop is not None:

@@ -26,6 +26,7 @@ from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.results.files import atomic_path
+from hps_bayes.results.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def toy_scans(spectrum: Spectrum, settings: AnalysisSettings, *, n_scans: int, r
     masses : the masses (GeV); the scan grid when None.
     progress : progress bar (None: only on a terminal).
     """
-    from tqdm.auto import tqdm
-
     from hps_bayes.stats.toys import q0_batch
 
     if n_scans < 1:
@@ -94,8 +93,7 @@ def toy_scans(spectrum: Spectrum, settings: AnalysisSettings, *, n_scans: int, r
     toys = rng.poisson(truth, size=(n_scans, truth.size)).astype(np.int32)
     z = np.full((n_scans, grid.size), np.nan)
     n_failed = 0
-    disable = None if progress is None else not progress
-    for j, item in enumerate(tqdm(fits, desc="toy scans", unit="mass", disable=disable, leave=False)):
+    for j, item in enumerate(progress_bar(fits, progress, desc="toy scans", unit="mass", leave=False)):
         if item is None:
             continue
         obj, theta, first = item

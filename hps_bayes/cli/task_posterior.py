@@ -22,6 +22,7 @@ from hps_bayes.cli.task_settings import PosteriorTask
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import read_json, write_table
+from hps_bayes.results.progress import progress_bar
 
 log = logging.getLogger("hps_bayes")
 
@@ -92,7 +93,6 @@ def _sample_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSetting
     hash (and whose ``posterior.nc`` exists) is read back instead of sampled again.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from hps_bayes.analysis.point import build_window
     from hps_bayes.plots import posterior as posterior_plots
@@ -101,8 +101,8 @@ def _sample_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSetting
 
     spec, name, rows = prepare_spectrum(spectrum, settings), settings.dataset.name, []
     interactive = sys.stderr.isatty()  # progress bars (masses, NUTS) only on a terminal
-    for r in tqdm(list(frame.itertuples()), desc=f"posterior {name}", unit="mass", disable=not interactive,
-                  leave=False):
+    for r in progress_bar(list(frame.itertuples()), interactive, desc=f"posterior {name}", unit="mass",
+                          leave=False):
         window = build_window(spec, r.mass, settings)
         seed = posterior_seed(settings.seed if prior.seed is None else prior.seed, r.mass)
         numbers = point_path(out, r.mass, name)

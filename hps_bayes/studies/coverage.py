@@ -20,6 +20,7 @@ from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.results.objects import record_to_dict
+from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats import KnownBackgroundObjective
 from hps_bayes.studies.closure import LimitMethod, WindowTruth, draw, limit_of, truth_spectra, window_truths
 
@@ -104,7 +105,6 @@ def run_coverage(data: Spectrum, settings: AnalysisSettings, *, masses: Sequence
     ``n_toys`` is the toys per ensemble of a toy limit.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     bad = sorted(set(methods) - {"asymptotic", "toys"})
     if bad or not methods:
@@ -115,13 +115,12 @@ def run_coverage(data: Spectrum, settings: AnalysisSettings, *, masses: Sequence
     spec = prepare_spectrum(data, settings)
     spectra = truth_spectra(data, settings, [truth])
     cells = []
-    disable = None if progress is None else not progress
     for mass in masses:
         objective, (wtruth,) = window_truths(spec, float(mass), settings, spectra)
         models = _coverage_models(objective, wtruth, known_scales)
         jobs = [(m, meth, j, v) for m in models for meth in methods for j, v in enumerate(true_sigmas)]
-        for (name, obj, b, centre, sigma, init), method, j, value in tqdm(
-                jobs, desc=f"coverage {mass * 1e3:.0f} MeV", unit="cell", disable=disable, leave=False):
+        for (name, obj, b, centre, sigma, init), method, j, value in progress_bar(
+                jobs, progress, desc=f"coverage {mass * 1e3:.0f} MeV", unit="cell", leave=False):
             purpose = COVERAGE + 100 * [m[0] for m in models].index(name) + 10 * list(methods).index(method) + j
             rng = point_rng(settings, float(mass), purpose=purpose)
             a_true = float(value) * sigma

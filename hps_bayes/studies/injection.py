@@ -20,6 +20,7 @@ from hps_bayes.errors import ConfigError, HpsBayesError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
+from hps_bayes.results.progress import progress_bar
 from hps_bayes.studies.closure import (
     TRUTHS,
     Units,
@@ -88,7 +89,6 @@ def run_injection(data: Spectrum, settings: AnalysisSettings, *, masses: Sequenc
     limits : also compute the asymptotic CLs limit of every pseudo-experiment.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     if n_toys < 2:
         raise ConfigError(f"task.n_toys={n_toys}: use at least 2 (300-500 for numbers)")
@@ -98,7 +98,7 @@ def run_injection(data: Spectrum, settings: AnalysisSettings, *, masses: Sequenc
     spec = prepare_spectrum(data, settings)
     spectra = truth_spectra(data, settings, truths)
     rows, toy_rows = [], []
-    for mass in tqdm(masses, desc="inject", unit="mass", disable=None if progress is None else not progress):
+    for mass in progress_bar(masses, progress, desc="inject", unit="mass"):
         try:
             objective, wtruths = window_truths(spec, float(mass), settings, spectra)
         except (HpsBayesError, np.linalg.LinAlgError) as exc:

@@ -56,6 +56,7 @@ from hps_bayes.inputs.spectrum import Spectrum, crop
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
 from hps_bayes.model.settings import BackgroundSettings
+from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.simple import known_background_sigma, poisson_deviance
 from hps_bayes.studies.spurious import fit_truth
@@ -244,7 +245,6 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
                   progress: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """The study on ``data`` (raw, in effective counts): every cell and the selection file's content."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     if not candidates or "smooth" not in families:
         raise ConfigError(f"task.candidates={list(candidates)} and task.families={list(families)}: name at least "
@@ -262,8 +262,7 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     rng = run_rng(seed, SELECT)
     toys = rng.poisson(truths["smooth"].counts, size=(n_toys, truths["smooth"].n_bins)).astype(float)
     rows, spreads = [], {}
-    disable = None if progress is None else not progress
-    for name, settings in tqdm(own.items(), desc="select", unit="model", disable=disable, leave=False):
+    for name, settings in progress_bar(own.items(), progress, desc="select", unit="model", leave=False):
         spec = prepare_spectrum(data, settings)
         cut = [crop(t, *(float(spec.edges[0]), float(spec.edges[-1]))) for t in truths.values()]
         on_truth = [_truth_settings(t, settings) for t in cut]

@@ -61,6 +61,7 @@ from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.demo import expected_spectrum
 from hps_bayes.results.files import atomic_write_text
 from hps_bayes.results.objects import record_to_dict
+from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats.simple import known_background_sigma
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,6 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
     (:func:`study_masses`) are left out for it.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     if n_toys < 2:
         raise ConfigError(f"task.n_toys={n_toys}: the study needs at least 2 toys per mass (100 for numbers)")
@@ -239,14 +239,13 @@ def spurious_study(truths: Sequence[Spectrum], masses: Sequence[float] | FloatAr
     if len(indices) != len(masses):
         raise ValueError(f"{len(indices)} mass indices for {len(masses)} masses")
     rows = []
-    disable = None if progress is None else not progress
     own = list(truth_settings) if truth_settings is not None else [settings] * len(truths)
     if len(own) != len(truths):
         raise ValueError(f"{len(own)} truth settings for {len(truths)} truths")
     spans = [default_grid_ends(s) for s in own]
     cells = [(i, truth, j, mass) for i, truth in enumerate(truths) for j, mass in zip(indices, masses)
              if spans[i][0] - 1e-9 <= mass <= spans[i][1] + 1e-9]
-    for i, truth, j, mass in tqdm(cells, desc="spurious", unit="cell", disable=disable, leave=False):
+    for i, truth, j, mass in progress_bar(cells, progress, desc="spurious", unit="cell", leave=False):
         try:
             point = spurious_point(truth, float(mass), own[i], n_toys=n_toys, seed=cell_seed(seed, i, j),
                                    inject_sigmas=inject_sigmas)
