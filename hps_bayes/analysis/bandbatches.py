@@ -26,10 +26,10 @@ import numpy as np
 
 from hps_bayes.analysis.batches import check_batch, kept_batch, missing_batches
 from hps_bayes.analysis.grid import mass_grid
-from hps_bayes.analysis.point import TOY_SCAN_POINTS, build_window, evaluate_point
+from hps_bayes.analysis.point import POINT_FAILURES, TOY_SCAN_POINTS, build_window, evaluate_point
 from hps_bayes.analysis.seeds import BAND_TOYS, generator, mass_key
 from hps_bayes.analysis.settings import AnalysisSettings, settings_from_mapping
-from hps_bayes.errors import ConfigError, HpsBayesError
+from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.results.files import atomic_path
@@ -98,7 +98,7 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
     for i, mass in enumerate(progress_bar(masses, progress, desc=f"band toys {batch}", unit="mass", leave=False)):
         try:
             done = _batch_of_mass(prep.spectrum, float(mass), prep.settings, toys_per_batch, batch)
-        except (HpsBayesError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError) as exc:
+        except POINT_FAILURES as exc:
             log.warning("band toys: m=%.2f MeV left out of batch %d (%s)", mass * 1e3, batch, exc)
             continue
         arrays |= {f"mu_{i}": done.mu, f"sb_{i}": done.sb, f"b_{i}": done.b, f"q0_{i}": done.q0}

@@ -27,6 +27,7 @@ from hps_bayes import __version__
 from hps_bayes.analysis.checks import PointNumbers, check_point, point_status, sigma_hesse_asimov
 from hps_bayes.analysis.grid import prepare_spectrum, search_range
 from hps_bayes.analysis.point import (
+    POINT_FAILURES,
     TOY_SCAN_POINTS,
     background_density,
     build_window,
@@ -35,7 +36,7 @@ from hps_bayes.analysis.point import (
 from hps_bayes.analysis.seeds import COMBINED, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FitData, FloatArray
-from hps_bayes.errors import HpsBayesError, InputError
+from hps_bayes.errors import InputError
 from hps_bayes.fit.protocol import Objective
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
@@ -282,7 +283,7 @@ def run_combination(
         covering = {n: settings[n] for n in datasets_covering(float(mass), settings)}
         try:
             result = evaluate_combined(spectra, float(mass), covering, alpha=alpha, method=method, n_toys=n_toys)
-        except (HpsBayesError, np.linalg.LinAlgError, ArithmeticError) as exc:
+        except POINT_FAILURES as exc:
             result = CombinedResult(mass=float(mass), datasets="+".join(covering), status="fit_failed",
                                     message=str(exc), version=__version__)
         if out_dir is not None:

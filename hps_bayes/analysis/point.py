@@ -51,6 +51,10 @@ from hps_bayes.stats import (
 
 log = logging.getLogger(__name__)
 
+#: What evaluating a mass point raises where its numbers cannot be had, turned into a status at that mass
+#: (the package's own errors and the fits' numerical failures; FloatingPointError is an ArithmeticError).
+POINT_FAILURES = (HpsBayesError, np.linalg.LinAlgError, ArithmeticError)
+
 def _check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
     lo, hi = settings.dataset.mass_range
     start = fit_range(settings)[0]
@@ -240,7 +244,7 @@ def evaluate_point(spectrum: Spectrum, mass: float, settings: AnalysisSettings, 
     """
     try:
         return _in_weighted_events(_evaluate(spectrum, mass, settings, toy_batches), weight_scale)
-    except (HpsBayesError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError) as exc:
+    except POINT_FAILURES as exc:
         kind = "input_error" if isinstance(exc, InputError) else "fit_failed"
         if isinstance(exc, FitError):
             kind = "fit_failed"

@@ -52,10 +52,10 @@ from hps_bayes.analysis.grid import (
     mass_grid,
     whole_range_spectrum,
 )
-from hps_bayes.analysis.point import TOY_SCAN_POINTS, build_window
+from hps_bayes.analysis.point import POINT_FAILURES, TOY_SCAN_POINTS, build_window
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.core import FitData, FloatArray
-from hps_bayes.errors import ConfigError, FitError, HpsBayesError, InputError
+from hps_bayes.errors import ConfigError, FitError, InputError
 from hps_bayes.fit.batch import newton_fit_batch
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
@@ -182,7 +182,7 @@ def limit_of(objective: Any, data: FitData, *, method: LimitMethod, alpha: float
             assert rng is not None
             calc = ToyCalculator(objective, data, n_toys=n_toys, rng=rng, init=init)
             lim = upper_limit(calc, alpha=alpha, rtol=1e-3, scan=TOY_SCAN_POINTS)
-    except (HpsBayesError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError) as exc:
+    except POINT_FAILURES as exc:
         log.debug("limit failed: %s", exc)
         return math.nan
     # only the observed limit matters here: an expected-band limit that a small toy ensemble
