@@ -109,6 +109,11 @@ def band_batch(spectrum: Spectrum, settings: AnalysisSettings, *, batch: int, to
     return path, True
 
 
+def _unreadable(path: Path, exc: Exception) -> ConfigError:
+    return ConfigError(f"band toy batch {path} cannot be read ({type(exc).__name__}: {exc}); delete it and "
+                       "rerun that batch (task=bands task.batch=<its number>)")
+
+
 def batch_datasets(run_dir: str | Path) -> list[str]:
     """The datasets with band toy batches under ``run_dir``."""
     return sorted(p.name for p in Path(run_dir).glob("bands/*") if any(p.glob("toys_*.npz")))
@@ -123,8 +128,7 @@ def batch_settings(run_dir: str | Path, dataset: str) -> tuple[AnalysisSettings,
             return (settings_from_mapping(json.loads(str(data["settings"]))),
                     int(json.loads(str(data["key"]))["toys_per_batch"]))
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"band toy batch {path} cannot be read ({type(exc).__name__}: {exc}); delete it and "
-                          "rerun that batch (task=bands task.batch=<its number>)") from exc
+        raise _unreadable(path, exc) from exc
 
 
 def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]
@@ -154,8 +158,7 @@ def read_batches(run_dir: str | Path, dataset: str, key: dict[str, Any]
                                      failures={k: int(v) for k, v in failures[str(i)].items()})
                          for i in range(masses.size) if f"mu_{i}" in data}
         except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"band toy batch {path} cannot be read ({type(exc).__name__}: {exc}); delete it and "
-                              "rerun that batch (task=bands task.batch=<its number>)") from exc
+            raise _unreadable(path, exc) from exc
         if {k: v for k, v in stored.items() if k not in BATCH_FIELDS} != key:
             raise ConfigError(f"band toy batch {path} was made with other settings, data or package version than "
                               "this merge's; pool with task=merge (it reads the batches' own settings), or give "
