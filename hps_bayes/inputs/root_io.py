@@ -19,6 +19,7 @@ content, so a changed file is never served from the cache; files over
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import zipfile
@@ -31,7 +32,7 @@ import numpy as np
 
 from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.results.files import atomic_path, user_cache_dir
+from hps_bayes.results.files import atomic_path, content_hash, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,10 @@ def _cache_file(file_path: Path, hist: str) -> Path | None:
     try:
         if folder is None or file_path.stat().st_size > CACHE_MAX_BYTES:
             return None
-        digest = hashlib.sha256(file_path.read_bytes())
+        stamp = json.dumps([content_hash(file_path), hist.strip(), _CACHE_FORMAT])
     except OSError:
         return None  # the read below reports a missing or unreadable file
-    digest.update(f"\0{hist.strip()}\0{_CACHE_FORMAT}".encode())
-    return folder / f"{digest.hexdigest()[:32]}.npz"
+    return folder / f"{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.npz"
 
 
 def _cached_th1(cache: Path) -> tuple[Any, Any, Any, str] | None:

@@ -30,7 +30,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from scipy.special import ndtr
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, InputError
-from hps_bayes.results.files import atomic_write_text, user_cache_dir
+from hps_bayes.results.files import atomic_write_text, content_hash, user_cache_dir
 from hps_bayes.results.objects import record_to_dict
 
 log = logging.getLogger(__name__)
@@ -160,11 +159,8 @@ def shape_fit(edges: FloatArray, counts: FloatArray, family: str, params: FloatA
 
 
 def _cache_key(edges: FloatArray, counts: FloatArray) -> str:
-    digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(f"{np.__version__} {scipy.__version__}".encode())
-    for array in (edges, counts):
-        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
-    return digest.hexdigest()[:32]
+    stamp = json.dumps([content_hash(__file__), content_hash(edges, counts), np.__version__, scipy.__version__])
+    return hashlib.sha256(stamp.encode()).hexdigest()[:32]
 
 
 def turn_on_fit(edges: FloatArray, counts: FloatArray) -> ShapeFit:
