@@ -57,12 +57,10 @@ def save_figure(fig: Figure, path: str | Path, *, clear: bool = True, png_compre
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    level = png_compress_level if path.suffix.lower() == ".png" else None
     try:
-        if png_compress_level is None or path.suffix.lower() != ".png" or not _save_png_rgb(fig, path,
-                                                                                          png_compress_level):
-            extra: dict[str, Any] = {}
-            if png_compress_level is not None and path.suffix.lower() == ".png":
-                extra["pil_kwargs"] = {"compress_level": png_compress_level}
+        if not (level is not None and _save_png_rgb(fig, path, level)):
+            extra: dict[str, Any] = {} if level is None else {"pil_kwargs": {"compress_level": level}}
             fig.savefig(path, dpi=fig.dpi, **extra)
     finally:
         if clear:
