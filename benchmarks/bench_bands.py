@@ -53,15 +53,13 @@ def main() -> None:
         for name, command in runs.items():
             wall, peak = run(command)
             merge_wall, merge_peak = run(["task=merge", f"run_dir={folders[name]}"])
+            frame = pd.read_csv(folders[name] / ("results_single.csv" if name == "chunks" else "bands.csv"))
             if name == "chunks":
-                frame = pd.read_csv(folders[name] / "results_single.csv")
                 what = f"median {frame.seconds.median():.2f} s per mass (one core)"
             else:
-                table = pd.read_csv(folders[name] / "bands.csv")
-                toys, asym = table[table.method == "toys"], table[table.method == "asymptotic"]
+                toys, asym = frame[frame.method == "toys"], frame[frame.method == "asymptotic"]
                 ratio = toys.A_up_expected_median.to_numpy() / asym.A_up_expected_median.to_numpy()
                 what = f"toy/asymptotic median expected limit {pd.Series(ratio).median():.3f}"
-            frame = pd.read_csv(folders[name] / ("results_single.csv" if name == "chunks" else "bands.csv"))
             ok = int((frame.status == "ok").sum())
             print(f"  {name:8s} multirun {wall:6.1f} s ({peak:.0f} MB), merge {merge_wall:5.1f} s ({merge_peak:.0f} MB), "
                   f"end to end {wall + merge_wall:6.1f} s; {ok} of {len(frame)} rows ok; {what}")
