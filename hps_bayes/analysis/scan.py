@@ -132,6 +132,11 @@ def run_scan(
     results, counts = scan_points(spectrum, dataset=dataset, config=config, masses=masses, out_dir=out_dir,
                                   progress=progress, on_result=on_result, provenance=provenance,
                                   handle_signals=handle_signals, overwrite=overwrite)
+    return _frame(results, counts)
+
+
+def _frame(results: list[MassPointResult], counts: dict[str, int]) -> Any:
+    """The results as :func:`run_scan`'s DataFrame, with the counts of points computed and reused in ``attrs``."""
     frame = results_frame(results)
     frame.attrs.update(counts)
     return frame
@@ -175,7 +180,5 @@ def scan_points(
         except _AbandonPoint:
             pass
         if stop is not None and stop.signum is not None:
-            frame = results_frame(results)
-            frame.attrs.update(counts)
-            raise ScanInterrupted(stop.signum, frame, stop.previous.get(stop.signum))
+            raise ScanInterrupted(stop.signum, _frame(results, counts), stop.previous.get(stop.signum))
     return results, counts
