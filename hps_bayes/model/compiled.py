@@ -127,7 +127,9 @@ class CompiledWindowModel:
             pm.Potential("n", pm.logp(pm.Poisson.dist(mu=expected), counts).sum())
         return model
 
-    def _compile(self) -> tuple[Any, Any, Any, Any]:
+    def _graph(self) -> tuple[list[Any], list[Any], Any, Any, Any, dict[str, Any]]:
+        """The graph of the PyMC model as functions of θ and the window's data: ``(args, givens, nll,
+        grad, background, inputs)``."""
         model = self.pymc_model
         theta = pt.dvector("theta")
         values = {model.rvs_to_values[model[name]]: theta[sl] for name, sl in self.slices.items()
@@ -135,32 +137,40 @@ class CompiledWindowModel:
         values[model.rvs_to_values[model["A"]]] = theta[0]
         values[model.rvs_to_values[model["spurious"]]] = theta[self.n_params - 1]
         inputs = {name: pt.dvector(name) for name in ("t", "template", "log_offset", "counts", "beta_centre")}
-        scalars = {name: pt.dscalar(name) for name in ("eta", "lengthscale", "spurious_size")}
-        basis = pt.dmatrix("legendre")
+        inputs |= {name: pt.dscalar(name) for name in ("eta", "lengthscale", "spurious_size")}
+        inputs["legendre"] = pt.dmatrix("legendre")
         givens = [(model[k], v) for k, v in inputs.items()]
-        givens += [(model[k], v) for k, v in scalars.items()] + [(model["legendre"], basis)]
         logp = model.logp(jacobian=False)
         (bkg,) = model.replace_rvs_by_values([model["background"]])
         nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values,  # type: ignore[list-item]
                                                         strict=False)
         nll, bkg = _without_parameter_checks([nll, bkg])
-        grad = pt.grad(nll, theta)
-        hess = pytensor.gradient.jacobian(grad, theta, vectorize=True)
-        args = [theta, inputs["counts"], inputs["beta_centre"], inputs["t"], basis, inputs["template"],
-                inputs["log_offset"], scalars["eta"], scalars["lengthscale"], scalars["spurious_size"]]
+        args = [theta] + [inputs[k] for k in ("counts", "beta_centre", "t", "legendre", "template", "log_offset",
+                                              "eta", "lengthscale", "spurious_size")]
+        return args, givens, nll, pt.grad(nll, theta), bkg, inputs
+
+    def _compile(self) -> tuple[Any, Any, Any, Any]:
+        args, givens, nll, grad, bkg, inputs = self._graph()
         log.info("compiling the window model (%d parameters); the first compile takes a while", self.n_params)
-        full = pytensor.function(args, [nll, grad, hess], givens=givens,  # type: ignore[list-item]
-                                 on_unused_input="ignore",
-                                 trust_input=True)
-        value = pytensor.function(args, nll, givens=givens, on_unused_input="ignore", trust_input=True)
-        parts = pytensor.function(args[:1] + args[2:], bkg, givens=givens, on_unused_input="ignore",
-                                  trust_input=True)
+        opts: dict[str, Any] = {"givens": givens, "on_unused_input": "ignore", "trust_input": True}
+        full = pytensor.function(args, [nll, grad, bkg], **opts)
+        value = pytensor.function(args, nll, **opts)
+        parts = pytensor.function(args[:1] + args[2:], bkg, **opts)
         fn_gp_basis = None
         if self.n_basis:
-            (gp_basis,) = _without_parameter_checks(model.replace_rvs_by_values([model["gp_basis"]]))
-            fn_gp_basis = pytensor.function([inputs["t"], scalars["eta"], scalars["lengthscale"]],
+            (gp_basis,) = _without_parameter_checks(self.pymc_model.replace_rvs_by_values([self.pymc_model["gp_basis"]]))
+            fn_gp_basis = pytensor.function([inputs["t"], inputs["eta"], inputs["lengthscale"]],
                                             gp_basis, givens=givens, on_unused_input="ignore")
         return full, value, parts, fn_gp_basis
+
+    def graph_hessian(self, theta: FloatArray, window: Window, data: FitData) -> FloatArray:
+        """PyTensor's Hessian of the PyMC graph's NLL (the gradient differentiated again), evaluated
+        without compiling (PyTensor's Python linker): the reference that the closed form of
+        :meth:`hps_bayes.model.objective.WindowObjective.nll_grad_hess` is checked against."""
+        args, givens, _, grad, _, _ = self._graph()
+        hess = pytensor.gradient.jacobian(grad, args[0], vectorize=True)
+        fn = pytensor.function(args, hess, givens=givens, on_unused_input="ignore", mode="FAST_COMPILE")
+        return np.asarray(fn(np.asarray(theta, dtype=float), *self.arguments(window, data)))
 
     def arguments(self, window: Window, data: FitData) -> list[Any]:
         return [data.counts, data.aux, window.t, window.legendre, window.template, window.log_offset,

@@ -1,4 +1,5 @@
-"""One likelihood: the compiled PyMC objective and the batched NumPy toy objective agree with the HSGP on."""
+"""One likelihood: the compiled PyMC objective and the batched NumPy toy objective agree with the HSGP on,
+and the closed-form Hessian both use is PyTensor's Hessian of the PyMC graph."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from hps_bayes.physics.presets import load_preset
 from hps_bayes.physics.signal import sigma_m, signal_template
 
 #: measured worst differences over 20 random points (as below) x 3 kernels x 30/70/120 MeV: value 1.6e-11
-#: relative, gradient 1.6e-12 and Hessian 1.3e-15 of the largest entry; the tolerances are 10-15x that
+#: relative, gradient 1.6e-12 and Hessian 1.3e-15 of the largest entry (closed form against PyTensor's
+#: Hessian of the graph: 5.6e-16 to 1.1e-15 here); the tolerances are 10-15x that
 RTOL_VALUE, RTOL_GRAD, RTOL_HESS = 2e-10, 2e-11, 2e-14
 
 
@@ -47,6 +49,9 @@ def test_compiled_and_batched_objectives_agree_with_the_gp_on(spectrum_2015: Spe
     assert f == pytest.approx(f1, rel=RTOL_VALUE)
     np.testing.assert_allclose(g, g1, rtol=0, atol=RTOL_GRAD * np.abs(g1).max())
     np.testing.assert_allclose(h, h1, rtol=0, atol=RTOL_HESS * np.abs(h1).max())
+    # the closed-form Hessian is the PyMC graph's NLL differentiated twice by PyTensor
+    reference = obj.model.graph_hessian(theta, obj.window, FitData(counts, aux))
+    np.testing.assert_allclose(h1, reference, rtol=0, atol=RTOL_HESS * np.abs(reference).max())
     # the GP is really on: its weights move the likelihood by far more than the tolerance
     off = theta.copy()
     off[beta] = 0.0
@@ -68,3 +73,17 @@ def test_non_integer_counts_are_not_rounded(spectrum_2015: Spectrum) -> None:
     # flooring moves the NLL by 2e-3 here (n log mu - ln n! nearly cancels its change near n = mu), far above
     # the agreement tolerance
     assert abs(f_asimov - f_floor) > 1e3 * RTOL_VALUE * abs(f_asimov)
+
+
+def test_closed_form_hessian_is_the_graphs_without_a_gp(spectrum_2015: Spectrum) -> None:
+    """The default model (no GP weights, spurious-signal nuisance on): Hessian against PyTensor's."""
+    obj = _objective(spectrum_2015, 0.05, BackgroundSettings())
+    assert obj.model.n_basis == 0
+    rng = np.random.default_rng(3)
+    theta = newton_fit(obj, obj.observed()).theta + 0.02 * rng.normal(size=obj.n_params)
+    theta[0] = 300.0
+    data = FitData(rng.poisson(obj.expected_counts(theta)).astype(float), np.array([0.4]))
+    _, _, hess = obj.nll_grad_hess(theta, data)
+    reference = obj.model.graph_hessian(theta, obj.window, data)
+    np.testing.assert_allclose(hess, reference, rtol=0, atol=RTOL_HESS * np.abs(reference).max())
+    assert np.abs(reference[0, -1]) > 0 and np.abs(reference[1:-1, 1:-1]).min() > 0  # blocks all present
