@@ -9,7 +9,9 @@ reruns its rewrites; loading the pickled, already rewritten graph skips those an
 parameter checks (μ ≥ 0 of the Poisson) are taken out before compiling, since the objective never
 evaluates the likelihood where an expected count is ≤ 0 (:meth:`WindowObjective.nll`).  A stored
 function is used only under the same key, package version, source of this module and versions of
-Python, NumPy, PyTensor and numba; an unreadable one is rebuilt.
+Python, NumPy, PyTensor and numba; an unreadable one is rebuilt.  One function gives the NLL, its
+gradient (PyTensor's) and its Hessian (written out on the graph, :meth:`CompiledWindowModel._closed_hessian`),
+another the background counts: on a machine's first run numba's compile of them is most of a job's time.
 
 In a process started by the command line (:mod:`hps_bayes.__main__` sets
 ``HPS_BAYES_NUMBA_EXTENSIONS=off``, inherited by its job processes) numba's extension entry points
@@ -87,7 +89,7 @@ class CompiledWindowModel:
         if functions is None:
             functions = self._compile()
             _persist(self.key, functions)
-        self._fn_full, self._fn_value, self._fn_parts, self._fn_gp_basis = functions
+        self._fn_full, self._fn_parts, self._fn_gp_basis = functions
 
     @functools.cached_property
     def pymc_model(self) -> pm.Model:
@@ -149,24 +151,54 @@ class CompiledWindowModel:
                                               "eta", "lengthscale", "spurious_size")]
         return args, givens, nll, pt.grad(nll, theta), bkg, inputs
 
-    def _compile(self) -> tuple[Any, Any, Any, Any]:
+    def _closed_hessian(self, theta: Any, bkg: Any, inputs: dict[str, Any]) -> Any:
+        """The NLL's Hessian written out on the graph's background counts e (it is exact: the log link
+        makes μ = e + (A + S ν) T log-linear in γ = (c, β)):
+
+            H = Jᵀ diag(n/μ²) J + Bᵀ diag((1 − n/μ) e) B (γγ block) + I (β, ν: the N(·, 1) constraints),
+            J = ∂μ/∂θ = (T, e·B, S·T),  B = (Legendre basis, HSGP basis φ √S).
+
+        Built here rather than by differentiating the gradient again: numba compiles PyTensor's
+        vectorised Jacobian of the gradient (twice the nodes of NLL and gradient) in ≈ 15 s on a
+        machine's first run, this form in ≈ 3 s, and evaluates it faster.  ``tests/model/
+        test_likelihood.py`` checks it against PyTensor's Hessian (:meth:`graph_hessian`)."""
+        basis, template, counts, size = (inputs[k] for k in ("legendre", "template", "counts", "spurious_size"))
+        if self.n_basis:
+            (gp_basis,) = self.pymc_model.replace_rvs_by_values([self.pymc_model["gp_basis"]])
+            basis = pt.concatenate([basis, gp_basis], axis=1)
+        mu = bkg + (theta[0] + size * theta[-1]) * template
+        r = counts / mu
+        ce = r * bkg / mu
+        h_gg = (basis.T * (bkg * (ce + 1.0 - r))) @ basis
+        h_ag = basis.T @ (ce * template)
+        h_aa = (r / mu * template) @ template
+        row_a = pt.concatenate([h_aa[None], h_ag])
+        upper = pt.concatenate([row_a[:, None], pt.concatenate([h_ag[None, :], h_gg], axis=0)], axis=1)
+        hess = pt.concatenate([pt.concatenate([upper, size * row_a[:, None]], axis=1),
+                               pt.concatenate([size * row_a, (size * size * h_aa)[None]])[None, :]], axis=0)
+        constrained = np.r_[np.zeros(self.slices["beta"].start), np.ones(self.n_params - self.slices["beta"].start)]
+        return hess + np.diag(constrained)
+
+    def _compile(self) -> tuple[Any, Any, Any]:
         args, givens, nll, grad, bkg, inputs = self._graph()
         log.info("compiling the window model (%d parameters); the first compile takes a while", self.n_params)
         opts: dict[str, Any] = {"givens": givens, "on_unused_input": "ignore", "trust_input": True}
-        full = pytensor.function(args, [nll, grad, bkg], **opts)
-        value = pytensor.function(args, nll, **opts)
+        (hess,) = _without_parameter_checks([self._closed_hessian(args[0], bkg, inputs)])
+        # no function of the NLL alone: numba's compile of it on a machine's first run (≈ 1 s) costs more
+        # than its faster calls in the line searches save in a scan
+        full = pytensor.function(args, [nll, grad, hess], **opts)
         parts = pytensor.function(args[:1] + args[2:], bkg, **opts)
         fn_gp_basis = None
         if self.n_basis:
             (gp_basis,) = _without_parameter_checks(self.pymc_model.replace_rvs_by_values([self.pymc_model["gp_basis"]]))
             fn_gp_basis = pytensor.function([inputs["t"], inputs["eta"], inputs["lengthscale"]],
                                             gp_basis, givens=givens, on_unused_input="ignore")
-        return full, value, parts, fn_gp_basis
+        return full, parts, fn_gp_basis
 
     def graph_hessian(self, theta: FloatArray, window: Window, data: FitData) -> FloatArray:
         """PyTensor's Hessian of the PyMC graph's NLL (the gradient differentiated again), evaluated
-        without compiling (PyTensor's Python linker): the reference that the closed form of
-        :meth:`hps_bayes.model.objective.WindowObjective.nll_grad_hess` is checked against."""
+        without compiling (PyTensor's Python linker): the reference that the closed form
+        (:meth:`_closed_hessian`) is checked against."""
         args, givens, _, grad, _, _ = self._graph()
         hess = pytensor.gradient.jacobian(grad, args[0], vectorize=True)
         fn = pytensor.function(args, hess, givens=givens, on_unused_input="ignore", mode="FAST_COMPILE")
@@ -218,7 +250,7 @@ def persisted_path(key: CompileKey) -> Path:
     return Path(pytensor.config.compiledir) / "hps_bayes" / f"window_{name}.pkl"
 
 
-def _load_persisted(key: CompileKey) -> tuple[Any, Any, Any, Any] | None:
+def _load_persisted(key: CompileKey) -> tuple[Any, Any, Any] | None:
     path = persisted_path(key)
     if not path.exists():
         return None
@@ -233,7 +265,7 @@ def _load_persisted(key: CompileKey) -> tuple[Any, Any, Any, Any] | None:
     return tuple(functions)  # type: ignore[return-value]
 
 
-def _persist(key: CompileKey, functions: tuple[Any, Any, Any, Any]) -> None:
+def _persist(key: CompileKey, functions: tuple[Any, Any, Any]) -> None:
     path = persisted_path(key)
     try:
         with atomic_path(path) as tmp, tmp.open("wb") as fh:

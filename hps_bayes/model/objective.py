@@ -67,23 +67,16 @@ class WindowObjective:
     def nll(self, theta: FloatArray, data: FitData) -> float:
         """The NLL; ``inf`` where an expected count is ≤ 0 (there ln μ makes the compiled value NaN or
         +inf, and nothing else can: the background is an exponential)."""
-        f = float(self.model._fn_value(theta, *self._args(data)))
+        f = float(self.model._fn_full(theta, *self._args(data))[0])
         return f if np.isfinite(f) else float("inf")
 
     def nll_grad_hess(self, theta: FloatArray, data: FitData) -> tuple[float, FloatArray, FloatArray]:
-        """NLL, gradient and Hessian; ``(inf, NaN, NaN)`` where an expected count is ≤ 0 (see :meth:`nll`).
-
-        NLL and gradient are the compiled PyMC graph's; the Hessian is its closed form
-        (:func:`_closed_hessian`, the same the batched fits use), from the graph's background counts.
-        """
-        f, g, e = self.model._fn_full(theta, *self._args(data))
+        """NLL, gradient and Hessian; ``(inf, NaN, NaN)`` where an expected count is ≤ 0 (see :meth:`nll`)."""
+        f, g, h = self.model._fn_full(theta, *self._args(data))
         if not np.isfinite(f):
             n = self.n_params
             return float("inf"), np.full(n, np.nan), np.full((n, n), np.nan)
-        e = np.asarray(e)
-        d, _ = self._batch_design
-        mu = e + (theta[0] + d.spurious * theta[-1]) * d.template
-        return float(f), np.asarray(g), _closed_hessian(d, e, mu, data.counts)
+        return float(f), np.asarray(g), np.asarray(h)
 
     def background(self, theta: FloatArray) -> FloatArray:
         return self.model.background(theta, self.window)
@@ -165,11 +158,22 @@ class WindowObjective:
 
     def nll_grad_hess_batch(self, thetas: FloatArray, counts: FloatArray,
                             aux: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """NLL, gradient and Hessian per row (:func:`_closed_hessian`)."""
+        """NLL, gradient and Hessian per row: H = Jᵀ diag(n/μ²) J + Bᵀ diag(w e) B (γγ block) + I
+        (constrained), J = ∂μ/∂θ = (T, e·B, S·T)."""
         d, _ = self._batch_design
         f, grad = self.nll_grad_batch(thetas, counts, aux)
         e, _, mu = self._batch_parts(thetas)
-        return f, grad, _closed_hessian(d, e, np.where(np.isfinite(f)[:, None], mu, np.nan), counts)
+        mu = np.where(np.isfinite(f)[:, None], mu, np.nan)
+        c, w = counts / mu**2, 1.0 - counts / mu
+        jac = np.empty(mu.shape + (thetas.shape[1],))
+        jac[:, :, 0] = d.template
+        jac[:, :, 1:-1] = e[:, :, None] * d.basis[None]
+        jac[:, :, -1] = d.spurious * d.template
+        hess = np.swapaxes(jac * c[:, :, None], 1, 2) @ jac
+        hess[:, 1:-1, 1:-1] += np.swapaxes(d.basis[None] * (w * e)[:, :, None], 1, 2) @ d.basis
+        idx = np.arange(1 + d.n_free_basis, thetas.shape[1])
+        hess[:, idx, idx] += 1.0
+        return f, grad, hess
 
 
     @staticmethod
@@ -191,25 +195,3 @@ class WindowObjective:
                 size = 1 << max(int(top).bit_length(), 8)
                 return np.asarray(WindowObjective._log_factorial_table(size)[as_int].sum(axis=1))
         return np.asarray(gammaln(counts + 1.0).sum(axis=1))
-
-
-def _closed_hessian(d: LogLinearDesign, e: FloatArray, mu: FloatArray, counts: FloatArray) -> FloatArray:
-    """The NLL's Hessian (p, p), or per row (K, p, p), from the exp-part ``e`` and the expected counts
-    ``mu`` (n or K × n):
-    H = Jᵀ diag(n/μ²) J + Bᵀ diag(w e) B (γγ block, w = 1 − n/μ) + I (constrained nuisances), with
-    J = ∂μ/∂θ = (T, e·B, S·T).
-
-    Written out rather than differentiated twice by PyTensor: numba needs ≈ 15 s more on a machine's
-    first run to compile PyTensor's Hessian graph (twice the nodes of NLL and gradient), while the
-    closed form is exact and agrees with it to rounding (``tests/model/test_likelihood.py``).
-    """
-    c, w = counts / mu**2, 1.0 - counts / mu
-    jac = np.empty(mu.shape + (d.n_params,))
-    jac[..., 0] = d.template
-    np.multiply(e[..., None], d.basis, out=jac[..., 1:-1])
-    jac[..., -1] = d.spurious * d.template
-    hess = np.swapaxes(jac * c[..., None], -1, -2) @ jac
-    hess[..., 1:-1, 1:-1] += np.swapaxes(d.basis * (w * e)[..., None], -1, -2) @ d.basis
-    idx = np.arange(1 + d.n_free_basis, d.n_params)
-    hess[..., idx, idx] += 1.0
-    return hess
