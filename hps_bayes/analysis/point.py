@@ -193,6 +193,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
         alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0,
         background=np.concatenate([objective.background(free.theta), objective.background(null.theta)])))
     status, message = point_status(converged, limit.message, consistency, window_notes(window, settings))
+    message = "; ".join(m for m in (message, selection_note(settings, mass)) if m)
     return MassPointResult(
         dataset=preset.name, mass=float(mass), status=status, message=message,
         sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
@@ -217,6 +218,12 @@ def model_name(settings: AnalysisSettings, mass: float) -> str:
     if bkg.selection:
         return load_selection(bkg.selection).model_at(mass)
     return bkg.at_mass(mass).label()
+
+
+def selection_note(settings: AnalysisSettings, mass: float) -> str:
+    """The background selection's note on the model it chose at ``mass`` ("" without one)."""
+    bkg = settings.background
+    return load_selection(bkg.selection).note_at(mass) if bkg.selection else ""
 
 
 def _toy_discovery(objective: WindowObjective, mass: float, settings: AnalysisSettings,

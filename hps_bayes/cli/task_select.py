@@ -56,5 +56,7 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
     for row in content["rows"]:
         if not row["model"]:
             log.warning("m = %.1f MeV: no candidate serves it: %s", row["mass"] * 1e3, row["reason"])
+        elif row["note"]:
+            log.warning("m = %.1f MeV: %s", row["mass"] * 1e3, row["note"])
     log.info("scan with it: background.selection=%s", path.resolve())
     return content

@@ -38,7 +38,8 @@ CANDIDATE_KEYS = frozenset({
 @dataclass(frozen=True)
 class Selection:
     """The per-mass choice: grid masses (GeV, increasing), the chosen model's name ('' = none, with
-    ``reason``), S/(ρσ) of the chosen model, and each model's background settings."""
+    ``reason``), S/(ρσ) of the chosen model, each model's background settings, and a note where the
+    model was chosen although it fails the Z-spread check (as every candidate there does)."""
 
     mass: FloatArray
     model: tuple[str, ...]
@@ -49,6 +50,7 @@ class Selection:
     source: str = ""
     dataset: str = ""
     input_hash: str = ""
+    note: tuple[str, ...] = ()
 
     def check_use(self, dataset: str, input_hash: str) -> None:
         """Refuse a selection made for another dataset (:class:`ConfigError`); a spectrum whose content differs
@@ -81,6 +83,10 @@ class Selection:
             raise InputError(f"no candidate background serves m = {self.mass[k] * 1e3:.2f} MeV "
                              f"({self.source}): {self.reason[k]}")
         return self.model[k]
+
+    def note_at(self, mass: float) -> str:
+        """The selection's note on the model chosen at the grid mass nearest ``mass`` ("" where none)."""
+        return self.note[self._index(mass)] if self.note else ""
 
     def overrides_at(self, mass: float) -> dict[str, Any]:
         """The background settings of the model chosen at ``mass`` (:meth:`model_at`)."""
@@ -133,5 +139,6 @@ def load_selection(path: str) -> Selection:
                      spurious_rel=np.array([float(r.get("spurious_rel") or 0.0) for r in rows]),
                      reason=tuple(str(r.get("reason") or "") for r in rows), models=models,
                      range_lo=float(raw["range_lo"]), source=str(path), dataset=str(raw.get("dataset") or ""),
-                     input_hash=str(raw.get("input_hash") or ""))
+                     input_hash=str(raw.get("input_hash") or ""),
+                     note=tuple(str(r.get("note") or "") for r in rows))
 

@@ -26,8 +26,12 @@ This study chooses at every mass, on the spectrum to be analysed:
    - σ_tot = √(σ_stat² + S²) and σ_tot/σ_A⁰, σ_A⁰ = (Σ T²/n)^(−1/2) from the observed counts.
 3. At each mass, the passing candidate (window p ≥ ``gof_min_p``, sideband ≤ ``sideband_max_z``,
    corrected Z spread ≤ max(``spread_max``, 1 + ``spread_sigmas`` × the relative scatter of the toys'
-   spreads): a spread measured on one spectrum scatters) with the smallest σ_tot; none: the mass
-   gets the reason.
+   spreads): a spread measured on one spectrum scatters) with the smallest σ_tot.  Where every
+   candidate fails the Z spread and some fail it alone, the cause is in the data, not in
+   one model (two large fluctuations within the local window: the check leaves out only the largest
+   |Â/σ_A|, and a signal next to a fluctuation looks the same), so refusing the mass would lose it
+   for every model: the candidate nearest its allowed spread is used and the mass carries a note (in
+   the selection and in the scan's ``message``).  None: the mass gets the reason.
 
 Written by hand: no library selects a background by spurious signal and data adequacy.
 """
@@ -321,19 +325,46 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     frame["z_spread"] = frame.model.map(stats["std"])
     frame["z_spread_allowed"] = np.maximum(criteria.spread_max, 1.0 + criteria.spread_sigmas
                                            * frame.z_spread_toys_sd / frame.z_spread_expected)
-    why = np.where(~frame.available.astype(bool), frame.reason.astype(str), "")
-    why = np.where((why == "") & ~(frame.gof_p >= criteria.gof_min_p), "window goodness of fit p < "
-                   f"{criteria.gof_min_p:g}", why)
-    why = np.where((why == "") & ~(frame.sideband_z <= criteria.sideband_max_z), "sideband residuals above "
-                   f"{criteria.sideband_max_z:g}", why)
-    why = np.where((why == "") & ~(frame.z_spread_corrected <= frame.z_spread_allowed),
-                   "Z spread on the data above what noise gives", why)
-    why = np.where((why == "") & ~(np.abs(np.log(frame.sigma_asimov / frame.sigma_stat)) <= SIGMA_MARGIN * MAX_LOG_STAT),
-                   "sigma_A of the Asimov likelihood disagrees with the Hessian error (the scan would flag it)", why)
-    why = np.where((why == "") & ~np.isfinite(frame.sigma_tot), "no finite sigma_A", why)
-    frame["fails"] = why
+    checks = [
+        (~frame.available.astype(bool), frame.reason.astype(str)),
+        (~(frame.gof_p >= criteria.gof_min_p), f"window goodness of fit p < {criteria.gof_min_p:g}"),
+        (~(frame.sideband_z <= criteria.sideband_max_z), f"sideband residuals above {criteria.sideband_max_z:g}"),
+        (~(frame.z_spread_corrected <= frame.z_spread_allowed), SPREAD_FAILS),
+        (~(np.abs(np.log(frame.sigma_asimov / frame.sigma_stat)) <= SIGMA_MARGIN * MAX_LOG_STAT),
+         "sigma_A of the Asimov likelihood disagrees with the Hessian error (the scan would flag it)"),
+        (~np.isfinite(frame.sigma_tot), "no finite sigma_A"),
+    ]
+    frame["fails"] = _first_failure(checks)
+    frame["fails_besides_spread"] = _first_failure([c for c in checks if c[1] is not SPREAD_FAILS])
     frame["passes"] = frame.fails == ""
     return frame
+
+
+#: The reason of a cell that fails the Z-spread check alone.
+SPREAD_FAILS = "Z spread on the data above what noise gives"
+
+
+def _first_failure(checks: Sequence[tuple[Any, Any]]) -> Any:
+    """Per cell, the message of the first failing ``(mask, message)`` check ("" where all pass)."""
+    why = np.full(len(checks[0][0]), "", dtype=object)
+    for failing, message in checks:
+        why = np.where((why == "") & np.asarray(failing, bool), message, why)
+    return why
+
+
+def _spread_fallback(group: Any, window: int) -> tuple[Any, str]:
+    """Where every candidate fails the Z spread and some pass the other checks (two large fluctuations of the
+    data within ±``window`` grid masses, which no background absorbs, or structure none does): the one
+    nearest its allowed spread, and the note that says so; ``(None, "")`` where none passes the others or
+    some candidate passes the Z spread (a failure of that check is then the model's, not the data's)."""
+    spread_only = group[group.fails_besides_spread == ""]
+    if spread_only.empty or (group.z_spread_corrected <= group.z_spread_allowed).any():
+        return None, ""
+    best = spread_only.loc[(spread_only.z_spread_corrected / spread_only.z_spread_allowed).idxmin()]
+    note = (f"every candidate's Z spread within ±{window} grid masses is above what noise gives (large "
+            f"fluctuations of the data there, or structure no candidate absorbs): {best.model} is used, the one "
+            f"nearest its allowed spread ({best.z_spread_corrected:.2f} against {best.z_spread_allowed:.2f})")
+    return best, note
 
 
 def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: Mapping[str, tuple[float, float]],
@@ -342,12 +373,13 @@ def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: 
     rows = []
     for mass, group in frame.groupby("mass"):
         ok = group[group.passes]
-        if ok.empty:
+        best, note = (ok.loc[ok.sigma_tot.idxmin()], "") if not ok.empty else _spread_fallback(
+            group, criteria.spread_window)
+        if best is None:
             reason = "; ".join(f"{r.model}: {r.fails}" for r in group.itertuples())
-            rows.append({"mass": float(mass), "model": "", "reason": reason, "spurious_rel": 0.0})
+            rows.append({"mass": float(mass), "model": "", "reason": reason, "note": "", "spurious_rel": 0.0})
             continue
-        best = ok.loc[ok.sigma_tot.idxmin()]
-        rows.append({"mass": float(mass), "model": str(best.model), "reason": "",
+        rows.append({"mass": float(mass), "model": str(best.model), "reason": "", "note": note,
                      **{k: float(best[k]) for k in ("spurious_rel", "spurious", "sigma_stat", "sigma_tot",
                                                     "sigma_floor", "ratio", "ratio_stat", "z", "gof_p",
                                                     "sideband_z")}})

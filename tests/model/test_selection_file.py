@@ -127,3 +127,20 @@ def test_a_selection_is_refused_for_another_dataset_and_warned_about_for_another
     assert "made on another spectrum" not in caplog.text
     selection.check_use("2016", "def")
     assert "made on another spectrum (content abc, this one def)" in caplog.text
+
+
+def test_a_selection_note_reaches_the_point_message(tmp_path, spectrum_2015):
+    """A model chosen although it fails the Z-spread check (as every candidate there does) is used, and the
+    point's message carries the selection's note; the status stays that of the point's own checks."""
+    from hps_bayes.analysis.point import evaluate_point
+    from hps_bayes.analysis.settings import resolve_settings
+
+    note = "every candidate's Z spread within ±8 grid masses is above what noise gives"
+    rows = [{"mass": 0.05, "model": "stiff", "spurious_rel": 0.0, "note": note},
+            {"mass": 0.06, "model": "stiff", "spurious_rel": 0.0}]
+    path = _write(tmp_path / "selection_2015.json", rows, {"stiff": {"poly_degree": 5, "window_sigmas": 10.0}})
+    assert load_selection(path).note_at(0.0502) == note and load_selection(path).note_at(0.06) == ""
+    settings = resolve_settings("2015", {"background": {"selection": path}})
+    noted, plain = (evaluate_point(spectrum_2015, m, settings) for m in (0.05, 0.06))
+    assert noted.status == "ok" and noted.message == note and noted.background_model == "stiff"
+    assert plain.status == "ok" and plain.message == ""

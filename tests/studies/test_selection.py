@@ -109,3 +109,38 @@ def test_a_signal_does_not_make_the_local_z_spread_fail() -> None:
     structure = local_spreads(2.0 * noise, toys, 8)[:, 0]
     assert np.nanmax(with_signal[16:25]) < 1.6, with_signal[16:25]
     np.testing.assert_allclose(np.nanmedian(structure / plain), 2.0, rtol=1e-12)
+
+
+def test_a_mass_where_every_candidate_fails_the_z_spread_alone_keeps_the_nearest_with_a_note() -> None:
+    """Two large fluctuations of the data within the local window fail the Z spread of every candidate: the mass
+    keeps the one nearest its allowed spread that passes the other checks, with a note.  Where another candidate
+    passes the Z spread, a candidate's failure of it is its own: without another model the mass says why."""
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.studies.selection import SPREAD_FAILS, Criteria, _with_totals, selection_content
+
+    base = {"available": True, "reason": "", "z": 0.5, "spurious_raw": 10.0, "sigma_stat": 100.0,
+            "sigma_asimov": 100.0, "sigma_floor": 50.0, "gof_p": 0.5, "sideband_z": 1.0, "rho": 1e4,
+            "sigma_m": 1e-3, "z_spread_expected": 0.8, "z_spread_toys_sd": 0.2}
+    cells = [  # (model, mass, corrected spread, sigma_stat, gof p)
+        ("stiff", 0.05, 1.0, 80.0, 0.5), ("flexible", 0.05, 1.0, 120.0, 0.5),    # both pass: the smaller sigma
+        ("stiff", 0.06, 2.6, 80.0, 0.5), ("flexible", 0.06, 2.1, 120.0, 0.5),    # both fail the spread alone
+        ("stiff", 0.07, 2.6, 80.0, 0.5), ("flexible", 0.07, 1.2, 120.0, 1e-4),   # stiff's spread is its own
+        ("stiff", 0.08, 2.6, 80.0, 0.5), ("flexible", 0.08, 2.1, 120.0, 1e-4),   # flexible fails its fit too
+    ]
+    frame = pd.DataFrame([base | {"model": m, "mass": x, "z_spread_corrected": c, "sigma_stat": s,
+                                  "sigma_asimov": s, "gof_p": p} for m, x, c, s, p in cells])
+    criteria = Criteria()
+    spreads = {"stiff": (0.8, 0.2), "flexible": (0.8, 0.2)}
+    frame = _with_totals(frame, spreads, criteria)
+    allowed = 1.0 + criteria.spread_sigmas * 0.2 / 0.8
+    assert 1.0 < allowed < 2.1  # so the cells above fail or pass as their comments say
+    settings = resolve_settings("2015", {})
+    content = selection_content(frame, {"stiff": settings, "flexible": settings}, spreads, criteria, ["smooth"])
+    rows = {r["mass"]: r for r in content["rows"]}
+    assert rows[0.05]["model"] == "stiff" and rows[0.05]["note"] == ""
+    assert rows[0.06]["model"] == "flexible" and "every candidate's Z spread" in rows[0.06]["note"]
+    assert "2.10 against" in rows[0.06]["note"] and rows[0.06]["reason"] == ""
+    assert rows[0.07]["model"] == "" and SPREAD_FAILS in rows[0.07]["reason"]
+    assert "goodness of fit" in rows[0.07]["reason"]
+    assert rows[0.08]["model"] == "stiff" and "stiff is used" in rows[0.08]["note"]
+    assert content["candidates"]["flexible"]["chosen_at"] == 1
