@@ -1,8 +1,16 @@
-"""HEP style (mplhep): figures, headers, axes helpers shared by every plot."""
+"""HEP style (mplhep): figures, headers, axes helpers shared by every plot.
+
+Opaque PNG figures are written by :func:`_png_rgb` rather than Pillow: Pillow filters every row of
+an RGB image adaptively, which takes three quarters of its encoding time (≈ 20 of 27 ms for a window
+figure at zlib level 1) and, on these flat-coloured figures, gives larger files than no filter
+(114 against 103 kB); the container is four chunks and zlib does the compression.
+"""
 
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -69,13 +77,11 @@ def save_figure(fig: Figure, path: str | Path, *, clear: bool = True, png_compre
 
 
 def _save_png_rgb(fig: Figure, path: Path, compress_level: int) -> bool:
-    """Draw ``fig`` with its Agg canvas and write it as an RGB PNG, as ``savefig`` writes its RGBA one
-    (matplotlib's metadata, the figure's dpi); False, writing nothing, where a pixel is not opaque or
-    the canvas is not Agg's.  The encoder's time is most of a window figure's save (28 ms of RGBA
-    at zlib level 1, 20 ms of RGB)."""
+    """Draw ``fig`` with its Agg canvas and write it as an RGB PNG (:func:`_png_rgb`) with the pixels,
+    dpi and metadata of ``savefig``'s RGBA one; False, writing nothing, where a pixel is not opaque or
+    the canvas is not Agg's."""
     from matplotlib import __version__ as mpl_version
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image, PngImagePlugin
 
     if not isinstance(fig.canvas, FigureCanvasAgg) or fig.canvas.get_default_filetype() != "png":
         return False
@@ -83,11 +89,28 @@ def _save_png_rgb(fig: Figure, path: Path, compress_level: int) -> bool:
     rgba = np.asarray(fig.canvas.buffer_rgba())
     if not (rgba[..., 3] == 255).all():
         return False
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", f"Matplotlib version{mpl_version}, https://matplotlib.org/")
-    Image.fromarray(np.ascontiguousarray(rgba[..., :3])).save(
-        path, format="png", compress_level=compress_level, dpi=(fig.dpi, fig.dpi), pnginfo=info)
+    software = f"Matplotlib version{mpl_version}, https://matplotlib.org/"
+    path.write_bytes(_png_rgb(rgba[..., :3], fig.dpi, {"Software": software}, compress_level))
     return True
+
+
+def _png_rgb(rgb: np.ndarray, dpi: float, text: dict[str, str], compress_level: int) -> bytes:
+    """The PNG file of an 8-bit RGB image ``rgb`` (h × w × 3): rows unfiltered (filter type 0), deflated
+    by zlib at ``compress_level``, the dpi as pHYs (as Pillow writes it), ``text`` as tEXt chunks."""
+    h, w, _ = rgb.shape
+    rows = np.zeros((h, 3 * w + 1), dtype=np.uint8)  # each row: its filter type (0), then its pixels
+    pixels = rows[:, 1:]
+    pixels.shape = (h, w, 3)  # a view (raises otherwise)
+    pixels[...] = rgb
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    per_metre = int(dpi / 0.0254 + 0.5)
+    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)),
+                     chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)),
+                     *(chunk(b"tEXt", f"{k}\0{v}".encode("latin-1")) for k, v in text.items()),
+                     chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level)), chunk(b"IEND", b"")])
 
 
 def _header(ax: Axes, right: str, left: str = "", *, fontsize: float = 22) -> None:

@@ -101,6 +101,8 @@ def test_an_opaque_png_is_written_as_rgb_with_the_pixels_savefig_writes(
     monkeypatch.setattr(style, "_save_png_rgb", lambda *args, **kwargs: False)  # matplotlib's savefig
     with plots_window.WindowPlotter() as plotter:
         rgba = plotter.plot("blind_ul", first, tmp_path / "rgba.png")
+    with Image.open(rgb) as a:
+        a.verify()  # chunk lengths and CRCs of the hand-written file
     with Image.open(rgb) as a, Image.open(rgba) as b:
         assert (a.mode, b.mode) == ("RGB", "RGBA") and a.info["dpi"] == b.info["dpi"]
         assert a.info["Software"] == b.info["Software"]
