@@ -133,12 +133,9 @@ def marginal_likelihood_hyperparameters(t: FloatArray, counts: FloatArray, log_o
     else:
         bounds = [(lo_eta, hi_eta)]
         grid = [np.array([math.log(e)]) for e in (1e-3, 1e-2, 1e-1, 1.0)]
-    values = []
-    for x in grid:
-        warm.clear()
-        values.append(objective(x))
-    x0 = grid[int(np.argmin(values))]
-    warm.clear()
+    values = [objective(x) for x in grid]  # each warm-started from the previous optimum γ̂ (the same optimum:
+    x0 = grid[int(np.argmin(values))]      # the Laplace problem is convex), in fewer Newton steps
+    warm.clear()  # the search itself from the same start as ever: its finite differences see the inner tolerance
     res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds, options={"eps": 1e-5, "maxiter": 200})
     no_gp, _ = laplace_neg_log_evidence(log_offset, free, np.zeros((len(t), 0)), counts)
     x = np.asarray(res.x)
