@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.graph.traversal import ancestors
 from numpy.polynomial import legendre
 
 from hps_bayes import __version__
@@ -118,8 +119,8 @@ class CompiledWindowModel:
                 gp = pm.gp.HSGP(m=[m], L=[self.c], cov_func=_cov_func(self.kernel, eta, ell))
                 phi, sqrt_psd = gp.prior_linearized(X=t[:, None])
                 beta = pm.Normal("beta", mu=beta_centre[:m], sigma=1.0, shape=m)
-                log_b = log_b + phi @ (beta * sqrt_psd)
-                pm.Deterministic("gp_basis", phi * sqrt_psd)
+                gp_basis = pm.Deterministic("gp_basis", phi * sqrt_psd)
+                log_b = log_b + gp_basis @ beta
             nu = pm.Normal("spurious", mu=beta_centre[m], sigma=1.0)
             pm.Deterministic("background", pt.exp(log_b))
             # Poisson log-likelihood of the counts as a potential, not an observed variable: PyMC casts
@@ -142,13 +143,20 @@ class CompiledWindowModel:
         inputs |= {name: pt.dscalar(name) for name in ("eta", "lengthscale", "spurious_size")}
         inputs["legendre"] = pt.dmatrix("legendre")
         givens = [(model[k], v) for k, v in inputs.items()]
+        inputs["gp_basis"] = pt.tensor("gp_basis", shape=(None, self.n_basis), dtype="float64")
         logp = model.logp(jacobian=False)
         (bkg,) = model.replace_rvs_by_values([model["background"]])
         nll, bkg = pytensor.graph.replace.graph_replace([-logp, bkg], replace=values,  # type: ignore[list-item]
                                                         strict=False)
         nll, bkg = _without_parameter_checks([nll, bkg])
-        args = [theta] + [inputs[k] for k in ("counts", "beta_centre", "t", "legendre", "template", "log_offset",
-                                              "eta", "lengthscale", "spurious_size")]
+        if self.n_basis:  # φ √S depends on t, η and ℓ alone: an input, made once per window (gp_basis)
+            copies = {v: inputs["gp_basis"] for v in ancestors([nll, bkg]) if v.name == "gp_basis"}
+            if not copies:
+                raise RuntimeError("the PyMC window model has no 'gp_basis' in its likelihood")
+            nll, bkg = pytensor.graph.replace.graph_replace([nll, bkg], replace=copies,  # type: ignore[arg-type]
+                                                            strict=False)
+        args = [theta] + [inputs[k] for k in ("counts", "beta_centre", "legendre", "gp_basis", "template",
+                                              "log_offset", "spurious_size")]
         return args, givens, nll, pt.grad(nll, theta), bkg, inputs
 
     def _closed_hessian(self, theta: Any, bkg: Any, inputs: dict[str, Any]) -> Any:
@@ -164,8 +172,7 @@ class CompiledWindowModel:
         test_likelihood.py`` checks it against PyTensor's Hessian (:meth:`graph_hessian`)."""
         basis, template, counts, size = (inputs[k] for k in ("legendre", "template", "counts", "spurious_size"))
         if self.n_basis:
-            (gp_basis,) = self.pymc_model.replace_rvs_by_values([self.pymc_model["gp_basis"]])
-            basis = pt.concatenate([basis, gp_basis], axis=1)
+            basis = pt.concatenate([basis, inputs["gp_basis"]], axis=1)
         mu = bkg + (theta[0] + size * theta[-1]) * template
         r = counts / mu
         ce = r * bkg / mu
@@ -187,7 +194,7 @@ class CompiledWindowModel:
         # no function of the NLL alone: numba's compile of it on a machine's first run (≈ 1 s) costs more
         # than its faster calls in the line searches save in a scan
         full = pytensor.function(args, [nll, grad, hess], **opts)
-        parts = pytensor.function(args[:1] + args[2:], bkg, **opts)
+        parts = pytensor.function(args[:1] + args[3:], bkg, **opts)
         fn_gp_basis = None
         if self.n_basis:
             (gp_basis,) = _without_parameter_checks(self.pymc_model.replace_rvs_by_values([self.pymc_model["gp_basis"]]))
@@ -204,10 +211,14 @@ class CompiledWindowModel:
         fn = pytensor.function(args, hess, givens=givens, on_unused_input="ignore", mode="FAST_COMPILE")
         return np.asarray(fn(np.asarray(theta, dtype=float), *self.arguments(window, data)))
 
-    def arguments(self, window: Window, data: FitData) -> list[Any]:
-        return [data.counts, data.aux, window.t, window.legendre, window.template, window.log_offset,
-                np.asarray(window.eta, dtype=float), np.asarray(window.lengthscale_t, dtype=float),
+    def window_arguments(self, window: Window) -> list[Any]:
+        """The compiled functions' inputs that ``window`` fixes (its HSGP basis evaluated here)."""
+        return [window.legendre, self.gp_basis(window), window.template, window.log_offset,
                 np.asarray(window.spurious, dtype=float)]
+
+    def arguments(self, window: Window, data: FitData) -> list[Any]:
+        """The compiled functions' inputs after θ: the data, then :meth:`window_arguments`."""
+        return [data.counts, data.aux, *self.window_arguments(window)]
 
     def gp_basis(self, window: Window) -> FloatArray:
         """The HSGP basis ``φ_j(t_i) √S(λ_j)`` of ``window`` (n_bins × m, m = 0 without a GP), from the PyMC
@@ -223,14 +234,12 @@ class CompiledWindowModel:
 
     def background(self, theta: FloatArray, window: Window) -> FloatArray:
         """Expected background counts per bin of ``window`` at ``theta``."""
-        args = self.arguments(window, FitData(window.counts, np.zeros(self.n_aux)))
-        return np.asarray(self._fn_parts(theta, *args[1:]))
+        return np.asarray(self._fn_parts(theta, *self.window_arguments(window)))
 
 
 def _without_parameter_checks(outputs: list[Any]) -> list[Any]:
     """``outputs`` with PyMC's parameter checks (``CheckParameterValue``) replaced by the value they guard."""
     from pymc.logprob.utils import CheckParameterValue
-    from pytensor.graph.traversal import ancestors
 
     checks = {var: var.owner.inputs[0] for var in ancestors(outputs)
               if var.owner is not None and isinstance(var.owner.op, CheckParameterValue)}

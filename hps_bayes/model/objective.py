@@ -60,9 +60,10 @@ class WindowObjective:
                               f"build the objective with the settings the window was made with")
         self.n_params = self.model.n_params
         self._aux = slice(self.model.slices["beta"].start, self.n_params)
+        self._window_args = self.model.window_arguments(window)  # the HSGP basis once per window
 
     def _args(self, data: FitData) -> list[Any]:
-        return self.model.arguments(self.window, data)
+        return [data.counts, data.aux, *self._window_args]
 
     def nll(self, theta: FloatArray, data: FitData) -> float:
         """The NLL; ``inf`` where an expected count is ≤ 0 (there ln μ makes the compiled value NaN or
@@ -79,7 +80,7 @@ class WindowObjective:
         return float(f), np.asarray(g), np.asarray(h)
 
     def background(self, theta: FloatArray) -> FloatArray:
-        return self.model.background(theta, self.window)
+        return np.asarray(self.model._fn_parts(theta, *self._window_args))
 
     def expected_counts(self, theta: FloatArray) -> FloatArray:
         signal = theta[0] + self.window.spurious * theta[-1]
@@ -94,7 +95,7 @@ class WindowObjective:
     def design(self) -> LogLinearDesign:
         """The window likelihood in closed form, for vectorised (numpy) fits of many toys."""
         w = self.window
-        return LogLinearDesign(offset=w.log_offset, basis=np.hstack([w.legendre, self.model.gp_basis(w)]),
+        return LogLinearDesign(offset=w.log_offset, basis=np.hstack([w.legendre, self._window_args[1]]),
                                template=w.template, n_free_basis=w.legendre.shape[1], spurious=w.spurious)
 
     def initial(self, data: FitData) -> FloatArray:

@@ -19,13 +19,13 @@ def _outputs(model: CompiledWindowModel) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     n = 12
     t = np.linspace(-0.9, 0.9, n)
-    args = [rng.poisson(50.0, n).astype(float), np.zeros(model.n_aux), t,
-            np.polynomial.legendre.legvander(t, model.poly_degree), np.full(n, 1.0 / n), np.full(n, np.log(50.0)),
-            np.asarray(0.3), np.asarray(0.4), np.asarray(2.0)]
+    basis = model.hsgp_basis(t, 0.3, 0.4)
+    args = [rng.poisson(50.0, n).astype(float), np.zeros(model.n_aux),
+            np.polynomial.legendre.legvander(t, model.poly_degree), basis, np.full(n, 1.0 / n),
+            np.full(n, np.log(50.0)), np.asarray(2.0)]
     theta = 0.01 * rng.standard_normal(model.n_params)
     f, g, h = model._fn_full(theta, *args)
-    return [np.asarray(f), np.asarray(g), np.asarray(h), np.asarray(model._fn_parts(theta, *args[1:])),
-            model.hsgp_basis(t, 0.3, 0.4)]
+    return [np.asarray(f), np.asarray(g), np.asarray(h), np.asarray(model._fn_parts(theta, *args[2:])), basis]
 
 
 def test_stored_model_is_loaded_with_the_same_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
