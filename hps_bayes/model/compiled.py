@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-from pytensor.graph.traversal import ancestors
 from numpy.polynomial import legendre
+from pytensor.graph.traversal import ancestors
 
 from hps_bayes import __version__
 from hps_bayes.core import FitData, FloatArray
