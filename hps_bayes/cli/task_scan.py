@@ -8,6 +8,7 @@ Each task takes the validated analysis settings, its typed task settings
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,13 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
     _flush_chunk(frame, settings, out, info, state="done")
     log.info("%d mass points computed, %d reused from an earlier run", frame.attrs["computed"],
              frame.attrs["reused"])
-    if settings.scan.n_chunks == 1:
-        export_scan(frame, out)
-        _summary_plots(frame, settings, out)
-    _per_mass_plots(spectrum, frame, settings, out)
+
+    def whole_scan_outputs() -> None:
+        if settings.scan.n_chunks == 1:
+            export_scan(frame, out)
+            _summary_plots(frame, settings, out)
+
+    _per_mass_plots(spectrum, frame, settings, out, meanwhile=whole_scan_outputs)  # while its workers draw
     _log_summary(frame)
     _look_elsewhere(spectrum, frame, settings, out)
     _scan_posteriors(spectrum, frame, settings, cfg, out)
@@ -132,11 +136,14 @@ def _summary_plots(frame: Any, settings: AnalysisSettings, out: Path) -> None:
 
 
 def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, out: Path, *,
-                    force: bool = False) -> None:
+                    force: bool = False, meanwhile: Callable[[], None] | None = None) -> None:
+    """The per-mass figures; ``meanwhile`` (other outputs) runs in this process while plot workers draw."""
     wanted = {round(m, 7) for m in settings.plots.per_mass_masses}
     rows = [row for row in frame.itertuples() if row.status == "ok"
             and (force or settings.plots.per_mass or round(row.mass, 7) in wanted)]
     if not rows:
+        if meanwhile is not None:
+            meanwhile()
         return  # matplotlib is not even imported (a second off every chunk's start)
     from hps_bayes.plots.parallel import plot_windows
 
@@ -146,7 +153,7 @@ def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, 
         result = MassPointResult.from_row(row._asdict())
         items.append((window_fit_arrays(spec, result, settings), point_path(out, result, settings.dataset.name).parent))
     # one figure per kind, its artists moved from mass to mass; in worker processes for many masses
-    plot_windows(items, ext=settings.plots.format, workers=settings.plots.workers)
+    plot_windows(items, ext=settings.plots.format, workers=settings.plots.workers, meanwhile=meanwhile)
 
 
 def _log_summary(frame: Any) -> None:

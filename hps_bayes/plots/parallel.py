@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -51,15 +51,18 @@ def _draw(arrays: WindowFitArrays, folder: Path, ext: Literal["png", "pdf"]) -> 
 
 
 def plot_windows(items: Sequence[tuple[WindowFitArrays, Path]], *, ext: Literal["png", "pdf"] = "png",
-                 workers: int | None = None) -> list[Path]:
+                 workers: int | None = None, meanwhile: Callable[[], object] | None = None) -> list[Path]:
     """The three figures of every ``(arrays, folder)`` of ``items``, into ``folder/<kind>.<ext>``.
 
     ``workers``: processes that draw (None: :func:`available_workers`, at most :data:`MAX_DEFAULT_WORKERS`);
     fewer are used where there are fewer than :data:`MIN_MASSES_PER_WORKER` masses per worker, and
     with one, everything is drawn here.  The label of the figures is the caller's (:func:`~hps_bayes.plots.label.current_label`).
+    ``meanwhile``: other work of the caller, run here while the workers draw (first, without workers).
     """
     n = max(1, min(workers or min(available_workers(), MAX_DEFAULT_WORKERS), len(items) // MIN_MASSES_PER_WORKER))
     if n == 1:
+        if meanwhile is not None:
+            meanwhile()
         with WindowPlotter() as plotter:
             return [path for arrays, folder in items for path in plotter.plot_all(arrays, folder, ext=ext)]
     # fork: the workers start with matplotlib already imported here and do not import the caller's
@@ -69,4 +72,6 @@ def plot_windows(items: Sequence[tuple[WindowFitArrays, Path]], *, ext: Literal[
                              initargs=(current_label(),)) as pool:
         chunks = pool.map(_draw, [a for a, _ in items], [f for _, f in items], [ext] * len(items),
                           chunksize=max(1, len(items) // (4 * n)))
+        if meanwhile is not None:
+            meanwhile()
         return [path for paths in chunks for path in paths]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -128,9 +129,17 @@ def test_worker_processes_draw_the_same_files_with_the_callers_label(tmp_path: P
 
     items = [_window_arrays(0.03 + 0.002 * k, scale=1.0 + k, seed=k) for k in range(2 * MIN_MASSES_PER_WORKER)]
     label = ExperimentLabel(kind="simulation", status="Preliminary")
+    calls: list[int] = []  # the caller's other work runs once, in the caller's process, in both paths
+
+    def meanwhile() -> None:
+        calls.append(os.getpid())
+
     with experiment_label(label):
-        serial = plot_windows([(a, tmp_path / "one" / f"m{k}") for k, a in enumerate(items)], workers=1)
-        pooled = plot_windows([(a, tmp_path / "two" / f"m{k}") for k, a in enumerate(items)], workers=2)
+        serial = plot_windows([(a, tmp_path / "one" / f"m{k}") for k, a in enumerate(items)], workers=1,
+                              meanwhile=meanwhile)
+        pooled = plot_windows([(a, tmp_path / "two" / f"m{k}") for k, a in enumerate(items)], workers=2,
+                              meanwhile=meanwhile)
+    assert calls == [os.getpid(), os.getpid()]
     assert len(serial) == len(pooled) == 3 * len(items)
     for one, two in zip(serial, pooled, strict=True):
         assert one.relative_to(tmp_path / "one") == two.relative_to(tmp_path / "two")
