@@ -61,6 +61,8 @@ def laplace_neg_log_evidence(offset: FloatArray, free_basis: FloatArray, gp_basi
     NLL(γ̂) + ½ ln det H(γ̂), γ = (c, β), H = Bᵀ diag(μ) B + diag(0, I) (Poisson with log link:
     the Hessian is exact), constants dropped.  Returns the value and γ̂ (a warm start).
     """
+    from scipy.linalg import cho_solve
+
     basis = np.hstack([free_basis, gp_basis])
     n_free = free_basis.shape[1]
     prior = np.r_[np.zeros(n_free), np.ones(gp_basis.shape[1])]
@@ -79,7 +81,7 @@ def laplace_neg_log_evidence(offset: FloatArray, free_basis: FloatArray, gp_basi
         grad = basis.T @ (mu - counts) + prior * gamma
         scale = 1.0 / np.sqrt(np.maximum(np.diag(hess), 1e-300))
         chol = np.linalg.cholesky(hess * scale[:, None] * scale[None, :])
-        step = scale * np.linalg.solve(chol.T, np.linalg.solve(chol, scale * grad))
+        step = scale * cho_solve((chol, True), scale * grad)
         decrement = float(grad @ step)
         lam = 1.0
         while True:
@@ -96,6 +98,49 @@ def laplace_neg_log_evidence(offset: FloatArray, free_basis: FloatArray, gp_basi
     return f + 0.5 * float(logdet), gamma
 
 
+def _log_scale_slope(t: FloatArray, eta: float, ell_t: float, settings: BackgroundSettings,
+                     step: float = 1e-4) -> FloatArray:
+    """d ln s_j / d ln ℓ of every HSGP column (central differences of the columns' norms; φ_j does not
+    depend on ℓ; 0 for a column whose spectral density underflows)."""
+    up, down = (np.linalg.norm(_gp_basis(t, eta, ell_t * math.exp(h), settings), axis=0) for h in (step, -step))
+    ok = (up > 0) & (down > 0)
+    return np.where(ok, np.log(np.where(ok, up, 1.0)) - np.log(np.where(ok, down, 1.0)), 0.0) / (2 * step)
+
+
+def laplace_gradient(offset: FloatArray, free_basis: FloatArray, gp_basis: FloatArray, counts: FloatArray,
+                     gamma: FloatArray) -> FloatArray:
+    """d(−ln Z)/du_j of :func:`laplace_neg_log_evidence` at its optimum γ̂ = ``gamma``, where u_j = ln s_j
+    scales the GP column j (G_j = φ_j s_j, s_j = √S(λ_j; η, ℓ)): one entry per column.
+
+    With B = (F, G), μ = exp(offset + B γ̂), H = Bᵀ diag(μ) B + diag(0, I), h_i = b_iᵀ H⁻¹ b_i, k_j the
+    index of β_j in γ and M = Bᵀ diag(μ) G:
+
+        d/du_j = (μ − n)ᵀ G_j β_j + (H⁻¹ M)_{k_j j} + ½ Σ_i h_i μ_i (G_ij β_j + (B dγ̂_j)_i),
+        dγ̂_j = −H⁻¹ (e_{k_j} G_jᵀ(μ − n) + M_j β_j)
+
+    (the envelope theorem for the NLL at γ̂; the log-determinant's change through B and through μ,
+    with γ̂'s own change by the implicit function theorem).
+    """
+    from scipy.linalg import cho_solve, solve_triangular
+
+    basis = np.hstack([free_basis, gp_basis])
+    n_free, m = free_basis.shape[1], gp_basis.shape[1]
+    beta, k = gamma[n_free:], n_free + np.arange(m)
+    mu = np.exp(np.minimum(offset + basis @ gamma, 700.0))
+    weighted = mu[:, None] * basis
+    hess = basis.T @ weighted
+    hess[k, k] += 1.0
+    chol = np.linalg.cholesky(hess)
+    leverage = np.sum(solve_triangular(chol, basis.T, lower=True) ** 2, axis=0)  # b_iᵀ H⁻¹ b_i
+    resid = gp_basis.T @ (mu - counts)  # G_jᵀ(μ − n)
+    mixed = weighted.T @ gp_basis  # M
+    rhs = mixed * beta
+    rhs[k, np.arange(m)] += resid
+    solved = cho_solve((chol, True), np.hstack([mixed, rhs]))  # H⁻¹ M, −dγ̂
+    d_mu = mu[:, None] * (gp_basis * beta - basis @ solved[:, m:])
+    return np.asarray(resid * beta + solved[k, np.arange(m)] + 0.5 * leverage @ d_mu)
+
+
 def marginal_likelihood_hyperparameters(t: FloatArray, counts: FloatArray, log_offset: FloatArray, *,
                                         degree: int, settings: BackgroundSettings, ell_min: float,
                                         ell_fixed: float | None = None, ell_max: float = 4.0) -> HyperFit:
@@ -104,7 +149,8 @@ def marginal_likelihood_hyperparameters(t: FloatArray, counts: FloatArray, log_o
     The background-only model exp(offset + Legendre(degree) in t + HSGP(η, ℓ)) with the Legendre
     coefficients flat and the HSGP weights N(0, 1) (:func:`laplace_neg_log_evidence`), minimised
     over (ln η, ln ℓ) with ``scipy.optimize.minimize`` (L-BFGS-B, bounded: η in :data:`ETA_BOUNDS`,
-    ℓ in [ell_min, ell_max]) from the best point of a small grid; with ``ell_fixed`` only η.
+    ℓ in [ell_min, ell_max]; the gradient of :func:`laplace_gradient`) from the best point of a small
+    grid; with ``ell_fixed`` only η.
     """
     from scipy.optimize import minimize
 
@@ -116,14 +162,23 @@ def marginal_likelihood_hyperparameters(t: FloatArray, counts: FloatArray, log_o
     ell_max = max(float(ell_max), 1.01 * ell_min)
 
     def objective(x: FloatArray) -> float:
+        return value_and_gradient(x, gradient=False)[0]
+
+    def value_and_gradient(x: FloatArray, gradient: bool = True) -> tuple[float, FloatArray]:
         nonlocal n_eval
         n_eval += 1
         eta = math.exp(x[0])
         ell = float(ell_fixed) if ell_fixed is not None else math.exp(x[1])
-        val, gamma = laplace_neg_log_evidence(log_offset, free, _gp_basis(t, eta, ell, settings), counts,
-                                              warm.get("gamma"))
+        gp = _gp_basis(t, eta, ell, settings)
+        val, gamma = laplace_neg_log_evidence(log_offset, free, gp, counts, warm.get("gamma"))
         warm["gamma"] = gamma
-        return val
+        if not gradient:
+            return val, np.zeros(len(x))
+        per_column = laplace_gradient(log_offset, free, gp, counts, gamma)  # s_j ∝ η: d ln s_j / d ln η = 1
+        grad = [float(per_column.sum())]
+        if ell_fixed is None:
+            grad.append(float(per_column @ _log_scale_slope(t, eta, ell, settings)))
+        return val, np.array(grad)
 
     lo_eta, hi_eta = (math.log(b) for b in ETA_BOUNDS)
     if ell_fixed is None:
@@ -135,8 +190,7 @@ def marginal_likelihood_hyperparameters(t: FloatArray, counts: FloatArray, log_o
         grid = [np.array([math.log(e)]) for e in (1e-3, 1e-2, 1e-1, 1.0)]
     values = [objective(x) for x in grid]  # each warm-started from the previous optimum γ̂ (the same optimum:
     x0 = grid[int(np.argmin(values))]      # the Laplace problem is convex), in fewer Newton steps
-    warm.clear()  # the search itself from the same start as ever: its finite differences see the inner tolerance
-    res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds, options={"eps": 1e-5, "maxiter": 200})
+    res = minimize(value_and_gradient, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200})
     no_gp, _ = laplace_neg_log_evidence(log_offset, free, np.zeros((len(t), 0)), counts)
     x = np.asarray(res.x)
     eta = math.exp(x[0])
