@@ -12,6 +12,8 @@ function is used only under the same key, package version, source of this module
 Python, NumPy, PyTensor and numba; an unreadable one is rebuilt.  One function gives the NLL, its
 gradient (PyTensor's) and its Hessian (written out on the graph, :meth:`CompiledWindowModel._closed_hessian`),
 another the background counts: on a machine's first run numba's compile of them is most of a job's time.
+The HSGP basis φ√S, fixed by the window's t, η and ℓ, is an input of both, evaluated once per window
+by the model's own HSGP graph (:meth:`CompiledWindowModel.gp_basis`) rather than at every call.
 
 In a process started by the command line (:mod:`hps_bayes.__main__` sets
 ``HPS_BAYES_NUMBA_EXTENSIONS=off``, inherited by its job processes) numba's extension entry points
