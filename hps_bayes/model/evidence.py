@@ -1,4 +1,9 @@
-"""HSGP hyperparameters η, ℓ by the Laplace approximation of the marginal likelihood."""
+"""HSGP hyperparameters η, ℓ by the Laplace approximation of the marginal likelihood.
+
+Written by hand: PyMC's HSGP gives the basis φ√S (:func:`_gp_basis`), but neither PyMC nor SciPy gives
+the Laplace evidence of this Poisson log-linear model, nor its gradient in (ln η, ln ℓ)
+(:func:`laplace_gradient`), which the bounded search (SciPy's L-BFGS-B) uses.
+"""
 
 from __future__ import annotations
 
