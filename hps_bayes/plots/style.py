@@ -99,9 +99,7 @@ def _png_rgb(rgb: np.ndarray, dpi: float, text: dict[str, str], compress_level: 
     by zlib at ``compress_level``, the dpi as pHYs (as Pillow writes it), ``text`` as tEXt chunks."""
     h, w, _ = rgb.shape
     rows = np.zeros((h, 3 * w + 1), dtype=np.uint8)  # each row: its filter type (0), then its pixels
-    pixels = rows[:, 1:]
-    pixels.shape = (h, w, 3)  # a view (raises otherwise)
-    pixels[...] = rgb
+    np.reshape(rows[:, 1:], (h, w, 3), copy=False)[...] = rgb  # a view of the rows (copy=False raises otherwise)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
