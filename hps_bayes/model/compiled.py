@@ -234,10 +234,6 @@ class CompiledWindowModel:
         return np.asarray(self._fn_gp_basis(np.asarray(t, dtype=float), np.asarray(eta, dtype=float),
                                             np.asarray(ell_t, dtype=float)))
 
-    def background(self, theta: FloatArray, window: Window) -> FloatArray:
-        """Expected background counts per bin of ``window`` at ``theta``."""
-        return np.asarray(self._fn_parts(theta, *self.window_arguments(window)))
-
 
 def _without_parameter_checks(outputs: list[Any]) -> list[Any]:
     """``outputs`` with PyMC's parameter checks (``CheckParameterValue``) replaced by the value they guard."""
