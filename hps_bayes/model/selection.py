@@ -7,6 +7,9 @@ its adequacy on the data, and writes ``selection_<dataset>.json``: the candidate
 S / (ρ(m) σ(m)).  A scan with ``background.selection=<that file>`` uses, at each mass, the
 model chosen at the nearest grid mass and carries S as the spurious-signal nuisance; a mass
 that no candidate served is refused with the selection's reason (the point gets a status).
+A model whose HSGP hyperparameters η, ℓ the window's evidence chooses takes those the selection
+found at that grid mass on the same spectrum (the ones its S was measured with), so the scan does
+not search them again.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Selection:
     dataset: str = ""
     input_hash: str = ""
     note: tuple[str, ...] = ()
+    eta: FloatArray | None = None
+    lengthscale: FloatArray | None = None
 
     def check_use(self, dataset: str, input_hash: str) -> None:
         """Refuse a selection made for another dataset (:class:`ConfigError`); a spectrum whose content differs
@@ -89,8 +94,16 @@ class Selection:
         return self.note[self._index(mass)] if self.note else ""
 
     def overrides_at(self, mass: float) -> dict[str, Any]:
-        """The background settings of the model chosen at ``mass`` (:meth:`model_at`)."""
-        return self.models[self.model_at(mass)]
+        """The background settings of the model chosen at ``mass`` (:meth:`model_at`); where the window's
+        evidence chooses its η, ℓ, those found at that grid mass (``hyper`` fixed: module docstring)."""
+        overrides = self.models[self.model_at(mass)]
+        k = self._index(mass)
+        if (overrides.get("hyper") == "marginal" and overrides.get("hyper_scope") == "window"
+                and self.eta is not None and self.lengthscale is not None
+                and np.isfinite(self.eta[k]) and np.isfinite(self.lengthscale[k])):
+            overrides = overrides | {"hyper": "fixed", "eta": float(self.eta[k]),
+                                     "lengthscale": float(self.lengthscale[k])}
+        return overrides
 
     def spurious_relative(self, mass: float) -> float:
         """S/(ρσ) at ``mass``: the larger of the two neighbouring grid values (a running maximum, so that a
@@ -140,5 +153,11 @@ def load_selection(path: str) -> Selection:
                      reason=tuple(str(r.get("reason") or "") for r in rows), models=models,
                      range_lo=float(raw["range_lo"]), source=str(path), dataset=str(raw.get("dataset") or ""),
                      input_hash=str(raw.get("input_hash") or ""),
-                     note=tuple(str(r.get("note") or "") for r in rows))
+                     note=tuple(str(r.get("note") or "") for r in rows), eta=_column(rows, "eta"),
+                     lengthscale=_column(rows, "lengthscale"))
+
+
+def _column(rows: list[dict[str, Any]], key: str) -> FloatArray:
+    """A per-row number of the selection (NaN where a row has none: no model, or an older file)."""
+    return np.array([float(r[key]) if r.get(key) is not None else np.nan for r in rows])
 

@@ -156,6 +156,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
             "n_truths": len(plausible), "rho": rho, "sigma_m": window.sigma,
             "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
+              "lengthscale": window.lengthscale_sigma,
               **{f"A_{t.name}": a for t, a in zip(truths, truth_a)}, **{f"p_{t.name}": p for t, p in zip(truths, truth_p)}}
     return values, objective, fit.theta
 
@@ -382,7 +383,8 @@ def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: 
         rows.append({"mass": float(mass), "model": str(best.model), "reason": "", "note": note,
                      **{k: float(best[k]) for k in ("spurious_rel", "spurious", "sigma_stat", "sigma_tot",
                                                     "sigma_floor", "ratio", "ratio_stat", "z", "gof_p",
-                                                    "sideband_z")}})
+                                                    "sideband_z")},
+                     **{k: _f(best.get(k, math.nan)) for k in ("eta", "lengthscale")}})  # the scan reuses them
     used = {str(r["model"]) for r in rows if r["model"]}
     starts = [float(own[m].background.fit_range_min or own[m].dataset.mass_range[0]) for m in used]
     summary = {}

@@ -144,3 +144,50 @@ def test_a_selection_note_reaches_the_point_message(tmp_path, spectrum_2015):
     noted, plain = (evaluate_point(spectrum_2015, m, settings) for m in (0.05, 0.06))
     assert noted.status == "ok" and noted.message == note and noted.background_model == "stiff"
     assert plain.status == "ok" and plain.message == ""
+
+
+def test_a_window_evidence_model_takes_the_hyperparameters_the_selection_found_at_the_nearest_grid_mass(tmp_path):
+    gp = {"poly_degree": 3, "window_sigmas": 10.0, "turn_on": "guard", "hyper": "marginal", "hyper_scope": "window",
+          "lengthscale_min": 4.0, "n_basis": 20}
+    whole = {"poly_degree": 12, "window_sigmas": 1000.0, "hyper": "marginal", "hyper_scope": "spectrum"}
+    rows = [{"mass": 0.04, "model": "gp", "spurious_rel": 0.0, "eta": 0.03, "lengthscale": 4.5},
+            {"mass": 0.05, "model": "gp", "spurious_rel": 0.0, "eta": 0.0, "lengthscale": 12.0},
+            {"mass": 0.06, "model": "whole", "spurious_rel": 0.0, "eta": 0.2, "lengthscale": 30.0}]
+    base = BackgroundSettings(selection=_write(tmp_path / "selection_2015.json", rows, {"gp": gp, "whole": whole}))
+    near_40, at_50, at_60 = base.at_mass(0.0412), base.at_mass(0.05), base.at_mass(0.06)
+    assert (near_40.hyper, near_40.eta, near_40.lengthscale, near_40.poly_degree) == ("fixed", 0.03, 4.5, 3)
+    assert (at_50.hyper, at_50.eta) == ("fixed", 0.0)  # the evidence switched the GP off there: it stays off
+    assert (at_60.hyper, at_60.hyper_scope) == ("marginal", "spectrum")  # one search per spectrum: kept
+    older = [{k: v for k, v in r.items() if k not in ("eta", "lengthscale")} for r in rows]
+    base = BackgroundSettings(selection=_write(tmp_path / "older.json", older, {"gp": gp, "whole": whole}))
+    assert base.at_mass(0.04).hyper == "marginal"  # a file without them: the scan searches them itself
+
+
+def test_hyperparameters_stored_in_sigma_units_rebuild_the_same_window():
+    """η, ℓ from a window's evidence, written as a selection stores them (ℓ in σ(m)/m) and set as fixed:
+    the same window, so the scan at a grid mass repeats the selection's fit (on the bundled structured
+    demo spectrum, where the evidence switches the GP on)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from hps_bayes.analysis.point import build_window
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.fit.newton import newton_fit
+    from hps_bayes.inputs.root_io import load_spectrum
+    from hps_bayes.model.objective import WindowObjective
+
+    spectrum = load_spectrum(str(Path(__file__).parents[2] / "data" / "demo_2015.root"), "invariant_mass")
+    searched = resolve_settings("demo", {"background": {"spurious": "off", "poly_degree": 5, "window_sigmas": 14.0,
+                                                        "hyper": "marginal", "hyper_scope": "window",
+                                                        "lengthscale_min": 3.0}})
+    window = build_window(spectrum, 0.08, searched)
+    assert window.eta > 0  # the GP is on here, so the test compares something
+    fixed = replace(searched, background=replace(searched.background, hyper="fixed", eta=window.eta,
+                                                 lengthscale=window.lengthscale_sigma))
+    again = build_window(spectrum, 0.08, fixed)
+    assert again.eta == window.eta
+    assert again.lengthscale_t == pytest.approx(window.lengthscale_t, rel=1e-14)  # measured 2.2e-16
+    fits = [newton_fit(o, o.observed()) for o in (WindowObjective(w, s.background)
+                                                  for w, s in ((window, searched), (again, fixed)))]
+    # measured 1.8e-14 σ_A apart
+    assert fits[1].theta[0] == pytest.approx(fits[0].theta[0], rel=0, abs=1e-10 * fits[0].covariance[0, 0] ** 0.5)
