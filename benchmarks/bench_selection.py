@@ -4,7 +4,7 @@ Run:  OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_selection.py [--d
 
 Prints the time of ``task=select`` (13 candidates at every 2 MeV), of the scan with its selection
 (first pass: each chosen model compiled or loaded from the cache; second pass: warm, every model built)
-per mass, the same for the default background, and the peak resident memory.
+per mass (and, warm, per chosen model), the same for the default background, and the peak resident memory.
 Not a test: timings depend on the machine and its load.
 """
 
@@ -55,6 +55,9 @@ def main() -> None:
                 print(f"scan with the {label} background ({attempt}): {len(frame)} masses, "
                       f"{(frame.status == 'ok').sum()} ok, {seconds:.1f} s, {1e3 * seconds / len(frame):.1f} ms per mass "
                       f"(median of the per-mass column {1e3 * np.median(frame.seconds):.1f} ms)")
+                if label == "selection" and attempt == "warm":
+                    by_model = frame.groupby("background_model").seconds.median() * 1e3
+                    print("  per mass by model (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in by_model.items()))
     print(f"task=select: {t_select:.1f} s")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
