@@ -79,7 +79,7 @@ class _DensityParameters:
 #: RMS a of the multiplicative structure exp(a·g(ln m)) of the structured variants.
 STRUCTURE_AMPLITUDE: dict[str, float] = {"2015": 0.004244, "2016": 0.003520, "2021": 0.002330}
 #: Wavelengths (in ln m) of the structure's sinusoids are drawn in this range.
-_STRUCTURE_WAVELENGTHS = (0.35, 0.7)
+STRUCTURE_WAVELENGTHS = (0.35, 0.7)
 _N_STRUCTURE_TERMS = 8
 
 _PARAMETERS: dict[str, _DensityParameters] = {
@@ -97,7 +97,7 @@ def structure_factor(shape: Shape) -> Callable[[NDArray[np.float64]], NDArray[np
     """ln of the structured variant's multiplicative structure, a·g(ln m) (module docstring)."""
     _check_shape(shape)
     rng = np.random.default_rng(int(shape))
-    lo, hi = _STRUCTURE_WAVELENGTHS
+    lo, hi = STRUCTURE_WAVELENGTHS
     wavelength = rng.uniform(lo, hi, _N_STRUCTURE_TERMS)
     phase = rng.uniform(0.0, 2.0 * np.pi, _N_STRUCTURE_TERMS)
     weight = rng.standard_normal(_N_STRUCTURE_TERMS)
@@ -110,6 +110,13 @@ def structure_factor(shape: Shape) -> Callable[[NDArray[np.float64]], NDArray[np
         return np.asarray(np.sum(weight * np.sin(2.0 * np.pi * u / wavelength + phase), axis=-1))
 
     return log_structure
+
+
+def turn_on_parameters(shape: Shape, *, structured: bool = False) -> tuple[float, float]:
+    """(m_on, w) in GeV of the demo density's turn-on Φ((m − m_on)/w)."""
+    _check_shape(shape)
+    p = _STRUCTURED_PARAMETERS.get(shape, _PARAMETERS[shape]) if structured else _PARAMETERS[shape]
+    return p.turn_on_mass, p.turn_on_width
 
 
 def _check_shape(shape: str) -> None:

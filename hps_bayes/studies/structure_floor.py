@@ -87,7 +87,7 @@ def demo_structure_law(shape: str) -> StructureLaw:
 
     if shape not in demo.STRUCTURE_AMPLITUDE:
         raise InputError(f"shape={shape!r}: give one of {sorted(demo.STRUCTURE_AMPLITUDE)}")
-    lo, hi = demo._STRUCTURE_WAVELENGTHS
+    lo, hi = demo.STRUCTURE_WAVELENGTHS
     return StructureLaw(demo.STRUCTURE_AMPLITUDE[shape], (float(lo), float(hi)))
 
 
@@ -218,8 +218,8 @@ def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True) 
         smooth = smooth / np.exp(demo.structure_factor(shape)(centres))  # type: ignore[arg-type]
     else:
         law = StructureLaw(0.0, law.wavelengths)
-    p = demo._STRUCTURED_PARAMETERS.get(shape, demo._PARAMETERS[shape]) if structured else demo._PARAMETERS[shape]
-    factor = ndtr((centres - p.turn_on_mass) / p.turn_on_width)
+    turn_on_mass, turn_on_width = demo.turn_on_parameters(shape, structured=structured)  # type: ignore[arg-type]
+    factor = ndtr((centres - turn_on_mass) / turn_on_width)
     return [best_floor(edges, counts, smooth, float(m), float(sigma_m(m, preset)), law, factor=factor,
                        bounds=preset.mass_range) for m in np.asarray(masses, dtype=float)]
 
