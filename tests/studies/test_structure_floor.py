@@ -109,3 +109,16 @@ def test_bad_laws_and_arrays_are_refused_with_the_fix() -> None:
     with pytest.raises(InputError, match="shape"):
         demo_structure_law("2019")
     assert demo_structure_law("2015").amplitude > demo_structure_law("2021").amplitude > 0
+
+
+def test_the_command_prints_the_floor_of_a_demo_spectrum(capsys: pytest.CaptureFixture[str]) -> None:
+    from hps_bayes.studies.structure_floor import main
+
+    main(["2015", "--masses", "0.05:0.07:0.01"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[1:-1]]
+    assert [float(r[0]) for r in rows] == [50.0, 60.0, 70.0]
+    for row in rows:  # the structure costs sensitivity: the floor lies above the envelope-only σ
+        envelope, floor = float(row[1]), float(row[2])
+        assert 1.0 < envelope < floor < 4.0
+    assert lines[-1].split()[0] == "median"
