@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{mass * 1e3:8.1f} {point.envelope / point.known:9.2f} {point.ratio:7.2f} {point.half_width:6.0f}σ "
               f"{point.degree:6d} {got:10.2f}")
     table = np.array(rows)
-    print(f"{'median':>8} {np.median(table[:, 0]):9.2f} {np.median(table[:, 1]):7.2f} {np.nanmedian(table[:, 2]):10.2f}")
+    reached_median = np.nanmedian(table[:, 2]) if np.isfinite(table[:, 2]).any() else np.nan
+    print(f"{'median':>8} {np.median(table[:, 0]):9.2f} {np.median(table[:, 1]):7.2f} {reached_median:10.2f}")
 
 
 def _scan_at_floor(path: str, shape: str, *, structured: bool) -> None:
