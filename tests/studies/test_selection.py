@@ -13,7 +13,7 @@ import pytest
 from hps_bayes.cli.tasks import run_task
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
-from hps_bayes.studies.selection import spread_reference
+from hps_bayes.studies.zspread import spread_reference
 
 CANDIDATES = "task.use=[w10_d10,w7_d3,turnon_w10_d10]"
 GRID = ["task.step=0.01", "task.mass_min=0.02", "task.mass_max=0.09", "task.n_toys=8"]
@@ -93,7 +93,7 @@ def test_a_signal_does_not_make_the_local_z_spread_fail() -> None:
     """The local Z spread leaves out the largest |Â/σ_A| and its neighbours: a 5σ signal with the side lobes a
     flexible background gives it (−1.6σ and −3σ at ±3 grid masses) leaves the corrected spread as on noise,
     while a spectrum-wide doubling of the scatter (mis-modelled structure) still doubles it."""
-    from hps_bayes.studies.selection import PEAK_HALF, local_spreads
+    from hps_bayes.studies.zspread import PEAK_HALF, local_spreads
 
     rng = np.random.default_rng(4)
     n_mass = 40
