@@ -197,9 +197,12 @@ def best_floor(edges: ArrayLike, expected: ArrayLike, smooth: ArrayLike, mass: f
     return best
 
 
-def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True) -> list[FloorPoint | None]:
+def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True,
+                     amplitude_scale: float = 1.0) -> list[FloorPoint | None]:
     """:func:`best_floor` on the noise-free demo spectrum ``shape`` at ``masses`` (GeV), σ(m) of its
-    preset, its turn-on as a known factor; ``structured=False``: the smooth variant (no structure)."""
+    preset, its turn-on as a known factor; ``structured=False``: the smooth variant (no structure);
+    ``amplitude_scale``: a structure law ``amplitude_scale`` times the demo's (real-looking 2015 data carry
+    about twice the demo's structure)."""
     from scipy.special import ndtr
 
     from hps_bayes.physics import demo
@@ -214,6 +217,7 @@ def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True) 
     centres = 0.5 * (edges[1:] + edges[:-1])
     smooth = counts
     law = demo_structure_law(shape)
+    law = StructureLaw(law.amplitude * amplitude_scale, law.wavelengths)
     if structured:
         smooth = smooth / np.exp(demo.structure_factor(shape)(centres))  # type: ignore[arg-type]
     else:
@@ -234,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--selection", help="a selection_<dataset>.csv of task=select on that demo spectrum")
     parser.add_argument("--masses", default="0.02:0.1:0.002", help="lo:hi:step in GeV, without a selection")
     parser.add_argument("--smooth", action="store_true", help="the smooth variant (no structure)")
+    parser.add_argument("--scale", type=float, default=1.0, help="the structure law's amplitude in units of the demo's")
     parser.add_argument("--scan", help="2015: a results_single.csv of that spectrum; prints its expected ε² over "
                                        "the published limit at 20-80 MeV, as scanned and with σ_A at the floor")
     args = parser.parse_args(argv)
@@ -253,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     print(f"{'m [MeV]':>8} {'envelope':>9} {'floor':>7} {'window':>7} {'degree':>6} {'selection':>10}"
           "   (σ/σ_A⁰; floor = σ_struct)")
-    for mass, point in zip(masses, demo_floor_table(args.shape, masses, structured=not args.smooth), strict=True):
+    table_points = demo_floor_table(args.shape, masses, structured=not args.smooth, amplitude_scale=args.scale)
+    for mass, point in zip(masses, table_points, strict=True):
         got = reached.get(round(float(mass), 7), float("nan"))
         if point is None:
             print(f"{mass * 1e3:8.1f} {'no adequate envelope':>24} {got:17.2f}")

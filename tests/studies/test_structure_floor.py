@@ -122,3 +122,6 @@ def test_the_command_prints_the_floor_of_a_demo_spectrum(capsys: pytest.CaptureF
         envelope, floor = float(row[1]), float(row[2])
         assert 1.0 < envelope < floor < 4.0
     assert lines[-1].split()[0] == "median"
+    main(["2015", "--masses", "0.05:0.07:0.01", "--scale", "3"])  # three times the structure costs more
+    tripled = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert all(float(t[2]) > float(r[2]) for t, r in zip(tripled, rows, strict=True))
