@@ -41,6 +41,7 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.special import sici
 
 from hps_bayes.errors import InputError
+from hps_bayes.inputs.spectrum import rebin
 from hps_bayes.physics.signal import signal_template
 
 __all__ = ["FloorPoint", "StructureLaw", "demo_structure_law", "structure_covariance", "structure_floor"]
@@ -151,14 +152,14 @@ def structure_floor(edges: ArrayLike, expected: ArrayLike, mass: float, sigma: f
     x = np.column_stack(columns)
     known = float(1.0 / np.sqrt(np.sum(template**2 / nu)))
 
-    def sigma_a(cov: NDArray[np.float64]) -> float:
-        factor = cho_factor(cov)
-        fisher = x.T @ cho_solve(factor, x)
-        return float(np.sqrt(np.linalg.inv(fisher)[0, 0]))
+    def gls(cov: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Σ⁻¹X and (XᵀΣ⁻¹X)⁻¹: the estimate is (XᵀΣ⁻¹X)⁻¹ (Σ⁻¹X)ᵀ n."""
+        weighted = cho_solve(cho_factor(cov), x)
+        return weighted, np.linalg.inv(x.T @ weighted)
 
-    envelope = sigma_a(np.diag(nu))
-    cov = np.diag(nu) + nu[:, None] * structure_covariance(u, law) * nu[None, :]
-    structure = sigma_a(cov)
+    envelope = float(np.sqrt(gls(np.diag(nu))[1][0, 0]))
+    weighted, covariance = gls(np.diag(nu) + nu[:, None] * structure_covariance(u, law) * nu[None, :])
+    structure = float(np.sqrt(covariance[0, 0]))
     bias = 0.0
     if smooth is not None:
         log_smooth = np.log(np.asarray(smooth, dtype=float)[inside])
@@ -168,8 +169,7 @@ def structure_floor(edges: ArrayLike, expected: ArrayLike, mass: float, sigma: f
         weights = np.sqrt(nu)
         coef = np.linalg.lstsq(envelope_fit * weights[:, None], log_smooth * weights, rcond=None)[0]
         misfit = nu * (log_smooth - envelope_fit @ coef)
-        factor = cho_factor(cov)
-        bias = float(np.linalg.solve(x.T @ cho_solve(factor, x), x.T @ cho_solve(factor, misfit))[0])
+        bias = float((covariance @ (weighted.T @ misfit))[0])
     return FloorPoint(float(mass), known, envelope, structure, bias, float(half_width), degree)
 
 
@@ -211,10 +211,8 @@ def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True,
 
     preset = load_preset("demo" if shape == "2015" else f"demo{shape}")
     spectrum = demo.expected_spectrum(shape, n_events=demo.DEFAULT_N_EVENTS[shape], structured=structured)  # type: ignore[arg-type]
-    k = max(int(preset.rebin), 1)  # the bins the analysis fits
-    n = spectrum.counts.size // k * k
-    edges, counts = spectrum.edges[: n + 1 : k], spectrum.counts[:n].reshape(-1, k).sum(axis=1)
-    centres = 0.5 * (edges[1:] + edges[:-1])
+    binned = rebin(spectrum, preset.rebin)  # the bins the analysis fits
+    edges, counts, centres = binned.edges, binned.counts, binned.centers
     smooth = counts
     law = demo_structure_law(shape)
     law = StructureLaw(law.amplitude * amplitude_scale, law.wavelengths)
