@@ -14,7 +14,6 @@ Written with the package's own fits: no library compares a selection with a know
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,11 @@ import numpy as np
 from hps_bayes.analysis.grid import prepare_spectrum
 from hps_bayes.analysis.point import build_window
 from hps_bayes.analysis.settings import AnalysisSettings
-from hps_bayes.errors import FitError
+from hps_bayes.errors import FitError, HpsBayesError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
+from hps_bayes.model.selection import read_selection
 
 __all__ = ["bias_on_true_shape", "summary"]
 
@@ -37,7 +37,7 @@ def bias_on_true_shape(true: Spectrum, settings: AnalysisSettings, selection: st
     (``bias``), S and σ_tot of the selection, and ``uncovered`` = max(|bias| − S, 0)/σ_tot."""
     import pandas as pd
 
-    content = json.loads(Path(selection).read_text())
+    content = read_selection(selection)  # a clear error where the file is missing or not a selection
     scan = replace(settings, background=replace(settings.background, selection=str(selection)))
     rows = []
     for row in content["rows"]:
@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = resolve_settings("demo" if args.shape == "2015" else f"demo{args.shape}")
     true = expected_spectrum(args.shape, n_events=DEFAULT_N_EVENTS[args.shape], structured=not args.smooth)  # type: ignore[arg-type]
-    frame = bias_on_true_shape(true, settings, args.selection)
+    try:
+        frame = bias_on_true_shape(true, settings, args.selection)
+    except HpsBayesError as exc:
+        raise SystemExit(f"hps_bayes.studies.true_shape: {exc}") from exc
     for row in frame[frame.uncovered > 0].itertuples():
         print(f"{row.mass * 1e3:6.1f} MeV {row.model:16s} bias {row.bias / row.sigma_tot:+.2f} σ_tot, "
               f"S {row.spurious / row.sigma_tot:.2f} σ_tot")
