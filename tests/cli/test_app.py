@@ -84,9 +84,10 @@ def test_bad_overrides_exit_2_with_a_clear_message(tmp_path: Path, demo_file: Pa
     assert "Traceback" not in proc.stdout
 
 
-def test_multirun_over_single_masses(tmp_path: Path, demo_file: Path) -> None:
+@pytest.mark.parametrize("mode", ["-m", "hydra.mode=MULTIRUN"])  # the flag, or the mode Hydra reads from the config
+def test_multirun_over_single_masses(tmp_path: Path, demo_file: Path, mode: str) -> None:
     sweep = tmp_path / "sweep"
-    proc = cli("-m", "task=test", "mass=0.030,0.045", f"dataset.path={demo_file}", *NO_TABLE, f"hydra.sweep.dir={sweep}",
+    proc = cli(mode, "task=test", "mass=0.030,0.045", f"dataset.path={demo_file}", *NO_TABLE, f"hydra.sweep.dir={sweep}",
                cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     for label in ("m030MeV", "m045MeV"):  # both jobs write into the one sweep folder
@@ -139,3 +140,23 @@ def test_run_dir_also_holds_hydras_log(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (target / "app.log").is_file() and (target / ".hydra" / "config.yaml").is_file()
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_mode_probe_is_skipped_only_where_the_package_config_decides_the_mode() -> None:
+    """Hydra composes the config a first time only to read ``hydra.mode``; the package's config never
+    sets it, so the command line answers for the probe unless an argument could set it."""
+    from hydra._internal.hydra import Hydra
+
+    from hps_bayes.cli.app import _no_mode_probe
+
+    probe = Hydra.get_mode
+    with _no_mode_probe(["task=scan", "scan.mass_min=0.04"]):
+        assert Hydra.get_mode is not probe and Hydra.get_mode(None, "config", []) is None  # type: ignore[arg-type]
+    assert Hydra.get_mode is probe
+    for args in (["hydra.mode=MULTIRUN"], ["+hydra.mode=RUN"], ["--config-dir", "/tmp/conf"], ["-cn", "other"],
+                 ["hydra.searchpath=[file:///tmp/conf]"]):
+        with _no_mode_probe(args):
+            assert Hydra.get_mode is probe, args
+    with pytest.raises(RuntimeError), _no_mode_probe([]):
+        raise RuntimeError("the task failed")
+    assert Hydra.get_mode is probe  # restored after an error too
