@@ -48,8 +48,12 @@ EXPCHEB_DEGREE = 7
 #: Legendre degree (in ln m) of the ``smooth`` form: flexible enough to follow real spectra's
 #: few-percent structure at 5–20 MeV scales, still smooth on the scale of σ(m).
 SMOOTH_DEGREE = 16
+#: Legendre degree of the ``flexible`` form: the same with more freedom, for structure ``smooth`` resolves in part.
+FLEXIBLE_DEGREE = 24
 #: Shape families :func:`fit_shape` knows (ln ρ without the bin width; turn-on parameters first).
-SHAPES: tuple[str, ...] = ("expcheb", "powerlaw", "dijet", "smooth")
+SHAPES: tuple[str, ...] = ("expcheb", "powerlaw", "dijet", "smooth", "flexible")
+
+_LEGENDRE_DEGREE = {"smooth": SMOOTH_DEGREE, "flexible": FLEXIBLE_DEGREE}
 
 
 def erf_turn_on(m: FloatArray, m_on: float, log_w: float) -> FloatArray:
@@ -66,13 +70,13 @@ def shape_model(family: str, lo: float, hi: float) -> tuple[Callable[[FloatArray
             x = 2.0 * (m - lo) / (hi - lo) - 1.0
             return np.asarray(np.polynomial.chebyshev.chebval(x, p[2:]) + np.log(erf_turn_on(m, p[0], p[1]) + 1e-300))
         return expcheb, EXPCHEB_DEGREE + 1
-    if family == "smooth":
+    if family in ("smooth", "flexible"):
         lnlo, lnhi = math.log(lo), math.log(hi)
 
         def smooth(m: FloatArray, p: FloatArray) -> FloatArray:
             x = 2.0 * (np.log(m) - lnlo) / (lnhi - lnlo) - 1.0
             return np.asarray(np.polynomial.legendre.legval(x, p[2:]) + np.log(erf_turn_on(m, p[0], p[1]) + 1e-300))
-        return smooth, SMOOTH_DEGREE + 1
+        return smooth, _LEGENDRE_DEGREE[family] + 1
     if family == "powerlaw":
         def powerlaw(m: FloatArray, p: FloatArray) -> FloatArray:
             r = m / mid
@@ -124,9 +128,9 @@ def fit_shape(edges: FloatArray, counts: FloatArray, family: str, *,
     if family == "expcheb":
         x = 2.0 * (m - lo) / (hi - lo) - 1.0
         start = np.polynomial.chebyshev.chebfit(x[keep], y[keep], EXPCHEB_DEGREE)
-    elif family == "smooth":
+    elif family in _LEGENDRE_DEGREE:
         x = 2.0 * (np.log(m) - math.log(lo)) / (math.log(hi) - math.log(lo)) - 1.0
-        start = np.polynomial.legendre.legfit(x[keep], y[keep], SMOOTH_DEGREE)
+        start = np.polynomial.legendre.legfit(x[keep], y[keep], _LEGENDRE_DEGREE[family])
     elif family == "dijet":
         lx = np.log(m / (2.0 * hi))
         design = np.column_stack([np.ones_like(lx), -lx, -lx**2, np.log1p(-m / (2.0 * hi))])

@@ -17,6 +17,8 @@ spectra (``docs/background_study.md``).  This study measures it:
      (m/m_mid)^(−0.5), renormalised to the reference's events;
    - ``smooth``: the reference's own high-flexibility smooth fit, Φ((m − m_on)/w) · exp(Legendre of
      degree 16 in ln m): it keeps the few-percent structure of real spectra at 5–20 MeV scales.
+   - ``flexible``: the same with Legendre degree 24, optional: it resolves more of the structure
+     than ``smooth`` where the data are precise enough (``docs/background_selection.md``).
 
 2. At every mass of a grid, background-only Poisson toys of each truth (window
    bins only; ``numpy.random.Generator`` seeded per shape and mass from one base
@@ -66,7 +68,7 @@ from hps_bayes.stats.simple import known_background_sigma
 
 log = logging.getLogger(__name__)
 
-Family = Literal["demo", "expcheb", "powerlaw", "dijet", "smooth"]
+Family = Literal["demo", "expcheb", "powerlaw", "dijet", "smooth", "flexible"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 
 

@@ -7,6 +7,11 @@ selection's η and ℓ included) to that true shape. The fitted Â is the model'
 mean of Â over Poisson realisations. It then compares |bias| with S, both in units of σ_tot.
 Structure that the data's own fit does not resolve shows up here as bias beyond S.
 
+What a bias b does to the results, in the Gaussian approximation (Â ~ N(A + b, σ_stat²), limits and
+Z computed with σ_tot): the one-sided 95 % upper limit Â + 1.645 σ_tot covers with probability
+Φ((b + 1.645 σ_tot)/σ_stat), and a local Z above 2 comes with probability 1 − Φ((2 σ_tot − b)/σ_stat)
+(2.3 % for b = 0 and σ_tot = σ_stat). CLs limits are more conservative than this one-sided limit.
+
 ``python -m hps_bayes.studies.true_shape <selection_<dataset>.json> 2015 [--smooth]``
 
 Written with the package's own fits: no library compares a selection with a known truth.
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
 from hps_bayes.analysis.grid import prepare_spectrum
 from hps_bayes.analysis.point import build_window
@@ -30,6 +36,9 @@ from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.selection import read_selection
 
 __all__ = ["bias_on_true_shape", "summary"]
+
+#: The one-sided 95 % quantile of the standard normal.
+UPPER_95 = 1.6448536269514722
 
 
 def bias_on_true_shape(true: Spectrum, settings: AnalysisSettings, selection: str | Path) -> Any:
@@ -50,9 +59,12 @@ def bias_on_true_shape(true: Spectrum, settings: AnalysisSettings, selection: st
         if not fit.converged:
             raise FitError(f"the fit of the true shape did not converge at m = {row['mass'] * 1e3:.2f} MeV")
         rows.append({"mass": float(row["mass"]), "model": row["model"], "bias": float(fit.theta[0]),
-                     "spurious": float(row["spurious"]), "sigma_tot": float(row["sigma_tot"])})
+                     "spurious": float(row["spurious"]), "sigma_tot": float(row["sigma_tot"]),
+                     "sigma_stat": float(row["sigma_stat"])})
     frame = pd.DataFrame(rows)
     frame["uncovered"] = np.maximum(np.abs(frame.bias) - frame.spurious, 0.0) / frame.sigma_tot
+    frame["coverage"] = ndtr((frame.bias + UPPER_95 * frame.sigma_tot) / frame.sigma_stat)
+    frame["rate_z2"] = ndtr((frame.bias - 2.0 * frame.sigma_tot) / frame.sigma_stat)
     return frame
 
 
@@ -62,7 +74,9 @@ def summary(frame: Any) -> str:
     beyond = frame.uncovered > 0
     return (f"{len(frame)} grid masses: |bias|/σ_tot median {np.median(relative):.2f}, largest {relative.max():.2f}; "
             f"S/σ_tot median {np.median(frame.spurious / frame.sigma_tot):.2f}; bias beyond S at {int(beyond.sum())}, "
-            f"by up to {frame.uncovered.max():.2f} σ_tot (median of those {np.median(frame.uncovered[beyond]) if beyond.any() else 0.0:.2f})")
+            f"by up to {frame.uncovered.max():.2f} σ_tot (median of those {np.median(frame.uncovered[beyond]) if beyond.any() else 0.0:.2f}); "
+            f"coverage of the 95 % upper limit mean {frame.coverage.mean():.3f}, lowest {frame.coverage.min():.3f}; "
+            f"P(Z > 2) mean {frame.rate_z2.mean():.3f}, highest {frame.rate_z2.max():.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
