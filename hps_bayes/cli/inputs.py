@@ -14,14 +14,14 @@ from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.errors import HpsBayesError, InputError
 from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.validation import check_analysable, check_rebin, validate_spectrum
+from hps_bayes.inputs.validation import check_analysable, check_rebin, check_resolution, validate_spectrum
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.results.files import content_hash, read_json, write_json
 
 log = logging.getLogger("hps_bayes")
 
 #: The tasks that analyse a weighted histogram (as scaled Poisson counts); the others refuse it.
-WEIGHTED_TASKS = ("scan", "test", "merge")
+WEIGHTED_TASKS = ("scan", "test", "merge", "select")
 
 
 class IncompleteRunError(HpsBayesError):
@@ -187,6 +187,7 @@ def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
     _record_validation(out, settings.dataset.name, report)
     check_analysable(report)
     check_rebin(spectrum, settings.dataset.rebin)
+    check_resolution(spectrum, settings.dataset)
     task = str(cfg["task"]["name"])
     scale = report.get("weight_scale")
     if scale is not None and abs(scale - 1.0) > 1e-6 and (task not in WEIGHTED_TASKS or settings.stats.lee_toys):

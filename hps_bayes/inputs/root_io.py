@@ -158,6 +158,8 @@ def _read_checked(file_path: Path, name: str, cycle: int | None) -> tuple[Any, A
     """:func:`_read_th1`, with a damaged file's errors turned into an :class:`InputError`."""
     try:
         return _read_th1(file_path, name, cycle)
+    except InputError:  # a missing file or histogram: its own message names the fix, the file is not damaged
+        raise
     except _read_errors() as err:
         raise InputError(
             f"'{file_path}' could not be read ({type(err).__name__}: {str(err).splitlines()[0]}): the file is "

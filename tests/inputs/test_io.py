@@ -324,11 +324,39 @@ def test_the_read_cache_can_be_switched_off_and_never_hides_a_read_error(tmp_pat
     np.testing.assert_array_equal(load_spectrum(path, "h").counts, [5.0, 7.0])
     monkeypatch.setenv("HPS_BAYES_CACHE", str(tmp_path / "cache"))
     assert not (tmp_path / "cache").exists()
-    with pytest.raises(InputError, match="histogram 'g' not found"):
+    with pytest.raises(InputError, match="histogram 'g' not found") as missing_histogram:
         load_spectrum(path, "g")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist") as missing_file:
         load_spectrum(tmp_path / "missing.root", "h")
+    for error in (missing_histogram, missing_file):  # the file is not called damaged where it is not
+        assert "damaged" not in str(error.value) and "could not be read" not in str(error.value)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(InputError, match="could not be read"):
         load_spectrum(path, "h")
     assert not list((tmp_path / "cache").rglob("*.npz"))
+
+
+def _uniform(width: float) -> Spectrum:
+    edges = np.round(np.arange(0.015, 0.1300001, width), 9)
+    counts = np.full(len(edges) - 1, 1000.0)
+    return Spectrum(edges=edges, counts=counts, variances=counts, name="h", source="test")
+
+
+def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that_fits():
+    from dataclasses import replace
+
+    from hps_bayes.inputs.validation import check_resolution
+    from hps_bayes.physics.presets import load_preset
+
+    preset = load_preset("hps2015")  # rebin 10, σ(m) = 0.71 MeV at 15 MeV
+    check_resolution(_uniform(0.00005), preset)  # the stored 0.05 MeV bins: 0.5 MeV analysis bins
+    # a histogram already in 0.5 MeV bins, rebinned 10 times: 5 MeV bins, 7 σ(m) at the range start
+    with pytest.raises(InputError, match=r"analysis bins of 5 MeV .*0\.5 MeV bins x dataset\.rebin=10.*"
+                                         r"σ\(m\) = 0\.719 MeV at 15\.25 MeV.*set dataset\.rebin=1 \(bins of 0\.5 MeV\)"):
+        check_resolution(_uniform(0.0005), preset)
+    with pytest.raises(InputError, match=r"set dataset\.rebin=14 \(bins of 0\.7 MeV\)"):
+        check_resolution(_uniform(0.00005), replace(preset, rebin=20))  # 1 MeV bins; 14 x 0.05 MeV <= σ(m) = 0.707 MeV
+    # stored bins already wider than σ(m) at the range start: a finer histogram, or a later start
+    with pytest.raises(InputError, match=r"give a histogram with finer bins, or start dataset\.mass_range at 0\.0215 GeV"):
+        check_resolution(_uniform(0.001), replace(preset, rebin=1))
+    check_resolution(_uniform(0.001), replace(preset, rebin=1, mass_range=(0.021, 0.13)))  # the bin centred at 21.5 MeV: σ > 1 MeV
