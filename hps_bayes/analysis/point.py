@@ -31,6 +31,7 @@ from hps_bayes.inputs.validation import (
     check_analysable,
     check_dead_bins,
     check_rebin,
+    check_resolution,
     poisson_equivalent,
     validate_spectrum,
 )
@@ -322,9 +323,12 @@ def analysable(spectrum: Spectrum, settings: AnalysisSettings) -> tuple[Analysis
 
 def check_input(spectrum: Spectrum, settings: AnalysisSettings) -> None:
     """The checks of :func:`analysable` that need no turn-on guard: the raw spectrum against the
-    dataset's range and rebinning, and the configured spurious-signal table."""
+    dataset's range, rebinning and resolution, and the configured spurious-signal table."""
     check_analysable(validate_spectrum(spectrum, mass_range=settings.dataset.mass_range), warn=False)
     check_rebin(spectrum, settings.dataset.rebin)
+    preset = settings.dataset
+    check_resolution(spectrum, mass_range=preset.mass_range, rebin=preset.rebin,
+                     sigma=lambda m: sigma_m(m, preset))
     spurious_table(settings)
 
 

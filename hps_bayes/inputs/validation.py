@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +197,11 @@ def check_rebin(spectrum: Spectrum, rebin: int) -> None:
             "as they are (or give a uniformly binned histogram)")
 
 
-def check_resolution(spectrum: Spectrum, preset: Any) -> None:
-    """Refuse analysis bins wider than the mass resolution σ(m) inside ``preset.mass_range``.
+def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], rebin: int,
+                     sigma: Callable[[NDArray[np.float64]], NDArray[np.float64]]) -> None:
+    """Refuse analysis bins wider than the mass resolution ``sigma(m)`` (GeV) inside ``mass_range``.
 
-    The analysis bins are the histogram's bins merged ``preset.rebin`` at a time. A bin wider than
+    The analysis bins are the histogram's bins merged ``rebin`` at a time. A bin wider than
     σ(m) holds most of a signal at its centre: the fit cannot tell the signal's shape from the
     background's and σ_A grows several-fold (a histogram already in 0.5 MeV bins with the presets'
     ``rebin: 10`` gives 5 MeV bins, 7 σ(m) at 15 MeV for 2015).
@@ -210,31 +211,35 @@ def check_resolution(spectrum: Spectrum, preset: Any) -> None:
     InputError
         Naming the widths, σ(m) where they are worst, and the ``dataset.rebin`` that resolves it
         (or a finer histogram, or a later range start, where the stored bins are already too wide).
+        First, where the edges reach beyond 10 GeV: an axis in MeV, which makes every bin look too wide.
     """
-    from hps_bayes.physics.signal import sigma_m
+    if spectrum.edges.size and spectrum.edges[-1] > _SUSPICIOUS_UPPER_EDGE_GEV:
+        raise InputError(
+            f"spectrum '{spectrum.name}': its bin edges reach {spectrum.edges[-1]:.6g}, which looks like MeV; masses "
+            "are read in GeV: write the histogram with its axis in GeV (the edges divided by 1000)")
 
-    lo, hi = preset.mass_range
+    lo, hi = mass_range
     centres = 0.5 * (spectrum.edges[1:] + spectrum.edges[:-1])
     inside = (centres >= lo) & (centres <= hi)
     if not inside.any():
         return
     stored = spectrum.widths[inside]
-    sigma = sigma_m(centres[inside], preset)
-    ratio = stored * preset.rebin / sigma
+    resolution = np.asarray(sigma(centres[inside]), dtype=float)
+    ratio = stored * rebin / resolution
     worst = int(np.argmax(ratio))
     if ratio[worst] <= 1.0:
         return
-    where = f"σ(m) = {sigma[worst] * 1e3:.3g} MeV at {centres[inside][worst] * 1e3:.4g} MeV"
-    fits = int(np.floor(np.min(sigma / stored) + 1e-9))
+    where = f"σ(m) = {resolution[worst] * 1e3:.3g} MeV at {centres[inside][worst] * 1e3:.4g} MeV"
+    fits = int(np.floor(np.min(resolution / stored) + 1e-9))
     if fits >= 1:
-        fix = f"set dataset.rebin={min(fits, preset.rebin)} (bins of {stored[worst] * min(fits, preset.rebin) * 1e3:.3g} MeV)"
+        fix = f"set dataset.rebin={min(fits, rebin)} (bins of {stored[worst] * min(fits, rebin) * 1e3:.3g} MeV)"
     else:
-        above = centres[inside][sigma >= stored]
+        above = centres[inside][resolution >= stored]
         start = f", or start dataset.mass_range at {above[0]:.4g} GeV or above" if above.size else ""
         fix = f"give a histogram with finer bins{start}"
     raise InputError(
-        f"spectrum '{spectrum.name}': analysis bins of {stored[worst] * preset.rebin * 1e3:.3g} MeV (the histogram's "
-        f"{stored[worst] * 1e3:.3g} MeV bins x dataset.rebin={preset.rebin}) are wider than the mass resolution, "
+        f"spectrum '{spectrum.name}': analysis bins of {stored[worst] * rebin * 1e3:.3g} MeV (the histogram's "
+        f"{stored[worst] * 1e3:.3g} MeV bins x dataset.rebin={rebin}) are wider than the mass resolution, "
         f"{where}: a signal would fall into one bin; {fix}")
 
 

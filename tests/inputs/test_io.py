@@ -345,8 +345,13 @@ def _uniform(width: float) -> Spectrum:
 def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that_fits():
     from dataclasses import replace
 
-    from hps_bayes.inputs.validation import check_resolution
+    from hps_bayes.inputs import validation
     from hps_bayes.physics.presets import load_preset
+    from hps_bayes.physics.signal import sigma_m
+
+    def check_resolution(spectrum, preset):
+        validation.check_resolution(spectrum, mass_range=preset.mass_range, rebin=preset.rebin,
+                                    sigma=lambda m: sigma_m(m, preset))
 
     preset = load_preset("hps2015")  # rebin 10, σ(m) = 0.71 MeV at 15 MeV
     check_resolution(_uniform(0.00005), preset)  # the stored 0.05 MeV bins: 0.5 MeV analysis bins
@@ -360,3 +365,8 @@ def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that
     with pytest.raises(InputError, match=r"give a histogram with finer bins, or start dataset\.mass_range at 0\.0215 GeV"):
         check_resolution(_uniform(0.001), replace(preset, rebin=1))
     check_resolution(_uniform(0.001), replace(preset, rebin=1, mass_range=(0.021, 0.13)))  # the bin centred at 21.5 MeV: σ > 1 MeV
+    # an axis in MeV makes every bin look 1000 times too wide: the units are named, not the binning
+    mev = _uniform(0.00005)
+    with pytest.raises(InputError, match=r"bin edges reach 130, which looks like MeV.*axis in GeV"):
+        check_resolution(Spectrum(edges=mev.edges * 1e3, counts=mev.counts, variances=mev.variances, name="h",
+                                  source="test"), preset)
