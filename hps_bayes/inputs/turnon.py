@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import scipy
+from numpy.typing import NDArray
 from scipy.special import ndtr
 
 from hps_bayes.core import FloatArray
@@ -124,7 +125,8 @@ def fit_shape(edges: FloatArray, counts: FloatArray, family: str, *,
     model, n_shape = shape_model(family, lo, hi)
     on = turn_on or (lo - 0.005, 0.002)
     y = np.log(np.maximum(counts, 0.5) / w)
-    keep = m > on[0] + 3 * on[1]
+    use = ~missing_bins(counts)
+    keep = (m > on[0] + 3 * on[1]) & use
     if family == "expcheb":
         x = 2.0 * (m - lo) / (hi - lo) - 1.0
         start = np.polynomial.chebyshev.chebfit(x[keep], y[keep], EXPCHEB_DEGREE)
@@ -143,7 +145,7 @@ def fit_shape(edges: FloatArray, counts: FloatArray, family: str, *,
     err = np.sqrt(np.maximum(counts, 1.0))
 
     def resid(p: FloatArray) -> FloatArray:
-        return np.asarray((w * np.exp(model(m, p)) - counts) / err)
+        return np.asarray((w[use] * np.exp(model(m[use], p)) - counts[use]) / err[use])
 
     from scipy.optimize import least_squares  # 0.1 s: imported only where a fit is made
 
@@ -158,8 +160,23 @@ def shape_fit(edges: FloatArray, counts: FloatArray, family: str, params: FloatA
     m, w = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
     model, _ = shape_model(family, float(edges[0]), float(edges[-1]))
     expected = w * np.exp(model(m, params))
-    chi2 = float(np.sum(((expected - counts) / np.sqrt(np.maximum(counts, 1.0))) ** 2))
-    return ShapeFit(family, np.asarray(params, float), expected, chi2, len(counts))
+    use = ~missing_bins(counts)
+    chi2 = float(np.sum(((expected - counts)[use] / np.sqrt(np.maximum(counts[use], 1.0))) ** 2))
+    return ShapeFit(family, np.asarray(params, float), expected, chi2, int(use.sum()))
+
+
+def missing_bins(counts: FloatArray) -> NDArray[np.bool_]:
+    """The bins of interior runs of empty bins that their neighbours say are missing data
+    (:func:`hps_bayes.inputs.validation.dead_runs`): left out of the shape fits, which would otherwise
+    bend the whole shape towards them (an empty bin weighs as much as one with one count). Runs at
+    either end are kept: below a turn-on the spectrum is empty, and those zeros place the turn-on."""
+    from hps_bayes.inputs.validation import dead_runs
+
+    out = np.zeros(len(counts), dtype=bool)
+    for first, stop, _ in dead_runs(np.asarray(counts, dtype=float)):
+        if first > 0 and stop < len(counts):
+            out[first:stop] = True
+    return out
 
 
 def _cache_key(edges: FloatArray, counts: FloatArray) -> str:
