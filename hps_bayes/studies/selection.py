@@ -9,9 +9,11 @@ This study chooses at every mass, on the spectrum to be analysed:
    high-flexibility fit, which keeps the spectrum's few-percent structure).
 2. For every candidate background (``task.candidates``: windows of several widths and
    degrees, the whole-range model, a turn-on-aware model, a GP-carried model, ...) and mass:
-   - its **spurious signal** S: the largest |Â| of the noise-free fits of the truths (the
-     precise bias; the largest over the neighbouring grid masses, and between grid masses the scan
-     uses the larger of the two neighbours', covers the bias between grid masses);
+   - its **spurious signal** S: the largest |Â| of the noise-free fits of the truths that describe
+     the data in the window (the precise bias; the largest over the neighbouring grid masses, and
+     between grid masses the scan uses the larger of the two neighbours', covers the bias between
+     grid masses); where none does (very precise data), the data's ``flexible`` fit
+     (:data:`FALLBACK_TRUTH`) is tried, with a note;
    - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
@@ -71,6 +73,8 @@ log = logging.getLogger(__name__)
 
 #: A truth counts for S in a window where it describes the data there: Pearson χ² p-value at least this.
 PLAUSIBLE_P = 1e-3
+#: The truth tried where none of ``task.families`` describes a window (unless it is among them).
+FALLBACK_TRUTH = "flexible"
 
 
 #: The Asimov σ_A must agree with the Hessian error within this fraction of the scan's tolerance
@@ -119,11 +123,14 @@ def _sideband_z(window: Any, residual: FloatArray) -> float:
 
 
 def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings: AnalysisSettings,
-              truth_settings: Sequence[AnalysisSettings]) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
+              truth_settings: Sequence[AnalysisSettings], *,
+              fallback: tuple[Spectrum, AnalysisSettings] | None = None,
+              ) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
     """One candidate at one mass: the fit of the data, its adequacy, and the truths' noise-free Â (each truth
     fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
-    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`).  Also the window objective and the data's best fit,
-    which the Z-spread toys (:func:`toy_z`) reuse."""
+    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`).  Where none does (very precise data), the ``fallback``
+    truth (the data's ``flexible`` fit) is tried, and the cell says so (``truth_note``).  Also the window
+    objective and the data's best fit, which the Z-spread toys (:func:`toy_z`) reuse."""
     window = build_window(spec, mass, settings)
     if float(np.sum(window.template)) < MIN_SIGNAL_CONTAINED:
         raise InputError(f"only {np.sum(window.template):.0%} of the signal lies inside the window at "
@@ -139,26 +146,37 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     ndf = max(window.n_bins - (settings.background.poly_degree + 2), 1)
     tpl = window.template
     rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
-    truth_a, truth_p = [], []
-    for truth, own in zip(truths, truth_settings):
+    def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float]:
         # the truth's own turn-on (offsets), the data's GP hyperparameters: as a scan of such data would fit it
         tw = replace(build_window(truth, mass, own), eta=window.eta, lengthscale_t=window.lengthscale_t)
         tobj = WindowObjective(tw, own.background)
         tfit = newton_fit(tobj, tobj.observed())
-        truth_a.append(float(tfit.theta[0]) if tfit.converged else math.inf)
         if len(tw.counts) != len(n):
             raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
-        truth_p.append(float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))))
-    plausible = [a for a, p in zip(truth_a, truth_p) if p >= PLAUSIBLE_P]
+        return (float(tfit.theta[0]) if tfit.converged else math.inf,
+                float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))))
+
+    named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)}
+    plausible = [a for a, p in named.values() if p >= PLAUSIBLE_P]
+    truth_note = ""
+    if not plausible and fallback is not None:
+        best = max(named, key=lambda k: named[k][1]) if named else ""
+        named[fallback[0].name] = on_truth(*fallback)
+        a_flex, p_flex = named[fallback[0].name]
+        if p_flex >= PLAUSIBLE_P:
+            plausible = [a_flex]
+            truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
+                          f"window (best: {best}, p = {named[best][1]:.1g} < {PLAUSIBLE_P:g})" if best else "")
     values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
             "sigma_asimov": float(sigma_asimov),
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": float(chi2.sf(deviance, ndf)),
             "deviance": deviance, "ndf": ndf, "sideband_z": _sideband_z(window, (n - mu) / np.sqrt(mu)),
             "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
-            "n_truths": len(plausible), "rho": rho, "sigma_m": window.sigma,
+            "n_truths": len(plausible), "truth_note": truth_note, "best_truth_p": max(p for _, p in named.values()),
+            "rho": rho, "sigma_m": window.sigma,
             "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
               "lengthscale": window.lengthscale_sigma,
-              **{f"A_{t.name}": a for t, a in zip(truths, truth_a)}, **{f"p_{t.name}": p for t, p in zip(truths, truth_p)}}
+              **{f"A_{k}": a for k, (a, _) in named.items()}, **{f"p_{k}": p for k, (_, p) in named.items()}}
     return values, objective, fit.theta
 
 
@@ -192,6 +210,8 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
                           "one candidate, and keep 'smooth' among the truths (the Z-spread toys are drawn from it)")
     whole = whole_range_spectrum(data, base)
     truths = {f: fit_truth(whole, f) for f in families}
+    # where no truth describes a window (very precise data), S comes from the data's most flexible fit
+    spare = None if FALLBACK_TRUTH in families else fit_truth(whole, FALLBACK_TRUTH)
     own = {name: candidate_settings(base, name, ov, data) for name, ov in candidates.items()}
     ends = [default_grid_ends(s) for s in own.values()]
     lo = min(e[0] for e in ends) if mass_min is None else mass_min
@@ -207,12 +227,16 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
         spec = prepare_spectrum(data, settings)
         cut = [crop(t, *(float(spec.edges[0]), float(spec.edges[-1]))) for t in truths.values()]
         on_truth = [_truth_settings(t, settings) for t in cut]
+        fallback = None
+        if spare is not None:
+            spare_cut = crop(spare, float(spec.edges[0]), float(spec.edges[-1]))
+            fallback = (spare_cut, _truth_settings(spare_cut, settings))
         cells: list[dict[str, Any]] = []
         fitted: list[tuple[WindowObjective, FloatArray] | None] = []
         for mass in masses:
             cell = {"model": name, "mass": float(mass), "available": True, "reason": ""}
             try:
-                values, objective, theta = data_cell(spec, cut, float(mass), settings, on_truth)
+                values, objective, theta = data_cell(spec, cut, float(mass), settings, on_truth, fallback=fallback)
                 cells.append(cell | values)
                 fitted.append((objective, theta))
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
@@ -246,7 +270,7 @@ def _offset(truth: Spectrum, spec: Spectrum) -> int:
 def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteria: Criteria) -> Any:
     """S (the largest over ±1 grid mass per model), σ_tot, ratios and the pass flags of every cell."""
     frame = frame.sort_values(["model", "mass"]).reset_index(drop=True)
-    for col in ("z_spread_corrected", "z_spread_expected", "z_spread_toys_sd", "spurious_raw", "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m"):
+    for col in ("z_spread_corrected", "z_spread_expected", "z_spread_toys_sd", "spurious_raw", "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m", "n_truths"):
         if col not in frame:
             frame[col] = np.nan
     # the largest over ±1 grid mass: the bias of the model chosen at a grid mass varies between grid masses,
@@ -264,6 +288,7 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
                                            * frame.z_spread_toys_sd / frame.z_spread_expected)
     checks = [
         (~frame.available.astype(bool), frame.reason.astype(str)),
+        (frame.n_truths == 0, NO_TRUTH),
         (~(frame.gof_p >= criteria.gof_min_p), f"window goodness of fit p < {criteria.gof_min_p:g}"),
         (~(frame.sideband_z <= criteria.sideband_max_z), f"sideband residuals above {criteria.sideband_max_z:g}"),
         (~(frame.z_spread_corrected <= frame.z_spread_allowed), SPREAD_FAILS),
@@ -275,6 +300,10 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     frame["fails_besides_spread"] = _first_failure([c for c in checks if c[1] is not SPREAD_FAILS])
     frame["passes"] = frame.fails == ""
     return frame
+
+
+#: The reason of a cell where no truth (the fallback included) describes the data in the window.
+NO_TRUTH = f"none of the truths describes the data in this window (Pearson chi2 p < {PLAUSIBLE_P:g}): S cannot be measured"
 
 
 #: The reason of a cell that fails the Z-spread check alone.
@@ -316,6 +345,8 @@ def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: 
             reason = "; ".join(f"{r.model}: {r.fails}" for r in group.itertuples())
             rows.append({"mass": float(mass), "model": "", "reason": reason, "note": "", "spurious_rel": 0.0})
             continue
+        truth_note = best.get("truth_note", "")
+        note = "; ".join(x for x in (note, truth_note if isinstance(truth_note, str) else "") if x)
         rows.append({"mass": float(mass), "model": str(best.model), "reason": "", "note": note,
                      **{k: float(best[k]) for k in ("spurious_rel", "spurious", "sigma_stat", "sigma_tot",
                                                     "sigma_floor", "ratio", "ratio_stat", "z", "gof_p",

@@ -120,6 +120,38 @@ def test_missing_data_costs_only_the_masses_whose_windows_reach_it(selection: Pa
     assert all("80.00-82.00 MeV are empty" in reason for reason in near.reason)
 
 
+def test_where_no_truth_describes_a_window_s_comes_from_the_flexible_fit(structured_2015: Path) -> None:
+    """Very precise data: no truth of task.families describes the window (χ² p < 1e-3); S then comes from the
+    data's flexible fit, and the cell says so; where that fails too, the cell fails with the reason."""
+    from dataclasses import replace as swap
+
+    from hps_bayes.analysis.grid import prepare_spectrum, whole_range_spectrum
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.inputs.root_io import load_spectrum
+    from hps_bayes.inputs.spectrum import crop
+    from hps_bayes.studies.selection import FALLBACK_TRUTH, NO_TRUTH, candidate_settings, data_cell
+    from hps_bayes.studies.spurious import fit_truth
+
+    base = resolve_settings("demo")
+    data = load_spectrum(structured_2015, "invariant_mass")
+    own = candidate_settings(base, "w10_d10", {"poly_degree": 10, "window_sigmas": 10.0}, data)
+    spec = prepare_spectrum(data, own)
+    whole = whole_range_spectrum(data, base)
+    cut = lambda truth: crop(truth, float(spec.edges[0]), float(spec.edges[-1]))  # noqa: E731
+    smooth = cut(fit_truth(whole, "smooth"))
+    wrong = swap(smooth, counts=1.05 * smooth.counts, variances=1.05 * smooth.counts, name="wrong")  # 5 % off
+    flexible = cut(fit_truth(whole, FALLBACK_TRUTH))
+    values, _, _ = data_cell(spec, [wrong], 0.05, own, [own], fallback=(flexible, own))
+    assert values["p_wrong"] < 1e-10 and values["p_flexible"] > 1e-3 and values["n_truths"] == 1
+    assert values["spurious_raw"] == abs(values["A_flexible"])
+    assert "S from the 'flexible' truth" in values["truth_note"] and "best: wrong" in values["truth_note"]
+    alone, _, _ = data_cell(spec, [wrong], 0.05, own, [own])  # no fallback: nothing to measure S on
+    assert alone["n_truths"] == 0 and not np.isfinite(alone["spurious_raw"]) and alone["truth_note"] == ""
+    plain, _, _ = data_cell(spec, [smooth], 0.05, own, [own], fallback=(flexible, own))
+    assert plain["truth_note"] == "" and "A_flexible" not in plain  # tried only where needed
+    assert "S cannot be measured" in NO_TRUTH
+
+
 def test_spread_reference_of_correlated_normals() -> None:
     """Equicorrelated unit normals (ρ = 0.5) around a per-mass bias: the reference spread is c4(12)·√(1 − ρ) = 0.691
     whatever the bias (c4: the mean of a sample standard deviation of 12); 4000 draws, within 0.01 (measured 0.001)
@@ -188,3 +220,20 @@ def test_a_mass_where_every_candidate_fails_the_z_spread_alone_keeps_the_nearest
     assert "goodness of fit" in rows[0.07]["reason"]
     assert rows[0.08]["model"] == "stiff" and "stiff is used" in rows[0.08]["note"]
     assert content["candidates"]["flexible"]["chosen_at"] == 1
+
+
+def test_a_cell_without_a_truth_fails_with_the_reason_and_a_fallback_truth_is_noted() -> None:
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.studies.selection import NO_TRUTH, Criteria, _with_totals, selection_content
+
+    base = {"available": True, "reason": "", "z": 0.5, "sigma_stat": 100.0, "sigma_asimov": 100.0,
+            "sigma_floor": 50.0, "gof_p": 0.5, "sideband_z": 1.0, "rho": 1e4, "sigma_m": 1e-3,
+            "z_spread_corrected": 1.0, "z_spread_expected": 0.8, "z_spread_toys_sd": 0.2}
+    cells = [{"model": "a", "mass": 0.05, "spurious_raw": float("nan"), "n_truths": 0, "truth_note": ""},
+             {"model": "a", "mass": 0.07, "spurious_raw": 10.0, "n_truths": 1, "truth_note": "S from the 'flexible' truth"}]
+    frame = _with_totals(pd.DataFrame([base | c for c in cells]), {"a": (0.8, 0.2)}, Criteria())
+    assert list(frame.fails) == [NO_TRUTH, ""]
+    content = selection_content(frame, {"a": resolve_settings("2015", {})}, {"a": (0.8, 0.2)}, Criteria(), ["smooth"])
+    rows = {r["mass"]: r for r in content["rows"]}
+    assert rows[0.05]["model"] == "" and NO_TRUTH in rows[0.05]["reason"]
+    assert rows[0.07]["model"] == "a" and rows[0.07]["note"] == "S from the 'flexible' truth"
