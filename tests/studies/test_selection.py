@@ -137,7 +137,7 @@ def test_where_no_truth_describes_a_window_s_comes_from_the_flexible_fit(structu
     own = candidate_settings(base, "w10_d10", {"poly_degree": 10, "window_sigmas": 10.0}, data)
     spec = prepare_spectrum(data, own)
     whole = whole_range_spectrum(data, base)
-    cut = lambda truth: crop(truth, float(spec.edges[0]), float(spec.edges[-1]))  # noqa: E731
+    cut = lambda truth: crop(truth, float(spec.edges[0]), float(spec.edges[-1]))
     smooth = cut(fit_truth(whole, "smooth"))
     wrong = swap(smooth, counts=1.05 * smooth.counts, variances=1.05 * smooth.counts, name="wrong")  # 5 % off
     flexible = cut(fit_truth(whole, FALLBACK_TRUTH))
