@@ -41,7 +41,8 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
         data, settings, candidates, families=task.families, step=task.step, n_toys=task.n_toys,
         seed=settings.seed, criteria=criteria, mass_min=task.mass_min, mass_max=task.mass_max)
     content |= {"config_hash": settings.config_hash(), "task": asdict(task), "input": str(settings.dataset.path),
-                "input_hash": content_hash(raw.edges, raw.counts, raw.variances)}
+                "input_hash": content_hash(raw.edges, raw.counts, raw.variances),
+                "effective_hash": content_hash(data.edges, data.counts, data.variances)}  # the same for counts
     path = write_json(out / f"selection_{name}.json", content)
     with atomic_path(out / "selection_cells.csv") as tmp:
         cells.to_csv(tmp, index=False)

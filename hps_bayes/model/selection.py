@@ -53,6 +53,7 @@ class Selection:
     source: str = ""
     dataset: str = ""
     input_hash: str = ""
+    effective_hash: str = ""
     note: tuple[str, ...] = ()
     eta: FloatArray | None = None
     lengthscale: FloatArray | None = None
@@ -63,7 +64,8 @@ class Selection:
         if self.dataset and dataset != self.dataset:
             raise ConfigError(f"background.selection={self.source} was made for dataset {self.dataset!r}, not "
                               f"{dataset!r}: run task=select on this dataset and pass its selection_{dataset}.json")
-        if self.input_hash and input_hash != self.input_hash:
+        # a weighted spectrum is checked as read and, inside the scan, in effective counts: either is its content
+        if self.input_hash and input_hash not in (self.input_hash, self.effective_hash):
             log.warning("background.selection=%s was made on another spectrum (content %s, this one %s): its "
                         "choices and spurious signals were measured there; rerun task=select on this file",
                         self.source, self.input_hash, input_hash)
@@ -152,7 +154,7 @@ def load_selection(path: str) -> Selection:
                      spurious_rel=np.array([float(r.get("spurious_rel") or 0.0) for r in rows]),
                      reason=tuple(str(r.get("reason") or "") for r in rows), models=models,
                      range_lo=float(raw["range_lo"]), source=str(path), dataset=str(raw.get("dataset") or ""),
-                     input_hash=str(raw.get("input_hash") or ""),
+                     input_hash=str(raw.get("input_hash") or ""), effective_hash=str(raw.get("effective_hash") or ""),
                      note=tuple(str(r.get("note") or "") for r in rows), eta=_column(rows, "eta"),
                      lengthscale=_column(rows, "lengthscale"))
 

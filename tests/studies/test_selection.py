@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def test_scan_uses_the_selection_and_records_the_model(selection: Path, structur
 
 
 def test_a_weighted_histogram_gets_the_selection_of_its_effective_counts(selection: Path, structured_2015: Path,
-                                                                         tmp_path: Path) -> None:
+                                                                         tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
     """task=select analyses a weighted histogram (sum w² ≠ sum w) as scaled Poisson counts, as the scan
     does: S is stored relative to the spectrum's density, so the scan of the weighted file may use it."""
     from hps_bayes.inputs.root_io import load_spectrum, write_spectra_root
@@ -96,6 +98,13 @@ def test_a_weighted_histogram_gets_the_selection_of_its_effective_counts(selecti
     # truths' least-squares fits stop within their tolerance on inputs that differ by rounding
     for column, rtol in (("sigma_stat", 1e-9), ("z", 1e-6), ("spurious_rel", 5e-5), ("ratio", 5e-5)):
         np.testing.assert_allclose(mine[column], theirs[column], rtol=rtol, err_msg=column)
+    # the scan of the same weighted file takes its selection as made on it (as read, or in effective counts)
+    with caplog.at_level(logging.WARNING, logger="hps_bayes.model.selection"):
+        run_task("scan", [f"dataset.path={path}", f"background.selection={tmp_path / 'select' / 'selection_demo.json'}",
+                          "scan.step=0.02", "scan.mass_min=0.03", "scan.mass_max=0.07", "plots.per_mass=false",
+                          "plots.summary=false", "stats.lee_toys=0"], tmp_path / "scan")
+    assert "another spectrum" not in caplog.text
+    assert (pd.read_csv(tmp_path / "scan" / "results_single.csv").status == "ok").all()
 
 
 def test_missing_data_costs_only_the_masses_whose_windows_reach_it(selection: Path, structured_2015: Path,
