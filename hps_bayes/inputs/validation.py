@@ -197,9 +197,14 @@ def check_rebin(spectrum: Spectrum, rebin: int) -> None:
             "as they are (or give a uniformly binned histogram)")
 
 
+#: Analysis bins wider than this many σ(m) are refused (:func:`check_resolution`); wider than one σ(m), warned about.
+MAX_BIN_SIGMAS = 2.0
+
+
 def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], rebin: int,
                      sigma: Callable[[NDArray[np.float64]], NDArray[np.float64]]) -> None:
-    """Refuse analysis bins wider than the mass resolution ``sigma(m)`` (GeV) inside ``mass_range``.
+    """Refuse analysis bins wider than :data:`MAX_BIN_SIGMAS` times the mass resolution ``sigma(m)`` (GeV)
+    inside ``mass_range``; warn about bins wider than σ(m).
 
     The analysis bins are the histogram's bins merged ``rebin`` at a time. A bin wider than
     σ(m) holds most of a signal at its centre: the fit cannot tell the signal's shape from the
@@ -209,7 +214,7 @@ def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], reb
     Raises
     ------
     InputError
-        Naming the widths, σ(m) where they are worst, and the ``dataset.rebin`` that resolves it
+        Naming the widths, σ(m) where they are worst, and the ``dataset.rebin`` that makes them narrower than σ(m)
         (or a finer histogram, or a later range start, where the stored bins are already too wide).
         First, where the edges reach beyond 10 GeV: an axis in MeV, which makes every bin look too wide.
     """
@@ -237,10 +242,11 @@ def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], reb
         above = centres[inside][resolution >= stored]
         start = f", or start dataset.mass_range at {above[0]:.4g} GeV or above" if above.size else ""
         fix = f"give a histogram with finer bins{start}"
-    raise InputError(
-        f"spectrum '{spectrum.name}': analysis bins of {stored[worst] * rebin * 1e3:.3g} MeV (the histogram's "
-        f"{stored[worst] * 1e3:.3g} MeV bins x dataset.rebin={rebin}) are wider than the mass resolution, "
-        f"{where}: a signal would fall into one bin; {fix}")
+    what = (f"spectrum '{spectrum.name}': analysis bins of {stored[worst] * rebin * 1e3:.3g} MeV (the histogram's "
+            f"{stored[worst] * 1e3:.3g} MeV bins x dataset.rebin={rebin}) are wider than the mass resolution, {where}")
+    if ratio[worst] > MAX_BIN_SIGMAS:
+        raise InputError(f"{what}: a signal would fall into one bin; {fix}")
+    log.warning("%s: the signal's shape is barely resolved there and sigma_A grows; %s", what, fix)
 
 
 def check_analysable(report: Mapping[str, Any], *, warn: bool = True) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 
 import numpy as np
@@ -342,7 +343,7 @@ def _uniform(width: float) -> Spectrum:
     return Spectrum(edges=edges, counts=counts, variances=counts, name="h", source="test")
 
 
-def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that_fits():
+def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that_fits(caplog):
     from dataclasses import replace
 
     from hps_bayes.inputs import validation
@@ -360,11 +361,18 @@ def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that
                                          r"σ\(m\) = 0\.719 MeV at 15\.25 MeV.*set dataset\.rebin=1 \(bins of 0\.5 MeV\)"):
         check_resolution(_uniform(0.0005), preset)
     with pytest.raises(InputError, match=r"set dataset\.rebin=14 \(bins of 0\.7 MeV\)"):
-        check_resolution(_uniform(0.00005), replace(preset, rebin=20))  # 1 MeV bins; 14 x 0.05 MeV <= σ(m) = 0.707 MeV
-    # stored bins already wider than σ(m) at the range start: a finer histogram, or a later start
-    with pytest.raises(InputError, match=r"give a histogram with finer bins, or start dataset\.mass_range at 0\.0215 GeV"):
+        check_resolution(_uniform(0.00005), replace(preset, rebin=30))  # 1.5 MeV bins; 14 x 0.05 MeV <= σ(m) = 0.707 MeV
+    # stored bins already 2 σ(m) wide at the range start: a finer histogram, or a later start
+    with pytest.raises(InputError, match=r"give a histogram with finer bins, or start dataset\.mass_range at 0\.04 GeV or above"):
+        check_resolution(_uniform(0.002), replace(preset, rebin=1))
+    # between one and two σ(m): a warning with the same fix, the analysis goes on (1 MeV bins, 1.4 σ(m) at 15 MeV)
+    with caplog.at_level(logging.WARNING, logger="hps_bayes.inputs.validation"):
         check_resolution(_uniform(0.001), replace(preset, rebin=1))
-    check_resolution(_uniform(0.001), replace(preset, rebin=1, mass_range=(0.021, 0.13)))  # the bin centred at 21.5 MeV: σ > 1 MeV
+    assert "barely resolved" in caplog.text and "start dataset.mass_range at 0.0215 GeV" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hps_bayes.inputs.validation"):
+        check_resolution(_uniform(0.001), replace(preset, rebin=1, mass_range=(0.021, 0.13)))  # centred at 21.5 MeV: σ > 1 MeV
+    assert caplog.text == ""
     # an axis in MeV makes every bin look 1000 times too wide: the units are named, not the binning
     mev = _uniform(0.00005)
     with pytest.raises(InputError, match=r"bin edges reach 130, which looks like MeV.*axis in GeV"):
