@@ -199,6 +199,7 @@ def check_rebin(spectrum: Spectrum, rebin: int) -> None:
 
 #: Analysis bins wider than this many σ(m) are refused (:func:`check_resolution`); wider than one σ(m), warned about.
 MAX_BIN_SIGMAS = 2.0
+_RESOLUTION_WARNED: set[str] = set()
 
 
 def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], rebin: int,
@@ -246,7 +247,9 @@ def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], reb
             f"{stored[worst] * 1e3:.3g} MeV bins x dataset.rebin={rebin}) are wider than the mass resolution, {where}")
     if ratio[worst] > MAX_BIN_SIGMAS:
         raise InputError(f"{what}: a signal would fall into one bin; {fix}")
-    log.warning("%s: the signal's shape is barely resolved there and sigma_A grows; %s", what, fix)
+    if what not in _RESOLUTION_WARNED:  # the command line checks the input, then the scan it runs does again
+        _RESOLUTION_WARNED.add(what)
+        log.warning("%s: the signal's shape is barely resolved there and sigma_A grows; %s", what, fix)
 
 
 def check_analysable(report: Mapping[str, Any], *, warn: bool = True) -> None:

@@ -371,6 +371,9 @@ def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that
     assert "barely resolved" in caplog.text and "start dataset.mass_range at 0.0215 GeV" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hps_bayes.inputs.validation"):
+        check_resolution(_uniform(0.001), replace(preset, rebin=1))
+    assert caplog.text == ""  # said once per process
+    with caplog.at_level(logging.WARNING, logger="hps_bayes.inputs.validation"):
         check_resolution(_uniform(0.001), replace(preset, rebin=1, mass_range=(0.021, 0.13)))  # centred at 21.5 MeV: σ > 1 MeV
     assert caplog.text == ""
     # an axis in MeV makes every bin look 1000 times too wide: the units are named, not the binning
