@@ -36,6 +36,9 @@ from hps_bayes.plots.label import experiment_label
 log = logging.getLogger("hps_bayes")
 
 OmegaConf.register_new_resolver("hps_or", _first_set, replace=True)
+# PyTensor reports at INFO each of its settings that no config file sets ("Suppressed KeyError ..."); imported
+# inside Hydra's callbacks (the run-folder check of a rerun), that is a screenful of noise in the run's log
+logging.getLogger("pytensor.configparser").setLevel(logging.WARNING)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

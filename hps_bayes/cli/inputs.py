@@ -207,8 +207,8 @@ def load_guarded(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> 
     goes into ``validation_report.json`` (``turn_on``)."""
     spectrum = load_validated(settings, cfg, out)
     guarded, turn = turn_on_guard(spectrum, settings)
-    if turn is None:  # guard off, or the fit range set by hand
-        return spectrum, settings
+    if turn is None:  # guard off, the fit range set by hand, or a selection's (its range set: as the scan has it)
+        return spectrum, guarded
     _record_validation(out, settings.dataset.name,
                        {"turn_on": turn.to_dict() | {"fit_range_min": guarded.background.fit_range_min,
                                                      "mode": settings.background.turn_on}}, merge=True)

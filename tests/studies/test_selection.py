@@ -161,6 +161,22 @@ def test_where_no_truth_describes_a_window_s_comes_from_the_flexible_fit(structu
     assert "S cannot be measured" in NO_TRUTH
 
 
+def test_a_scan_with_a_selection_resumes_and_runs_in_chunks(selection: Path, structured_2015: Path,
+                                                            tmp_path: Path) -> None:
+    """The run folder records the settings the points are computed with (the selection's range included):
+    a rerun reuses them and the chunks of one scan share the folder (both were refused as 'other settings')."""
+    args = [f"dataset.path={structured_2015}", f"background.selection={selection / 'selection_demo.json'}",
+            "scan.step=0.01", "scan.mass_min=0.03", "scan.mass_max=0.07", "plots.per_mass=false",
+            "plots.summary=false"]
+    first = run_task("scan", args, tmp_path / "once")
+    again = run_task("scan", args, tmp_path / "once")
+    assert first.attrs["computed"] == 5 and again.attrs["computed"] == 0 and again.attrs["reused"] == 5
+    for chunk in (0, 1):
+        run_task("scan", [*args, "scan.n_chunks=2", f"scan.chunk={chunk}"], tmp_path / "chunks")
+    merged = run_task("merge", [*args, "scan.n_chunks=2"], tmp_path / "chunks")
+    assert len(merged) == 5 and (merged.status == "ok").all()
+
+
 def test_spread_reference_of_correlated_normals() -> None:
     """Equicorrelated unit normals (ρ = 0.5) around a per-mass bias: the reference spread is c4(12)·√(1 − ρ) = 0.691
     whatever the bias (c4: the mean of a sample standard deviation of 12); 4000 draws, within 0.01 (measured 0.001)
