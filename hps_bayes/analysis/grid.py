@@ -12,10 +12,18 @@ from hps_bayes.core import FloatArray
 from hps_bayes.errors import InputError
 from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
 from hps_bayes.inputs.turnon import TurnOn, measure_turn_on
+from hps_bayes.inputs.validation import check_rebin, check_resolution
 from hps_bayes.model.selection import load_selection
+from hps_bayes.physics.presets import DatasetPreset
 from hps_bayes.physics.signal import sigma_m
 from hps_bayes.results.files import content_hash
 
+
+def check_binning(spectrum: Spectrum, preset: DatasetPreset) -> None:
+    """The analysis bins the dataset's ``rebin`` makes of ``spectrum``: :func:`~hps_bayes.inputs.validation.check_rebin`
+    and, with the preset's σ(m), :func:`~hps_bayes.inputs.validation.check_resolution`."""
+    check_rebin(spectrum, preset.rebin)
+    check_resolution(spectrum, mass_range=preset.mass_range, rebin=preset.rebin, sigma=lambda m: sigma_m(m, preset))
 
 def fit_range(settings: AnalysisSettings) -> tuple[float, float]:
     """The background fit range (GeV): the dataset's ``mass_range``, starting at

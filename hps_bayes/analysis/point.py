@@ -20,7 +20,7 @@ import numpy as np
 
 from hps_bayes import __version__
 from hps_bayes.analysis.checks import PointNumbers, check_point, point_status, sigma_hesse_asimov
-from hps_bayes.analysis.grid import fit_range, guard_turn_on, prepare_spectrum
+from hps_bayes.analysis.grid import check_binning, fit_range, guard_turn_on, prepare_spectrum
 from hps_bayes.analysis.seeds import TOY_P0, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.core import FloatArray
@@ -30,8 +30,6 @@ from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.inputs.validation import (
     check_analysable,
     check_dead_bins,
-    check_rebin,
-    check_resolution,
     poisson_equivalent,
     validate_spectrum,
 )
@@ -333,10 +331,7 @@ def check_input(spectrum: Spectrum, settings: AnalysisSettings) -> None:
     """The checks of :func:`analysable` that need no turn-on guard: the raw spectrum against the
     dataset's range, rebinning and resolution, and the configured spurious-signal table."""
     check_analysable(validate_spectrum(spectrum, mass_range=settings.dataset.mass_range), warn=False)
-    check_rebin(spectrum, settings.dataset.rebin)
-    preset = settings.dataset
-    check_resolution(spectrum, mass_range=preset.mass_range, rebin=preset.rebin,
-                     sigma=lambda m: sigma_m(m, preset))
+    check_binning(spectrum, settings.dataset)
     spurious_table(settings)
 
 

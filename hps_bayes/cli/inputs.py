@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hps_bayes.analysis.grid import turn_on_guard
+from hps_bayes.analysis.grid import check_binning, turn_on_guard
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.errors import HpsBayesError, InputError
 from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.validation import check_analysable, check_rebin, check_resolution, validate_spectrum
+from hps_bayes.inputs.validation import check_analysable, validate_spectrum
 from hps_bayes.physics.demo import write_demo_file
-from hps_bayes.physics.signal import sigma_m
 from hps_bayes.results.files import content_hash, read_json, write_json
 
 log = logging.getLogger("hps_bayes")
@@ -187,10 +186,7 @@ def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
     report.update(histogram_found=True, **validate_spectrum(spectrum, mass_range=settings.dataset.mass_range))
     _record_validation(out, settings.dataset.name, report)
     check_analysable(report)
-    check_rebin(spectrum, settings.dataset.rebin)
-    preset = settings.dataset
-    check_resolution(spectrum, mass_range=preset.mass_range, rebin=preset.rebin,
-                     sigma=lambda m: sigma_m(m, preset))
+    check_binning(spectrum, settings.dataset)
     task = str(cfg["task"]["name"])
     scale = report.get("weight_scale")
     if scale is not None and abs(scale - 1.0) > 1e-6 and (task not in WEIGHTED_TASKS or settings.stats.lee_toys):
