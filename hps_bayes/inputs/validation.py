@@ -134,8 +134,9 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         warns.append(f"weighted histogram (sum(w^2)/sum(w) = {scale:.4g}): analysed as scaled Poisson counts "
                      "(effective counts n/s; yields converted back by s)")
     upper = report["range"][1]
-    if upper is not None and upper > _SUSPICIOUS_UPPER_EDGE_GEV:
-        warns.append(f"upper edge {upper:.6g} looks like MeV; bin edges must be in GeV")
+    if upper is not None and upper > _SUSPICIOUS_UPPER_EDGE_GEV:  # every bin would look 1000 times too wide
+        problems.append(f"its bin edges reach {upper:.6g}, which looks like MeV; masses are read in GeV: write the "
+                        "histogram with its axis in GeV (the edges divided by 1000)")
     return problems, warns
 
 
@@ -216,14 +217,9 @@ def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], reb
     ------
     InputError
         Naming the widths, σ(m) where they are worst, and the ``dataset.rebin`` that makes them narrower than σ(m)
-        (or a finer histogram, or a later range start, where the stored bins are already too wide).
-        First, where the edges reach beyond 10 GeV: an axis in MeV, which makes every bin look too wide.
+        (or a finer histogram, or a later range start, where the stored bins are already too wide). An axis
+        in MeV, which makes every bin look too wide, is refused before, by :func:`check_analysable`.
     """
-    if spectrum.edges.size and spectrum.edges[-1] > _SUSPICIOUS_UPPER_EDGE_GEV:
-        raise InputError(
-            f"spectrum '{spectrum.name}': its bin edges reach {spectrum.edges[-1]:.6g}, which looks like MeV; masses "
-            "are read in GeV: write the histogram with its axis in GeV (the edges divided by 1000)")
-
     lo, hi = mass_range
     centres = 0.5 * (spectrum.edges[1:] + spectrum.edges[:-1])
     inside = (centres >= lo) & (centres <= hi)
