@@ -160,13 +160,13 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     plausible = [a for a, p in named.values() if p >= PLAUSIBLE_P]
     truth_note = ""
     if not plausible and fallback is not None:
-        best = max(named, key=lambda k: named[k][1]) if named else ""
+        best = max(named, key=lambda k: named[k][1])
         named[fallback[0].name] = on_truth(*fallback)
         a_flex, p_flex = named[fallback[0].name]
         if p_flex >= PLAUSIBLE_P:
             plausible = [a_flex]
             truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
-                          f"window (best: {best}, p = {named[best][1]:.1g} < {PLAUSIBLE_P:g})" if best else "")
+                          f"window (best: {best}, p = {named[best][1]:.1g} < {PLAUSIBLE_P:g})")
     values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
             "sigma_asimov": float(sigma_asimov),
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": float(chi2.sf(deviance, ndf)),
