@@ -39,6 +39,7 @@ from scipy.special import ndtr
 
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, InputError
+from hps_bayes.inputs.validation import dead_runs
 from hps_bayes.results.files import atomic_write_text, content_hash, user_cache_dir
 from hps_bayes.results.objects import record_to_dict
 
@@ -71,7 +72,7 @@ def shape_model(family: str, lo: float, hi: float) -> tuple[Callable[[FloatArray
             x = 2.0 * (m - lo) / (hi - lo) - 1.0
             return np.asarray(np.polynomial.chebyshev.chebval(x, p[2:]) + np.log(erf_turn_on(m, p[0], p[1]) + 1e-300))
         return expcheb, EXPCHEB_DEGREE + 1
-    if family in ("smooth", "flexible"):
+    if family in _LEGENDRE_DEGREE:
         lnlo, lnhi = math.log(lo), math.log(hi)
 
         def smooth(m: FloatArray, p: FloatArray) -> FloatArray:
@@ -170,8 +171,6 @@ def missing_bins(counts: FloatArray) -> NDArray[np.bool_]:
     (:func:`hps_bayes.inputs.validation.dead_runs`): left out of the shape fits, which would otherwise
     bend the whole shape towards them (an empty bin weighs as much as one with one count). Runs at
     either end are kept: below a turn-on the spectrum is empty, and those zeros place the turn-on."""
-    from hps_bayes.inputs.validation import dead_runs
-
     out = np.zeros(len(counts), dtype=bool)
     for first, stop, _ in dead_runs(np.asarray(counts, dtype=float)):
         if first > 0 and stop < len(counts):
