@@ -130,9 +130,9 @@ class RunFolderGuard(Callback):
 
 
 #: Command-line arguments after which ``hydra.mode`` may come from somewhere other than the package's
-#: own configuration: an override of it, or configuration files the user adds.
-_MODE_SOURCES = ("hydra.mode", "searchpath", "--config-dir", "-cd", "--config-name", "-cn", "--config-path",
-                 "-cp")
+#: own configuration: the flags that bring configuration files, and overrides that name these keys.
+_MODE_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+_MODE_KEYS = ("hydra.mode", "searchpath")
 
 
 @contextlib.contextmanager
@@ -148,7 +148,7 @@ def _no_mode_probe(args: list[str]) -> Iterator[None]:
     """
     from hydra._internal.hydra import Hydra
 
-    if any(arg.startswith(_MODE_SOURCES) or "hydra.mode" in arg or "searchpath" in arg for arg in args):
+    if any(arg.startswith(_MODE_FLAGS) or any(key in arg for key in _MODE_KEYS) for arg in args):
         yield
         return
     probe = Hydra.get_mode
