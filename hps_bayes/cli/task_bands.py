@@ -79,7 +79,7 @@ def write_bands(spectrum: Any, settings: AnalysisSettings, out: Path, toys: Any,
         plots.plot_limit_bands(frames["toys"], frames["asymptotic"], out / "summary_plots" /
                                f"bands_{short}_{name}.{ext}", quantity=quantity,  # type: ignore[arg-type]
                                dataset_label=f"HPS {name}")
-    _log_summary(frames["toys"])
+    _log_summary(frames["toys"].to_dict("records"))
     return table
 
 

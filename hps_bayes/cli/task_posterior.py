@@ -22,6 +22,7 @@ from hps_bayes.cli.task_settings import PosteriorTask
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import read_json, write_table
+from hps_bayes.results.objects import ScanResults
 from hps_bayes.results.progress import progress_bar
 
 log = logging.getLogger("hps_bayes")
@@ -48,7 +49,7 @@ def task_posterior(settings: AnalysisSettings, task: PosteriorTask, cfg: dict[st
     return _sample_posteriors(spectrum, frame, settings, prior, out, plots=task.plots)
 
 
-def _scan_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, cfg: dict[str, Any],
+def _scan_posteriors(spectrum: Spectrum, scanned: ScanResults, settings: AnalysisSettings, cfg: dict[str, Any],
                      out: Path) -> Any:
     """After a scan: sample ``posterior.scan_top_z`` most significant and ``posterior.scan_masses`` points.
 
@@ -58,8 +59,9 @@ def _scan_posteriors(spectrum: Spectrum, frame: Any, settings: AnalysisSettings,
     from hps_bayes.posterior import model as posterior_model
 
     prior = posterior_model.PosteriorSettings.from_dict(cfg.get("posterior"))
-    if (prior.scan_top_z <= 0 and not prior.scan_masses) or frame.empty:
+    if (prior.scan_top_z <= 0 and not prior.scan_masses) or not scanned:
         return None
+    frame = scanned.frame()
     from hps_bayes.posterior import compare as posterior_compare  # imports ArviZ: only when sampling
 
     top_z = prior.scan_top_z

@@ -8,7 +8,7 @@ Each task takes the validated analysis settings, its typed task settings
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from hps_bayes.analysis.rundir import (
     point_path,
     write_run_manifest,
 )
-from hps_bayes.analysis.scan import run_scan, scan_points
+from hps_bayes.analysis.scan import scan_points
 from hps_bayes.analysis.seeds import LEE_SCANS, chunk_seeds, run_rng
 from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.cli.inputs import _locked, load_guarded
@@ -32,7 +32,7 @@ from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.export import export_scan
 from hps_bayes.results.files import read_json, write_json, write_table
-from hps_bayes.results.objects import MassPointResult, mass_label, results_frame
+from hps_bayes.results.objects import MassPointResult, ScanResults, mass_label, result_rows
 
 log = logging.getLogger("hps_bayes")
 
@@ -53,23 +53,23 @@ def _chunk_table(settings: AnalysisSettings) -> str:
     return f"results_chunk{scan.chunk}_{settings.dataset.name}.csv"
 
 
-def _flush_chunk(frame: Any, settings: AnalysisSettings, out: Path, info: dict[str, Any], *,
-                 state: str) -> None:
+def _flush_chunk(rows: list[dict[str, Any]], counts: Mapping[str, int], settings: AnalysisSettings, out: Path,
+                 info: dict[str, Any], *, state: str) -> None:
     """The chunk's table and ``chunks/<dataset>_chunk<k>.json`` (counts, SLURM job ids, state)."""
-    write_table(out / _chunk_table(settings), frame)
-    n_bad = int((frame.status != "ok").sum()) if len(frame) else 0
+    write_table(out / _chunk_table(settings), rows)
     write_json(out / "chunks" / f"{settings.dataset.name}_chunk{settings.scan.chunk}.json", {
-        **info, **job_provenance(), "state": state, "table": _chunk_table(settings), "n_done": len(frame),
-        "n_failed": n_bad, "computed": int(frame.attrs.get("computed", 0)),
-        "reused": int(frame.attrs.get("reused", 0))})
+        **info, **job_provenance(), "state": state, "table": _chunk_table(settings), "n_done": len(rows),
+        "n_failed": sum(row["status"] != "ok" for row in rows), "computed": int(counts.get("computed", 0)),
+        "reused": int(counts.get("reused", 0))})
 
 
-def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], out: Path) -> Any:
+def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], out: Path) -> ScanResults:
     """Scan the grid (or chunk ``scan.chunk`` of ``scan.n_chunks``) into the run folder ``out``.
 
     One chunk: ``results_single.csv`` (+ ``.parquet`` and the HEPData record ``hepdata/``) and summary
     plots; several: ``results_chunk<k>_<dataset>.csv``
-    (``task=merge`` then collects the run).  Per mass: ``m030MeV/<dataset>/numbers.json``.
+    (``task=merge`` then collects the run).  Per mass: ``m030MeV/<dataset>/numbers.json``.  The tables
+    are written from the rows; pandas is imported only for summary plots, look-elsewhere toys or posteriors.
     """
     spectrum, settings = load_guarded(settings, cfg, out)
     masses = chunk_of(mass_grid(settings), settings.scan.n_chunks, settings.scan.chunk)
@@ -78,25 +78,27 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
     log.info("chunk %d/%d: scanning %d masses of dataset %s (%.1f-%.1f MeV) into %s", settings.scan.chunk + 1,
              settings.scan.n_chunks, len(masses), settings.dataset.name, masses[0] * 1e3, masses[-1] * 1e3, out)
     try:
-        frame = run_scan(spectrum, config=settings, masses=masses, out_dir=out, provenance=info,
-                         handle_signals=True, overwrite=bool(cfg.get("overwrite")))
+        results, counts = scan_points(spectrum, config=settings, masses=masses, out_dir=out, provenance=info,
+                                      handle_signals=True, overwrite=bool(cfg.get("overwrite")))
     except ScanInterrupted as exc:
-        _flush_chunk(exc.frame, settings, out, info, state="interrupted")
+        _flush_chunk(exc.frame.to_dict("records"), exc.frame.attrs, settings, out, info, state="interrupted")
         raise
-    _flush_chunk(frame, settings, out, info, state="done")
-    log.info("%d mass points computed, %d reused from an earlier run", frame.attrs["computed"],
-             frame.attrs["reused"])
+    scanned = ScanResults(results, counts)
+    rows = scanned.rows()
+    _flush_chunk(rows, counts, settings, out, info, state="done")
+    log.info("%d mass points computed, %d reused from an earlier run", counts["computed"], counts["reused"])
 
     def whole_scan_outputs() -> None:
         if settings.scan.n_chunks == 1:
-            export_scan(frame, out)
-            _summary_plots(frame, settings, out)
+            export_scan(rows, out)
+            if settings.plots.summary and rows:
+                _summary_plots(scanned.frame(), settings, out)
 
-    _per_mass_plots(spectrum, frame, settings, out, meanwhile=whole_scan_outputs)  # while its workers draw
-    _log_summary(frame)
-    _look_elsewhere(spectrum, frame, settings, out)
-    _scan_posteriors(spectrum, frame, settings, cfg, out)
-    return frame
+    _per_mass_plots(spectrum, rows, settings, out, meanwhile=whole_scan_outputs)  # while its workers draw
+    _log_summary(rows)
+    _look_elsewhere(spectrum, scanned, settings, out)
+    _scan_posteriors(spectrum, scanned, settings, cfg, out)
+    return scanned
 
 
 def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], out: Path) -> MassPointResult:
@@ -110,7 +112,7 @@ def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], o
                              provenance={"task": "test"}, handle_signals=True, overwrite=bool(cfg.get("overwrite")))
     result = results[0]
     if task.plots:
-        _per_mass_plots(spectrum, results_frame(results), settings, out, force=True)
+        _per_mass_plots(spectrum, result_rows(results), settings, out, force=True)
     _print_result(result)
     return result
 
@@ -135,13 +137,13 @@ def _summary_plots(frame: Any, settings: AnalysisSettings, out: Path) -> None:
     plots_scan.plot_z_distribution(frame, folder / f"z_distribution_{name}.{ext}", dataset_label=label)
 
 
-def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, out: Path, *,
+def _per_mass_plots(spectrum: Spectrum, rows: list[dict[str, Any]], settings: AnalysisSettings, out: Path, *,
                     force: bool = False, meanwhile: Callable[[], None] | None = None) -> None:
     """The per-mass figures; ``meanwhile`` (other outputs) runs in this process while plot workers draw."""
     wanted = {round(m, 7) for m in settings.plots.per_mass_masses}
-    rows = [row for row in frame.itertuples() if row.status == "ok"
-            and (force or settings.plots.per_mass or round(row.mass, 7) in wanted)]
-    if not rows:
+    chosen = [row for row in rows if row["status"] == "ok"
+              and (force or settings.plots.per_mass or round(row["mass"], 7) in wanted)]
+    if not chosen:
         if meanwhile is not None:
             meanwhile()
         return  # matplotlib is not even imported (a second off every chunk's start)
@@ -149,23 +151,24 @@ def _per_mass_plots(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, 
 
     spec = prepare_spectrum(spectrum, settings)
     items = []
-    for row in rows:
-        result = MassPointResult.from_row(row._asdict())
+    for row in chosen:
+        result = MassPointResult.from_row(row)
         items.append((window_fit_arrays(spec, result, settings), point_path(out, result, settings.dataset.name).parent))
     # one figure per kind, its artists moved from mass to mass; in worker processes for many masses
     plot_windows(items, ext=settings.plots.format, workers=settings.plots.workers, meanwhile=meanwhile)
 
 
-def _log_summary(frame: Any) -> None:
-    ok = frame[frame.status == "ok"]
-    failed = frame[frame.status != "ok"]
-    log.info("%d of %d mass points ok", len(ok), len(frame))
-    for row in failed.itertuples():
-        log.warning("%s m=%.2f MeV: %s (%s)", row.dataset, row.mass * 1e3, row.status, row.message)
-    if len(ok):
-        best = ok.loc[ok.Z.idxmax()]
+def _log_summary(rows: list[dict[str, Any]]) -> None:
+    """How many points are ok, a warning per other point, the largest excess and the median ε² limit."""
+    ok = [row for row in rows if row["status"] == "ok"]
+    log.info("%d of %d mass points ok", len(ok), len(rows))
+    for row in rows:
+        if row["status"] != "ok":
+            log.warning("%s m=%.2f MeV: %s (%s)", row["dataset"], row["mass"] * 1e3, row["status"], row["message"])
+    if ok:
+        best = max(ok, key=lambda row: -np.inf if np.isnan(row["Z"]) else row["Z"])  # the first of equal ones
         log.info("largest local excess: m=%.2f MeV, Z=%.2f (p0=%.2e); median eps2 limit %.2e",
-                 best.mass * 1e3, best.Z, best.p0, float(np.median(ok.eps2_up)))
+                 best["mass"] * 1e3, best["Z"], best["p0"], float(np.median([row["eps2_up"] for row in ok])))
 
 
 def _print_result(r: MassPointResult) -> None:
@@ -188,17 +191,18 @@ def _print_result(r: MassPointResult) -> None:
 
 # --- look-elsewhere effect (stats.lee_toys > 0) and task=bands ---------------------------------------
 
-def _look_elsewhere(spectrum: Spectrum, frame: Any, settings: AnalysisSettings, out: Path) -> Any:
+def _look_elsewhere(spectrum: Spectrum, scanned: ScanResults, settings: AnalysisSettings, out: Path) -> Any:
     """With ``stats.lee_toys`` > 0 and one chunk: toy scans over the scanned masses, the global
     significance of the largest local excess (:mod:`hps_bayes.stats.lee`) in the log and in
     ``summary.json`` (key ``look_elsewhere`` → dataset)."""
+    n_scans = settings.stats.lee_toys
+    if n_scans <= 0 or "ok" not in scanned.status:
+        return None
     from hps_bayes.analysis.toyscans import toy_scans
     from hps_bayes.stats.lee import look_elsewhere
 
-    n_scans = settings.stats.lee_toys
-    ok = frame[frame.status == "ok"] if len(frame) else frame
-    if n_scans <= 0 or len(ok) == 0:
-        return None
+    frame = scanned.frame()
+    ok = frame[frame.status == "ok"]
     if settings.scan.n_chunks > 1:
         log.warning("stats.lee_toys=%d: the look-elsewhere toy scans need the whole grid; in a chunked run make "
                     "them in batches (task=lee, 'task.batch=range(N)') and merge them with task=merge", n_scans)

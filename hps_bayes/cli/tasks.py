@@ -63,10 +63,12 @@ def run_task(name: str, overrides: Sequence[str] = (), run_dir: str | Path | Non
 
     The config is composed and validated exactly as on the command line; package errors are raised
     (not turned into exit codes). ``run_dir`` defaults to the config's ``run_dir`` (required when that
-    is null, since no Hydra run folder exists outside the command line).
+    is null, since no Hydra run folder exists outside the command line).  A scan's results come back as
+    a DataFrame (:meth:`~hps_bayes.results.objects.ScanResults.frame`).
     """
     from hps_bayes.cli.config import _plain, load_config, plot_label, settings_from_config, task_settings
     from hps_bayes.plots.label import experiment_label
+    from hps_bayes.results.objects import ScanResults
 
     extra = [f"run_dir={Path(run_dir).resolve()}"] if run_dir is not None else []
     cfg = load_config([f"task={name}", *overrides, *extra])
@@ -75,4 +77,5 @@ def run_task(name: str, overrides: Sequence[str] = (), run_dir: str | Path | Non
     function = task_function(name)
     settings, task, plain = settings_from_config(cfg), task_settings(cfg), _plain(cfg)
     with experiment_label(plot_label(plain)):
-        return function(settings, task, plain, Path(str(cfg.run_dir)))
+        result = function(settings, task, plain, Path(str(cfg.run_dir)))
+    return result.frame() if isinstance(result, ScanResults) else result

@@ -1,8 +1,8 @@
 """Exports users publish with: a limits table (CSV and Parquet) and a HEPData submission.
 
-All read the result tables (``results_single.csv`` / ``results_combined.csv``
-as DataFrames); nothing here computes statistics.  :func:`export_scan` is what every
-scan writes beside its ``results_single.csv``.
+All read the result tables (``results_single.csv`` / ``results_combined.csv``, as DataFrames or, from
+a command-line scan, as lists of row dicts: :mod:`hps_bayes.results.rows`); nothing here computes
+statistics.  :func:`export_scan` is what every scan writes beside its ``results_single.csv``.
 """
 
 from __future__ import annotations
@@ -33,10 +33,22 @@ def limits_table(single: Any | None = None, combined: Any | None = None) -> Any:
     return frame.sort_values(["source", "mass_GeV"], kind="stable").reset_index(drop=True)
 
 
+def limit_rows(single: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`limits_table` of one dataset's scan rows, as row dicts (no pandas)."""
+    rows = [{**row, "source": str(row["dataset"]), "mass_GeV": row["mass"]} for row in single]
+    rows.sort(key=lambda row: (row["source"], row["mass_GeV"]))
+    return [{name: row[name] for name in LIMIT_COLUMNS} for row in rows]
+
+
 def write_limits(frame: Any, out_dir: str | Path) -> list[Path]:
     """``limits.csv`` and ``limits.parquet`` (atomic) in ``out_dir``."""
     out = Path(out_dir)
     return [write_table(out / "limits.csv", frame), write_table(out / "limits.parquet", frame)]
+
+
+def _records(table: Any) -> list[dict[str, Any]]:
+    """The rows of a DataFrame, or a list of row dicts as it is."""
+    return table if isinstance(table, list) else table.to_dict("records")
 
 
 def _variable(name: str, values: Any, *, independent: bool, units: str = "") -> Any:
@@ -47,16 +59,15 @@ def _variable(name: str, values: Any, *, independent: bool, units: str = "") -> 
     return var
 
 
-def _expected_with_bands(rows: Any) -> Any:
+def _expected_with_bands(rows: list[dict[str, Any]]) -> Any:
     from hepdata_lib import Uncertainty
 
-    median = rows.eps2_up_expected_median.to_numpy()
+    median = [float(r["eps2_up_expected_median"]) for r in rows]
     expected = _variable("Expected 95% CL upper limit on $\\epsilon^2$", median, independent=False)
     for label, lo, hi in (("expected $\\pm 1\\sigma$", "m1", "p1"), ("expected $\\pm 2\\sigma$", "m2", "p2")):
         band = Uncertainty(label, is_symmetric=False)
-        band.values = [(float(d), float(u)) for d, u in zip(rows[f"eps2_up_expected_{lo}"].to_numpy() - median,
-                                                           rows[f"eps2_up_expected_{hi}"].to_numpy() - median,
-                                                           strict=True)]
+        band.values = [(float(r[f"eps2_up_expected_{lo}"]) - m, float(r[f"eps2_up_expected_{hi}"]) - m)
+                       for r, m in zip(rows, median, strict=True)]
         expected.add_uncertainty(band)
     return expected
 
@@ -65,23 +76,25 @@ def write_hepdata(frame: Any, out_dir: str | Path, *, descriptions: Mapping[str,
     """A HEPData submission (``hepdata/submission.yaml`` + one table per source, and the
     validated ``submission.tar.gz``) of the ε² limits, in ``out_dir``.
 
-    ``frame`` is a :func:`limits_table`; rows whose status is not "ok" are left out
-    (they have no limit).  Returns the folder holding the YAML files.
+    ``frame`` is a :func:`limits_table` (or its rows, :func:`limit_rows`); rows whose status is not "ok"
+    are left out (they have no limit).  Returns the folder holding the YAML files.
     """
     from hepdata_lib import Submission, Table
 
     out = Path(out_dir)
     submission = Submission()
-    for source, rows in frame[frame.status == "ok"].groupby("source", sort=True):
+    ok = [row for row in _records(frame) if row["status"] == "ok"]
+    for source in sorted({str(row["source"]) for row in ok}):
+        rows = [row for row in ok if str(row["source"]) == source]
         table = Table(f"eps2 limits {source}")
         table.description = (descriptions or {}).get(
-            str(source), f"95% CL upper limits on the kinetic mixing $\\epsilon^2$ of an A' decaying to "
-                         f"$e^+e^-$ ({source}), observed and expected with 1 and 2 standard deviation bands.")
+            source, f"95% CL upper limits on the kinetic mixing $\\epsilon^2$ of an A' decaying to "
+                    f"$e^+e^-$ ({source}), observed and expected with 1 and 2 standard deviation bands.")
         table.keywords["observables"] = ["UL"]
         table.keywords["reactions"] = ["E- NUCLEUS --> E- NUCLEUS A'", "A' --> E+ E-"]
-        table.add_variable(_variable("$m_{A'}$", rows.mass_GeV, independent=True, units="GeV"))
-        observed = rows.eps2_up.to_numpy()
-        table.add_variable(_variable("Observed 95% CL upper limit on $\\epsilon^2$", observed, independent=False))
+        table.add_variable(_variable("$m_{A'}$", [r["mass_GeV"] for r in rows], independent=True, units="GeV"))
+        table.add_variable(_variable("Observed 95% CL upper limit on $\\epsilon^2$", [r["eps2_up"] for r in rows],
+                                     independent=False))
         table.add_variable(_expected_with_bands(rows))
         submission.add_table(table)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +113,7 @@ def export_scan(single: Any, out_dir: str | Path, *, hepdata: bool = True) -> li
     """
     out = Path(out_dir)
     written = [write_table(out / "results_single.parquet", single)]
-    table = limits_table(single)
-    if hepdata and bool((table.status == "ok").any()):
+    table = limit_rows(_records(single))
+    if hepdata and any(row["status"] == "ok" for row in table):
         written += [write_hepdata(table, out), out / "submission.tar.gz"]
     return written

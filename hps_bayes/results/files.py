@@ -86,8 +86,13 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 def write_table(path: str | Path, frame: Any) -> Path:
-    """Atomic CSV (or Parquet when the suffix is ``.parquet``)."""
+    """Atomic CSV (or Parquet when the suffix is ``.parquet``) of a DataFrame, or of a list of row dicts
+    (:func:`hps_bayes.results.rows.write_rows`: the same file, without importing pandas)."""
     path = Path(path)
+    if isinstance(frame, list):
+        from hps_bayes.results.rows import write_rows
+
+        return write_rows(path, frame)
     if path.suffix == ".parquet":
         with atomic_path(path) as tmp:
             frame.to_parquet(tmp, index=False)

@@ -170,15 +170,41 @@ def mass_label(mass: float) -> str:
     return f"m{whole:03d}MeV" if frac == 0 else f"m{whole:03d}p{str(frac)[2:]}MeV"
 
 
+def result_rows(results: Iterable[MassPointResult]) -> list[dict[str, Any]]:
+    """One table row per result (:meth:`MassPointResult.to_row`), sorted by dataset and mass (stable)."""
+    return sorted((r.to_row() for r in results), key=lambda row: (row["dataset"], row["mass"]))
+
+
 def results_frame(results: Iterable[MassPointResult]) -> Any:
     """A pandas DataFrame with one row per result, sorted by dataset and mass."""
     import pandas as pd
 
-    rows = [r.to_row() for r in results]
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame = frame.sort_values(["dataset", "mass"], kind="stable").reset_index(drop=True)
-    return frame
+    return pd.DataFrame(result_rows(results))
+
+
+class ScanResults(list[MassPointResult]):
+    """A scan's results in grid order, with the counts of points ``computed`` and ``reused``: what a
+    command-line scan hands on.  Its DataFrame (:meth:`frame`, with the counts in ``attrs``) is built
+    only where something needs it: pandas costs a third of a second of every chunk's start."""
+
+    def __init__(self, results: Iterable[MassPointResult], counts: Mapping[str, int]) -> None:
+        super().__init__(results)
+        self.counts = dict(counts)
+        self._frame: Any = None
+
+    @property
+    def status(self) -> list[str]:
+        """The status of every point (what the command line checks for "no point ok")."""
+        return [r.status for r in self]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return result_rows(self)
+
+    def frame(self) -> Any:
+        if self._frame is None:
+            self._frame = results_frame(self)
+            self._frame.attrs.update(self.counts)
+        return self._frame
 
 
 @dataclass(frozen=True)
