@@ -126,7 +126,7 @@ def test_checks_flag_the_range_end_numbers_themselves():
                            spurious=4.73, a_up=4418.4, a_up_error=0.0,
                            a_up_expected=(4226.2, 4321.9, 4452.9, 4618.7, 4803.1), alpha=0.05)
     failures = " | ".join(check_point(numbers).failures)
-    for fragment in ("Asimov Hessian error", "sigma_A_stat of the observed fit", "sigma_A from the Gaussian limit",
+    for fragment in ("Asimov Hessian error", "sigma_A_hesse of the observed fit", "sigma_A from the Gaussian limit",
                      "-2sigma/median = 0.949"):
         assert fragment in failures
 
@@ -361,7 +361,7 @@ def apply_damage(spec: Spectrum, d: dict[str, Any]) -> Spectrum:
 def consistent(result: MassPointResult) -> bool:
     """The self-consistency checks that a result's own columns allow."""
     numbers = PointNumbers(a_hat=result.A_hat, sigma_a=result.sigma_A, sigma_hesse_asimov=result.sigma_A,
-                           sigma_stat=result.sigma_A_stat, spurious=result.spurious_signal, a_up=result.A_up,
+                           sigma_stat=result.sigma_A_hesse, spurious=result.spurious_signal, a_up=result.A_up,
                            a_up_error=0.0, a_up_expected=result.A_up_expected, alpha=0.05)
     return check_point(numbers).ok
 

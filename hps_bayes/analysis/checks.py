@@ -4,7 +4,7 @@ Where the likelihood is close to Gaussian in A (the regime the asymptotic
 formulas assume), the numbers of a mass point are tied together:
 
 * the Asimov σ_A = μ/√q_{μ,A} equals the Hessian error of Â on the Asimov data;
-* σ_A equals the Hessian error of Â on the observed data (``sigma_A_stat``, every nuisance
+* σ_A equals the Hessian error of Â on the observed data (``sigma_A_hesse``, every nuisance
   profiled, the spurious-signal nuisance S included, so S is not added to it a second time);
 * the CLs limit is A_up = Â + σ_A Φ⁻¹(1 − α Φ(Â/σ_A)) (arXiv:1007.1727, for both signs of Â);
 * the expected band is μ_up(N) = σ_A (Φ⁻¹(1 − α Φ(N)) + N), so its ratios to the
@@ -140,7 +140,7 @@ def check_point(p: PointNumbers) -> Consistency:
     failures: list[str] = []
     ratio_checks = (("log_asimov_hesse", MAX_LOG_ASIMOV_HESSE, "Asimov sigma_A", "the Asimov Hessian error",
                      p.sigma_hesse_asimov),
-                    ("log_stat", MAX_LOG_STAT, "sigma_A", "sigma_A_stat of the observed fit (nuisances profiled)",
+                    ("log_stat", MAX_LOG_STAT, "sigma_A", "sigma_A_hesse of the observed fit (nuisances profiled)",
                      p.sigma_stat))
     for key, limit, what, other, value in ratio_checks:
         if not abs(v[key]) <= limit:

@@ -196,7 +196,8 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
     return MassPointResult(
         dataset=preset.name, mass=float(mass), status=status, message=message,
         sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
-        sigma_A_stat=free.poi_error(objective), q0=disc.q0, p0=disc.p0, Z=disc.z0,
+        sigma_A_stat=float(np.sqrt(max(calc.sigma_mu() ** 2 - window.spurious**2, 0.0))),
+        sigma_A_hesse=free.poi_error(objective), q0=disc.q0, p0=disc.p0, Z=disc.z0,
         p0_method="toys" if disc.n_toys else "asymptotic", p0_asymptotic=p0_asymptotic,
         A_up=limit.mu_up, A_up_error=limit.mu_up_error if limit.n_toys else float("nan"),
         A_up_expected=tuple(limit.mu_up_expected),
@@ -341,7 +342,7 @@ def _in_weighted_events(result: MassPointResult, scale: float) -> MassPointResul
         return result
     return replace(
         result, A_hat=result.A_hat * scale, sigma_A=result.sigma_A * scale, sigma_A_stat=result.sigma_A_stat * scale,
-        A_up=result.A_up * scale, A_up_error=result.A_up_error * scale, rho=result.rho * scale,
+        sigma_A_hesse=result.sigma_A_hesse * scale, A_up=result.A_up * scale, A_up_error=result.A_up_error * scale, rho=result.rho * scale,
         A_up_expected=tuple(v * scale for v in result.A_up_expected), spurious_signal=result.spurious_signal * scale)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -21,6 +22,9 @@ from hps_bayes.errors import ConfigError, HpsBayesError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import content_hash, read_json, write_json
 from hps_bayes.results.objects import MassPointResult, mass_label, results_frame
+
+#: The columns of a mass point today: a stored point lacking one was written by an earlier version.
+RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(MassPointResult))
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +83,8 @@ def load_finished(path: Path, key: Mapping[str, Any]) -> MassPointResult | None:
     rerun computes them again.
     """
     payload = _read_payload(path) if path.exists() else None
-    if payload is None or stored_key(payload) != dict(key):
-        return None
+    if payload is None or stored_key(payload) != dict(key) or not RESULT_FIELDS <= set(payload.get("result") or {}):
+        return None  # another key, or written before one of today's columns existed: computed again
     result = read_point(path)
     return result if result is not None and result.status == "ok" else None
 

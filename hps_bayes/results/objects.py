@@ -38,7 +38,9 @@ class MassPointResult:
     (bootstrap of the toys, over the band's CLs slope; NaN for asymptotic limits).  ``A_up_expected`` and ``eps2_up_expected`` hold the expected limits for
     N = -2, -1, 0, +1, +2 standard deviations (in that order).  ``spurious_signal`` is the size S
     (events) of the spurious-signal nuisance at this mass (0: off); ``sigma_A`` includes it in
-    quadrature, σ_A = √(σ_stat² + S²), so its effect on σ_A is √(σ_A² − S²) → σ_A.  ``limit`` is the
+    quadrature, σ_A = √(σ_stat² + S²), and ``sigma_A_stat`` = √(σ_A² − S²) is its statistical part.
+    ``sigma_A_hesse`` is the Hessian error of Â on the data with every nuisance profiled (S
+    included): the cross-check of σ_A (:mod:`hps_bayes.analysis.checks`).  ``limit`` is the
     kind of the limits (``stats.limit``: "cls", "pl" or "pcl"), ``method`` how they were computed.
     ``background_model`` names the background used at this mass (the selection's model name with
     ``background.selection``, else :meth:`hps_bayes.model.settings.BackgroundSettings.label`).  ``status`` is
@@ -55,6 +57,7 @@ class MassPointResult:
     A_hat: float = NAN
     sigma_A: float = NAN
     sigma_A_stat: float = NAN
+    sigma_A_hesse: float = NAN
     q0: float = NAN
     p0: float = NAN
     Z: float = NAN

@@ -162,3 +162,18 @@ def test_signal_stops_cleanly_and_flushes(tmp_path: Path, demo_file: Path, signu
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert f"{N_POINTS - len(done)} mass points computed, {len(done)} reused" in out
+
+
+def test_a_point_stored_before_one_of_todays_columns_is_computed_again(
+        tmp_path: Path, setup: tuple[AnalysisSettings, dict[str, Any]]) -> None:
+    """Same key, but the stored result lacks a column (an earlier version's file): not reused."""
+    settings, _ = setup
+    spectrum = load_spectrum(settings.dataset.path, settings.dataset.hist_name)
+    run_scan(spectrum, config=settings, masses=[0.05, 0.06], out_dir=tmp_path)
+    path = tmp_path / "m050MeV" / "demo" / "numbers.json"
+    payload = json.loads(path.read_text())
+    del payload["result"]["sigma_A_hesse"]
+    path.write_text(json.dumps(payload))
+    frame = run_scan(spectrum, config=settings, masses=[0.05, 0.06], out_dir=tmp_path)
+    assert frame.attrs == {"computed": 1, "reused": 1}
+    assert "sigma_A_hesse" in json.loads(path.read_text())["result"]
