@@ -67,8 +67,9 @@ class Selection:
         # a weighted spectrum is checked as read and, inside the scan, in effective counts: either is its content
         if self.input_hash and input_hash not in (self.input_hash, self.effective_hash):
             log.warning("background.selection=%s was made on another spectrum (content %s, this one %s): its "
-                        "choices and spurious signals were measured there; rerun task=select on this file",
-                        self.source, self.input_hash, input_hash)
+                        "choices and spurious signals were measured there. Right for a selection made on a control "
+                        "or blinded spectrum of the same run (a signal in the data raises S around it); otherwise "
+                        "rerun task=select on this file", self.source, self.input_hash, input_hash)
 
     def _index(self, mass: float) -> int:
         return int(np.argmin(np.abs(self.mass - mass)))
