@@ -7,6 +7,7 @@ Each task takes the validated analysis settings, its typed task settings
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -69,7 +70,7 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
     One chunk: ``results_single.csv`` (+ ``.parquet`` and the HEPData record ``hepdata/``) and summary
     plots; several: ``results_chunk<k>_<dataset>.csv``
     (``task=merge`` then collects the run).  Per mass: ``m030MeV/<dataset>/numbers.json``.  The tables
-    are written from the rows; pandas is imported only for summary plots, look-elsewhere toys or posteriors.
+    and figures are made from the rows; pandas is imported only for look-elsewhere toys or posteriors.
     """
     spectrum, settings = load_guarded(settings, cfg, out)
     masses = chunk_of(mass_grid(settings), settings.scan.n_chunks, settings.scan.chunk)
@@ -91,8 +92,7 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
     def whole_scan_outputs() -> None:
         if settings.scan.n_chunks == 1:
             export_scan(rows, out)
-            if settings.plots.summary and rows:
-                _summary_plots(scanned.frame(), settings, out)
+            _summary_plots(rows, settings, out)
 
     _per_mass_plots(spectrum, rows, settings, out, meanwhile=whole_scan_outputs)  # while its workers draw
     _log_summary(rows)
@@ -117,18 +117,24 @@ def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], o
     return result
 
 
-def _summary_plots(frame: Any, settings: AnalysisSettings, out: Path) -> None:
-    if not settings.plots.summary or frame.empty:
-        return
-    import pandas as pd
+def published_2015() -> list[dict[str, float]]:
+    """The published HPS 2015 ε² curve, one dict per row (``mass_GeV``, ``epsilon``, ``epsilon2``)."""
+    with PUBLISHED_2015.open(encoding="utf-8") as fh:
+        return [{key: float(value) for key, value in row.items()}
+                for row in csv.DictReader(line for line in fh if not line.startswith("#"))]
 
+
+def _summary_plots(frame: Any, settings: AnalysisSettings, out: Path) -> None:
+    """The scan's summary figures, from its table (a DataFrame or its rows)."""
+    if not settings.plots.summary or not len(frame):
+        return
     from hps_bayes.plots import scan as plots_scan
 
     label = f"HPS {settings.dataset.name}"
     folder = out / "summary_plots"
     published = None
     if settings.dataset.name in ("2015", "demo") and PUBLISHED_2015.exists():
-        published = pd.read_csv(PUBLISHED_2015, comment="#")
+        published = published_2015()
     ext = settings.plots.format
     name = settings.dataset.name
     plots_scan.plot_eps2_limits(frame, folder / f"eps2_ul_{name}.{ext}", dataset_label=label, published=published)

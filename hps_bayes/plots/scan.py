@@ -1,7 +1,8 @@
 """Figures of a scan: ε² and A limits with bands, p0, Z, overlays.
 
 Plots never compute statistics: every number drawn was computed upstream and
-stored in a result (a :func:`hps_bayes.results.results_frame` table or a
+stored in a result (a :func:`hps_bayes.results.results_frame` table — or its rows, a list of
+dicts, as a command-line scan hands them without importing pandas — or a
 :class:`hps_bayes.results.WindowFitArrays`).  The only arithmetic here is
 display arithmetic (GeV → MeV, per-bin ratios and pulls, a unit-normal
 reference curve, the p-values of the 1σ–5σ reference lines).
@@ -25,13 +26,12 @@ several datasets mixed, raises :class:`hps_bayes.errors.InputError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 from matplotlib.axes import Axes
 
 from hps_bayes.errors import InputError
@@ -50,6 +50,12 @@ from hps_bayes.plots.style import (
     save_figure,
 )
 from hps_bayes.results.objects import BAND_SUFFIXES
+from hps_bayes.results.rows import Columns
+
+if TYPE_CHECKING:  # a results table: a DataFrame, or its rows (one dict per row)
+    import pandas as pd
+
+    type Table = pd.DataFrame | Sequence[Mapping[str, Any]]
 
 # suffixes of the expected-band columns written by MassPointResult.to_row, N = -2..+2
 _GREEN, _YELLOW = "#00c000", "#ffd800"
@@ -69,48 +75,49 @@ class _LimitCurve:
     failed_statuses: tuple[str, ...]
 
 
-def _check_frame(frame: pd.DataFrame, columns: list[str], dataset_label: str) -> None:
-    if len(frame) == 0:
+def _check_frame(frame: Columns, columns: list[str], dataset_label: str) -> None:
+    if frame.n == 0:
         raise InputError(f"the results frame for dataset {dataset_label!r} has no rows: nothing to plot; "
                          "run the scan first (or check the dataset selection)")
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.arrays]
     if missing:
         raise InputError(f"the results frame for dataset {dataset_label!r} lacks columns {missing}: "
                          "build it with hps_bayes.results.results_frame")
-    datasets = sorted(set(frame["dataset"].astype(str))) if "dataset" in frame.columns else []
+    datasets = sorted(set(frame.strings("dataset"))) if "dataset" in frame.arrays else []
     if len(datasets) > 1:
         raise InputError(f"the results frame for {dataset_label!r} mixes datasets {datasets}: plot one at "
                          "a time, e.g. frame[frame['dataset'] == '2015']")
 
 
-def _ok_mask(frame: pd.DataFrame, column: str) -> np.ndarray:
+def _ok_mask(frame: Columns, column: str) -> np.ndarray:
     """Rows drawn: status "ok" and a finite value in ``column``."""
-    values = frame[column].to_numpy(dtype=float)
-    return (frame["status"].astype(str).to_numpy() == "ok") & np.isfinite(values)
+    return (frame.strings("status") == "ok") & np.isfinite(frame.floats(column))
 
 
-def _limit_curve(frame: pd.DataFrame, prefix: Literal["eps2_up", "A_up"], dataset_label: str) -> _LimitCurve:
+def _limit_curve(table: Any, prefix: Literal["eps2_up", "A_up"], dataset_label: str) -> _LimitCurve:
     band_cols = [f"{prefix}_expected_{s}" for s in BAND_SUFFIXES]
+    frame = Columns.of(table)
     _check_frame(frame, ["mass", "status", prefix, *band_cols], dataset_label)
-    frame = frame.sort_values("mass", kind="stable")
-    ok = _ok_mask(frame, prefix) & (frame[prefix].to_numpy(dtype=float) > 0)
-    mass_mev = frame["mass"].to_numpy(dtype=float) * 1e3
+    frame = frame.sorted_by("mass")
+    ok = _ok_mask(frame, prefix) & (frame.floats(prefix) > 0)
+    mass_mev = frame.floats("mass") * 1e3
     return _LimitCurve(
         mass_mev=mass_mev[ok],
-        observed=frame[prefix].to_numpy(dtype=float)[ok],
-        expected=frame[band_cols].to_numpy(dtype=float)[ok].T,
+        observed=frame.floats(prefix)[ok],
+        expected=np.stack([frame.floats(c)[ok] for c in band_cols]),
         failed_mass_mev=mass_mev[~ok],
-        failed_statuses=tuple(sorted(set(frame["status"].astype(str)[~ok]))),
+        failed_statuses=tuple(sorted(set(frame.strings("status")[~ok]))),
     )
 
 
-def _scan_points(frame: pd.DataFrame, column: str, dataset_label: str) -> tuple[np.ndarray, ...]:
+def _scan_points(table: Any, column: str, dataset_label: str) -> tuple[np.ndarray, ...]:
     """(mass_mev, value) of the ok rows and mass_mev of the others, sorted by mass."""
+    frame = Columns.of(table)
     _check_frame(frame, ["mass", "status", column], dataset_label)
-    frame = frame.sort_values("mass", kind="stable")
+    frame = frame.sorted_by("mass")
     ok = _ok_mask(frame, column)
-    mass_mev = frame["mass"].to_numpy(dtype=float) * 1e3
-    return mass_mev[ok], frame[column].to_numpy(dtype=float)[ok], mass_mev[~ok]
+    mass_mev = frame.floats("mass") * 1e3
+    return mass_mev[ok], frame.floats(column)[ok], mass_mev[~ok]
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,14 +149,15 @@ def _draw_limit_axes(ax: Axes, curve: _LimitCurve, *, ylabel: str, extra: list[n
     ax.legend(loc="upper left", ncols=2, fontsize=17, title=title or None, title_fontsize=17)
 
 
-def _draw_published(ax: Axes, published: pd.DataFrame) -> np.ndarray:
-    missing = [c for c in ("mass_GeV", "epsilon2") if c not in published.columns]
+def _draw_published(ax: Axes, published: Any) -> np.ndarray:
+    table = Columns.of(published)
+    missing = [c for c in ("mass_GeV", "epsilon2") if c not in table.arrays]
     if missing:
-        raise InputError(f"the published curve lacks columns {missing} (has {list(published.columns)}); "
+        raise InputError(f"the published curve lacks columns {missing} (has {list(table.arrays)}); "
                          "read shared/data/hps2015_published_limit.csv with pandas.read_csv(..., comment='#')")
-    pub = published.sort_values("mass_GeV")
-    eps2 = pub["epsilon2"].to_numpy(dtype=float)
-    ax.plot(pub["mass_GeV"].to_numpy(dtype=float) * 1e3, eps2, color="#7a21dd", lw=2.5, ls="-.", label=PUBLISHED_2015_LABEL)
+    pub = table.sorted_by("mass_GeV")
+    eps2 = pub.floats("epsilon2")
+    ax.plot(pub.floats("mass_GeV") * 1e3, eps2, color="#7a21dd", lw=2.5, ls="-.", label=PUBLISHED_2015_LABEL)
     return eps2
 
 
@@ -165,8 +173,8 @@ def _draw_sigma_lines(ax: Axes, n_max: int = 5) -> None:
 # --------------------------------------------------------------------------------------------
 # public: scan summaries
 # --------------------------------------------------------------------------------------------
-def plot_eps2_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: str,
-                     published: pd.DataFrame | None = None, title: str | None = None) -> Path:
+def plot_eps2_limits(frame: Table, path: str | Path, *, dataset_label: str,
+                     published: Table | None = None, title: str | None = None) -> Path:
     """95% CL upper limit on ε² vs mass with the expected (Brazil) band, log-y.
 
     Parameters
@@ -194,7 +202,7 @@ def plot_eps2_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: st
         return save_figure(fig, path)
 
 
-def plot_A_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Path:
+def plot_A_limits(frame: Table, path: str | Path, *, dataset_label: str) -> Path:
     """95% CL upper limit on the signal yield A [events] vs mass with the Brazil band, log-y.
 
     Same conventions as :func:`plot_eps2_limits`, on the columns ``A_up`` and
@@ -210,7 +218,7 @@ def plot_A_limits(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) 
         return save_figure(fig, path)
 
 
-def plot_p0(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Path:
+def plot_p0(frame: Table, path: str | Path, *, dataset_label: str) -> Path:
     """Local p0 vs mass on log-y, with reference lines at the one-sided p-values of 1σ…5σ.
 
     p0 = 1 − Φ(√q0) (arXiv:1007.1727, Eq. 52) as stored in the ``p0`` column; points with
@@ -233,7 +241,7 @@ def plot_p0(frame: pd.DataFrame, path: str | Path, *, dataset_label: str) -> Pat
         return save_figure(fig, path)
 
 
-def plot_z_distribution(frame: pd.DataFrame, path: str | Path, *, dataset_label: str,
+def plot_z_distribution(frame: Table, path: str | Path, *, dataset_label: str,
                         z: Literal["wald", "signed"] = "wald") -> Path:
     """Histogram of the local significance over the scan, with a unit normal N(0, 1) overlaid.
 
@@ -269,20 +277,21 @@ def plot_z_distribution(frame: pd.DataFrame, path: str | Path, *, dataset_label:
         return save_figure(fig, path)
 
 
-def _signed_z(frame: pd.DataFrame, z: Literal["wald", "signed"], dataset_label: str
+def _signed_z(table: Any, z: Literal["wald", "signed"], dataset_label: str
               ) -> tuple[np.ndarray, int, str]:
     """The histogrammed values of the ok rows, the number left out, and the axis label."""
+    frame = Columns.of(table)
     if z == "wald":
         _check_frame(frame, ["status", "A_hat", "sigma_A"], dataset_label)
-        values = frame["A_hat"].to_numpy(dtype=float) / frame["sigma_A"].to_numpy(dtype=float)
+        values = frame.floats("A_hat") / frame.floats("sigma_A")
         label = r"Local significance $\hat{A}/\sigma_{A}$"
     elif z == "signed":
         _check_frame(frame, ["status", "A_hat", "Z"], dataset_label)
-        values = np.sign(frame["A_hat"].to_numpy(dtype=float)) * frame["Z"].to_numpy(dtype=float)
+        values = np.sign(frame.floats("A_hat")) * frame.floats("Z")
         label = r"Local significance sign$(\hat{A})\,Z$"
     else:
         raise InputError(f"z={z!r} is not a choice: use 'wald' or 'signed'")
-    ok = (frame["status"].astype(str).to_numpy() == "ok") & np.isfinite(values)
+    ok = (frame.strings("status") == "ok") & np.isfinite(values)
     return values[ok], int((~ok).sum()), label
 
 
@@ -312,7 +321,7 @@ def _draw_asymptotic_band(ax: Axes, curve: _LimitCurve) -> None:
     ax.plot(m, curve.observed, color=_ASYM_COLOR, ls="-", lw=1.2, label="Asymptotic observed")
 
 
-def plot_limit_bands(toys: pd.DataFrame, asymptotic: pd.DataFrame, path: str | Path, *,
+def plot_limit_bands(toys: Table, asymptotic: Table, path: str | Path, *,
                      quantity: Literal["A_up", "eps2_up"], dataset_label: str) -> Path:
     """Toy-based Brazil band with the observed (toy) limit, and the asymptotic band drawn over it.
 
@@ -325,7 +334,8 @@ def plot_limit_bands(toys: pd.DataFrame, asymptotic: pd.DataFrame, path: str | P
     dataset_label : shown above the axes.
     """
     curve, asym = _limit_curve(toys, quantity, dataset_label), _limit_curve(asymptotic, quantity, dataset_label)
-    n_toys = int(toys["n_toys"].max()) if "n_toys" in toys.columns and len(toys) else 0
+    counts = Columns.of(toys)
+    n_toys = int(counts.floats("n_toys").max()) if "n_toys" in counts.arrays and counts.n else 0
     ylabel = "A upper limit (95% CL) [events]" if quantity == "A_up" else r"$\epsilon^{2}$ upper limit (95% CL)"
     fallback = (2.0, 3e5) if quantity == "A_up" else (2e-7, 3e-3)
     with hep_figure(_LIMIT_FIGSIZE, _LIMIT_MARGINS) as fig:
@@ -344,8 +354,8 @@ def plot_limit_bands(toys: pd.DataFrame, asymptotic: pd.DataFrame, path: str | P
 _OVERLAY_COLORS = ("#e42536", "#5790fc", "#f89c20", "#964a8b", "#9c9ca1")
 
 
-def plot_eps2_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
-                      published: pd.DataFrame | None = None, combined: str | None = "combined") -> Path:
+def plot_eps2_overlay(frames: Mapping[str, Table], path: str | Path, *,
+                      published: Table | None = None, combined: str | None = "combined") -> Path:
     """Observed (solid) and expected median (dashed) ε² limits of several datasets on one log plot.
 
     ``frames`` maps a legend label to a results frame (one dataset or the combination);
@@ -375,7 +385,7 @@ def plot_eps2_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
         return save_figure(fig, path)
 
 
-def plot_p0_overlay(frames: Mapping[str, pd.DataFrame], path: str | Path, *,
+def plot_p0_overlay(frames: Mapping[str, Table], path: str | Path, *,
                     combined: str | None = "combined") -> Path:
     """Local p0 vs mass of several datasets and their combination (black) on one log plot."""
     if not frames:

@@ -16,6 +16,7 @@ import io
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,29 @@ def write_rows(path: str | Path, rows: Sequence[Row]) -> Path:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A results table's columns as NumPy arrays, from a DataFrame or from a list of row dicts (what the
+    figures of a scan read: :mod:`hps_bayes.plots.scan`)."""
+
+    arrays: dict[str, np.ndarray]
+    n: int
+
+    @classmethod
+    def of(cls, table: Any) -> Columns:
+        if isinstance(table, Sequence):
+            names = list(dict.fromkeys(name for row in table for name in row))
+            return cls({name: np.array([row.get(name) for row in table], dtype=object) for name in names}, len(table))
+        return cls({str(c): table[c].to_numpy() for c in table.columns}, len(table))
+
+    def floats(self, name: str) -> np.ndarray:
+        return np.asarray(self.arrays[name]).astype(float)
+
+    def strings(self, name: str) -> np.ndarray:
+        return np.asarray(self.arrays[name]).astype(str)
+
+    def sorted_by(self, name: str) -> Columns:
+        order = np.argsort(self.floats(name), kind="stable")
+        return Columns({key: values[order] for key, values in self.arrays.items()}, self.n)

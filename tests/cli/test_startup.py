@@ -1,6 +1,6 @@
 """Start-up: a run imports only what its task needs (no PyMC once the compiled model is stored, no uproot
-once the spectrum was read, no scipy.optimize once its turn-on was fitted), and ``python -m hps_bayes`` ends
-with the command's status."""
+once the spectrum was read, no scipy.optimize once its turn-on was fitted, no pandas for a scan's tables and
+figures), and ``python -m hps_bayes`` ends with the command's status."""
 
 from __future__ import annotations
 
@@ -16,13 +16,17 @@ from hps_bayes.physics.presets import load_preset
 
 #: ``HPS_BAYES_NUMBA_EXTENSIONS=off`` as ``python -m hps_bayes`` sets it (numba's awkward extension not loaded).
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HPS_BAYES_NUMBA_EXTENSIONS": "off"}
-#: A one-mass scan without plots or posteriors, then the plotting/sampling libraries it loaded.
+#: A one-mass scan without posteriors (as the command line runs it: its table is not made a DataFrame),
+#: then the plotting/sampling/table libraries it loaded.
 SCRIPT = """
 import sys
-from hps_bayes.cli.tasks import run_task
-run_task("scan", [f"dataset.path={sys.argv[1]}", "scan.mass_min=0.05", "scan.mass_max=0.05",
-                  "plots.summary=false", *sys.argv[3:]], run_dir=sys.argv[2])
-print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc", "uproot", "awkward", "scipy.optimize")
+from hps_bayes.cli.tasks import task_function
+from hps_bayes.cli.config import _plain, load_config, settings_from_config, task_settings
+from pathlib import Path
+cfg = load_config(["task=scan", f"dataset.path={sys.argv[1]}", "scan.mass_min=0.05", "scan.mass_max=0.05",
+                   f"run_dir={sys.argv[2]}", *sys.argv[3:]])
+task_function("scan")(settings_from_config(cfg), task_settings(cfg), _plain(cfg), Path(sys.argv[2]))
+print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc", "uproot", "awkward", "scipy.optimize", "pandas")
              if m in sys.modules))
 """
 
@@ -33,16 +37,17 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     once, with PyMC; later processes load it) and kept the spectrum in the read cache."""
     path = tmp_path_factory.mktemp("data") / "demo.root"
     write_demo_file(path, load_preset("demo"), n_events=2e6, seed=5, shape="2015")
-    warm = subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(path.parent / "warm")], env=ENV,
+    warm = subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(path.parent / "warm"), "plots.summary=false"], env=ENV,
                           capture_output=True, text=True, timeout=300, check=False)
     assert warm.returncode == 0, warm.stderr[-3000:]
     return path
 
 
 @pytest.mark.parametrize(("extra", "extensions", "loaded"), [
-    ([], "off", "[]"),
-    (["plots.per_mass=true"], "off", "['matplotlib', 'mplhep']"),
-    ([], "on", "['awkward']"),  # numba's default: its extensions (awkward's) load at the first compiled call
+    (["plots.summary=false"], "off", "[]"),
+    (["plots.summary=false", "plots.per_mass=true"], "off", "['matplotlib', 'mplhep']"),
+    ([], "off", "['matplotlib', 'mplhep']"),  # the summary figures, drawn from the rows
+    (["plots.summary=false"], "on", "['awkward']"),  # numba's default: its extensions (awkward's) load at the first compiled call
 ])
 def test_a_scan_imports_plotting_only_to_plot(demo_file: Path, tmp_path: Path, extra: list[str], extensions: str,
                                               loaded: str) -> None:

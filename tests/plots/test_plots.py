@@ -77,6 +77,19 @@ def test_frame_plots_write_non_blank_pngs(frame: pd.DataFrame, tmp_path: Path) -
         _assert_drawn(path)
 
 
+def test_summary_plots_from_rows_are_the_frames(frame: pd.DataFrame, tmp_path: Path) -> None:
+    """A command-line scan draws its summary from its rows (no pandas): the same files, byte for byte."""
+    rows = frame.to_dict("records")[::-1]  # any order: the figures sort by mass
+    published = pd.DataFrame({"mass_GeV": [0.04, 0.02, 0.08], "epsilon2": [6e-6, 2e-5, 3e-5]})
+    for name, source, pub in (("frame", frame, published), ("rows", rows, published.to_dict("records"))):
+        plots_scan.plot_eps2_limits(source, tmp_path / name / "eps2.png", dataset_label="HPS 2015", published=pub)
+        plots_scan.plot_A_limits(source, tmp_path / name / "A.png", dataset_label="HPS 2015")
+        plots_scan.plot_p0(source, tmp_path / name / "p0.png", dataset_label="HPS 2015")
+        plots_scan.plot_z_distribution(source, tmp_path / name / "z.png", dataset_label="HPS 2015")
+    for figure in ("eps2.png", "A.png", "p0.png", "z.png"):
+        assert (tmp_path / "rows" / figure).read_bytes() == (tmp_path / "frame" / figure).read_bytes(), figure
+
+
 def test_window_plots_write_non_blank_pngs(arrays: WindowFitArrays, tmp_path: Path) -> None:
     written = [
         plots_window.plot_fit_full(arrays, tmp_path / "fit_full.png"),
