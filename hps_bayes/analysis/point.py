@@ -68,8 +68,9 @@ def _check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> 
     if not (lo <= mass <= hi) or not (spectrum.edges[0] <= mass <= spectrum.edges[-1]):
         raise InputError(
             f"mass {mass * 1e3:.2f} MeV is outside dataset {settings.dataset.name!r}'s range "
-            f"[{lo * 1e3:.1f}, {hi * 1e3:.1f}] MeV (spectrum covers [{spectrum.edges[0] * 1e3:.1f}, "
-            f"{spectrum.edges[-1] * 1e3:.1f}] MeV); choose a mass inside it or change dataset.mass_range"
+            f"[{lo * 1e3:.1f}, {hi * 1e3:.1f}] MeV (the part of the spectrum analysed, from the background fit "
+            f"range's start: [{spectrum.edges[0] * 1e3:.1f}, {spectrum.edges[-1] * 1e3:.1f}] MeV); choose a mass "
+            f"inside it or change dataset.mass_range"
         )
 
 
