@@ -99,6 +99,12 @@ def write_rows(path: str | Path, rows: Sequence[Row]) -> Path:
     import pyarrow.parquet as pq
 
     names = _columns(rows)
+    if not names:  # no rows: an empty table, as pandas writes one
+        import pyarrow as pa
+
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.table({}), tmp)
+        return path
     types = {name: _arrow_type(_column_values(rows, name)) for name in names}
     table = pa_csv.read_csv(io.BytesIO(text.encode()), parse_options=pa_csv.ParseOptions(newlines_in_values=True),
                             convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False,

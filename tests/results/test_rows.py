@@ -42,6 +42,11 @@ def test_columns_of_ints_and_floats_or_missing_values_are_floats_as_in_pandas(tm
     pd.testing.assert_frame_equal(pd.read_parquet(write_rows(tmp_path / "t.parquet", rows)), pd.DataFrame(rows))
 
 
+def test_no_rows_give_empty_tables(tmp_path: Path) -> None:
+    assert csv_text([]) == pd.DataFrame([]).to_csv(index=False)
+    assert pd.read_parquet(write_rows(tmp_path / "t.parquet", [])).empty
+
+
 def test_export_from_rows_equals_export_from_the_frame(tmp_path: Path) -> None:
     results = _results()
     export_scan(results_frame(results), tmp_path / "frame")
