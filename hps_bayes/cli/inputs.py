@@ -197,6 +197,20 @@ def load_validated(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -
     return spectrum
 
 
+def warn_without_selection(settings: AnalysisSettings, cfg: dict[str, Any]) -> None:
+    """A scan of the user's own file (not a generated demo) without ``background.selection``: S then comes
+    from the dataset's shipped table, measured on the run's look-alikes, and the log says what that means."""
+    bkg = settings.background
+    if bkg.selection or bkg.spurious != "table" or _demo_options(cfg).get("generate"):
+        return
+    log.warning("dataset %s without background.selection: the fixed default background (%s) with S(m) from the "
+                "spurious-signal table shipped for this run, measured on simulated look-alikes, not on this file. "
+                "On spectra whose structure differs its bias can exceed S (up to 2.8 sigma_A measured on other "
+                "draws of the structure): for results on this file run task=select on it and pass "
+                "background.selection=<run>/selection_%s.json", settings.dataset.name, bkg.label(),
+                settings.dataset.name)
+
+
 def load_guarded(settings: AnalysisSettings, cfg: dict[str, Any], out: Path) -> tuple[Spectrum, AnalysisSettings]:
     """:func:`load_validated`, then the turn-on guard (:func:`hps_bayes.scan.guard_turn_on`): the spectrum
     and the settings whose background fit range starts above a sharp turn-on.  The measured turn-on

@@ -26,7 +26,7 @@ from hps_bayes.analysis.rundir import (
 from hps_bayes.analysis.scan import scan_points
 from hps_bayes.analysis.seeds import LEE_SCANS, chunk_seeds, run_rng
 from hps_bayes.analysis.settings import AnalysisSettings
-from hps_bayes.cli.inputs import _locked, load_guarded
+from hps_bayes.cli.inputs import _locked, load_guarded, warn_without_selection
 from hps_bayes.cli.task_posterior import _scan_posteriors
 from hps_bayes.cli.task_settings import ScanTask, TestTask
 from hps_bayes.errors import ConfigError
@@ -73,6 +73,7 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
     and figures are made from the rows; pandas is imported only for look-elsewhere toys or posteriors.
     """
     spectrum, settings = load_guarded(settings, cfg, out)
+    warn_without_selection(settings, cfg)
     masses = chunk_of(mass_grid(settings), settings.scan.n_chunks, settings.scan.chunk)
     info = chunk_provenance(settings)
     write_run_manifest(out, settings, overwrite=bool(cfg.get("overwrite")))
@@ -106,6 +107,7 @@ def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], o
     if cfg["mass"] is None:
         raise ConfigError("task=test needs a mass in GeV, e.g. `python -m hps_bayes task=test mass=0.030`")
     spectrum, settings = load_guarded(settings, cfg, out)
+    warn_without_selection(settings, cfg)
     mass = float(cfg["mass"])
     check_mass(spectrum, mass, settings)
     results, _ = scan_points(spectrum, config=settings, masses=[mass], out_dir=out, progress=False,
