@@ -13,7 +13,7 @@ from hps_bayes.analysis.combine import combined_masses, run_combination
 from hps_bayes.analysis.grid import mass_grid
 from hps_bayes.analysis.scan import run_scan
 from hps_bayes.analysis.settings import AnalysisSettings, settings_from_mapping
-from hps_bayes.cli.inputs import load_guarded
+from hps_bayes.cli.inputs import load_guarded, warn_without_selection
 from hps_bayes.cli.task_scan import PUBLISHED_2015, _summary_plots
 from hps_bayes.cli.task_settings import CombineTask, DatasetEntry
 from hps_bayes.errors import ConfigError
@@ -64,6 +64,8 @@ def task_combine(settings: AnalysisSettings, task: CombineTask, cfg: dict[str, A
     loaded = {name: load_guarded(s, plain, out) for name, (s, plain) in members.items()}
     spectra = {name: spec for name, (spec, _) in loaded.items()}
     members = {name: (loaded[name][1], plain) for name, (_, plain) in members.items()}
+    for s, plain in members.values():
+        warn_without_selection(s, plain)
     grids = {name: mass_grid(s) for name, (s, _) in members.items()}
     frames = {name: run_scan(spectra[name], config=s, masses=grids[name], out_dir=out)
               for name, (s, _) in members.items()}

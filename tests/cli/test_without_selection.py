@@ -27,3 +27,16 @@ def test_the_source_of_s_is_named_where_it_was_not_measured_on_the_file(
     assert (NOTE in caplog.text) is warned
     if warned:
         assert "task=select" in caplog.text and "selection_2015.json" in caplog.text
+
+
+def test_a_combination_member_of_ones_own_file_says_it_too(caplog: pytest.LogCaptureFixture) -> None:
+    from hps_bayes.cli.config import task_settings
+    from hps_bayes.cli.task_combine import combination_members
+
+    datasets = "[{preset: hps2015, enabled: true, path: /data/hps2015.root}, {preset: demo2016, enabled: true}]"
+    cfg = load_config(["task=combine", f"task.datasets={datasets}"])
+    members = combination_members(task_settings(cfg).datasets, _plain(cfg))  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger="hps_bayes"):
+        for settings, plain in members.values():
+            warn_without_selection(settings, plain)
+    assert caplog.text.count(NOTE) == 1 and "dataset 2015 without" in caplog.text
