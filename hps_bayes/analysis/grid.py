@@ -25,6 +25,7 @@ def check_binning(spectrum: Spectrum, preset: DatasetPreset) -> None:
     check_rebin(spectrum, preset.rebin)
     check_resolution(spectrum, mass_range=preset.mass_range, rebin=preset.rebin, sigma=lambda m: sigma_m(m, preset))
 
+
 def fit_range(settings: AnalysisSettings) -> tuple[float, float]:
     """The background fit range (GeV): the dataset's ``mass_range``, starting at
     ``background.fit_range_min`` (the turn-on guard, :func:`guard_turn_on`) when that is higher."""

@@ -186,9 +186,10 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
     frad = float(f_rad(mass, preset))
     k = float(yield_per_eps2(mass, f_rad=frad, rho=rho, n_eff=preset.n_eff, alpha_em=preset.alpha_em))
     converged = calc.converged and limit.converged
+    sigma_a, sigma_hesse = calc.sigma_mu(), free.poi_error(objective)
     consistency = check_point(PointNumbers(
-        a_hat=free.poi(objective), sigma_a=calc.sigma_mu(), sigma_hesse_asimov=sigma_hesse_asimov(calc),
-        sigma_stat=free.poi_error(objective), spurious=window.spurious, a_up=limit.mu_up,
+        a_hat=free.poi(objective), sigma_a=sigma_a, sigma_hesse_asimov=sigma_hesse_asimov(calc),
+        sigma_stat=sigma_hesse, spurious=window.spurious, a_up=limit.mu_up,
         a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
         alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0,
         background=smooth_background(objective, free.theta, null.theta)))
@@ -196,9 +197,8 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
     message = "; ".join(m for m in (message, selection_note(settings, mass)) if m)
     return MassPointResult(
         dataset=preset.name, mass=float(mass), status=status, message=message,
-        sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=calc.sigma_mu(),
-        sigma_A_stat=float(np.sqrt(max(calc.sigma_mu() ** 2 - window.spurious**2, 0.0))),
-        sigma_A_hesse=free.poi_error(objective), q0=disc.q0, p0=disc.p0, Z=disc.z0,
+        sigma_m=window.sigma, f_rad=frad, A_hat=free.poi(objective), sigma_A=sigma_a,
+        sigma_A_stat=float(np.sqrt(max(sigma_a**2 - window.spurious**2, 0.0))), sigma_A_hesse=sigma_hesse, q0=disc.q0, p0=disc.p0, Z=disc.z0,
         p0_method="toys" if disc.n_toys else "asymptotic", p0_asymptotic=p0_asymptotic,
         A_up=limit.mu_up, A_up_error=limit.mu_up_error if limit.n_toys else float("nan"),
         A_up_expected=tuple(limit.mu_up_expected),

@@ -31,7 +31,7 @@ from hps_bayes.analysis.seeds import TOY_P0, point_key
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import write_json
-from hps_bayes.results.objects import MassPointResult, results_frame
+from hps_bayes.results.objects import MassPointResult, ScanResults
 from hps_bayes.results.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,7 @@ def run_scan(
     results, counts = scan_points(spectrum, dataset=dataset, config=config, masses=masses, out_dir=out_dir,
                                   progress=progress, on_result=on_result, provenance=provenance,
                                   handle_signals=handle_signals, overwrite=overwrite)
-    return _frame(results, counts)
-
-
-def _frame(results: list[MassPointResult], counts: dict[str, int]) -> Any:
-    """The results as :func:`run_scan`'s DataFrame, with the counts of points computed and reused in ``attrs``."""
-    frame = results_frame(results)
-    frame.attrs.update(counts)
-    return frame
+    return ScanResults(results, counts).frame()
 
 
 def scan_points(
@@ -180,5 +173,5 @@ def scan_points(
         except _AbandonPoint:
             pass
         if stop is not None and stop.signum is not None:
-            raise ScanInterrupted(stop.signum, _frame(results, counts), stop.previous.get(stop.signum))
+            raise ScanInterrupted(stop.signum, ScanResults(results, counts).frame(), stop.previous.get(stop.signum))
     return results, counts

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 from hps_bayes.analysis.grid import prepare_spectrum
 from hps_bayes.analysis.point import build_window
@@ -38,7 +38,7 @@ from hps_bayes.model.selection import read_selection
 __all__ = ["bias_on_true_shape", "summary"]
 
 #: The one-sided 95 % quantile of the standard normal.
-UPPER_95 = 1.6448536269514722
+UPPER_95 = float(ndtri(0.95))
 
 
 def bias_on_true_shape(true: Spectrum, settings: AnalysisSettings, selection: str | Path) -> Any:
