@@ -15,7 +15,7 @@ the weights' centres held and with every centre drawn, so that the formula is ch
 be used. It changes nothing in the scan: the package's limits keep H⁻¹ (the global observables drawn).
 
 ``python -m hps_bayes.studies.gp_prior <spectrum.root> <dataset> <selection.json> [--toys 400]
-[--masses 0.032,0.08]``
+[--masses 0.032,0.08] [--hist NAME]``
 
 Written with the package's own fits: the penalised Hessian and the batched toy fits are the scan's.
 """
@@ -35,7 +35,7 @@ from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.stats.calculators import AsymptoticCalculator
 
-__all__ = ["prior_variance", "toy_scatter", "study"]
+__all__ = ["prior_variance", "study", "toy_scatter"]
 
 
 def prior_variance(objective: WindowObjective, theta: FloatArray) -> tuple[float, float]:
@@ -96,18 +96,21 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from hps_bayes.analysis.scan import prepare_scan
+    from hps_bayes.analysis.settings import resolve_settings
     from hps_bayes.inputs.root_io import load_spectrum
     from hps_bayes.model.selection import read_selection
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spectrum", help="ROOT file (histogram 'invariant_mass')")
+    parser.add_argument("spectrum", help="ROOT file")
     parser.add_argument("dataset", help="dataset preset, e.g. demo2015 or hps2016")
     parser.add_argument("selection", help="selection_<dataset>.json of task=select on that spectrum")
     parser.add_argument("--toys", type=int, default=0, help="Poisson toys per mass for the check (e.g. 400)")
     parser.add_argument("--masses", default="", help="GeV, comma-separated; default: the selection's grid")
+    parser.add_argument("--hist", default="", help="the histogram; default: the dataset preset's")
     args = parser.parse_args(argv)
-    prep = prepare_scan(load_spectrum(args.spectrum, "invariant_mass"), dataset=args.dataset,
-                        config={"background": {"selection": args.selection}})
+    settings = resolve_settings(args.dataset, {"background": {"selection": args.selection}})
+    prep = prepare_scan(load_spectrum(args.spectrum, args.hist or settings.dataset.hist_name), dataset=args.dataset,
+                        config=settings)
     masses = ([float(m) for m in args.masses.split(",")] if args.masses else
               [float(r["mass"]) for r in read_selection(args.selection)["rows"] if r.get("model")])
     rows = study(prep.spectrum, prep.settings, masses, n_toys=args.toys)
