@@ -92,7 +92,7 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
 
     def whole_scan_outputs() -> None:
         if settings.scan.n_chunks == 1:
-            export_scan(rows, out)
+            _export_in_child(rows, out)
             _summary_plots(rows, settings, out)
 
     _per_mass_plots(spectrum, rows, settings, out, meanwhile=whole_scan_outputs)  # while its workers draw
@@ -100,6 +100,25 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
     _look_elsewhere(spectrum, scanned, settings, out)
     _scan_posteriors(spectrum, scanned, settings, cfg, out)
     return scanned
+
+
+def _export_in_child(rows: list[dict[str, Any]], out: Path) -> None:
+    """:func:`~hps_bayes.results.export.export_scan` (the Parquet copy and the HEPData record) in a forked
+    child process, waited for; here where the platform cannot fork.
+
+    The two writers need pyarrow and hepdata_lib with its validator (requests, jsonschema): about 45 MB and
+    150 modules that the scan never uses again.  In a child they are freed when it ends, before the summary
+    figures are drawn here, so the job's peak memory is the larger of the two instead of their sum.  An
+    error in the child is raised here (the process pool sends it back).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        export_scan(rows, out)
+        return
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        pool.submit(export_scan, rows, out).result()
 
 
 def task_test(settings: AnalysisSettings, task: TestTask, cfg: dict[str, Any], out: Path) -> MassPointResult:

@@ -1,6 +1,7 @@
 """Start-up: a run imports only what its task needs (no PyMC once the compiled model is stored, no uproot
 once the spectrum was read, no scipy.optimize once its turn-on was fitted, no pandas for a scan's tables and
-figures), and ``python -m hps_bayes`` ends with the command's status."""
+figures, no pyarrow or hepdata_lib in a scan's own process: its Parquet copy and HEPData record are written by a
+child process), and ``python -m hps_bayes`` ends with the command's status."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from pathlib import Path
 cfg = load_config(["task=scan", f"dataset.path={sys.argv[1]}", "scan.mass_min=0.05", "scan.mass_max=0.05",
                    f"run_dir={sys.argv[2]}", *sys.argv[3:]])
 task_function("scan")(settings_from_config(cfg), task_settings(cfg), _plain(cfg), Path(sys.argv[2]))
-print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc", "uproot", "awkward", "scipy.optimize", "pandas")
-             if m in sys.modules))
+print(sorted(m for m in ("arviz", "matplotlib", "mplhep", "pymc", "uproot", "awkward", "scipy.optimize", "pandas",
+                         "pyarrow", "hepdata_lib") if m in sys.modules))
 """
 
 
@@ -47,7 +48,8 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["plots.summary=false"], "off", "[]"),
     (["plots.summary=false", "plots.per_mass=true"], "off", "['matplotlib', 'mplhep']"),
     ([], "off", "['matplotlib', 'mplhep']"),  # the summary figures, drawn from the rows
-    (["plots.summary=false"], "on", "['awkward']"),  # numba's default: its extensions (awkward's) load at the first compiled call
+    # numba's default: its extensions (awkward's, with pyarrow) load at the first compiled call
+    (["plots.summary=false"], "on", "['awkward', 'pyarrow']"),
 ])
 def test_a_scan_imports_plotting_only_to_plot(demo_file: Path, tmp_path: Path, extra: list[str], extensions: str,
                                               loaded: str) -> None:
@@ -56,6 +58,19 @@ def test_a_scan_imports_plotting_only_to_plot(demo_file: Path, tmp_path: Path, e
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == loaded
+    # written by the child process: the Parquet copy and the HEPData record of the one mass's limit
+    assert (tmp_path / "run" / "results_single.parquet").stat().st_size > 0
+    assert (tmp_path / "run" / "submission.tar.gz").stat().st_size > 0
+
+
+def test_an_error_of_the_export_child_is_raised_in_the_scan(tmp_path: Path) -> None:
+    from hps_bayes.cli.task_scan import _export_in_child
+
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the run folder should be")
+    rows = [{"dataset": "demo", "mass": 0.05, "status": "ok", "A_up": 1.0, "eps2_up": 1e-6}]
+    with pytest.raises(OSError, match="not_a_folder"):
+        _export_in_child(rows, blocked)
 
 
 def test_the_command_line_exits_with_the_commands_status(tmp_path: Path) -> None:
