@@ -25,7 +25,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import hps_bayes
-from hps_bayes.analysis.checks import PointNumbers, check_point, gaussian_band_ratios, gaussian_limit
+from hps_bayes.analysis.checks import (
+    PointNumbers,
+    check_point,
+    gaussian_band_ratios,
+    gaussian_limit,
+    point_status,
+)
 from hps_bayes.analysis.rundir import RunFolderConflict, collect_points, point_path, result_key
 from hps_bayes.analysis.scan import prepare_scan
 from hps_bayes.analysis.settings import resolve_settings
@@ -139,6 +145,25 @@ def test_checks_pass_a_gaussian_point():
     consistency = check_point(numbers)
     assert consistency.ok and abs(consistency.values["limit_pull"]) < 1e-12
     assert gaussian_band_ratios(alpha)[0] == pytest.approx(0.537, abs=1e-3)
+
+
+@pytest.mark.parametrize(("n_toys", "a_up_error", "fragment"), [
+    (10, 20.0, "10 toys cannot resolve CLs = alpha = 0.05"),  # n_toys·α = 0.5 < 5
+    (300, 60.0, "too few toys for this limit"),  # an error of 0.6 σ_A
+    (300, float("nan"), "not estimable"),
+])
+def test_a_toy_limit_its_toys_do_not_resolve_is_unreliable(n_toys: int, a_up_error: float, fragment: str):
+    sigma, a_hat, alpha = 100.0, -30.0, 0.05
+    band = tuple(float(v) for v in 100.0 * gaussian_band_ratios(alpha) * 1.959964)
+    numbers = PointNumbers(a_hat=a_hat, sigma_a=sigma, sigma_hesse_asimov=sigma, sigma_stat=sigma, spurious=0.0,
+                           a_up=gaussian_limit(a_hat, sigma, alpha), a_up_error=a_up_error, a_up_expected=band,
+                           alpha=alpha, toys=True, n_toys=n_toys)
+    consistency = check_point(numbers)
+    assert consistency.ok and any(fragment in m for m in consistency.imprecise), consistency.imprecise
+    status, message = point_status(True, "converged", consistency, [])
+    assert status == "unreliable" and fragment in message
+    resolved = check_point(replace(numbers, a_up_error=20.0, n_toys=300))  # 0.2 σ_A with 300 toys: a result
+    assert point_status(True, "converged", resolved, []) == ("ok", "")
 
 
 def test_weighted_histogram_is_analysed_as_scaled_poisson(raw_spectrum_2015):

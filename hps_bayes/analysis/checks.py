@@ -46,6 +46,16 @@ MAX_LOG_STAT = 0.25
 #: 0.059 (asymptotic), 0.34 (300 toys); allowed 0.5, plus 4 Monte Carlo errors ``A_up_error``
 #: of a toy limit.
 MAX_LIMIT_PULL = 0.5
+#: Largest allowed Monte Carlo error of a toy limit, ``A_up_error`` / σ_A; a toy limit whose error cannot be
+#: estimated (NaN: no toy beyond the observed test statistic near the limit) fails too.  Clean: at most 0.34
+#: (300 toys per point, demo2015), median 0.13; with 100 toys median 0.22, and errors of 10²⁹⁹ σ_A before
+#: they were caught.  Allowed 0.5: a limit that uncertain is not a result; more toys make it one.
+MAX_LIMIT_ERROR = 0.5
+#: Smallest n_toys·α of a toy limit: the s+b toys expected beyond the observation where CLs = α (for CL_b = 1).
+#: With fewer the crossing is not resolved: 10 toys at α = 0.05 gave A_up = 369 where σ_A = 2815 and the
+#: asymptotic limit is about 5000, with an error estimate of 0.27 σ_A.  100 toys (5 expected) gave errors of
+#: 0.22-0.33 σ_A and limits within them (demo2015, 15 masses).
+MIN_TOYS_BEYOND = 5.0
 #: Largest allowed |ratio − Gaussian ratio| of an expected limit to the median one
 #: (asymptotic limits; toy bands are not Gaussian by construction and are not checked).
 #: Clean: at most 0.069 (demo2021); allowed 0.15.
@@ -72,14 +82,17 @@ class PointNumbers:
     background: FloatArray = field(default_factory=lambda: np.ones(1))
     limit: str = "cls"
     toys: bool = False
+    n_toys: int = 0
 
 
 @dataclass(frozen=True)
 class Consistency:
-    """What :func:`check_point` measured (``values``) and the checks that failed (``failures``)."""
+    """What :func:`check_point` measured (``values``), the checks that failed (``failures``) and what makes a
+    toy limit too imprecise to be a result (``imprecise``: too few toys; the point is "unreliable")."""
 
     values: dict[str, float]
     failures: tuple[str, ...]
+    imprecise: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -147,8 +160,18 @@ def check_point(p: PointNumbers) -> Consistency:
             failures.append(f"{what} = {p.sigma_a:.4g} disagrees with {other} = {value:.4g} "
                             f"(ratio {math.exp(v[key]) if math.isfinite(v[key]) else float('nan'):.3g}, "
                             f"allowed {math.exp(-limit):.2f}-{math.exp(limit):.2f})")
-    pull_limit = MAX_LIMIT_PULL + 4.0 * (p.a_up_error / p.sigma_a if np.isfinite(p.a_up_error) and p.sigma_a > 0
-                                         else 0.0)
+    imprecise: list[str] = []  # a toy limit its toys do not resolve: flagged "unreliable", not "inconsistent"
+    if p.toys and p.n_toys * p.alpha < MIN_TOYS_BEYOND:
+        imprecise.append(f"{p.n_toys} toys cannot resolve CLs = alpha = {p.alpha:g} (n_toys * alpha = "
+                        f"{p.n_toys * p.alpha:.2g} < {MIN_TOYS_BEYOND:g}): raise stats.n_toys to at least "
+                        f"{int(np.ceil(MIN_TOYS_BEYOND / p.alpha))} (1000 or more advised)")
+    relative_error = p.a_up_error / p.sigma_a if p.sigma_a > 0 else float("nan")
+    if p.toys and not relative_error <= MAX_LIMIT_ERROR:
+        imprecise.append(f"the toy limit's Monte Carlo error A_up_error = {p.a_up_error:.4g} is "
+                        f"{'not estimable' if not np.isfinite(relative_error) else f'{relative_error:.2g} sigma_A'} "
+                        f"(allowed {MAX_LIMIT_ERROR} sigma_A = {MAX_LIMIT_ERROR * p.sigma_a:.4g}): too few toys for "
+                        "this limit; raise stats.n_toys (1000 or more)")
+    pull_limit = MAX_LIMIT_PULL + 4.0 * (min(relative_error, MAX_LIMIT_ERROR) if np.isfinite(relative_error) else 0.0)
     if p.limit == "cls" and not abs(v["limit_pull"]) <= pull_limit:
         failures.append(f"A_up = {p.a_up:.4g} is {v['limit_pull']:.2f} sigma_A from the Gaussian limit "
                         f"{gaussian_limit(p.a_hat, p.sigma_a, p.alpha):.4g} of A_hat = {p.a_hat:.4g} and "
@@ -161,7 +184,7 @@ def check_point(p: PointNumbers) -> Consistency:
     if not v["background_floor"] >= MIN_BACKGROUND_RATIO:
         failures.append(f"the fitted background falls to {v['background_floor']:.2g} of its median inside the "
                         f"window (allowed >= {MIN_BACKGROUND_RATIO:g}): empty or missing bins?")
-    return Consistency(values=v, failures=tuple(failures))
+    return Consistency(values=v, failures=tuple(failures), imprecise=tuple(imprecise))
 
 
 def sigma_hesse_asimov(calc: Any) -> float:
@@ -176,9 +199,11 @@ def point_status(converged: bool, limit_message: str, consistency: Consistency,
                  notes: list[str]) -> tuple[str, str]:
     """The point's status and message: "fit_failed", else "inconsistent" (a self-consistency check
     failed, :func:`check_point`), else "unreliable" (a window note,
-    :func:`~hps_bayes.analysis.point.window_notes`), else "ok"; the message lists every note and failed check."""
+    :func:`~hps_bayes.analysis.point.window_notes`, or a toy limit too few toys resolve), else "ok"; the
+    message lists every note and failed check."""
     if not converged:
         return "fit_failed", limit_message
+    notes = [*notes, *consistency.imprecise]
     message = "; ".join([*notes, *consistency.failures])
     if consistency.failures:
         return "inconsistent", message

@@ -241,7 +241,7 @@ def evaluate_combined(
         a_hat=asymptotic.mu_hat, sigma_a=asymptotic.sigma_mu(), sigma_hesse_asimov=sigma_hesse_asimov(asymptotic),
         sigma_stat=asymptotic.free_fit.poi_error(objective), spurious=0.0, a_up=limit.mu_up,
         a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
-        alpha=alpha, limit=limit.method, toys=limit.n_toys > 0))
+        alpha=alpha, limit=limit.method, toys=limit.n_toys > 0, n_toys=limit.n_toys))
     status, message = point_status(converged, limit.message, consistency, [n for m in members for n in m.notes])
     return CombinedResult(
         mass=float(mass), datasets="+".join(m.name for m in members), status=status,

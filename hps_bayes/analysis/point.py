@@ -191,7 +191,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
         a_hat=free.poi(objective), sigma_a=sigma_a, sigma_hesse_asimov=sigma_hesse_asimov(calc),
         sigma_stat=sigma_hesse, spurious=window.spurious, a_up=limit.mu_up,
         a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
-        alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0,
+        alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0, n_toys=limit.n_toys,
         background=smooth_background(objective, free.theta, null.theta)))
     status, message = point_status(converged, limit.message, consistency, window_notes(window, settings))
     message = "; ".join(m for m in (message, selection_note(settings, mass)) if m)

@@ -290,6 +290,9 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
     pv = ev.pvalues(at) if np.isfinite(at) else None
     problems += list(calculator.messages)
     exp = [root for root, _ in found[1:]]
+    asymptotic_twin = getattr(calculator, "asymptotic", None)
+    if asymptotic_twin is not None:  # toys: the slopes of the Monte Carlo errors from the asymptotic curves
+        slopes = _asymptotic_slopes(_Evaluations(asymptotic_twin, one_sided=one_sided), [mu_up, *exp])
     limit = UpperLimit(
         mu_up=mu_up,
         mu_up_expected=(exp[0], exp[1], exp[2], exp[3], exp[4]),
@@ -298,7 +301,8 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
         converged=not problems,
         message="; ".join(problems) if problems else "converged",
         alpha=float(alpha),
-        mu_up_error=_limit_error(pv, slopes[0], lambda m: _probit(ev.observed(m))) if mu_up != 0 else 0.0,
+        mu_up_error=(_limit_error(pv, slopes[0], lambda m: _probit(ev.observed(m)), alpha=alpha, one_sided=one_sided)
+                     if mu_up != 0 else 0.0),
         mu_up_expected_error=_expected_errors(calculator, ev, exp, slopes[1:], one_sided=one_sided),
         n_toys=pv.n_toys if pv is not None else 0,
         method="pl" if one_sided else "cls",
@@ -367,17 +371,63 @@ def _wald_root(n: float, alpha: float, one_sided: bool) -> float:
     return float(n - ndtri(alpha)) if one_sided else _eq89(1.0, n, alpha)
 
 
-def _limit_error(pv: PValues | None, slope: float, probit_cls: Callable[[float], float]) -> float:
-    """σ(μ_up) = σ(CLs) / |dCLs/dμ|, in probit space: σ(CLs)/φ(Φ⁻¹(CLs)) / |dΦ⁻¹(CLs)/dμ|."""
-    if pv is None or pv.cls_error <= 0:
+#: An expected limit's Monte Carlo error is taken in probit space at the tested μ nearest it; where the toys'
+#: CLs_N there lies beyond this many probit units (CLs_N < 3e-7 or > 1 − 3e-7) it is not estimable (NaN): its
+#: bootstrap error over the normal density there would be 0/0 or astronomically large.
+MAX_ERROR_PROBIT = 5.0
+
+
+def _asymptotic_slopes(ev: _Evaluations, roots: list[float]) -> list[float]:
+    """dΦ⁻¹(CLs)/dμ of the observed curve (first root) and of the expected ones (N = −2..2) at each root, by
+    central differences of an asymptotic calculator's curves (NaN where a root is not positive and finite).
+
+    A toy limit's Monte Carlo error is σ(CLs) over this slope.  The slope of the toys' own curve, interpolated
+    between scan points, is steeper by orders of magnitude wherever a scan point's toy CLs is 0 (its probit
+    clipped at −37) — with 100 toys it made errors of 0.003 σ_A; the asymptotic curve has the slope the toys
+    estimate, without their noise."""
+    slopes = []
+    for index, root in enumerate(roots):
+        if not (np.isfinite(root) and root > 0):
+            slopes.append(float("nan"))
+            continue
+        step = 0.02 * root
+        if index == 0:
+            curve: Callable[[float], float] = lambda m: _probit(ev.observed(m))
+        else:
+            curve = lambda m, i=index - 1: _probit(ev.expected(m, i))
+        slopes.append(float((curve(root + step) - curve(root - step)) / (2.0 * step)))
+    return slopes
+
+
+def _limit_error(pv: PValues | None, slope: float, probit_cls: Callable[[float], float], *, alpha: float,
+                 one_sided: bool) -> float:
+    """σ(μ_up) = σ(CLs) / |dCLs/dμ| at the limit, in probit space: σ(CLs)/φ(Φ⁻¹(α)) / |dΦ⁻¹(CLs)/dμ|; 0 for
+    asymptotic p-values.
+
+    σ(CLs) is the binomial error at the crossing, where p_{s+b} = α·CL_b (one-sided: α), with CL_b as the
+    toys measured it at the limit: the toys' own p_{s+b} there is a noisy estimate of α·CL_b, and where it
+    came out 0 (no s+b toy beyond the observation) its error would be 0 or, divided by the normal density
+    at its probit, astronomically large.  NaN where the slope is not finite and non-zero."""
+    if pv is None or not pv.n_toys:
         return 0.0
-    mu = pv.mu
     if not np.isfinite(slope):
-        step = 0.05 * mu
-        slope = (probit_cls(mu + step) - probit_cls(mu - step)) / (2 * step)
-    z = _probit(pv.cls)
-    density = float(np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))
-    return float(pv.cls_error / density / abs(slope)) if slope != 0 and density > 0 else float("inf")
+        step = 0.05 * pv.mu
+        slope = (probit_cls(pv.mu + step) - probit_cls(pv.mu - step)) / (2 * step)
+    if slope == 0 or not np.isfinite(slope):
+        return float("nan")
+    n = pv.n_toys
+    if one_sided:
+        sigma_cls = _binomial(alpha, n)
+    else:
+        clb = min(max(pv.clb, 1.0 / n), 1.0)
+        clsb = min(alpha * clb, 1.0)
+        sigma_cls = alpha * float(np.hypot(_binomial(clsb, n) / clsb, _binomial(clb, n) / clb))
+    z = float(ndtri(alpha))
+    return float(sigma_cls / (np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)) / abs(slope))
+
+
+def _binomial(p: float, n: int) -> float:
+    return float(np.sqrt(max(p * (1.0 - p), 0.0) / n))
 
 
 def _expected_errors(calculator: Calculator, ev: _Evaluations, roots: list[float], slopes: list[float], *,
@@ -398,8 +448,11 @@ def _expected_errors(calculator: Calculator, ev: _Evaluations, roots: list[float
         if mu not in at_mu:
             at_mu[mu] = errors(mu, one_sided=one_sided)
         z = _probit(ev.expected(mu, i))
+        if at_mu[mu][i] <= 0 or abs(z) > MAX_ERROR_PROBIT:
+            out[i] = float("nan")  # as the observed limit's: not estimable from these toys
+            continue
         density = float(np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))
-        out[i] = float(at_mu[mu][i] / density / abs(slope)) if density > 0 else float("inf")
+        out[i] = float(at_mu[mu][i] / density / abs(slope))
     return (out[0], out[1], out[2], out[3], out[4])
 
 

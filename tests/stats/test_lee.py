@@ -145,8 +145,14 @@ def test_bands_task_smoke(tmp_path: Path, demo_file: Path) -> None:
     table = run_task("bands", _overrides(demo_file, "stats.n_toys=100", "scan.mass_max=0.06"), tmp_path)
     frame = pd.read_csv(tmp_path / "bands.csv")
     assert len(frame) == len(table) == 4 and sorted(set(frame.method)) == ["asymptotic", "toys"]
-    assert set(frame.status) == {"ok"}
     toys = frame[frame.method == "toys"]
+    assert set(frame[frame.method == "asymptotic"].status) == {"ok"}
+    # 100 toys: a limit whose Monte Carlo error exceeds half of σ_A is flagged (one of the two masses here)
+    imprecise = toys.status == "unreliable"
+    assert set(toys.status) <= {"ok", "unreliable"}
+    assert toys[imprecise].message.str.contains("too few toys for this limit").all()
+    assert (toys[imprecise].A_up_error > 0.5 * toys[imprecise].sigma_A).all()
+    assert (toys[~imprecise].A_up_error <= 0.5 * toys[~imprecise].sigma_A).all()
     assert (toys.n_toys == 100).all() and (toys.A_up_error > 0).all()
     assert (toys.A_up_expected_error_median > 0).all()  # the band's Monte Carlo errors, toys only
     assert frame[frame.method == "asymptotic"].A_up_expected_error_median.isna().all()

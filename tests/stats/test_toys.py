@@ -218,6 +218,30 @@ def test_batch_fit_survives_a_toy_with_a_non_finite_gradient() -> None:
     assert not result.converged[1]
 
 
+@pytest.mark.parametrize(("observed", "n_toys", "low", "high"), [
+    ([95.0, 110.0, 102.0], 1000, 0.7, 1.3),  # measured 0.93
+    ([90.0, 85.0, 95.0], 1000, 0.7, 1.3),  # a deficit (CL_b small): measured 0.86, before 0.015
+    ([90.0, 85.0, 95.0], 100, 1.0, 2.5),  # 100 toys: measured 1.85 (conservative), before 0.03 and errors of 1e297
+])
+def test_the_observed_limit_error_matches_the_scatter_of_independent_ensembles(observed: list[float], n_toys: int,
+                                                                                low: float, high: float) -> None:
+    """The Monte Carlo error of a toy limit (the binomial error at the crossing over the asymptotic curve's
+    slope) against the standard deviation of the limit over 30 independent ensembles.  It was the toys'
+    own p-value error at the limit over the slope between scan points, which a scan point whose toy CLs
+    was 0 made orders of magnitude steeper."""
+    obj = KnownBackgroundObjective(np.full(3, 100.0), np.array([0.2, 0.6, 0.2]))
+    data = obj.fit_data(observed)
+    limits, errors = [], []
+    for seed in range(30):
+        lim = upper_limit(ToyCalculator(obj, data, n_toys=n_toys, rng=np.random.default_rng(seed)), rtol=1e-3,
+                          scan=12)
+        limits.append(lim.mu_up)
+        errors.append(lim.mu_up_error)
+    assert np.all(np.isfinite(errors)) and np.all(np.asarray(errors) > 0)
+    ratio = np.median(errors) / np.std(limits, ddof=1)
+    assert low < ratio < high, ratio
+
+
 def test_expected_band_errors_match_the_scatter_of_independent_ensembles() -> None:
     """The Monte Carlo errors of the toy expected limits (bootstrap of both ensembles, over each band's
     CLs slope) against the standard deviation of the limits over 30 independent ensembles of 2000 toys:
