@@ -391,10 +391,10 @@ def _asymptotic_slopes(ev: _Evaluations, roots: list[float]) -> list[float]:
             slopes.append(float("nan"))
             continue
         step = 0.02 * root
-        if index == 0:
-            curve: Callable[[float], float] = lambda m: _probit(ev.observed(m))
-        else:
-            curve = lambda m, i=index - 1: _probit(ev.expected(m, i))
+
+        def curve(m: float, i: int = index - 1) -> float:
+            return _probit(ev.observed(m) if i < 0 else ev.expected(m, i))
+
         slopes.append(float((curve(root + step) - curve(root - step)) / (2.0 * step)))
     return slopes
 
