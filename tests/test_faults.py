@@ -166,6 +166,18 @@ def test_a_toy_limit_its_toys_do_not_resolve_is_unreliable(n_toys: int, a_up_err
     assert point_status(True, "converged", resolved, []) == ("ok", "")
 
 
+def test_a_profile_likelihood_limit_of_zero_is_unreliable():
+    """stats.limit=pl on a deficit: every signal excluded (A_up = 0), which the PL limit does not protect against."""
+    sigma, alpha = 100.0, 0.05
+    numbers = PointNumbers(a_hat=-1200.0, sigma_a=sigma, sigma_hesse_asimov=sigma, sigma_stat=sigma, spurious=0.0,
+                           a_up=0.0, a_up_error=0.0, a_up_expected=(0.0, 0.0, 64.5, 164.5, 264.5), alpha=alpha,
+                           limit="pl")
+    status, message = point_status(True, "converged", check_point(numbers), [])
+    assert status == "unreliable" and "excludes every signal (A_hat = -12.00 sigma_A)" in message
+    positive = check_point(replace(numbers, a_hat=-50.0, a_up=114.5))
+    assert point_status(True, "converged", positive, []) == ("ok", "")
+
+
 def test_weighted_histogram_is_analysed_as_scaled_poisson(raw_spectrum_2015):
     w = 0.37
     weighted = damaged(raw_spectrum_2015, w * raw_spectrum_2015.counts, w**2 * raw_spectrum_2015.counts)

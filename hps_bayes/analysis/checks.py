@@ -88,7 +88,8 @@ class PointNumbers:
 @dataclass(frozen=True)
 class Consistency:
     """What :func:`check_point` measured (``values``), the checks that failed (``failures``) and what makes a
-    toy limit too imprecise to be a result (``imprecise``: too few toys; the point is "unreliable")."""
+    limit too imprecise or empty to be a result (``imprecise``: too few toys, a profile-likelihood limit of 0;
+    the point is "unreliable")."""
 
     values: dict[str, float]
     failures: tuple[str, ...]
@@ -160,11 +161,15 @@ def check_point(p: PointNumbers) -> Consistency:
             failures.append(f"{what} = {p.sigma_a:.4g} disagrees with {other} = {value:.4g} "
                             f"(ratio {math.exp(v[key]) if math.isfinite(v[key]) else float('nan'):.3g}, "
                             f"allowed {math.exp(-limit):.2f}-{math.exp(limit):.2f})")
-    imprecise: list[str] = []  # a toy limit its toys do not resolve: flagged "unreliable", not "inconsistent"
+    imprecise: list[str] = []  # a limit its toys do not resolve, or an empty PL limit: "unreliable"
     if p.toys and p.n_toys * p.alpha < MIN_TOYS_BEYOND:
         imprecise.append(f"{p.n_toys} toys cannot resolve CLs = alpha = {p.alpha:g} (n_toys * alpha = "
                         f"{p.n_toys * p.alpha:.2g} < {MIN_TOYS_BEYOND:g}): raise stats.n_toys to at least "
                         f"{int(np.ceil(MIN_TOYS_BEYOND / p.alpha))} (1000 or more advised)")
+    if p.limit == "pl" and not p.a_up > 0:
+        imprecise.append(f"the one-sided profile-likelihood limit A_up = {p.a_up:.4g} excludes every signal "
+                         f"(A_hat = {p.a_hat / p.sigma_a if p.sigma_a > 0 else float('nan'):.2f} sigma_A): a deficit the "
+                         "PL limit does not protect against; use stats.limit=cls or pcl")
     relative_error = p.a_up_error / p.sigma_a if p.sigma_a > 0 else float("nan")
     if p.toys and not relative_error <= MAX_LIMIT_ERROR:
         imprecise.append(f"the toy limit's Monte Carlo error A_up_error = {p.a_up_error:.4g} is "
