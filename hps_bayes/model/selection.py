@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,18 @@ class Selection:
 
     def model_at(self, mass: float) -> str:
         """The model chosen at the grid mass nearest ``mass``; :class:`InputError` with the selection's reason
-        where no candidate served, or outside the grid."""
+        where no candidate served, outside the grid, or where the nearest grid mass lies more than half the
+        grid's step away (rows missing from the file: a model chosen elsewhere would be used here)."""
         if not self.covers(mass):
             raise InputError(f"m = {mass * 1e3:.2f} MeV is outside the background selection {self.source} "
                              f"([{self.mass[0] * 1e3:.1f}, {self.mass[-1] * 1e3:.1f}] MeV): rerun task=select over "
                              "the masses you scan, or scan inside it")
         k = self._index(mass)
+        step = float(np.median(np.diff(self.mass))) if self.mass.size > 1 else 0.0
+        if abs(self.mass[k] - mass) > 0.5 * step + 1e-9:
+            raise InputError(f"m = {mass * 1e3:.2f} MeV: the background selection {self.source} has no row within "
+                             f"{0.5 * step * 1e3:.2f} MeV (half its grid step; the nearest is {self.mass[k] * 1e3:.2f} "
+                             "MeV): its rows there are missing; rerun task=select")
         if not self.model[k]:
             raise InputError(f"no candidate background serves m = {self.mass[k] * 1e3:.2f} MeV "
                              f"({self.source}): {self.reason[k]}")
@@ -137,6 +144,10 @@ def read_selection(path: str | Path) -> dict[str, Any]:
 def load_selection(path: str) -> Selection:
     """Read ``selection_<dataset>.json`` (written by ``task=select``)."""
     raw = read_selection(path)
+    for i, row in enumerate(raw["rows"]):
+        mass = row.get("mass") if isinstance(row, dict) else None
+        if not isinstance(mass, (int, float)) or not 0 < mass < 10:
+            raise ConfigError(f"{path}: row {i} has mass {mass!r}, not a mass in GeV; rerun task=select")
     rows = sorted(raw["rows"], key=lambda r: float(r["mass"]))
     models = {str(k): dict(v) for k, v in raw["models"].items()}
     for name, overrides in models.items():
@@ -151,13 +162,35 @@ def load_selection(path: str) -> Selection:
     mass = np.array([float(r["mass"]) for r in rows])
     if not np.all(np.diff(mass) > 0):
         raise ConfigError(f"{path}: the masses must increase; rerun task=select")
-    return Selection(mass=mass, model=chosen,
-                     spurious_rel=np.array([float(r.get("spurious_rel") or 0.0) for r in rows]),
+    spurious_rel = np.array([_spurious_rel(path, r) if r.get("model") else 0.0 for r in rows])
+    for name, overrides in models.items():
+        _check_model(path, name, overrides)
+    return Selection(mass=mass, model=chosen, spurious_rel=spurious_rel,
                      reason=tuple(str(r.get("reason") or "") for r in rows), models=models,
                      range_lo=float(raw["range_lo"]), source=str(path), dataset=str(raw.get("dataset") or ""),
                      input_hash=str(raw.get("input_hash") or ""), effective_hash=str(raw.get("effective_hash") or ""),
                      note=tuple(str(r.get("note") or "") for r in rows), eta=_column(rows, "eta"),
                      lengthscale=_column(rows, "lengthscale"))
+
+
+def _spurious_rel(path: str, row: dict[str, Any]) -> float:
+    """A served row's S/(ρσ): a finite number ≥ 0, else :class:`ConfigError` (an edited file would otherwise
+    give S = 0, or a negative S, silently)."""
+    value = row.get("spurious_rel")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{path}: the row at m = {float(row['mass']) * 1e3:.2f} MeV (model {row.get('model')!r}) has "
+                          f"spurious_rel = {value!r}; S must be a finite number >= 0: rerun task=select")
+    return float(value)
+
+
+def _check_model(path: str, name: str, overrides: dict[str, Any]) -> None:
+    """A model's settings as the scan will use them (:meth:`BackgroundSettings.at_mass`), checked once here."""
+    from hps_bayes.model.settings import BackgroundSettings
+
+    try:
+        BackgroundSettings.from_dict(BackgroundSettings().to_dict() | overrides | {"selection": "", "degree_table": ()})
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: model {name!r} is not a valid background ({exc}); rerun task=select") from exc
 
 
 def _column(rows: list[dict[str, Any]], key: str) -> FloatArray:

@@ -120,8 +120,9 @@ def make_window(
     if len(idx) < settings.min_bins:
         raise InputError(
             f"the window around m={mass * 1e3:.2f} MeV holds {len(idx)} bins (< background.min_bins="
-            f"{settings.min_bins}); use coarser rebinning only if needed, a larger window_sigmas, "
-            f"or a mass inside the dataset range [{range_lo}, {range_hi}] GeV"
+            f"{settings.min_bins}; the window is ±{settings.window_sigmas:g} sigma(m) = ±{settings.window_sigmas * sigma * 1e3:.2f} "
+            f"MeV): use a larger background.window_sigmas, finer bins (a smaller dataset.rebin), or a mass inside "
+            f"the analysed range [{range_lo * 1e3:.2f}, {range_hi * 1e3:.2f}] MeV"
         )
     w_edges = edges[idx[0]: idx[-1] + 2]
     t, half = lnm_coordinate(w_edges)

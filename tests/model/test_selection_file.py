@@ -59,6 +59,34 @@ def test_a_bad_selection_file_is_a_clear_error(tmp_path):
         load_selection(path)
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda rows, models: rows[1].pop("mass"), "row 1 has mass None, not a mass in GeV"),
+    (lambda rows, models: rows[1].update(spurious_rel=None), r"m = 40.00 MeV \(model 'stiff'\) has spurious_rel = None"),
+    (lambda rows, models: rows[1].update(spurious_rel=float("nan")), "has spurious_rel = nan"),
+    (lambda rows, models: rows[1].update(spurious_rel=-0.05), "has spurious_rel = -0.05; S must be a finite number >= 0"),
+    (lambda rows, models: models["stiff"].update(poly_degree=-2), r"model 'stiff' is not a valid background .*poly_degree=-2"),
+    (lambda rows, models: models["stiff"].update(poly_degree="twelve"), "model 'stiff' is not a valid background"),
+])
+def test_an_edited_selection_file_is_refused_with_the_row_or_model(tmp_path, edit, message):
+    """An edited file would otherwise run with S = 0, a negative S, or fail at every point with a TypeError."""
+    models = {"stiff": {"poly_degree": 3, "window_sigmas": 7.0}}
+    rows = [{"mass": m, "model": "stiff", "spurious_rel": 0.01} for m in (0.03, 0.04, 0.05)]
+    edit(rows, models)
+    with pytest.raises(ConfigError, match=message):
+        load_selection(_write(tmp_path / "edited.json", rows, models))
+
+
+def test_a_mass_whose_grid_rows_are_missing_is_not_served_by_a_distant_model(tmp_path):
+    models = {"stiff": {"poly_degree": 3, "window_sigmas": 7.0}}
+    rows = [{"mass": m, "model": "stiff", "spurious_rel": 0.01} for m in (0.030, 0.032, 0.034, 0.046, 0.048)]
+    base = BackgroundSettings(selection=_write(tmp_path / "gap.json", rows, models))
+    assert base.at_mass(0.035).poly_degree == 3  # half a grid step (1 MeV) from 34 MeV
+    with pytest.raises(InputError, match=r"no row within 1.00 MeV \(half its grid step; the nearest is 34.00 MeV\)"):
+        base.at_mass(0.0352)
+    with pytest.raises(InputError, match="the nearest is 46.00 MeV"):
+        base.at_mass(0.044)
+
+
 def test_turn_on_factor_enters_the_offsets():
     edges = np.linspace(0.015, 0.06, 91)
     centers = 0.5 * (edges[1:] + edges[:-1])
@@ -117,7 +145,7 @@ def test_turn_on_factor_fits_a_sharp_turn_on_that_the_guard_refuses():
 
 def test_a_selection_is_refused_for_another_dataset_and_warned_about_for_another_spectrum(tmp_path, caplog):
     path = tmp_path / "selection_2016.json"
-    path.write_text(json.dumps({"format": 1, "rows": [{"mass": 0.05, "model": "m"}], "models": {"m": {}},
+    path.write_text(json.dumps({"format": 1, "rows": [{"mass": 0.05, "model": "m", "spurious_rel": 0.01}], "models": {"m": {}},
                                 "range_lo": 0.03, "dataset": "2016", "input_hash": "abc"}))
     load_selection.cache_clear()
     selection = load_selection(str(path))
