@@ -50,6 +50,32 @@ def test_measure_turn_on_recovers_position_and_width(settings_2016, m_on, width)
     assert turn.sharp and turn.guarded and turn.fit_lo == pytest.approx(turn.end)
 
 
+@pytest.mark.parametrize(("m_on", "width"), [(0.060, 0.003), (0.080, 0.002)])
+def test_a_turn_on_far_above_the_range_start_is_found(settings_2016, m_on, width):
+    """From a start below the range alone, the fit put such turn-ons at m_on < 0 (χ²/bin 20-230) and the
+    range was not guarded; the second start at the data's rising edge finds them."""
+    spec = _turn_on_spectrum(m_on, width)
+    turn = measure_turn_on(spec.edges, spec.counts, lambda m: float(sigma_m(m, settings_2016.dataset)),
+                           widths=2.0, sharpness=4.0)
+    assert turn.m_on == pytest.approx(m_on, abs=3e-4)
+    assert turn.guarded
+
+
+def test_a_turn_on_fit_that_misses_the_rising_edge_is_refused(settings_2016, monkeypatch):
+    from hps_bayes.inputs import turnon
+
+    spec = _turn_on_spectrum(0.070, 0.002)
+    good = turnon.fit_shape(spec.edges, spec.counts, "expcheb")
+    # a fit that put the turn-on below the range, as the start below the range alone did on a spectrum with a
+    # second turn-on at 25-35 MeV (m_on = -2.4 MeV there)
+    missed = turnon.shape_fit(spec.edges, spec.counts, "expcheb", np.r_[-0.0024, good.params[1:]])
+    monkeypatch.setattr(turnon, "turn_on_fit", lambda edges, counts: missed)
+    with pytest.raises(InputError, match=r"does not follow the spectrum's rising edge: the data reach half their "
+                                         r"peak density at 69\.75 MeV, the fit has none, with m_on = -2\.40 MeV.*background\.fit_range_min"):
+        measure_turn_on(spec.edges, spec.counts, lambda m: float(sigma_m(m, settings_2016.dataset)),
+                        widths=2.0, sharpness=4.0)
+
+
 def test_a_turn_on_fitted_once_comes_from_the_cache_until_the_spectrum_changes(settings_2016, tmp_path,
                                                                                monkeypatch):
     from hps_bayes.inputs import turnon
