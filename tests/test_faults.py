@@ -178,6 +178,35 @@ def test_a_profile_likelihood_limit_of_zero_is_unreliable():
     assert point_status(True, "converged", positive, []) == ("ok", "")
 
 
+def test_a_spike_in_one_analysis_bin_is_flagged_not_a_discovery(raw_spectrum_2015):
+    """2.5 times the counts in the ten fine bins of one 0.5 MeV analysis bin at 50 MeV: too narrow for the
+    per-bin spike check, and a signal's fit there gave Z = 114 with status ok, its neighbours Â = −95σ_A."""
+    centres = 0.5 * (raw_spectrum_2015.edges[1:] + raw_spectrum_2015.edges[:-1])
+    first = int(np.searchsorted(raw_spectrum_2015.edges, 0.0500 - 1e-9))
+    first -= first % 10  # the analysis bins are 10 fine bins from the first edge
+    counts = raw_spectrum_2015.counts.copy()
+    counts[first:first + 10] *= 2.5
+    assert 0.0495 <= centres[first] < centres[first + 9] <= 0.0505
+    spiked = damaged(raw_spectrum_2015, counts)
+    for mass in (0.050, 0.046):
+        r = hps_bayes.evaluate_mass(spiked, mass, dataset="demo")
+        assert r.status == "inconsistent" and r.gof_p < 1e-4, (mass, r.status, r.gof_p)
+        assert r.message.startswith("the window's fit does not describe its data: goodness-of-fit p = ")
+    far = hps_bayes.evaluate_mass(spiked, 0.026, dataset="demo")
+    assert far.window_hi < 0.0495  # its window does not reach the spike
+    assert far.status == "ok" and far.gof_p > 0.01
+
+
+def test_the_goodness_of_fit_check_passes_an_unmeasured_p():
+    sigma, alpha = 100.0, 0.05
+    band = tuple(float(v) for v in 100.0 * gaussian_band_ratios(alpha) * 1.959964)
+    numbers = PointNumbers(a_hat=0.0, sigma_a=sigma, sigma_hesse_asimov=sigma, sigma_stat=sigma, spurious=0.0,
+                           a_up=gaussian_limit(0.0, sigma, alpha), a_up_error=0.0, a_up_expected=band, alpha=alpha)
+    assert check_point(numbers).ok  # gof_p NaN: not measured (a combination)
+    assert check_point(replace(numbers, gof_p=2e-4)).ok
+    assert "goodness-of-fit p = 5e-05 (< 0.0001)" in check_point(replace(numbers, gof_p=5e-5)).message
+
+
 def test_weighted_histogram_is_analysed_as_scaled_poisson(raw_spectrum_2015):
     w = 0.37
     weighted = damaged(raw_spectrum_2015, w * raw_spectrum_2015.counts, w**2 * raw_spectrum_2015.counts)

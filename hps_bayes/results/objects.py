@@ -40,7 +40,9 @@ class MassPointResult:
     (events) of the spurious-signal nuisance at this mass (0: off); ``sigma_A`` includes it in
     quadrature, σ_A = √(σ_stat² + S²), and ``sigma_A_stat`` = √(σ_A² − S²) is its statistical part.
     ``sigma_A_hesse`` is the Hessian error of Â on the data with every nuisance profiled (S
-    included): the cross-check of σ_A (:mod:`hps_bayes.analysis.checks`).  ``limit`` is the
+    included): the cross-check of σ_A (:mod:`hps_bayes.analysis.checks`).  ``gof_p`` is the goodness of fit of
+    the window's free fit (signal and background): the χ² p-value of its Poisson deviance with bins − free
+    coefficients degrees of freedom.  ``limit`` is the
     kind of the limits (``stats.limit``: "cls", "pl" or "pcl"), ``method`` how they were computed.
     ``background_model`` names the background used at this mass (the selection's model name with
     ``background.selection``, else :meth:`hps_bayes.model.settings.BackgroundSettings.label`).  ``status`` is
@@ -76,6 +78,7 @@ class MassPointResult:
     window_bins: int = 0
     window_clipped: bool = False
     converged: bool = False
+    gof_p: float = NAN
     n_iter: int = 0
     eta: float = NAN
     lengthscale: float = NAN

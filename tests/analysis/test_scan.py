@@ -51,7 +51,13 @@ def test_injected_5_sigma_signal_is_found_at_its_mass() -> None:
         with_signal = replace(background, counts=background.counts + signal,
                               variances=background.variances + signal)
         frame = hps_bayes.run_scan(with_signal, dataset="2015", masses=masses, progress=False)
-        assert (frame.status == "ok").all()
+        # a window with the signal in its sideband may not describe its data (goodness of fit p down to 5e-5 at
+        # 59 MeV, once in the 12): flagged for that reason only, away from the signal, which stays ok
+        flagged = frame[frame.status != "ok"]
+        assert (flagged.status == "inconsistent").all() and flagged.message.str.startswith(
+            "the window's fit does not describe its data").all()
+        assert (np.abs(flagged.mass - mass) > 2 * float(sigma_m(mass, PRESET_2015))).all()
+        frame = frame[frame.status == "ok"]
         best = frame.loc[frame.Z.idxmax()]
         assert abs(best.mass - mass) <= float(sigma_m(mass, PRESET_2015))
         at_mass = frame.loc[(frame.mass - mass).abs().idxmin()]

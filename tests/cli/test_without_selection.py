@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
 from hps_bayes.cli.config import _plain, load_config, settings_from_config
@@ -40,3 +41,22 @@ def test_a_combination_member_of_ones_own_file_says_it_too(caplog: pytest.LogCap
         for settings, plain in members.values():
             warn_without_selection(settings, plain)
     assert caplog.text.count(NOTE) == 1 and "dataset 2015 without" in caplog.text
+
+
+def test_a_scan_whose_pulls_spread_far_beyond_one_is_warned_about(caplog):
+    """A_hat/sigma_A spreading by 4.7 (a spectrum whose structure the default background did not follow, local Z up
+    to 7.7 with status ok) is said in the log; a spread of about 1 is not."""
+    import logging
+
+    from hps_bayes.cli.task_scan import MAX_Z_SPREAD, _warn_z_spread
+
+    rng = np.random.default_rng(1)
+    for scale, warned in ((1.0, False), (4.7, True)):
+        pulls = scale * rng.standard_normal(40)
+        rows = [{"status": "ok", "A_hat": 100.0 * z, "sigma_A": 100.0} for z in pulls]
+        rows.append({"status": "input_error", "A_hat": float("nan"), "sigma_A": float("nan")})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hps_bayes"):
+            _warn_z_spread(rows)
+        assert ("does not follow this spectrum's shape" in caplog.text) is warned
+        assert bool(np.std(pulls, ddof=1) > MAX_Z_SPREAD) is warned
