@@ -207,6 +207,17 @@ def test_the_goodness_of_fit_check_passes_an_unmeasured_p():
     assert "goodness-of-fit p = 5e-05 (< 0.0001)" in check_point(replace(numbers, gof_p=5e-5)).message
 
 
+def test_a_spurious_signal_table_of_another_background_is_flagged(raw_spectrum_2015):
+    """The shipped S(m) was measured for degree 10 in ±10σ(m); with a ±40σ window it gave Z = 4.2 and
+    Â = −4σ_A at status ok.  Its header names the background, and a point of another one is "unreliable"."""
+    plain = hps_bayes.evaluate_mass(raw_spectrum_2015, 0.05, dataset="demo")
+    assert plain.status == "ok"
+    wider = hps_bayes.evaluate_mass(raw_spectrum_2015, 0.05, dataset="demo", config={"background": {"window_sigmas": 14.0}})
+    assert wider.status == "unreliable"
+    assert ("spurious_demo.csv was measured for the background legendre_lnm d10 ±10σ, not for this one "
+            "(legendre_lnm d10 ±14σ)") in wider.message
+
+
 def test_weighted_histogram_is_analysed_as_scaled_poisson(raw_spectrum_2015):
     w = 0.37
     weighted = damaged(raw_spectrum_2015, w * raw_spectrum_2015.counts, w**2 * raw_spectrum_2015.counts)

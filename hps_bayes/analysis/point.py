@@ -128,8 +128,8 @@ MIN_SIGNAL_CONTAINED = 0.9
 
 def window_notes(window: Window, settings: AnalysisSettings) -> list[str]:
     """Why a window's numbers are not trustworthy although every fit converged: the signal
-    is cut by the range end, or S(m) lies outside the spurious-signal table (it is not
-    extrapolated: the table's end value is used and the point is flagged)."""
+    is cut by the range end, the spurious-signal table was measured for another background, or S(m)
+    lies outside it (it is not extrapolated: the table's end value is used and the point is flagged)."""
     notes = []
     contained = float(np.sum(window.template))
     if contained < MIN_SIGNAL_CONTAINED:
@@ -137,6 +137,12 @@ def window_notes(window: Window, settings: AnalysisSettings) -> list[str]:
                      f"{window.edges[-1] * 1e3:.1f}] MeV (< {MIN_SIGNAL_CONTAINED:.0%}): the mass is too close to "
                      f"the range end; choose a mass at least {settings.scan.edge_sigmas:g} sigma(m) inside it")
     table = spurious_table(settings)
+    label = settings.background.at_mass(window.mass).label()
+    if table is not None and table.background and table.background != label:
+        notes.append(f"the spurious-signal table {table.source} was measured for the background {table.background}, "
+                     f"not for this one ({label}): its S does not apply; run `hps-bayes task=spurious "
+                     "task.write_table=true` with these settings and pass its table (background.spurious_table=<run "
+                     "folder>/spurious_<dataset>.csv), or run task=select")
     if table is not None and not table.covers(window.mass):
         notes.append(f"m = {window.mass * 1e3:.2f} MeV is outside the spurious-signal table {table.source} "
                      f"([{table.mass[0] * 1e3:.1f}, {table.mass[-1] * 1e3:.1f}] MeV): S is not measured there; "

@@ -41,7 +41,8 @@ def task_spurious(settings: AnalysisSettings, task: SpuriousTask, cfg: dict[str,
     plots.plot_spurious_nuisance(studies.with_nuisance_columns(frame), out / f"spurious_nuisance_{name}.{fmt}",
                                  dataset_label=f"HPS {name}")
     masses, relative = studies.spurious_relative(frame)
-    note = f"S/(rho sigma) from task=spurious on {name} (config {settings.config_hash()}, {task.n_toys} toys)"
+    note = (f"S/(rho sigma) from task=spurious on {name} (config {settings.config_hash()}, {task.n_toys} toys); "
+            f"background: {settings.background.label()}")
     table = studies.write_spurious_table(out / f"spurious_{name}.csv", masses, relative, note=note)
     if task.write_table:  # the run folder only: the tables shipped in hps_bayes/data are read-only defaults
         log.info("spurious-signal table written to %s; use it with background.spurious_table=%s",

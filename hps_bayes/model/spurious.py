@@ -32,6 +32,7 @@ class SpuriousTable:
     mass: FloatArray
     relative: FloatArray
     source: str = ""
+    background: str = ""  # the label of the background it was measured for (its header's "background: ..."); "" unknown
 
     def __call__(self, mass: float) -> float:
         return float(np.interp(mass, self.mass, self.relative))
@@ -71,14 +72,16 @@ def load_spurious_table(path: str) -> SpuriousTable:
             f"and set background.spurious_table=<that file>, "
             f"or background.spurious=off"
         )
-    lines = [ln for ln in file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    text = file.read_text().splitlines()
+    lines = [ln for ln in text if ln.strip() and not ln.startswith("#")]
+    labels = [ln.split("background:", 1)[1].strip() for ln in text if ln.startswith("#") and "background:" in ln]
     try:
         data = np.array([[float(v) for v in ln.split(",")[:2]] for ln in lines[1:]], dtype=float).reshape(-1, 2)
     except ValueError as exc:
         raise ConfigError(f"{file}: unreadable spurious-signal table ({exc})") from exc
     if data.shape[1] < 2 or len(data) < 1 or not np.all(np.diff(data[:, 0]) > 0) or np.any(data[:, 1] < 0):
         raise ConfigError(f"{file}: need columns mass_gev (increasing), spurious_rel (>= 0)")
-    return SpuriousTable(mass=data[:, 0], relative=data[:, 1], source=str(file))
+    return SpuriousTable(mass=data[:, 0], relative=data[:, 1], source=str(file), background=labels[0] if labels else "")
 
 
 def with_spurious(window: Window, table: SpuriousTable) -> Window:

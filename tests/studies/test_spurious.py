@@ -95,6 +95,10 @@ def test_spurious_table_sets_a_nuisance_that_inflates_sigma_A(settings, referenc
                                        note="test")
     table = load_spurious_table(str(path))
     assert isinstance(table, SpuriousTable) and table(0.055) == pytest.approx(5e-4)
+    assert table.background == ""  # a header without "background: <label>": not compared
+    labelled = studies.write_spurious_table(tmp_path / "l.csv", np.array([0.03, 0.08]), np.array([0.0, 1e-3]),
+                                           note="test; background: legendre_lnm d10 ±10σ")
+    assert load_spurious_table(str(labelled)).background == "legendre_lnm d10 ±10σ"
     on = replace(settings, background=replace(settings.background, spurious="table", spurious_table=str(path)))
     off = replace(settings, background=replace(settings.background, spurious="off"))
     w_off, w_on = build_window(reference, 0.055, off), build_window(reference, 0.055, on)
