@@ -245,7 +245,8 @@ def test_the_observed_limit_error_matches_the_scatter_of_independent_ensembles(o
 def test_expected_band_errors_match_the_scatter_of_independent_ensembles() -> None:
     """The Monte Carlo errors of the toy expected limits (bootstrap of both ensembles, over each band's
     CLs slope) against the standard deviation of the limits over 30 independent ensembles of 2000 toys:
-    measured ratios 0.50 (N = -2, where p_s+b ~ 1e-3 rests on a few s+b toys) and 0.81-1.12 (N = -1..2)."""
+    measured ratios 0.71 (N = -2, where p_s+b ~ 1e-3 rests on a few s+b toys) and 0.85-1.21 (N = -1..2), over the
+    asymptotic curves' slopes (0.50 and 0.81-1.12 over the toys' own slopes between scan points)."""
     obj = KnownBackgroundObjective(np.full(3, 100.0), np.array([0.2, 0.6, 0.2]))
     data = obj.fit_data([95.0, 110.0, 102.0])
     limits, errors = [], []
@@ -255,6 +256,6 @@ def test_expected_band_errors_match_the_scatter_of_independent_ensembles() -> No
         errors.append(lim.mu_up_expected_error)
     ratio = np.median(errors, axis=0) / np.std(limits, axis=0, ddof=1)
     assert np.all(ratio[1:] > 0.7) and np.all(ratio[1:] < 1.4), ratio
-    assert 0.45 < ratio[0] < 1.4, ratio
+    assert 0.6 < ratio[0] < 1.4, ratio
     asymptotic = upper_limit(AsymptoticCalculator(obj, data))
     assert asymptotic.mu_up_expected_error == (0.0, 0.0, 0.0, 0.0, 0.0)
