@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from hps_bayes.analysis.grid import chunk_of, mass_grid, prepare_spectrum
 from hps_bayes.analysis.point import check_mass, window_fit_arrays
@@ -269,8 +270,12 @@ def record_look_elsewhere(out: Path, settings: AnalysisSettings, lee: Any, *, n_
         summary.setdefault("look_elsewhere", {})[settings.dataset.name] = {
             **lee.to_dict(), **source, "config_hash": settings.config_hash()}
         write_json(path, summary)
+    if lee.p_global_toys > 0:
+        by_toys = f"{lee.p_global_toys:.3g} ± {lee.p_global_toys_error:.2g} (Z = {lee.z_global_toys:.2f})"
+    else:  # no toy scan reached the largest local Z: only a bound
+        bound = 1.0 / max(lee.n_toy_scans, 1)
+        by_toys = f"< {bound:.2g} (Z > {float(-ndtri(bound)):.2f}; no toy scan reached the local Z)"
     log.info("look-elsewhere (%d toy scans, %d masses): largest local Z = %.2f at %.2f MeV (p_local %.2e); "
-             "global p: toys %.3g ± %.2g (Z = %.2f), Gross-Vitells %.3g (<N(c0=%.1f)> = %.2f), trials factor "
-             "%.1f → %.3g", lee.n_toy_scans, n_masses, lee.z_local_max, lee.mass_at_max * 1e3, lee.p_local,
-             lee.p_global_toys, lee.p_global_toys_error, lee.z_global_toys, lee.p_global_gv, lee.c0,
-             lee.n_upcrossings_mean, lee.trials_factor, lee.p_global_trials)
+             "global p: toys %s, Gross-Vitells %.3g (<N(c0=%.1f)> = %.2f), trials factor %.1f → %.3g",
+             lee.n_toy_scans, n_masses, lee.z_local_max, lee.mass_at_max * 1e3, lee.p_local, by_toys,
+             lee.p_global_gv, lee.c0, lee.n_upcrossings_mean, lee.trials_factor, lee.p_global_trials)

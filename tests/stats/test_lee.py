@@ -97,6 +97,23 @@ def test_global_pvalues_are_monotone_and_above_local() -> None:
     assert trials_factor(masses, sigma, sigmas_per_trial=2.0) == pytest.approx(25.0)
 
 
+def test_a_global_p_that_no_toy_scan_reached_is_logged_as_a_bound(tmp_path: Path, caplog) -> None:
+    """50 toy scans, none reaching the observed local Z = 6: the log gave "toys 0 ± 0.02 (Z = inf)"."""
+    import logging
+
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.cli.task_scan import record_look_elsewhere
+
+    masses = np.linspace(0.03, 0.09, 61)
+    z = np.where(np.isclose(masses, 0.06), 6.0, 0.3)
+    lee = look_elsewhere(masses, z, np.full((50, masses.size), 0.5), np.full(masses.size, 0.002))
+    assert lee.p_global_toys == 0.0
+    with caplog.at_level(logging.INFO, logger="hps_bayes"):
+        record_look_elsewhere(tmp_path, resolve_settings("demo"), lee, n_masses=masses.size, source={})
+    assert "global p: toys < 0.02 (Z > 2.05; no toy scan reached the local Z)" in caplog.text
+    assert "inf" not in caplog.text
+
+
 def test_toy_scans_shape_and_seed(raw_spectrum_2015: Spectrum) -> None:
     settings = resolve_settings("2015", {"background": {"spurious": "off"}})
     masses = [0.04, 0.06, 0.08]
