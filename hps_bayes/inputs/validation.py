@@ -33,24 +33,37 @@ def _json_float(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _bad_bins(mask: NDArray[np.bool_]) -> dict[str, Any]:
-    """Count of flagged bins and the first few indices."""
+def _bad_bins(mask: NDArray[np.bool_], centers: NDArray[np.float64] | None = None) -> dict[str, Any]:
+    """Count of flagged bins, the first few indices and (with the bin ``centers``) their masses in MeV."""
     index = np.flatnonzero(mask)
-    return {"count": int(index.size), "first_indices": [int(i) for i in index[:_MAX_LISTED_INDICES]]}
+    out: dict[str, Any] = {"count": int(index.size), "first_indices": [int(i) for i in index[:_MAX_LISTED_INDICES]]}
+    if centers is not None:
+        out["first_mev"] = [round(float(centers[i]) * 1e3, 3) for i in index[:_MAX_LISTED_INDICES]]
+    return out
 
 
-def _count_checks(counts: NDArray[np.float64], variances: NDArray[np.float64]) -> dict[str, Any]:
-    """Per-bin checks of counts and variances."""
+def _count_checks(spectrum: Spectrum, mass_range: tuple[float, float] | None) -> dict[str, Any]:
+    """Per-bin checks of counts and variances.  NaN, infinite or negative counts and bad variances are problems
+    inside ``mass_range`` (the whole histogram without one); outside it they are counted
+    (``unusable_outside_range``) and left out of the analysis, which never reads those bins."""
+    counts, variances = spectrum.counts, spectrum.variances
     finite = np.isfinite(counts)
     safe = np.where(finite, counts, 0.0)
+    inside = np.ones(counts.size, dtype=bool)
+    edges = spectrum.edges
+    if mass_range is not None and np.all(np.isfinite(edges)):
+        inside = (edges[1:] > mass_range[0] + 1e-12) & (edges[:-1] < mass_range[1] - 1e-12)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    unusable = ~finite | (safe < 0) | ~np.isfinite(variances) | (variances < 0)
     return {
         "entries": float(np.sum(safe)),
         "empty_bins": int(np.sum(safe == 0.0)),
-        "nan_bins": _bad_bins(np.isnan(counts)),
-        "inf_bins": _bad_bins(np.isinf(counts)),
-        "negative_bins": _bad_bins(safe < 0),
+        "nan_bins": _bad_bins(np.isnan(counts) & inside, centers),
+        "inf_bins": _bad_bins(np.isinf(counts) & inside, centers),
+        "negative_bins": _bad_bins((safe < 0) & inside, centers),
         "non_integer_bins": _bad_bins(finite & (safe != np.round(safe))),
-        "bad_variance_bins": _bad_bins(~np.isfinite(variances) | (variances < 0)),
+        "bad_variance_bins": _bad_bins((~np.isfinite(variances) | (variances < 0)) & inside, centers),
+        "unusable_outside_range": _bad_bins(unusable & ~inside, centers),
     }
 
 
@@ -96,17 +109,20 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Problems (the spectrum cannot be analysed) and warnings (it can, with care)."""
     problems: list[str] = []
     warns: list[str] = []
+    inside = " in the analysed range" if report["mass_range_requested"] is not None else ""
     for key, what in (("nan_bins", "NaN"), ("inf_bins", "infinite"), ("negative_bins", "negative")):
         bad = report[key]
         if bad["count"]:
-            problems.append(
-                f"{bad['count']} bins with {what} counts (first at indices {bad['first_indices']})"
-            )
+            problems.append(f"{bad['count']} bins with {what} counts{inside} (first at {bad.get('first_mev')} MeV, "
+                            f"bin indices {bad['first_indices']})")
     if report["bad_variance_bins"]["count"]:
         bad = report["bad_variance_bins"]
-        problems.append(
-            f"{bad['count']} bins with negative or non-finite variances (first {bad['first_indices']})"
-        )
+        problems.append(f"{bad['count']} bins with negative or non-finite variances{inside} (first at "
+                        f"{bad.get('first_mev')} MeV, bin indices {bad['first_indices']})")
+    outside = report.get("unusable_outside_range", {"count": 0})
+    if outside["count"]:
+        warns.append(f"{outside['count']} bins with NaN, infinite or negative counts or variances outside the analysed "
+                     f"range (first at {outside.get('first_mev')} MeV): not used")
     if not report["edges_increasing"]:
         problems.append("bin edges are not finite and strictly increasing")
     if report["entries"] <= 0:
@@ -167,7 +183,7 @@ def validate_spectrum(spectrum: Spectrum, *, mass_range: tuple[float, float] | N
     """
     report: dict[str, Any] = {"source": spectrum.source, "name": spectrum.name, "n_bins": spectrum.n_bins}
     report |= _binning_checks(spectrum.edges)
-    report |= _count_checks(spectrum.counts, spectrum.variances)
+    report |= _count_checks(spectrum, mass_range)
     report["mass_range_requested"] = None if mass_range is None else [float(v) for v in mass_range]
     report["mass_range_covered"] = None
     if mass_range is not None:
@@ -260,10 +276,10 @@ def check_analysable(report: Mapping[str, Any], *, warn: bool = True) -> None:
     """
     if report["problems"]:
         listing = "; ".join(report["problems"])
-        raise InputError(
-            f"spectrum '{report['name']}' from {report['source']} cannot be analysed: {listing}. "
-            "Fix the input histogram or choose a dataset.mass_range inside it"
-        )
+        bad_bins = any(report[k]["count"] for k in ("nan_bins", "inf_bins", "negative_bins", "bad_variance_bins"))
+        fix = "Fix the input histogram" + (" or choose a dataset.mass_range that leaves those bins out" if bad_bins
+                                           and report["mass_range_requested"] is not None else "")
+        raise InputError(f"spectrum '{report['name']}' from {report['source']} cannot be analysed: {listing}. {fix}")
     for message in report.get("warnings", []) if warn else []:
         log.warning("spectrum '%s': %s", report["name"], message)
 

@@ -245,8 +245,30 @@ def test_bad_counts_fail_validation_with_problem_named(counts, fragment):
 def test_nan_indices_reported():
     counts = np.ones(20)
     counts[[3, 7]] = np.nan
-    report = validate_spectrum(make_spectrum(counts, variances=np.ones(20)))
-    assert report["nan_bins"] == {"count": 2, "first_indices": [3, 7]}
+    spectrum = make_spectrum(counts, variances=np.ones(20))
+    report = validate_spectrum(spectrum)
+    mev = [round(float(spectrum.centers[i]) * 1e3, 3) for i in (3, 7)]
+    assert report["nan_bins"] == {"count": 2, "first_indices": [3, 7], "first_mev": mev}
+    with pytest.raises(InputError, match=rf"2 bins with NaN counts \(first at \[{mev[0]}, {mev[1]}\] MeV, bin indices "
+                                         r"\[3, 7\]\)\. Fix the input histogram$"):
+        check_analysable(report)
+
+
+def test_bad_bins_outside_the_mass_range_are_left_out_with_a_warning():
+    """NaN or negative bins at masses the analysis never reads refused the whole file before."""
+    counts = np.ones(20) * 1e4
+    counts[18] = np.nan
+    counts[19] = -3.0
+    spectrum = make_spectrum(counts, variances=np.abs(np.nan_to_num(counts)))
+    lo, hi = float(spectrum.edges[2]), float(spectrum.edges[15])
+    report = validate_spectrum(spectrum, mass_range=(lo, hi))
+    assert report["nan_bins"]["count"] == report["negative_bins"]["count"] == 0
+    assert report["unusable_outside_range"]["count"] == 2
+    assert any("outside the analysed range" in w and "not used" in w for w in report["warnings"])
+    inside = validate_spectrum(spectrum, mass_range=(lo, float(spectrum.edges[-1])))
+    with pytest.raises(InputError, match=r"bins with NaN counts in the analysed range .* or choose a "
+                                         r"dataset\.mass_range that leaves those bins out"):
+        check_analysable(inside)
 
 
 def test_mass_range_not_covered_and_edges_not_increasing():
