@@ -488,3 +488,10 @@ def test_a_demo_file_of_other_settings_at_its_preset_path_is_generated_again(tmp
     assert path.stat().st_mtime_ns == stamp  # the record matches: kept
     inputs.ensure_input(settings, {"dataset": {"demo": {**demo, "seed": 4}}})
     assert path.stat().st_mtime_ns != stamp
+
+
+def test_too_few_toys_are_refused_before_any_point():
+    """stats=toys stats.n_toys=5 failed at every point with advice to "use stats=toys" (already set)."""
+    with pytest.raises(ConfigError, match=r"stats.method=toys with stats.n_toys=5: a toy calculator needs at least 10 "
+                                          r"toys, and 100 to resolve CLs = alpha = 0.05; set stats.n_toys=1000"):
+        resolve_settings("demo", {"stats": {"method": "toys", "n_toys": 5}})

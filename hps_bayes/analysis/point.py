@@ -391,8 +391,8 @@ def _calculator(objective: WindowObjective, mass: float,
     """The calculator ``settings.stats.method`` names."""
     if settings.stats.method == "asymptotic":
         return AsymptoticCalculator(objective, objective.observed())
-    if settings.stats.n_toys < 10:
-        raise ConfigError(f"stats.method=toys with stats.n_toys={settings.stats.n_toys}: set stats.n_toys "
-                          "(e.g. 1000 for limits, 10000 for bands), or use stats=toys")
+    if settings.stats.n_toys < 10:  # refused by StatsSettings already; kept for settings built by replace()
+        raise ConfigError(f"stats.method=toys with stats.n_toys={settings.stats.n_toys}: a toy calculator needs at "
+                          "least 10 toys; set stats.n_toys=1000 (10000 for bands)")
     return ToyCalculator(objective, objective.observed(), n_toys=settings.stats.n_toys,
                          rng=point_rng(settings, mass))
