@@ -495,3 +495,13 @@ def test_too_few_toys_are_refused_before_any_point():
     with pytest.raises(ConfigError, match=r"stats.method=toys with stats.n_toys=5: a toy calculator needs at least 10 "
                                           r"toys, and 100 to resolve CLs = alpha = 0.05; set stats.n_toys=1000"):
         resolve_settings("demo", {"stats": {"method": "toys", "n_toys": 5}})
+
+
+def test_the_python_api_names_a_bad_background_value_and_an_empty_mass_list(raw_spectrum_2015):
+    with pytest.raises(ConfigError, match=r"background.poly_degree='x': must be an integer \(default 10\)"):
+        hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", config={"background": {"poly_degree": "x"}},
+                           masses=[0.05])
+    with pytest.raises(ConfigError, match="background.window_sigmas=None: must be a number"):
+        resolve_settings("demo", {"background": {"window_sigmas": None}})
+    with pytest.raises(ConfigError, match="masses is empty: give the masses to scan in GeV"):
+        hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", masses=[])

@@ -29,6 +29,7 @@ from hps_bayes.analysis.rundir import (
 )
 from hps_bayes.analysis.seeds import TOY_P0, point_key
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
+from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import write_json
 from hps_bayes.results.objects import MassPointResult, ScanResults
@@ -153,6 +154,9 @@ def scan_points(
     prep = prepare_scan(spectrum, dataset=dataset, config=config)
     settings = prep.settings
     grid = mass_grid(settings) if masses is None else np.asarray([check_mass_value(m) for m in masses])
+    if masses is not None and grid.size == 0:
+        raise ConfigError("masses is empty: give the masses to scan in GeV (e.g. [0.03, 0.04]), or masses=None for "
+                          "the dataset's grid")
     if out_dir is not None:
         check_run_folder(out_dir, settings.dataset.name, prep.key, overwrite=overwrite)
     results: list[MassPointResult] = []

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from hps_bayes.errors import ConfigError
@@ -130,6 +130,7 @@ class BackgroundSettings:
     selection: str = ""
 
     def __post_init__(self) -> None:
+        self._check_types()
         self._check_mean()
         if self.edge not in ("shift", "clip"):
             raise ConfigError(f"background.edge={self.edge!r}: use 'shift' (full-width window kept inside "
@@ -168,6 +169,19 @@ class BackgroundSettings:
                 f"background eta={self.eta}, lengthscale={self.lengthscale}, "
                 f"window_sigmas={self.window_sigmas}: eta >= 0 and the others > 0 are required"
             )
+
+    def _check_types(self) -> None:
+        """Numbers where numbers are meant (a string compared with a number gave a bare TypeError)."""
+        for f in fields(self):
+            kind = str(f.type)
+            if kind not in ("int", "float", "float | None"):
+                continue
+            value = getattr(self, f.name)
+            if value is None and kind == "float | None":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and value != int(value)):
+                raise ConfigError(f"background.{f.name}={value!r}: must be {'an integer' if kind == 'int' else 'a number'}"
+                                  f" (default {f.default!r})")
 
     def _check_mean(self) -> None:
         """Validate ``mean_basis`` and ``degree_table`` (normalised to a tuple of typed rows)."""
