@@ -39,6 +39,10 @@ def main() -> None:
         status = 0
     except SystemExit as exc:
         status = _exit_status(exc)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; what was finished is on disk
+        print("\ninterrupted (Ctrl-C): the mass points finished so far are kept in the run folder and reused when "
+              "the same command runs again", file=sys.stderr)
+        status = 130
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -83,3 +83,22 @@ def test_the_command_line_exits_with_the_commands_status(tmp_path: Path) -> None
     assert failed.returncode == 2 and "task=test needs a mass" in failed.stdout + failed.stderr
     shown = status("--help")
     assert shown.returncode == 0 and "hps-bayes" in shown.stdout
+
+
+def test_ctrl_c_ends_the_command_line_without_a_traceback(demo_file: Path, tmp_path: Path) -> None:
+    """SIGINT during a scan: status 130, one sentence instead of a traceback, the finished points kept."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "hps_bayes", f"dataset.path={demo_file}", f"run_dir={run}",
+                             "stats=toys", "scan.step=0.004", "plots.summary=false"], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(run.glob("m0*/*/numbers.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted (Ctrl-C): the mass points finished so far are kept" in err and "Traceback" not in err
+    assert list(run.glob("m0*/*/numbers.json"))
