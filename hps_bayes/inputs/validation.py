@@ -253,7 +253,10 @@ def check_resolution(spectrum: Spectrum, *, mass_range: tuple[float, float], reb
         fix = f"set dataset.rebin={min(fits, rebin)} (bins of {stored[worst] * min(fits, rebin) * 1e3:.3g} MeV)"
     else:
         above = centres[inside][resolution >= stored]
-        start = f", or start dataset.mass_range at {above[0]:.4g} GeV or above" if above.size else ""
+        start = ""
+        if above.size:  # the histogram's own bins are narrower than σ(m) there: unmerged, from there on
+            start = (f", or start dataset.mass_range at {above[0]:.4g} GeV or above"
+                     + (" with dataset.rebin=1" if rebin > 1 else ""))
         fix = f"give a histogram with finer bins{start}"
     what = (f"spectrum '{spectrum.name}': analysis bins of {stored[worst] * rebin * 1e3:.3g} MeV (the histogram's "
             f"{stored[worst] * 1e3:.3g} MeV bins x dataset.rebin={rebin}) are wider than the mass resolution, {where}")

@@ -385,8 +385,11 @@ def test_analysis_bins_wider_than_the_resolution_are_refused_with_the_rebin_that
     with pytest.raises(InputError, match=r"set dataset\.rebin=14 \(bins of 0\.7 MeV\)"):
         check_resolution(_uniform(0.00005), replace(preset, rebin=30))  # 1.5 MeV bins; 14 x 0.05 MeV <= σ(m) = 0.707 MeV
     # stored bins already 2 σ(m) wide at the range start: a finer histogram, or a later start
-    with pytest.raises(InputError, match=r"give a histogram with finer bins, or start dataset\.mass_range at 0\.04 GeV or above"):
+    with pytest.raises(InputError, match=r"give a histogram with finer bins, or start dataset\.mass_range at 0\.04 GeV or above$"):
         check_resolution(_uniform(0.002), replace(preset, rebin=1))
+    # the same with the preset's rebin 10: the later start needs the histogram's own bins (one message, not two)
+    with pytest.raises(InputError, match=r"start dataset\.mass_range at 0\.04 GeV or above with dataset\.rebin=1$"):
+        check_resolution(_uniform(0.002), preset)
     # between one and two σ(m): a warning with the same fix, the analysis goes on (1 MeV bins, 1.4 σ(m) at 15 MeV)
     with caplog.at_level(logging.WARNING, logger="hps_bayes.inputs.validation"):
         check_resolution(_uniform(0.001), replace(preset, rebin=1))
