@@ -240,7 +240,10 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
                 cells.append(cell | values)
                 fitted.append((objective, theta))
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
-                cells.append(cell | {"available": False, "reason": str(exc).split(";")[0]})
+                why = str(exc).split(";")[0]
+                if isinstance(exc, np.linalg.LinAlgError):  # numpy's words ("Matrix is not positive definite")
+                    why = f"the window's fit has a singular Hessian ({why}): too little information in the window"
+                cells.append(cell | {"available": False, "reason": why})
                 fitted.append(None)
         z_toys = toy_z(fitted, spec.edges, toys[:, _offset(truths["smooth"], spec):][:, :spec.n_bins])
         z_data = np.array([c["z"] if c["available"] else np.nan for c in cells])
