@@ -505,3 +505,18 @@ def test_the_python_api_names_a_bad_background_value_and_an_empty_mass_list(raw_
         resolve_settings("demo", {"background": {"window_sigmas": None}})
     with pytest.raises(ConfigError, match="masses is empty: give the masses to scan in GeV"):
         hps_bayes.run_scan(raw_spectrum_2015, dataset="demo", masses=[])
+
+
+def test_the_sideband_excess_sums_signal_wide_runs_of_residuals_away_from_the_mass():
+    from types import SimpleNamespace
+
+    from hps_bayes.analysis.checks import sideband_excess
+
+    edges = np.round(np.arange(0.030, 0.0701, 0.0005), 7)
+    window = SimpleNamespace(centers=0.5 * (edges[1:] + edges[:-1]), widths=np.diff(edges), mass=0.05, sigma=0.0025)
+    k = 10  # 2σ(m) / 0.5 MeV bins
+    residual = np.zeros(window.centers.size)
+    residual[np.abs(window.centers - 0.05) < 0.002] = 3.0  # at the mass: not a sideband
+    assert sideband_excess(window, residual) == 0.0
+    residual[(window.centers > 0.060) & (window.centers < 0.065)] = 1.0  # 10 bins of +1σ, 4σ(m) above the mass
+    assert sideband_excess(window, residual) == pytest.approx(np.sqrt(k))

@@ -88,6 +88,7 @@ class PointNumbers:
     alpha: float
     background: FloatArray = field(default_factory=lambda: np.ones(1))
     gof_p: float = float("nan")
+    sideband_z: float = float("nan")
     limit: str = "cls"
     toys: bool = False
     n_toys: int = 0
@@ -203,6 +204,19 @@ def check_point(p: PointNumbers) -> Consistency:
         failures.append(f"the fitted background falls to {v['background_floor']:.2g} of its median inside the "
                         f"window (allowed >= {MIN_BACKGROUND_RATIO:g}): empty or missing bins?")
     return Consistency(values=v, failures=tuple(failures), imprecise=tuple(imprecise))
+
+
+def sideband_excess(window: Any, residual: FloatArray) -> float:
+    """The largest |Σ r|/√k over runs of k ≈ 2σ(m) consecutive sideband bins (|m_i − m| > 2σ(m)) of the Pearson
+    residuals ``r`` of a window's fit: a signal-like excess or deficit away from the tested mass, in σ."""
+    centers = window.centers
+    k = max(1, round(2.0 * window.sigma / float(np.median(window.widths))))
+    side = np.abs(centers - window.mass) > 2.0 * window.sigma
+    if side.sum() < k:
+        return math.nan
+    sums = np.convolve(np.where(side, residual, 0.0), np.ones(k), mode="valid")
+    full = np.convolve(side.astype(float), np.ones(k), mode="valid") == k
+    return float(np.max(np.abs(sums[full])) / math.sqrt(k)) if full.any() else math.nan
 
 
 def window_gof_p(objective: Any, theta: FloatArray) -> float:

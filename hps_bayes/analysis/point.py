@@ -23,6 +23,7 @@ from hps_bayes.analysis.checks import (
     PointNumbers,
     check_point,
     point_status,
+    sideband_excess,
     sigma_hesse_asimov,
     window_gof_p,
 )
@@ -200,12 +201,14 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
     converged = calc.converged and limit.converged
     sigma_a, sigma_hesse = calc.sigma_mu(), free.poi_error(objective)
     gof_p = window_gof_p(objective, free.theta)
+    expected = objective.expected_counts(free.theta)
+    sideband_z = sideband_excess(window, (window.counts - expected) / np.sqrt(np.maximum(expected, 1e-300)))
     consistency = check_point(PointNumbers(
         a_hat=free.poi(objective), sigma_a=sigma_a, sigma_hesse_asimov=sigma_hesse_asimov(calc),
         sigma_stat=sigma_hesse, spurious=window.spurious, a_up=limit.mu_up,
         a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
         alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0, n_toys=limit.n_toys,
-        background=smooth_background(objective, free.theta, null.theta), gof_p=gof_p))
+        background=smooth_background(objective, free.theta, null.theta), gof_p=gof_p, sideband_z=sideband_z))
     status, message = point_status(converged, limit.message, consistency, window_notes(window, settings))
     message = "; ".join(m for m in (message, selection_note(settings, mass)) if m)
     return MassPointResult(
@@ -219,7 +222,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
         eps2_up=limit.mu_up / k, eps2_up_expected=tuple(v / k for v in limit.mu_up_expected),
         rho=rho, spurious_signal=window.spurious, window_lo=float(window.edges[0]),
         window_hi=float(window.edges[-1]), window_bins=window.n_bins, window_clipped=window.clipped_low or window.clipped_high,
-        converged=converged, gof_p=gof_p, n_iter=free.n_iter, eta=window.eta,
+        converged=converged, gof_p=gof_p, sideband_z=sideband_z, n_iter=free.n_iter, eta=window.eta,
         lengthscale=window.lengthscale_sigma, method=settings.stats.method, n_toys=limit.n_toys, limit=limit.method,
         seed=settings.seed, config_hash=settings.config_hash(), version=__version__,
         seconds=time.perf_counter() - t_start, background_model=model_name(settings, mass),

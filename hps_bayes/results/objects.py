@@ -42,7 +42,8 @@ class MassPointResult:
     ``sigma_A_hesse`` is the Hessian error of Â on the data with every nuisance profiled (S
     included): the cross-check of σ_A (:mod:`hps_bayes.analysis.checks`).  ``gof_p`` is the goodness of fit of
     the window's free fit (signal and background): the χ² p-value of its Poisson deviance with bins − free
-    coefficients degrees of freedom.  ``limit`` is the
+    coefficients degrees of freedom; ``sideband_z`` the largest signal-like excess or deficit in its sidebands
+    (|Σ r|/√k over runs of about 2σ(m) of the fit's Pearson residuals r beyond 2σ(m) from the mass), in σ.  ``limit`` is the
     kind of the limits (``stats.limit``: "cls", "pl" or "pcl"), ``method`` how they were computed.
     ``background_model`` names the background used at this mass (the selection's model name with
     ``background.selection``, else :meth:`hps_bayes.model.settings.BackgroundSettings.label`).  ``status`` is
@@ -79,6 +80,7 @@ class MassPointResult:
     window_clipped: bool = False
     converged: bool = False
     gof_p: float = NAN
+    sideband_z: float = NAN
     n_iter: int = 0
     eta: float = NAN
     lengthscale: float = NAN

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from hps_bayes.analysis.checks import MAX_LOG_STAT
+from hps_bayes.analysis.checks import MAX_LOG_STAT, sideband_excess
 from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum, whole_range_spectrum
 from hps_bayes.analysis.point import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.analysis.seeds import SELECT, run_rng
@@ -110,18 +110,6 @@ def resolved(settings: AnalysisSettings) -> dict[str, Any]:
     return {k: full[k] for k in sorted(CANDIDATE_KEYS)}
 
 
-def _sideband_z(window: Any, residual: FloatArray) -> float:
-    """The largest |Σ r|/√k over runs of k ≈ 2σ(m) consecutive sideband bins (Pearson residuals r)."""
-    centers = window.centers
-    k = max(1, round(2.0 * window.sigma / float(np.median(window.widths))))
-    side = np.abs(centers - window.mass) > 2.0 * window.sigma
-    if side.sum() < k:
-        return math.nan
-    sums = np.convolve(np.where(side, residual, 0.0), np.ones(k), mode="valid")
-    full = np.convolve(side.astype(float), np.ones(k), mode="valid") == k
-    return float(np.max(np.abs(sums[full])) / math.sqrt(k)) if full.any() else math.nan
-
-
 def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings: AnalysisSettings,
               truth_settings: Sequence[AnalysisSettings], *,
               fallback: tuple[Spectrum, AnalysisSettings] | None = None,
@@ -170,7 +158,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
             "sigma_asimov": float(sigma_asimov),
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": float(chi2.sf(deviance, ndf)),
-            "deviance": deviance, "ndf": ndf, "sideband_z": _sideband_z(window, (n - mu) / np.sqrt(mu)),
+            "deviance": deviance, "ndf": ndf, "sideband_z": sideband_excess(window, (n - mu) / np.sqrt(mu)),
             "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
             "n_truths": len(plausible), "truth_note": truth_note, "best_truth_p": max(p for _, p in named.values()),
             "rho": rho, "sigma_m": window.sigma,
