@@ -520,3 +520,29 @@ def test_the_sideband_excess_sums_signal_wide_runs_of_residuals_away_from_the_ma
     assert sideband_excess(window, residual) == 0.0
     residual[(window.centers > 0.060) & (window.centers < 0.065)] = 1.0  # 10 bins of +1σ, 4σ(m) above the mass
     assert sideband_excess(window, residual) == pytest.approx(np.sqrt(k))
+
+
+def test_a_neighbourhood_of_large_pulls_is_flagged_but_a_single_signal_is_not():
+    """The scan-level check (analysis.checks.flag_local_pulls): where the background does not follow the spectrum,
+    Â/σ_A of a whole neighbourhood is large; a real signal is one peak, which the check leaves out."""
+    from hps_bayes.analysis.checks import MAX_LOCAL_PULL_RMS, flag_local_pulls, local_pull_rms
+
+    masses = np.round(np.arange(0.040, 0.1001, 0.001), 4)
+    sigma = 0.0025 * np.ones(masses.size)
+    rng = np.random.default_rng(3)
+    noise = 0.8 * rng.standard_normal(masses.size)  # correlated neighbours spread by less than 1
+    signal = noise + 6.0 * np.exp(-0.5 * ((masses - 0.07) / 0.0025) ** 2)  # a 6σ signal and its shoulders
+    structure = noise + 4.0 * np.sin(2.0 * np.pi * masses / 0.02)  # excesses and deficits it does not follow
+
+    def results(pulls):
+        return [MassPointResult(dataset="demo", mass=float(m), sigma_m=0.0025, A_hat=100.0 * p, sigma_A=100.0)
+                for m, p in zip(masses, pulls, strict=True)]
+
+    for pulls in (noise, signal):
+        assert np.nanmax(local_pull_rms(masses, pulls, sigma)) < MAX_LOCAL_PULL_RMS
+        assert {r.status for r in flag_local_pulls(results(pulls))} == {"ok"}
+    rms = local_pull_rms(masses, structure, sigma)
+    flagged = [r for r in flag_local_pulls(results(structure)) if r.status == "unreliable"]
+    assert len(flagged) == int(np.sum(rms > MAX_LOCAL_PULL_RMS)) == 60  # measured RMS 2.73-3.03
+    assert np.isnan(rms[0])  # the first mass: too few masses left beside its neighbourhood's peak, not judged
+    assert "the background does not follow this spectrum here" in flagged[0].message

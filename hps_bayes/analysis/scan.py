@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from hps_bayes import __version__
+from hps_bayes.analysis.checks import flag_local_pulls
 from hps_bayes.analysis.grid import mass_grid
 from hps_bayes.analysis.point import analysable, check_mass_value, evaluate_point, spurious_table
 from hps_bayes.analysis.rundir import (
@@ -178,4 +179,4 @@ def scan_points(
             pass
         if stop is not None and stop.signum is not None:
             raise ScanInterrupted(stop.signum, ScanResults(results, counts).frame(), stop.previous.get(stop.signum))
-    return results, counts
+    return flag_local_pulls(results), counts
