@@ -546,3 +546,13 @@ def test_a_neighbourhood_of_large_pulls_is_flagged_but_a_single_signal_is_not():
     assert len(flagged) == int(np.sum(rms > MAX_LOCAL_PULL_RMS)) == 60  # measured RMS 2.73-3.03
     assert np.isnan(rms[0])  # the first mass: too few masses left beside its neighbourhood's peak, not judged
     assert "the background does not follow this spectrum here" in flagged[0].message
+    # a merged run's table (task=merge, from the points' numbers.json) gets the same flags over all its chunks
+    from hps_bayes.analysis.checks import flag_local_pulls_frame
+    from hps_bayes.results.objects import ScanResults
+
+    for pulls in (signal, structure):
+        expected = ScanResults(flag_local_pulls(results(pulls)), {}).frame()
+        table = ScanResults(results(pulls), {}).frame()
+        merged = flag_local_pulls_frame(table.sample(frac=1.0, random_state=1)).sort_index()  # chunks in any order
+        assert merged.status.tolist() == expected.status.tolist()
+        assert merged.message.tolist() == expected.message.tolist()

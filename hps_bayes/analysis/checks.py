@@ -235,6 +235,16 @@ def local_pull_rms(masses: FloatArray, pulls: FloatArray, sigma_m: FloatArray) -
     return out
 
 
+def local_pull_notes(masses: FloatArray, pulls: FloatArray, sigma_m: FloatArray) -> list[str]:
+    """For each of the ok points given: the reason it is "unreliable" by :func:`local_pull_rms` ("" where not)."""
+    rms = local_pull_rms(masses, pulls, sigma_m) if len(masses) > LOCAL_MIN_MASSES else np.full(len(masses), np.nan)
+    return [(f"A_hat/sigma_A of the masses within {LOCAL_WINDOW_SIGMAS:g} sigma(m) has an RMS of {value:.2f} (about 1 "
+             f"where the background describes the data; allowed {MAX_LOCAL_PULL_RMS:g}; the largest one and its "
+             f"{LOCAL_PEAK_SIGMAS:g} sigma(m) left out): the background does not follow this spectrum here and "
+             "fakes or hides signals; run task=select on this spectrum and scan with background.selection")
+            if value > MAX_LOCAL_PULL_RMS else "" for value in rms]
+
+
 def flag_local_pulls(results: list[Any]) -> list[Any]:
     """The scan's results with every "ok" point whose neighbourhood's Â/σ_A RMS (:func:`local_pull_rms`, over the
     ok points) exceeds :data:`MAX_LOCAL_PULL_RMS` made "unreliable", with the reason: the background does not follow
@@ -242,19 +252,25 @@ def flag_local_pulls(results: list[Any]) -> list[Any]:
     from dataclasses import replace
 
     ok = [k for k, r in enumerate(results) if r.status == "ok" and r.sigma_A > 0]
-    if len(ok) < LOCAL_MIN_MASSES + 1:
-        return results
-    rms = local_pull_rms(np.array([results[k].mass for k in ok]),
-                         np.array([results[k].A_hat / results[k].sigma_A for k in ok]),
-                         np.array([results[k].sigma_m for k in ok]))
+    notes = local_pull_notes(np.array([results[k].mass for k in ok]),
+                             np.array([results[k].A_hat / results[k].sigma_A for k in ok]),
+                             np.array([results[k].sigma_m for k in ok]))
     flagged = list(results)
-    for k, value in zip(ok, rms, strict=True):
-        if value > MAX_LOCAL_PULL_RMS:
-            flagged[k] = replace(results[k], status="unreliable", message=(
-                f"A_hat/sigma_A of the masses within {LOCAL_WINDOW_SIGMAS:g} sigma(m) has an RMS of {value:.2f} (about 1 "
-                f"where the background describes the data; allowed {MAX_LOCAL_PULL_RMS:g}; the largest one and its "
-                f"{LOCAL_PEAK_SIGMAS:g} sigma(m) left out): the background does not follow this spectrum here and "
-                "fakes or hides signals; run task=select on this spectrum and scan with background.selection"))
+    for k, note in zip(ok, notes, strict=True):
+        if note:
+            flagged[k] = replace(results[k], status="unreliable", message=note)
+    return flagged
+
+
+def flag_local_pulls_frame(frame: Any) -> Any:
+    """:func:`flag_local_pulls` on a results table (a merged run's, read from its points' numbers.json)."""
+    ok = (frame.status == "ok") & (frame.sigma_A > 0)
+    notes = local_pull_notes(frame.mass[ok].to_numpy(), (frame.A_hat[ok] / frame.sigma_A[ok]).to_numpy(),
+                             frame.sigma_m[ok].to_numpy())
+    flagged = frame.copy()
+    for index, note in zip(frame.index[ok], notes, strict=True):
+        if note:
+            flagged.loc[index, ["status", "message"]] = ["unreliable", note]
     return flagged
 
 

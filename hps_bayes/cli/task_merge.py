@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hps_bayes.analysis.checks import flag_local_pulls_frame
 from hps_bayes.analysis.rundir import (
     collect_points,
 )
@@ -51,6 +52,7 @@ def task_merge(settings: AnalysisSettings, task: MergeTask, cfg: dict[str, Any],
     frames, reports = [], []
     for run in run_settings(out, settings):
         frame, report = collect_points(out, run)
+        frame = flag_local_pulls_frame(frame) if len(frame) else frame  # over the masses of all chunks
         _refuse_mixed(out, report)
         frames.append(frame)
         reports.append(report)
