@@ -88,7 +88,6 @@ class PointNumbers:
     alpha: float
     background: FloatArray = field(default_factory=lambda: np.ones(1))
     gof_p: float = float("nan")
-    sideband_z: float = float("nan")
     limit: str = "cls"
     toys: bool = False
     n_toys: int = 0
@@ -237,12 +236,11 @@ def local_pull_rms(masses: FloatArray, pulls: FloatArray, sigma_m: FloatArray) -
 
 def local_pull_notes(masses: FloatArray, pulls: FloatArray, sigma_m: FloatArray) -> list[str]:
     """For each of the ok points given: the reason it is "unreliable" by :func:`local_pull_rms` ("" where not)."""
-    rms = local_pull_rms(masses, pulls, sigma_m) if len(masses) > LOCAL_MIN_MASSES else np.full(len(masses), np.nan)
     return [(f"A_hat/sigma_A of the masses within {LOCAL_WINDOW_SIGMAS:g} sigma(m) has an RMS of {value:.2f} (about 1 "
              f"where the background describes the data; allowed {MAX_LOCAL_PULL_RMS:g}; the largest one and its "
              f"{LOCAL_PEAK_SIGMAS:g} sigma(m) left out): the background does not follow this spectrum here and "
              "fakes or hides signals; run task=select on this spectrum and scan with background.selection")
-            if value > MAX_LOCAL_PULL_RMS else "" for value in rms]
+            if value > MAX_LOCAL_PULL_RMS else "" for value in local_pull_rms(masses, pulls, sigma_m)]
 
 
 def flag_local_pulls(results: list[Any]) -> list[Any]:
@@ -287,16 +285,15 @@ def sideband_excess(window: Any, residual: FloatArray) -> float:
     return float(np.max(np.abs(sums[full])) / math.sqrt(k)) if full.any() else math.nan
 
 
-def window_gof_p(objective: Any, theta: FloatArray) -> float:
-    """The χ² p-value of the Poisson deviance of the window's counts against the fit ``theta`` (signal and
-    background), with bins − free coefficients (A and the Legendre ones; the constrained GP weights and S
-    nuisance not counted) degrees of freedom: :func:`~hps_bayes.stats.simple.poisson_deviance`."""
+def window_gof_p(window: Any, expected: FloatArray) -> float:
+    """The χ² p-value of the Poisson deviance of the window's counts against ``expected``, the counts of its fit
+    (signal and background), with bins − free coefficients (A and the Legendre ones; the constrained GP weights
+    and S nuisance not counted) degrees of freedom: :func:`~hps_bayes.stats.simple.poisson_deviance`."""
     from scipy.special import chdtrc
 
     from hps_bayes.stats.simple import poisson_deviance
 
-    window = objective.window
-    deviance = poisson_deviance(window.counts, objective.expected_counts(theta))
+    deviance = poisson_deviance(window.counts, expected)
     ndf = window.n_bins - 1 - window.legendre.shape[1]
     return float(chdtrc(ndf, deviance)) if ndf > 0 else float("nan")
 

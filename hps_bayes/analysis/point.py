@@ -138,8 +138,8 @@ def window_notes(window: Window, settings: AnalysisSettings) -> list[str]:
                      f"{window.edges[-1] * 1e3:.1f}] MeV (< {MIN_SIGNAL_CONTAINED:.0%}): the mass is too close to "
                      f"the range end; choose a mass at least {settings.scan.edge_sigmas:g} sigma(m) inside it")
     table = spurious_table(settings)
-    label = settings.background.at_mass(window.mass).label()
-    if table is not None and table.background and table.background != label:
+    label = settings.background.at_mass(window.mass).label() if table is not None and table.background else ""
+    if label and table is not None and table.background != label:
         notes.append(f"the spurious-signal table {table.source} was measured for the background {table.background}, "
                      f"not for this one ({label}): its S does not apply; run `hps-bayes task=spurious "
                      "task.write_table=true` with these settings and pass its table (background.spurious_table=<run "
@@ -200,15 +200,15 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
     k = float(yield_per_eps2(mass, f_rad=frad, rho=rho, n_eff=preset.n_eff, alpha_em=preset.alpha_em))
     converged = calc.converged and limit.converged
     sigma_a, sigma_hesse = calc.sigma_mu(), free.poi_error(objective)
-    gof_p = window_gof_p(objective, free.theta)
     expected = objective.expected_counts(free.theta)
+    gof_p = window_gof_p(window, expected)
     sideband_z = sideband_excess(window, (window.counts - expected) / np.sqrt(np.maximum(expected, 1e-300)))
     consistency = check_point(PointNumbers(
         a_hat=free.poi(objective), sigma_a=sigma_a, sigma_hesse_asimov=sigma_hesse_asimov(calc),
         sigma_stat=sigma_hesse, spurious=window.spurious, a_up=limit.mu_up,
         a_up_error=limit.mu_up_error if limit.n_toys else 0.0, a_up_expected=limit.mu_up_expected,
         alpha=settings.stats.alpha, limit=settings.stats.limit, toys=limit.n_toys > 0, n_toys=limit.n_toys,
-        background=smooth_background(objective, free.theta, null.theta), gof_p=gof_p, sideband_z=sideband_z))
+        background=smooth_background(objective, free.theta, null.theta), gof_p=gof_p))
     status, message = point_status(converged, limit.message, consistency, window_notes(window, settings))
     message = "; ".join(m for m in (message, selection_note(settings, mass)) if m)
     return MassPointResult(
@@ -394,8 +394,5 @@ def _calculator(objective: WindowObjective, mass: float,
     """The calculator ``settings.stats.method`` names."""
     if settings.stats.method == "asymptotic":
         return AsymptoticCalculator(objective, objective.observed())
-    if settings.stats.n_toys < 10:  # refused by StatsSettings already; kept for settings built by replace()
-        raise ConfigError(f"stats.method=toys with stats.n_toys={settings.stats.n_toys}: a toy calculator needs at "
-                          "least 10 toys; set stats.n_toys=1000 (10000 for bands)")
     return ToyCalculator(objective, objective.observed(), n_toys=settings.stats.n_toys,
                          rng=point_rng(settings, mass))

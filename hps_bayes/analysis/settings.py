@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-import numpy as np
-
+from hps_bayes.analysis.checks import MIN_TOYS_BEYOND
 from hps_bayes.errors import ConfigError
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.physics.presets import DatasetPreset, load_preset, preset_from_mapping
@@ -64,7 +64,7 @@ class StatsSettings:
             raise ConfigError(f"stats.n_toys={self.n_toys}: must be >= 0")
         if self.method == "toys" and self.n_toys < 10:
             raise ConfigError(f"stats.method=toys with stats.n_toys={self.n_toys}: a toy calculator needs at least 10 "
-                              f"toys, and {int(np.ceil(5.0 / self.alpha))} to resolve CLs = alpha = {self.alpha:g}; "
+                              f"toys, and {math.ceil(MIN_TOYS_BEYOND / self.alpha)} to resolve CLs = alpha = {self.alpha:g}; "
                               "set stats.n_toys=1000 (10000 for bands)")
         if self.lee_toys < 0 or self.lee_c0 < 0:
             raise ConfigError(f"stats.lee_toys={self.lee_toys}, stats.lee_c0={self.lee_c0}: both must be >= 0 "

@@ -208,11 +208,12 @@ MAX_Z_SPREAD = 2.0
 
 def _warn_z_spread(rows: list[dict[str, Any]]) -> None:
     pulls = np.array([row["A_hat"] / row["sigma_A"] for row in rows if row["status"] == "ok" and row["sigma_A"] > 0])
-    if pulls.size >= 10 and float(np.std(pulls, ddof=1)) > MAX_Z_SPREAD:
+    spread = float(np.std(pulls, ddof=1)) if pulls.size >= 10 else 0.0
+    if spread > MAX_Z_SPREAD:
         log.warning("A_hat/sigma_A spreads by %.2f over the %d ok masses (about 1 where the background describes the "
                     "data; largest |A_hat/sigma_A| %.1f): the background model does not follow this spectrum's shape, "
                     "and its local significances and limits are not to be trusted. Run task=select on this spectrum "
-                    "and scan with background.selection", float(np.std(pulls, ddof=1)), pulls.size,
+                    "and scan with background.selection", spread, pulls.size,
                     float(np.max(np.abs(pulls))))
 
 

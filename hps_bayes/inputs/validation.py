@@ -53,7 +53,7 @@ def _count_checks(spectrum: Spectrum, mass_range: tuple[float, float] | None) ->
     edges = spectrum.edges
     if mass_range is not None and np.all(np.isfinite(edges)):
         inside = (edges[1:] > mass_range[0] + 1e-12) & (edges[:-1] < mass_range[1] - 1e-12)
-    centers = 0.5 * (edges[1:] + edges[:-1])
+    centers = spectrum.centers
     unusable = ~finite | (safe < 0) | ~np.isfinite(variances) | (variances < 0)
     return {
         "entries": float(np.sum(safe)),
@@ -113,16 +113,16 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     for key, what in (("nan_bins", "NaN"), ("inf_bins", "infinite"), ("negative_bins", "negative")):
         bad = report[key]
         if bad["count"]:
-            problems.append(f"{bad['count']} bins with {what} counts{inside} (first at {bad.get('first_mev')} MeV, "
+            problems.append(f"{bad['count']} bins with {what} counts{inside} (first at {bad['first_mev']} MeV, "
                             f"bin indices {bad['first_indices']})")
     if report["bad_variance_bins"]["count"]:
         bad = report["bad_variance_bins"]
         problems.append(f"{bad['count']} bins with negative or non-finite variances{inside} (first at "
-                        f"{bad.get('first_mev')} MeV, bin indices {bad['first_indices']})")
-    outside = report.get("unusable_outside_range", {"count": 0})
+                        f"{bad['first_mev']} MeV, bin indices {bad['first_indices']})")
+    outside = report["unusable_outside_range"]
     if outside["count"]:
         warns.append(f"{outside['count']} bins with NaN, infinite or negative counts or variances outside the analysed "
-                     f"range (first at {outside.get('first_mev')} MeV): not used")
+                     f"range (first at {outside['first_mev']} MeV): not used")
     if not report["edges_increasing"]:
         problems.append("bin edges are not finite and strictly increasing")
     if report["entries"] <= 0:

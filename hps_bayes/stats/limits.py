@@ -265,8 +265,7 @@ def upper_limit(calculator: Calculator, *, alpha: float = 0.05, rtol: float = 1e
         converged=not problems,
         message="; ".join(problems) if problems else "converged",
         alpha=float(alpha),
-        mu_up_error=(limit_error(pv, slopes[0], lambda m: probit(ev.observed(m)), alpha=alpha, one_sided=one_sided)
-                     if mu_up != 0 else 0.0),
+        mu_up_error=limit_error(pv, slopes[0], alpha=alpha, one_sided=one_sided) if mu_up != 0 else 0.0,
         mu_up_expected_error=expected_errors_of(calculator, ev, exp, slopes[1:], one_sided=one_sided),
         n_toys=pv.n_toys if pv is not None else 0,
         method="pl" if one_sided else "cls",

@@ -9,15 +9,14 @@ quote no Monte Carlo error of a toy limit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from scipy.special import ndtri
 
 from hps_bayes.stats.asymptotics import expected_cls, expected_clsb
 from hps_bayes.stats.calculators import AsymptoticCalculator, Calculator, ExpectedCLs, PValues
+from hps_bayes.stats.toys import binomial_error
 
-__all__ = ["Evaluations", "asymptotic_slopes", "binomial_error", "expected_errors_of", "limit_error", "probit"]
+__all__ = ["Evaluations", "asymptotic_slopes", "expected_errors_of", "limit_error", "probit"]
 
 
 class Evaluations:
@@ -96,20 +95,17 @@ def asymptotic_slopes(ev: Evaluations, roots: list[float]) -> list[float]:
     return slopes
 
 
-def limit_error(pv: PValues | None, slope: float, probit_cls: Callable[[float], float], *, alpha: float,
-                 one_sided: bool) -> float:
+def limit_error(pv: PValues | None, slope: float, *, alpha: float, one_sided: bool) -> float:
     """σ(μ_up) = σ(CLs) / |dCLs/dμ| at the limit, in probit space: σ(CLs)/φ(Φ⁻¹(α)) / |dΦ⁻¹(CLs)/dμ|; 0 for
     asymptotic p-values.
 
     σ(CLs) is the binomial error at the crossing, where p_{s+b} = α·CL_b (one-sided: α), with CL_b as the
     toys measured it at the limit: the toys' own p_{s+b} there is a noisy estimate of α·CL_b, and where it
     came out 0 (no s+b toy beyond the observation) its error would be 0 or, divided by the normal density
-    at its probit, astronomically large.  NaN where the slope is not finite and non-zero."""
+    at its probit, astronomically large.  ``slope``: :func:`asymptotic_slopes`; NaN where it is not finite and
+    non-zero."""
     if pv is None or not pv.n_toys:
         return 0.0
-    if not np.isfinite(slope):
-        step = 0.05 * pv.mu
-        slope = (probit_cls(pv.mu + step) - probit_cls(pv.mu - step)) / (2 * step)
     if slope == 0 or not np.isfinite(slope):
         return float("nan")
     n = pv.n_toys
@@ -121,10 +117,6 @@ def limit_error(pv: PValues | None, slope: float, probit_cls: Callable[[float], 
         sigma_cls = alpha * float(np.hypot(binomial_error(clsb, n) / clsb, binomial_error(clb, n) / clb))
     z = float(ndtri(alpha))
     return float(sigma_cls / (np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)) / abs(slope))
-
-
-def binomial_error(p: float, n: int) -> float:
-    return float(np.sqrt(max(p * (1.0 - p), 0.0) / n))
 
 
 def expected_errors_of(calculator: Calculator, ev: Evaluations, roots: list[float], slopes: list[float], *,

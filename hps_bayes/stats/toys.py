@@ -108,7 +108,8 @@ class ToyBatch:
         return int(self.q0.size)
 
 
-def _binomial_error(p: float, n: int) -> float:
+def binomial_error(p: float, n: int) -> float:
+    """√(p(1 − p)/n): the Monte Carlo error of a fraction p estimated from n toys."""
     return float(np.sqrt(max(p * (1.0 - p), 0.0) / max(n, 1)))
 
 
@@ -293,7 +294,7 @@ class ToyCalculator:
         sb, b = self.distributions(mu)
         clsb, clb = empirical_pvalue(sb, q), empirical_pvalue(b, q)
         cls = clsb / clb if clb > 0 else (0.0 if clsb == 0 else 1.0)
-        e_sb, e_b = _binomial_error(clsb, len(sb)), _binomial_error(clb, len(b))
+        e_sb, e_b = binomial_error(clsb, len(sb)), binomial_error(clb, len(b))
         rel = np.hypot(e_sb / clsb if clsb > 0 else 0.0, e_b / clb if clb > 0 else 0.0)
         cls_err = cls * rel if clsb > 0 else 1.0 / (len(sb) * max(clb, 1.0 / len(b)))
         return PValues(mu=float(mu), teststat=q, teststat_asimov=self._asym.teststat_asimov(mu), clsb=clsb, clb=clb, cls=cls,
@@ -341,7 +342,7 @@ class ToyCalculator:
             return obs
         p0 = n_above / self._n_toys
         return Discovery(q0=obs.q0, p0=p0, z0=float(-ndtri(p0)) if p0 < 1 else 0.0, mu_hat=obs.mu_hat,
-                         p0_error=_binomial_error(p0, self._n_toys), n_toys=self._n_toys)
+                         p0_error=binomial_error(p0, self._n_toys), n_toys=self._n_toys)
 
 
 def _band(values: FloatArray) -> ExpectedCLs:

@@ -34,6 +34,7 @@ from hps_bayes.fit.batch import newton_fit_batch
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.stats.calculators import AsymptoticCalculator
+from hps_bayes.stats.toys import draw_toys
 
 __all__ = ["prior_variance", "study", "toy_scatter"]
 
@@ -56,13 +57,11 @@ def toy_scatter(objective: WindowObjective, theta0: FloatArray, n_toys: int, rng
                 hold_weights: bool) -> float:
     """Standard deviation of Â over ``n_toys`` Poisson toys of ``theta0``; the centres of the HSGP weights'
     constraints held at ``theta0``'s (``hold_weights``) or drawn ~ N(·, 1) like every other centre."""
-    nu = objective.expected_counts(theta0)
-    centre = objective.aux_at(theta0)
-    counts = rng.poisson(nu, size=(n_toys, nu.size)).astype(float)
-    aux = centre + rng.standard_normal((n_toys, centre.size))
+    toys = draw_toys(objective, theta0, n_toys, rng)  # the package's toys: every constraint centre drawn
+    aux = toys.aux.copy()
     if hold_weights and objective.model.n_basis:
-        aux[:, :objective.model.n_basis] = centre[:objective.model.n_basis]  # aux: the weights, then ν
-    fits = newton_fit_batch(objective, counts, aux, init=theta0)
+        aux[:, :objective.model.n_basis] = objective.aux_at(theta0)[:objective.model.n_basis]  # aux: the weights, then ν
+    fits = newton_fit_batch(objective, toys.counts, aux, init=theta0)
     if not np.all(fits.converged):
         raise FitError(f"{int(np.sum(~fits.converged))} of {n_toys} toy fits did not converge")
     return float(np.std(fits.theta[:, 0], ddof=1))
