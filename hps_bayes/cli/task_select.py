@@ -36,7 +36,9 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
     raw = load_validated(settings, cfg, out)
     data, _ = poisson_equivalent(raw, mass_range=settings.dataset.mass_range)
     criteria = Criteria(gof_min_p=task.gof_min_p, sideband_max_z=task.sideband_max_z, spread_max=task.spread_max,
-                        spread_sigmas=task.spread_sigmas, spread_window=task.spread_window)
+                        spread_sigmas=task.spread_sigmas, spread_window=task.spread_window,
+                        spurious_beyond_prior=task.spurious_beyond_prior,
+                        truth_min_p_without_gp=task.truth_min_p_without_gp)
     cells, content = run_selection(
         data, settings, candidates, families=task.families, step=task.step, n_toys=task.n_toys,
         seed=settings.seed, criteria=criteria, mass_min=task.mass_min, mass_max=task.mass_max)

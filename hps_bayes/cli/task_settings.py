@@ -160,6 +160,8 @@ class SelectTask:
     spread_max: float
     spread_sigmas: float
     spread_window: int
+    spurious_beyond_prior: bool
+    truth_min_p_without_gp: float
 
 
 @dataclass(frozen=True)

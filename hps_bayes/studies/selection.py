@@ -13,7 +13,14 @@ This study chooses at every mass, on the spectrum to be analysed:
      the data in the window (the precise bias; the largest over the neighbouring grid masses, and
      between grid masses the scan uses the larger of the two neighbours', covers the bias between
      grid masses); where none does (very precise data), the data's ``flexible`` fit
-     (:data:`FALLBACK_TRUTH`) is tried, with a note;
+     (:data:`FALLBACK_TRUTH`) is tried, with a note.  A candidate whose window has no active GP
+     (η = 0) needs a truth that describes the window well (p ≥ ``truth_min_p_without_gp``): structure
+     the truths leave in the data biases a polynomial by more than its S, while a GP-carried window
+     absorbs it and pays for it in σ_stat.  For a GP-carried window, S counts only the bias beyond
+     the variance its GP prior already puts into σ_stat (``spurious_beyond_prior``:
+     S² → max(S² − σ_prior², 0), σ_prior² = [H⁻¹]_AA − [H⁻¹(H − P)H⁻¹]_AA, P the weights' unit
+     constraint, :func:`hps_bayes.studies.gp_prior.prior_variance`): the prior is there to cover
+     the bias of structure it cannot follow exactly, and counting it twice loses sensitivity;
    - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
@@ -65,6 +72,7 @@ from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.simple import known_background_sigma, poisson_deviance
+from hps_bayes.studies.gp_prior import prior_variance
 from hps_bayes.studies.spurious import fit_truth
 from hps_bayes.studies.zspread import local_spreads, spread_reference
 
@@ -91,6 +99,8 @@ class Criteria:
     spread_max: float = 1.15
     spread_sigmas: float = 2.33
     spread_window: int = 8
+    spurious_beyond_prior: bool = True
+    truth_min_p_without_gp: float = 0.1
 
 
 def candidate_settings(base: AnalysisSettings, name: str, overrides: Mapping[str, Any],
@@ -112,7 +122,7 @@ def resolved(settings: AnalysisSettings) -> dict[str, Any]:
 
 def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings: AnalysisSettings,
               truth_settings: Sequence[AnalysisSettings], *,
-              fallback: tuple[Spectrum, AnalysisSettings] | None = None,
+              fallback: tuple[Spectrum, AnalysisSettings] | None = None, min_p_without_gp: float = PLAUSIBLE_P,
               ) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
     """One candidate at one mass: the fit of the data, its adequacy, and the truths' noise-free Â (each truth
     fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
@@ -129,6 +139,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     if not (fit.converged and np.isfinite(sigma)):
         raise FitError(f"the fit of the data did not converge at m = {mass * 1e3:.2f} MeV")
     sigma_asimov = AsymptoticCalculator(objective, objective.observed()).sigma_mu()
+    sigma_h, sigma_held = prior_variance(objective, fit.theta) if window.eta > 0 else (0.0, 0.0)
     n, mu = window.counts, objective.expected_counts(fit.theta)
     deviance = poisson_deviance(n, mu)
     ndf = max(window.n_bins - (settings.background.poly_degree + 2), 1)
@@ -145,22 +156,23 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
                 float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))))
 
     named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)}
-    plausible = [a for a, p in named.values() if p >= PLAUSIBLE_P]
+    min_p = PLAUSIBLE_P if window.eta > 0 else max(PLAUSIBLE_P, min_p_without_gp)
+    plausible = [a for a, p in named.values() if p >= min_p]
     truth_note = ""
     if not plausible and fallback is not None:
         best = max(named, key=lambda k: named[k][1])
         named[fallback[0].name] = on_truth(*fallback)
         a_flex, p_flex = named[fallback[0].name]
-        if p_flex >= PLAUSIBLE_P:
+        if p_flex >= min_p:
             plausible = [a_flex]
             truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
-                          f"window (best: {best}, p = {named[best][1]:.1g} < {PLAUSIBLE_P:g})")
+                          f"window (best: {best}, p = {named[best][1]:.1g} < {min_p:g})")
     values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
-            "sigma_asimov": float(sigma_asimov),
+            "sigma_asimov": float(sigma_asimov), "sigma_prior": math.sqrt(max(sigma_h**2 - sigma_held**2, 0.0)),
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": float(chi2.sf(deviance, ndf)),
             "deviance": deviance, "ndf": ndf, "sideband_z": sideband_excess(window, (n - mu) / np.sqrt(mu)),
             "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
-            "n_truths": len(plausible), "truth_note": truth_note, "best_truth_p": max(p for _, p in named.values()),
+            "n_truths": len(plausible), "truth_min_p": min_p, "truth_note": truth_note, "best_truth_p": max(p for _, p in named.values()),
             "rho": rho, "sigma_m": window.sigma,
             "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
               "lengthscale": window.lengthscale_sigma,
@@ -224,7 +236,8 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
         for mass in masses:
             cell = {"model": name, "mass": float(mass), "available": True, "reason": ""}
             try:
-                values, objective, theta = data_cell(spec, cut, float(mass), settings, on_truth, fallback=fallback)
+                values, objective, theta = data_cell(spec, cut, float(mass), settings, on_truth, fallback=fallback,
+                                                     min_p_without_gp=criteria.truth_min_p_without_gp)
                 cells.append(cell | values)
                 fitted.append((objective, theta))
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
@@ -261,7 +274,8 @@ def _offset(truth: Spectrum, spec: Spectrum) -> int:
 def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteria: Criteria) -> Any:
     """S (the largest over ±1 grid mass per model), σ_tot, ratios and the pass flags of every cell."""
     frame = frame.sort_values(["model", "mass"]).reset_index(drop=True)
-    for col in ("z_spread_corrected", "z_spread_expected", "z_spread_toys_sd", "spurious_raw", "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m", "n_truths"):
+    for col in ("z_spread_corrected", "z_spread_expected", "z_spread_toys_sd", "spurious_raw", "truth_min_p", "sigma_prior",
+                "sigma_stat", "sigma_asimov", "sigma_floor", "z", "gof_p", "sideband_z", "rho", "sigma_m", "n_truths"):
         if col not in frame:
             frame[col] = np.nan
     # the largest over ±1 grid mass: the bias of the model chosen at a grid mass varies between grid masses,
@@ -269,6 +283,8 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     # masses on the smooth 2015 truth left 0.49 σ_tot of bias uncovered, with it 0.12)
     frame["spurious"] = frame.groupby("model").spurious_raw.transform(
         lambda s: s.rolling(3, center=True, min_periods=1).max())
+    if criteria.spurious_beyond_prior:  # a GP-carried window's prior already holds σ_prior of bias (module docstring)
+        frame["spurious"] = np.sqrt(np.maximum(frame.spurious**2 - frame.sigma_prior.fillna(0.0)**2, 0.0))
     frame["spurious_rel"] = frame.spurious / (frame.rho * frame.sigma_m)
     frame["sigma_tot"] = np.hypot(frame.sigma_stat, frame.spurious)
     frame["ratio_stat"] = frame.sigma_stat / frame.sigma_floor
@@ -279,7 +295,7 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
                                            * frame.z_spread_toys_sd / frame.z_spread_expected)
     checks = [
         (~frame.available.astype(bool), frame.reason.astype(str)),
-        (frame.n_truths == 0, NO_TRUTH),
+        (frame.n_truths == 0, np.where(frame.truth_min_p > PLAUSIBLE_P, NO_TRUTH_WITHOUT_GP, NO_TRUTH)),
         (~(frame.gof_p >= criteria.gof_min_p), f"window goodness of fit p < {criteria.gof_min_p:g}"),
         (~(frame.sideband_z <= criteria.sideband_max_z), f"sideband residuals above {criteria.sideband_max_z:g}"),
         (~(frame.z_spread_corrected <= frame.z_spread_allowed), SPREAD_FAILS),
@@ -295,6 +311,12 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
 
 #: The reason of a cell where no truth (the fallback included) describes the data in the window.
 NO_TRUTH = f"none of the truths describes the data in this window (Pearson chi2 p < {PLAUSIBLE_P:g}): S cannot be measured"
+
+
+#: The reason of a cell without a GP where the truths describe the data only loosely (p below
+#: ``Criteria.truth_min_p_without_gp``): structure they leave out biases such a model beyond its S.
+NO_TRUTH_WITHOUT_GP = ("no truth describes the data in this window well enough to measure the S of a background "
+                       "without a GP (structure the truths do not resolve would bias it beyond S)")
 
 
 #: The reason of a cell that fails the Z-spread check alone.

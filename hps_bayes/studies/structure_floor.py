@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
                                        "the published limit at 20-80 MeV, as scanned and with σ_A at the floor")
     args = parser.parse_args(argv)
     if args.scan:
-        _scan_at_floor(args.scan, args.shape, structured=not args.smooth)
+        _scan_at_floor(args.scan, args.shape, structured=not args.smooth, amplitude_scale=args.scale)
         return
     reached: dict[float, float] = {}
     if args.selection:
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'median':>8} {np.median(table[:, 0]):9.2f} {np.median(table[:, 1]):7.2f} {reached_median:10.2f}")
 
 
-def _scan_at_floor(path: str, shape: str, *, structured: bool) -> None:
+def _scan_at_floor(path: str, shape: str, *, structured: bool, amplitude_scale: float = 1.0) -> None:
     """The median expected-ε² ratio to the published 2015 limit over 20-80 MeV of the scan ``path``, and the
     same with each mass's σ_A lowered to the floor where it lies above it (limits scale with σ_A)."""
     import pandas as pd
@@ -279,7 +279,7 @@ def _scan_at_floor(path: str, shape: str, *, structured: bool) -> None:
 
     frame = pd.read_csv(path)
     frame = frame[frame.status == "ok"].reset_index(drop=True)
-    floors = demo_floor_table(shape, frame.mass.to_numpy(), structured=structured)
+    floors = demo_floor_table(shape, frame.mass.to_numpy(), structured=structured, amplitude_scale=amplitude_scale)
     floor = np.array([p.structure if p is not None else np.nan for p in floors])
     scale = np.where(np.isfinite(floor), np.minimum(floor / frame.sigma_A.to_numpy(), 1.0), 1.0)
     at_floor = frame.assign(eps2_up_expected_median=frame.eps2_up_expected_median * scale)

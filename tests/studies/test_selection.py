@@ -161,6 +161,57 @@ def test_where_no_truth_describes_a_window_s_comes_from_the_flexible_fit(structu
     assert "S cannot be measured" in NO_TRUTH
 
 
+def test_a_window_without_a_gp_needs_a_truth_that_describes_it_well(structured_2015: Path) -> None:
+    """A polynomial window's S counts only truths with window p >= truth_min_p_without_gp (structure the truths
+    leave in the data biases it beyond S); a GP-carried window (eta > 0) keeps the plausibility bound of 1e-3,
+    and its sigma_prior (the part of sigma_stat its GP prior holds) is reported for S beyond the prior."""
+    from hps_bayes.analysis.grid import prepare_spectrum, whole_range_spectrum
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.inputs.root_io import load_spectrum
+    from hps_bayes.inputs.spectrum import crop
+    from hps_bayes.studies.selection import PLAUSIBLE_P, _truth_settings, candidate_settings, data_cell
+    from hps_bayes.studies.spurious import fit_truth
+
+    base = resolve_settings("demo")
+    data = load_spectrum(structured_2015, "invariant_mass")
+    whole = whole_range_spectrum(data, base)
+    smooth = fit_truth(whole, "smooth")
+    gp = {"turn_on": "factor", "poly_degree": 3, "window_sigmas": 10.0, "hyper": "marginal", "hyper_scope": "window",
+          "lengthscale_min": 4.0, "n_basis": 20}
+    cells = {}
+    for name, overrides in (("w10_d10", {"poly_degree": 10, "window_sigmas": 10.0}), ("gp_d3", gp)):
+        own = candidate_settings(base, name, overrides, data)
+        spec = prepare_spectrum(data, own)
+        truth = crop(smooth, float(spec.edges[0]), float(spec.edges[-1]))
+        cells[name] = {bound: data_cell(spec, [truth], 0.05, own, [_truth_settings(truth, own)],
+                                        min_p_without_gp=bound)[0] for bound in (PLAUSIBLE_P, 0.9999)}
+    loose, strict = cells["w10_d10"][PLAUSIBLE_P], cells["w10_d10"][0.9999]
+    assert loose["eta"] == 0 and PLAUSIBLE_P <= loose["p_smooth"] < 0.9999 and loose["n_truths"] == 1
+    assert strict["n_truths"] == 0 and strict["truth_min_p"] == 0.9999 and not np.isfinite(strict["spurious_raw"])
+    assert loose["sigma_prior"] == 0.0
+    gp_cell = cells["gp_d3"][0.9999]
+    assert gp_cell["eta"] > 0 and gp_cell["truth_min_p"] == PLAUSIBLE_P and gp_cell["n_truths"] == 1
+    assert gp_cell["spurious_raw"] == cells["gp_d3"][PLAUSIBLE_P]["spurious_raw"]
+    assert 0.1 * gp_cell["sigma_stat"] < gp_cell["sigma_prior"] < gp_cell["sigma_stat"]
+
+
+def test_the_flexible_truth_is_fitted_to_its_minimum(structured_2015: Path) -> None:
+    """The degree-24 truth stopped early on a flat stretch (chi2 one unit above the minimum) and moved by 0.4 %
+    when the input changed by rounding (a weighted copy of the file): its fit now converges to 4e-7."""
+    from dataclasses import replace as swap
+
+    from hps_bayes.analysis.grid import whole_range_spectrum
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.inputs.root_io import load_spectrum
+    from hps_bayes.studies.spurious import fit_truth
+
+    whole = whole_range_spectrum(load_spectrum(structured_2015, "invariant_mass"), resolve_settings("demo"))
+    rounded = swap(whole, counts=(0.37 * whole.counts) / 0.37)
+    assert 0 < np.max(np.abs(rounded.counts / whole.counts - 1)) < 1e-15
+    one, other = fit_truth(whole, "flexible"), fit_truth(rounded, "flexible")
+    np.testing.assert_allclose(one.counts, other.counts, rtol=2e-6)
+
+
 def test_a_scan_with_a_selection_resumes_and_runs_in_chunks(selection: Path, structured_2015: Path,
                                                             tmp_path: Path) -> None:
     """The run folder records the settings the points are computed with (the selection's range included):
@@ -262,3 +313,28 @@ def test_a_cell_without_a_truth_fails_with_the_reason_and_a_fallback_truth_is_no
     rows = {r["mass"]: r for r in content["rows"]}
     assert rows[0.05]["model"] == "" and NO_TRUTH in rows[0.05]["reason"]
     assert rows[0.07]["model"] == "a" and rows[0.07]["note"] == "S from the 'flexible' truth"
+
+
+def test_s_beyond_the_gp_prior_and_the_reason_of_a_polynomial_window_without_a_good_truth() -> None:
+    """S of a GP-carried cell counts only the bias beyond sigma_prior (sqrt(S^2 - sigma_prior^2), never below 0)
+    unless switched off; a cell that found no truth under the stricter bound says why."""
+    from hps_bayes.studies.selection import NO_TRUTH_WITHOUT_GP, Criteria, _with_totals
+
+    base = {"available": True, "reason": "", "z": 0.5, "sigma_stat": 100.0, "sigma_asimov": 100.0,
+            "sigma_floor": 50.0, "gof_p": 0.5, "sideband_z": 1.0, "rho": 1e4, "sigma_m": 1e-3,
+            "z_spread_corrected": 1.0, "z_spread_expected": 0.8, "z_spread_toys_sd": 0.2, "truth_note": ""}
+    cells = [{"model": "gp", "mass": 0.05, "spurious_raw": 50.0, "sigma_prior": 30.0, "n_truths": 1, "truth_min_p": 1e-3},
+             {"model": "gp", "mass": 0.07, "spurious_raw": 20.0, "sigma_prior": 40.0, "n_truths": 1, "truth_min_p": 1e-3},
+             {"model": "gp", "mass": 0.09, "spurious_raw": 10.0, "sigma_prior": 40.0, "n_truths": 1, "truth_min_p": 1e-3},
+             {"model": "poly", "mass": 0.05, "spurious_raw": 50.0, "sigma_prior": 0.0, "n_truths": 1, "truth_min_p": 0.1},
+             {"model": "poly", "mass": 0.07, "spurious_raw": np.nan, "sigma_prior": 0.0, "n_truths": 0, "truth_min_p": 0.1}]
+    frame = pd.DataFrame([base | c for c in cells])
+    spreads = {"gp": (0.8, 0.2), "poly": (0.8, 0.2)}
+    on = _with_totals(frame, spreads, Criteria()).set_index(["model", "mass"])
+    off = _with_totals(frame, spreads, Criteria(spurious_beyond_prior=False)).set_index(["model", "mass"])
+    # S is the largest over +-1 grid mass first (50 at 0.05 and 0.07, 20 at 0.09), then the prior is taken out
+    assert on.spurious[("gp", 0.05)] == pytest.approx(40.0) and on.spurious[("gp", 0.07)] == pytest.approx(30.0)
+    assert on.spurious[("gp", 0.09)] == 0.0 and on.spurious[("poly", 0.05)] == 50.0
+    assert list(off.spurious[["gp"]]) == [50.0, 50.0, 20.0]
+    assert on.sigma_tot[("gp", 0.05)] == pytest.approx(math.hypot(100.0, 40.0))
+    assert on.fails[("poly", 0.07)] == NO_TRUTH_WITHOUT_GP and on.fails[("gp", 0.09)] == ""
