@@ -24,7 +24,7 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
     import pandas as pd
 
     from hps_bayes.plots.selection import plot_selection
-    from hps_bayes.studies.selection import Criteria, run_selection
+    from hps_bayes.studies.selection import Criteria, masses_without_a_good_truth, run_selection
 
     if settings.background.selection:
         log.info("task=select ignores background.selection=%s (it makes a new one)", settings.background.selection)
@@ -61,5 +61,11 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
             log.warning("m = %.1f MeV: no candidate serves it: %s", row["mass"] * 1e3, row["reason"])
         elif row["note"]:
             log.warning("m = %.1f MeV: %s", row["mass"] * 1e3, row["note"])
+    loose = masses_without_a_good_truth(cells)
+    if loose:
+        log.info("at %d of %d masses (between %.0f and %.0f MeV) no truth describes the data with window p >= %g: the spectrum has "
+                 "structure the truths do not resolve there, and windows without a GP were not eligible "
+                 "(task.truth_min_p_without_gp)", len(loose), len(content["rows"]), loose[0] * 1e3, loose[-1] * 1e3,
+                 task.truth_min_p_without_gp)
     log.info("scan with it: background.selection=%s", path.resolve())
     return content

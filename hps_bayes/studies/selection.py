@@ -319,6 +319,12 @@ NO_TRUTH_WITHOUT_GP = ("no truth describes the data in this window well enough t
                        "without a GP (structure the truths do not resolve would bias it beyond S)")
 
 
+def masses_without_a_good_truth(frame: Any) -> list[float]:
+    """The grid masses where some candidate without a GP lost its truth to the stricter bound
+    (:data:`NO_TRUTH_WITHOUT_GP`): the spectrum has structure there that the truths do not resolve."""
+    return sorted({float(m) for m in frame.mass[frame.fails == NO_TRUTH_WITHOUT_GP]})
+
+
 #: The reason of a cell that fails the Z-spread check alone.
 SPREAD_FAILS = "Z spread on the data above what noise gives"
 

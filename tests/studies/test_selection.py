@@ -338,3 +338,5 @@ def test_s_beyond_the_gp_prior_and_the_reason_of_a_polynomial_window_without_a_g
     assert list(off.spurious[["gp"]]) == [50.0, 50.0, 20.0]
     assert on.sigma_tot[("gp", 0.05)] == pytest.approx(math.hypot(100.0, 40.0))
     assert on.fails[("poly", 0.07)] == NO_TRUTH_WITHOUT_GP and on.fails[("gp", 0.09)] == ""
+    from hps_bayes.studies.selection import masses_without_a_good_truth
+    assert masses_without_a_good_truth(on.reset_index()) == [0.07]
