@@ -126,9 +126,11 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
               ) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
     """One candidate at one mass: the fit of the data, its adequacy, and the truths' noise-free Â (each truth
     fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
-    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`).  Where none does (very precise data), the ``fallback``
-    truth (the data's ``flexible`` fit) is tried, and the cell says so (``truth_note``).  Also the window
-    objective and the data's best fit, which the Z-spread toys (:func:`toy_z`) reuse."""
+    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`, or ≥ ``min_p_without_gp`` where the window has no active
+    GP: module docstring).  Where none does (very precise data), the ``fallback`` truth (the data's
+    ``flexible`` fit) is tried, and the cell says so (``truth_note``).  ``sigma_prior`` is the part of σ_stat
+    the window's GP prior holds (0 without a GP).  Also the window objective and the data's best fit, which
+    the Z-spread toys (:func:`toy_z`) reuse."""
     window = build_window(spec, mass, settings)
     if float(np.sum(window.template)) < MIN_SIGNAL_CONTAINED:
         raise InputError(f"only {np.sum(window.template):.0%} of the signal lies inside the window at "
