@@ -56,7 +56,7 @@ MAX_LIMIT_ERROR = 0.5
 #: asymptotic limit is about 5000, with an error estimate of 0.27 σ_A.  100 toys (5 expected) gave errors of
 #: 0.22-0.33 σ_A and limits within them (demo2015, 15 masses).
 MIN_TOYS_BEYOND = 5.0
-#: Smallest allowed goodness-of-fit p-value of the window's free fit (:func:`window_gof_p`).  Clean: at least
+#: Smallest allowed goodness-of-fit p-value of the window's free fit (:func:`window_gof`).  Clean: at least
 #: 4.6e-3 over the default scans of the three bundled demos (351 masses; 2015 0.14, 2021 0.13), 2.1e-2 with their
 #: selections, 7e-3 and 1.3e-2 on other draws of the structure (1.5×, 2.3× its size).  Allowed 1e-4.  Beside a
 #: real 5σ_A signal its neighbours' windows (the signal in their sidebands, their Â pulled) fall below it in 1 of 12
@@ -285,17 +285,18 @@ def sideband_excess(window: Any, residual: FloatArray) -> float:
     return float(np.max(np.abs(sums[full])) / math.sqrt(k)) if full.any() else math.nan
 
 
-def window_gof_p(window: Any, expected: FloatArray) -> float:
-    """The χ² p-value of the Poisson deviance of the window's counts against ``expected``, the counts of its fit
-    (signal and background), with bins − free coefficients (A and the Legendre ones; the constrained GP weights
-    and S nuisance not counted) degrees of freedom: :func:`~hps_bayes.stats.simple.poisson_deviance`."""
+def window_gof(window: Any, expected: FloatArray) -> tuple[float, int, float]:
+    """(deviance, ndf, p-value): the Poisson deviance of the window's counts against ``expected``, the counts of its
+    fit (signal and background; :func:`~hps_bayes.stats.simple.poisson_deviance`), its degrees of freedom, bins −
+    free coefficients (A and the Legendre ones; the constrained GP weights and S nuisance not counted), and its χ²
+    p-value (NaN where no degree of freedom is left).  The scan's ``gof_p`` and ``task=select``'s."""
     from scipy.special import chdtrc
 
     from hps_bayes.stats.simple import poisson_deviance
 
     deviance = poisson_deviance(window.counts, expected)
     ndf = window.n_bins - 1 - window.legendre.shape[1]
-    return float(chdtrc(ndf, deviance)) if ndf > 0 else float("nan")
+    return deviance, ndf, float(chdtrc(ndf, deviance)) if ndf > 0 else float("nan")
 
 
 def sigma_hesse_asimov(calc: Any) -> float:

@@ -25,7 +25,7 @@ from hps_bayes.analysis.checks import (
     point_status,
     sideband_excess,
     sigma_hesse_asimov,
-    window_gof_p,
+    window_gof,
 )
 from hps_bayes.analysis.grid import check_binning, fit_range, guard_turn_on, prepare_spectrum
 from hps_bayes.analysis.seeds import TOY_P0, point_rng
@@ -201,7 +201,7 @@ def _evaluate(spectrum: Spectrum, mass: float, settings: AnalysisSettings,
     converged = calc.converged and limit.converged
     sigma_a, sigma_hesse = calc.sigma_mu(), free.poi_error(objective)
     expected = objective.expected_counts(free.theta)
-    gof_p = window_gof_p(window, expected)
+    gof_p = window_gof(window, expected)[2]
     sideband_z = sideband_excess(window, (window.counts - expected) / np.sqrt(np.maximum(expected, 1e-300)))
     consistency = check_point(PointNumbers(
         a_hat=free.poi(objective), sigma_a=sigma_a, sigma_hesse_asimov=sigma_hesse_asimov(calc),

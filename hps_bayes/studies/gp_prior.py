@@ -36,21 +36,26 @@ from hps_bayes.model.objective import WindowObjective
 from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.toys import draw_toys
 
-__all__ = ["prior_variance", "study", "toy_scatter"]
+__all__ = ["prior_share", "prior_variance", "study", "toy_scatter"]
+
+
+def prior_share(objective: WindowObjective, covariance: FloatArray) -> float:
+    """σ_prior, the part of σ_A that the HSGP weights' unit constraint P holds, from the inverse Hessian C of the
+    penalised likelihood: σ_prior² = [C]_AA − [C (H − P) C]_AA = Σ_j C_Aj² over the weights (0 without a GP)."""
+    n_basis = objective.model.n_basis
+    if not n_basis:
+        return 0.0
+    start = objective.model.slices["beta"].start
+    return float(np.sqrt(np.sum(np.asarray(covariance)[0, start:start + n_basis] ** 2)))
 
 
 def prior_variance(objective: WindowObjective, theta: FloatArray) -> tuple[float, float]:
     """(σ_A from H⁻¹, σ_A of the sandwich with the HSGP weights' constraint held) at ``theta`` on the
     window's observed counts (``theta``: the free fit)."""
     _, _, hess = objective.nll_grad_hess(np.asarray(theta, dtype=float), objective.observed())
-    held = np.zeros(objective.n_params)
-    n_basis = objective.model.n_basis
-    if n_basis:
-        start = objective.model.slices["beta"].start
-        held[start:start + n_basis] = 1.0
     inverse = np.linalg.inv(hess)
-    sandwich = inverse @ (hess - np.diag(held)) @ inverse
-    return float(np.sqrt(inverse[0, 0])), float(np.sqrt(sandwich[0, 0]))
+    sigma_h = float(np.sqrt(inverse[0, 0]))
+    return sigma_h, float(np.sqrt(sigma_h**2 - prior_share(objective, inverse) ** 2))
 
 
 def toy_scatter(objective: WindowObjective, theta0: FloatArray, n_toys: int, rng: np.random.Generator, *,

@@ -19,7 +19,7 @@ This study chooses at every mass, on the spectrum to be analysed:
      absorbs it and pays for it in σ_stat.  For a GP-carried window, S counts only the bias beyond
      the variance its GP prior already puts into σ_stat (``spurious_beyond_prior``:
      S² → max(S² − σ_prior², 0), σ_prior² = [H⁻¹]_AA − [H⁻¹(H − P)H⁻¹]_AA, P the weights' unit
-     constraint, :func:`hps_bayes.studies.gp_prior.prior_variance`): the prior is there to cover
+     constraint, :func:`hps_bayes.studies.gp_prior.prior_share`): the prior is there to cover
      the bias of structure it cannot follow exactly, and counting it twice loses sensitivity;
    - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from hps_bayes.analysis.checks import MAX_LOG_STAT, sideband_excess
+from hps_bayes.analysis.checks import MAX_LOG_STAT, sideband_excess, window_gof
 from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum, whole_range_spectrum
 from hps_bayes.analysis.point import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.analysis.seeds import SELECT, run_rng
@@ -71,8 +71,8 @@ from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats.calculators import AsymptoticCalculator
-from hps_bayes.stats.simple import known_background_sigma, poisson_deviance
-from hps_bayes.studies.gp_prior import prior_variance
+from hps_bayes.stats.simple import known_background_sigma
+from hps_bayes.studies.gp_prior import prior_share
 from hps_bayes.studies.spurious import fit_truth
 from hps_bayes.studies.zspread import local_spreads, spread_reference
 
@@ -141,10 +141,8 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     if not (fit.converged and np.isfinite(sigma)):
         raise FitError(f"the fit of the data did not converge at m = {mass * 1e3:.2f} MeV")
     sigma_asimov = AsymptoticCalculator(objective, objective.observed()).sigma_mu()
-    sigma_h, sigma_held = prior_variance(objective, fit.theta) if window.eta > 0 else (0.0, 0.0)
     n, mu = window.counts, objective.expected_counts(fit.theta)
-    deviance = poisson_deviance(n, mu)
-    ndf = max(window.n_bins - (settings.background.poly_degree + 2), 1)
+    deviance, ndf, gof_p = window_gof(window, mu)
     tpl = window.template
     rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
     def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float]:
@@ -170,8 +168,8 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
                           f"window (best: {best}, p = {named[best][1]:.1g} < {min_p:g})")
     values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
-            "sigma_asimov": float(sigma_asimov), "sigma_prior": math.sqrt(max(sigma_h**2 - sigma_held**2, 0.0)),
-            "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": float(chi2.sf(deviance, ndf)),
+            "sigma_asimov": float(sigma_asimov), "sigma_prior": prior_share(objective, fit.covariance) if window.eta > 0 else 0.0,
+            "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": gof_p,
             "deviance": deviance, "ndf": ndf, "sideband_z": sideband_excess(window, (n - mu) / np.sqrt(mu)),
             "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
             "n_truths": len(plausible), "truth_min_p": min_p, "truth_note": truth_note, "best_truth_p": max(p for _, p in named.values()),
