@@ -10,9 +10,9 @@ This study chooses at every mass, on the spectrum to be analysed:
 2. For every candidate background (``task.candidates``: windows of several widths and
    degrees, the whole-range model, a turn-on-aware model, a GP-carried model, ...) and mass:
    - its **spurious signal** S: the largest |Â| of the noise-free fits of the truths that describe
-     the data in the window (the precise bias; the largest over the neighbouring grid masses, and
-     between grid masses the scan uses the larger of the two neighbours', covers the bias between
-     grid masses); where none does (very precise data), the data's ``flexible`` fit
+     the data in the window (the precise bias; the largest over the neighbouring grid masses, in
+     units of the background ρ(m)σ(m) as the scan carries S, and between grid masses the scan uses
+     the larger of the two neighbours', covers the bias between grid masses); where none does (very precise data), the data's ``flexible`` fit
      (:data:`FALLBACK_TRUTH`) is tried, with a note.  A candidate whose window has no active GP
      (η = 0) needs a truth that describes the window well (p ≥ ``truth_min_p_without_gp``): structure
      the truths leave in the data biases a polynomial by more than its S, while a GP-carried window
@@ -280,8 +280,11 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
             frame[col] = np.nan
     # the largest over ±1 grid mass: the bias of the model chosen at a grid mass varies between grid masses,
     # and a scan mass between two grid masses takes the nearer one's model (without it, injections at such
-    # masses on the smooth 2015 truth left 0.49 σ_tot of bias uncovered, with it 0.12)
-    frame["spurious"] = frame.groupby("model").spurious_raw.transform(
+    # masses on the smooth 2015 truth left 0.49 σ_tot of bias uncovered, with it 0.12).  Taken in units of
+    # ρ(m)σ(m), the units in which the scan carries S between grid masses: in events, the turn-on's steep
+    # rise handed a grid mass the bias of a neighbour with twice its background
+    scale = frame.rho * frame.sigma_m
+    frame["spurious"] = scale * (frame.spurious_raw / scale).groupby(frame.model).transform(
         lambda s: s.rolling(3, center=True, min_periods=1).max())
     if criteria.spurious_beyond_prior:  # a GP-carried window's prior already holds σ_prior of bias (module docstring)
         frame["spurious"] = np.sqrt(np.maximum(frame.spurious**2 - frame.sigma_prior.fillna(0.0)**2, 0.0))
