@@ -116,8 +116,13 @@ class Selection:
         return overrides
 
     def spurious_relative(self, mass: float) -> float:
-        """S/(ρσ) at ``mass``: the larger of the two neighbouring grid values (a running maximum, so that a
-        mass between grid points carries at least the spurious signal measured on either side)."""
+        """S/(ρσ) at ``mass``: at a grid mass its own value (the selection's S, already the largest over the
+        neighbouring grid masses, the one its choice was made with); between grid masses the larger of the two
+        neighbouring values (a running maximum, so that such a mass carries at least the spurious signal
+        measured on either side)."""
+        k = self._index(mass)
+        if abs(self.mass[k] - mass) <= 1e-9:
+            return float(self.spurious_rel[k])
         j = int(np.searchsorted(self.mass, mass))
         near = [k for k in (j - 1, j) if 0 <= k < len(self.mass) and self.model[k]]
         return float(max((self.spurious_rel[k] for k in near), default=self.spurious_rel[self._index(mass)]))

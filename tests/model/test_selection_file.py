@@ -44,6 +44,15 @@ def test_settings_at_a_mass_are_the_chosen_models(selection_file):
         base.at_mass(0.08)
 
 
+def test_the_scan_takes_the_selections_s_at_a_grid_mass_and_the_larger_neighbour_between(tmp_path):
+    rows = [{"mass": 0.030, "model": "stiff", "spurious_rel": 0.05}, {"mass": 0.032, "model": "stiff", "spurious_rel": 0.01},
+            {"mass": 0.034, "model": "onset", "spurious_rel": 0.02}]
+    models = {"stiff": {"poly_degree": 3, "window_sigmas": 7.0}, "onset": {"poly_degree": 5, "window_sigmas": 14.0}}
+    selection = load_selection(_write(tmp_path / "selection_2015.json", rows, models))
+    assert [selection.spurious_relative(m) for m in (0.030, 0.032, 0.034)] == [0.05, 0.01, 0.02]
+    assert [selection.spurious_relative(m) for m in (0.0312, 0.0308, 0.0328)] == [0.05, 0.05, 0.02]
+
+
 def test_a_bad_selection_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found: make one with `hps-bayes task=select"):
         load_selection(str(tmp_path / "missing.json"))
