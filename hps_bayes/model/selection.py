@@ -124,8 +124,8 @@ class Selection:
         if abs(self.mass[k] - mass) <= 1e-9:
             return float(self.spurious_rel[k])
         j = int(np.searchsorted(self.mass, mass))
-        near = [k for k in (j - 1, j) if 0 <= k < len(self.mass) and self.model[k]]
-        return float(max((self.spurious_rel[k] for k in near), default=self.spurious_rel[self._index(mass)]))
+        near = [i for i in (j - 1, j) if 0 <= i < len(self.mass) and self.model[i]]
+        return float(max((self.spurious_rel[i] for i in near), default=self.spurious_rel[k]))
 
 
 def read_selection(path: str | Path) -> dict[str, Any]:

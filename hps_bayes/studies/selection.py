@@ -12,9 +12,9 @@ This study chooses at every mass, on the spectrum to be analysed:
    - its **spurious signal** S: the largest |Â| of the noise-free fits of the truths that describe
      the data in the window (the precise bias; the largest over the neighbouring grid masses, in
      units of the background ρ(m)σ(m) as the scan carries S, and between grid masses the scan uses
-     the larger of the two neighbours', covers the bias between grid masses); where none does (very precise data), the data's ``flexible`` fit
-     (:data:`FALLBACK_TRUTH`) is tried, with a note.  A candidate whose window has no active GP
-     (η = 0) needs a truth that describes the window well (p ≥ ``truth_min_p_without_gp``): structure
+     the larger of the two neighbours', covers the bias between grid masses); where none does (very
+     precise data), the data's ``flexible`` fit (:data:`FALLBACK_TRUTH`) is tried, with a note.
+     A candidate whose window has no active GP (η = 0) needs a truth that describes the window well (p ≥ ``truth_min_p_without_gp``): structure
      the truths leave in the data biases a polynomial by more than its S, while a GP-carried window
      absorbs it and pays for it in σ_stat.  For a GP-carried window, S counts only the bias beyond
      the variance its GP prior already puts into σ_stat (``spurious_beyond_prior``:
