@@ -40,7 +40,8 @@ This study chooses at every mass, on the spectrum to be analysed:
    one model (two large fluctuations within the local window: the check leaves out only the largest
    |Â/σ_A|, and a signal next to a fluctuation looks the same), so refusing the mass would lose it
    for every model: the candidate nearest its allowed spread is used and the mass carries a note (in
-   the selection and in the scan's ``message``).  None: the mass gets the reason.
+   the selection and in the scan's ``message``); likewise the best-fitting where every window fit has
+   p < ``gof_min_p`` (:func:`_gof_fallback`).  None: the mass gets the reason.
 
 Written by hand: no library selects a background by spurious signal and data adequacy.
 """
@@ -56,7 +57,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from hps_bayes.analysis.checks import MAX_LOG_STAT, sideband_excess, window_gof
+from hps_bayes.analysis.checks import MAX_LOG_STAT, MIN_GOF_P, sideband_excess, window_gof
 from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum, whole_range_spectrum
 from hps_bayes.analysis.point import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.analysis.seeds import SELECT, run_rng
@@ -296,10 +297,11 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     frame["z_spread"] = frame.model.map(stats["std"])
     frame["z_spread_allowed"] = np.maximum(criteria.spread_max, 1.0 + criteria.spread_sigmas
                                            * frame.z_spread_toys_sd / frame.z_spread_expected)
+    gof_fails = f"window goodness of fit p < {criteria.gof_min_p:g}"
     checks = [
         (~frame.available.astype(bool), frame.reason.astype(str)),
         (frame.n_truths == 0, np.where(frame.truth_min_p > PLAUSIBLE_P, NO_TRUTH_WITHOUT_GP, NO_TRUTH)),
-        (~(frame.gof_p >= criteria.gof_min_p), f"window goodness of fit p < {criteria.gof_min_p:g}"),
+        (~(frame.gof_p >= criteria.gof_min_p), gof_fails),
         (~(frame.sideband_z <= criteria.sideband_max_z), f"sideband residuals above {criteria.sideband_max_z:g}"),
         (~(frame.z_spread_corrected <= frame.z_spread_allowed), SPREAD_FAILS),
         (~(np.abs(np.log(frame.sigma_asimov / frame.sigma_stat)) <= SIGMA_MARGIN * MAX_LOG_STAT),
@@ -308,6 +310,7 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     ]
     frame["fails"] = _first_failure(checks)
     frame["fails_besides_spread"] = _first_failure([c for c in checks if c[1] is not SPREAD_FAILS])
+    frame["fails_besides_gof"] = _first_failure([c for c in checks if c[1] is not gof_fails])
     frame["passes"] = frame.fails == ""
     return frame
 
@@ -355,6 +358,21 @@ def _spread_fallback(group: Any, window: int) -> tuple[Any, str]:
     return best, note
 
 
+def _gof_fallback(group: Any, criteria: Criteria) -> tuple[Any, str]:
+    """Where every candidate's window fit has p < ``gof_min_p`` and some pass every other check: the one that fits
+    best, if its p is at least the scan's own bound (:data:`hps_bayes.analysis.checks.MIN_GOF_P`), and the note that
+    says so; ``(None, "")`` otherwise (where some candidate fits well, a failure of the fit is that model's own).
+    The candidates share the data, so a fluctuation of it, or structure none of them follows, fails them together."""
+    fits_only = group[(group.fails_besides_gof == "") & (group.gof_p >= MIN_GOF_P)]
+    if fits_only.empty or (group.gof_p >= criteria.gof_min_p).any():
+        return None, ""
+    best = fits_only.loc[fits_only.gof_p.idxmax()]
+    note = (f"every candidate's window goodness of fit is below p = {criteria.gof_min_p:g} here (structure no "
+            f"candidate follows, or a fluctuation of the data): {best.model} is used, the one that fits best "
+            f"(p = {best.gof_p:.2g}; the scan flags p < {MIN_GOF_P:g})")
+    return best, note
+
+
 def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: Mapping[str, tuple[float, float]],
                       criteria: Criteria, families: Sequence[str]) -> dict[str, Any]:
     """What ``selection_<dataset>.json`` holds: the models, one row per mass, per-model summaries."""
@@ -363,6 +381,8 @@ def selection_content(frame: Any, own: Mapping[str, AnalysisSettings], spreads: 
         ok = group[group.passes]
         best, note = (ok.loc[ok.sigma_tot.idxmin()], "") if not ok.empty else _spread_fallback(
             group, criteria.spread_window)
+        if best is None:
+            best, note = _gof_fallback(group, criteria)
         if best is None:
             reason = "; ".join(f"{r.model}: {r.fails}" for r in group.itertuples())
             rows.append({"mass": float(mass), "model": "", "reason": reason, "note": "", "spurious_rel": 0.0})

@@ -364,3 +364,33 @@ def test_s_from_a_neighbouring_grid_mass_scales_with_its_background() -> None:
     frame = _with_totals(pd.DataFrame([base | c for c in cells]), {"poly": (0.8, 0.2)}, Criteria())
     assert list(frame.spurious) == pytest.approx([40.0, 80.0, 160.0])
     assert list(frame.spurious_rel) == pytest.approx([4.0, 4.0, 4.0])
+
+
+def test_a_mass_where_every_candidate_fails_the_window_fit_keeps_the_best_fitting_with_a_note() -> None:
+    """The candidates share the data: where every one's window fit has p < gof_min_p and some pass every other
+    check, the best-fitting of those serves the mass with a note, if its p reaches the scan's own bound; where
+    another candidate fits well, or none reaches that bound, the mass says why instead."""
+    from hps_bayes.analysis.checks import MIN_GOF_P
+    from hps_bayes.analysis.settings import resolve_settings
+    from hps_bayes.studies.selection import Criteria, _with_totals, selection_content
+
+    base = {"available": True, "reason": "", "z": 0.5, "spurious_raw": 10.0, "sigma_stat": 100.0,
+            "sigma_asimov": 100.0, "sigma_floor": 50.0, "sideband_z": 1.0, "rho": 1e4, "sigma_m": 1e-3,
+            "z_spread_corrected": 1.0, "z_spread_expected": 0.8, "z_spread_toys_sd": 0.2}
+    cells = [  # (model, mass, gof p, sideband)
+        ("a", 0.05, 0.005, 1.0), ("b", 0.05, 0.008, 1.0),           # both fit poorly: b, the better
+        ("a", 0.06, 0.005, 1.0), ("b", 0.06, 0.5, 5.0),             # b fits well: a's poor fit is its own
+        ("a", 0.07, 0.5 * MIN_GOF_P, 1.0), ("b", 0.07, 0.008, 5.0),  # the only fit otherwise passing is below the bound
+    ]
+    frame = pd.DataFrame([base | {"model": m, "mass": x, "gof_p": p, "sideband_z": z} for m, x, p, z in cells])
+    criteria = Criteria()
+    spreads = {"a": (0.8, 0.2), "b": (0.8, 0.2)}
+    frame = _with_totals(frame, spreads, criteria)
+    assert not frame.passes.any()
+    settings = resolve_settings("2015", {})
+    content = selection_content(frame, {"a": settings, "b": settings}, spreads, criteria, ["smooth"])
+    rows = {r["mass"]: r for r in content["rows"]}
+    assert rows[0.05]["model"] == "b" and "b is used, the one that fits best (p = 0.008" in rows[0.05]["note"]
+    assert rows[0.06]["model"] == "" and "a: window goodness of fit p < 0.01" in rows[0.06]["reason"]
+    assert "b: sideband residuals" in rows[0.06]["reason"]
+    assert rows[0.07]["model"] == "" and rows[0.07]["note"] == ""
