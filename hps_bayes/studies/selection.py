@@ -284,7 +284,7 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     # masses on the smooth 2015 truth left 0.49 σ_tot of bias uncovered, with it 0.12).  Taken in units of
     # ρ(m)σ(m), the units in which the scan carries S between grid masses: in events, the turn-on's steep
     # rise handed a grid mass the bias of a neighbour with twice its background
-    scale = frame.rho * frame.sigma_m
+    scale = (frame.rho * frame.sigma_m).where(frame.rho * frame.sigma_m > 0)  # an empty window: NaN, not ±inf
     frame["spurious"] = scale * (frame.spurious_raw / scale).groupby(frame.model).transform(
         lambda s: s.rolling(3, center=True, min_periods=1).max())
     if criteria.spurious_beyond_prior:  # a GP-carried window's prior already holds σ_prior of bias (module docstring)

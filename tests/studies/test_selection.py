@@ -364,6 +364,11 @@ def test_s_from_a_neighbouring_grid_mass_scales_with_its_background() -> None:
     frame = _with_totals(pd.DataFrame([base | c for c in cells]), {"poly": (0.8, 0.2)}, Criteria())
     assert list(frame.spurious) == pytest.approx([40.0, 80.0, 160.0])
     assert list(frame.spurious_rel) == pytest.approx([4.0, 4.0, 4.0])
+    # a window without counts under the signal (rho = 0) fails on its own and leaves its neighbours' S finite
+    cells[1]["rho"] = 0.0
+    frame = _with_totals(pd.DataFrame([base | c for c in cells]), {"poly": (0.8, 0.2)}, Criteria())
+    assert list(frame.spurious[[0, 2]]) == pytest.approx([10.0, 20.0])
+    assert frame.fails[1] == "no finite sigma_A" and list(frame.passes[[0, 2]]) == [True, True]
 
 
 def test_a_mass_where_every_candidate_fails_the_window_fit_keeps_the_best_fitting_with_a_note() -> None:
