@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from hps_bayes.analysis.grid import chunk_of, mass_grid, prepare_spectrum
-from hps_bayes.analysis.point import check_mass, window_fit_arrays
+from hps_bayes.analysis.point import EXCESS_NOTE, EXCESS_STAT_Z, check_mass, window_fit_arrays
 from hps_bayes.analysis.rundir import (
     ScanInterrupted,
     job_provenance,
@@ -197,6 +197,11 @@ def _log_summary(rows: list[dict[str, Any]]) -> None:
         best = max(ok, key=lambda row: -np.inf if np.isnan(row["Z"]) else row["Z"])  # the first of equal ones
         log.info("largest local excess: m=%.2f MeV, Z=%.2f (p0=%.2e); median eps2 limit %.2e",
                  best["mass"] * 1e3, best["Z"], best["p0"], float(np.median([row["eps2_up"] for row in ok])))
+    reduced = [f"{row['mass'] * 1e3:.1f}" for row in ok if EXCESS_NOTE in str(row["message"])]
+    if reduced:
+        log.warning("excesses of A_hat/sigma_stat >= %g that the selection's S reduces at %s MeV (their rows' message "
+                    "says how much): a signal in the data the selection was made on raises S there; make the "
+                    "selection on a control spectrum and scan with it to tell", EXCESS_STAT_Z, ", ".join(reduced))
     _warn_z_spread(rows)
 
 

@@ -98,3 +98,19 @@ def test_a_turn_on_inside_the_window_is_not_taken_for_a_collapsed_background():
     smooth = smooth_background(objective, theta)
     assert counts_fit.min() / np.median(counts_fit) < 2e-3  # the counts, the check's old quantity: measured 1.8e-3
     assert smooth.min() / np.median(smooth) > 0.5  # the smooth density: measured 0.79
+
+
+def test_an_excess_that_a_selections_s_reduces_gets_a_note():
+    """Â/σ_stat >= 3 that S (measured on data) lowers by more than 1 in Z says so; nothing without a selection, without
+    S, below 3 σ_stat, or where S changes Z little."""
+    from hps_bayes.analysis.point import EXCESS_NOTE, excess_note
+    from hps_bayes.analysis.settings import resolve_settings
+
+    with_selection = resolve_settings("demo", {"background": {"selection": "/runs/select/selection_demo.json"}})
+    note = excess_note(with_selection, 3900.0, 1000.0, 2000.0, 1.9)
+    assert note.startswith(f"{EXCESS_NOTE}: A_hat/sigma_stat = 3.9, Z = 1.9 with S = 2000") and "control spectrum" in note
+    assert excess_note(resolve_settings("demo", {}), 3900.0, 1000.0, 2000.0, 1.9) == ""
+    assert excess_note(with_selection, 3900.0, 1000.0, 0.0, 1.9) == ""
+    assert excess_note(with_selection, 2900.0, 1000.0, 2000.0, 1.2) == ""
+    assert excess_note(with_selection, 3900.0, 1000.0, 300.0, 3.5) == ""
+    assert excess_note(with_selection, -3900.0, 1000.0, 2000.0, 0.0) == ""
