@@ -12,7 +12,8 @@ Z computed with σ_tot): the one-sided 95 % upper limit Â + 1.645 σ_tot covers
 Φ((b + 1.645 σ_tot)/σ_stat), and a local Z above 2 comes with probability 1 − Φ((2 σ_tot − b)/σ_stat)
 (2.3 % for b = 0 and σ_tot = σ_stat). CLs limits are more conservative than this one-sided limit.
 
-``python -m hps_bayes.studies.true_shape <selection_<dataset>.json> 2015 [--smooth]``
+``python -m hps_bayes.studies.true_shape <selection_<dataset>.json> 2015 [--smooth] [--scan results_single.csv]``
+(``--scan``: every `ok` mass of a scan made with the selection, with the S and σ_A it used there).
 
 Written with the package's own fits: no library compares a selection with a known truth.
 """
@@ -41,15 +42,24 @@ __all__ = ["bias_on_true_shape", "summary"]
 UPPER_95 = float(ndtri(0.95))
 
 
-def bias_on_true_shape(true: Spectrum, settings: AnalysisSettings, selection: str | Path) -> Any:
+def bias_on_true_shape(true: Spectrum, settings: AnalysisSettings, selection: str | Path,
+                       scan_results: str | Path | None = None) -> Any:
     """One row per served grid mass of ``selection``: the chosen model, its noise-free Â on ``true``
-    (``bias``), S and σ_tot of the selection, and ``uncovered`` = max(|bias| − S, 0)/σ_tot."""
+    (``bias``), S and σ_tot of the selection, and ``uncovered`` = max(|bias| − S, 0)/σ_tot.  With
+    ``scan_results`` (a scan's ``results_single.csv`` made with that selection) one row per `ok` mass of the
+    scan instead, with the S, σ_A and σ_stat the scan reported there (between grid masses too)."""
     import pandas as pd
 
     content = read_selection(selection)  # a clear error where the file is missing or not a selection
     scan = replace(settings, background=replace(settings.background, selection=str(selection)))
+    rows_in = content["rows"]
+    if scan_results is not None:
+        done = pd.read_csv(scan_results)
+        done = done[done.status == "ok"]
+        rows_in = [{"mass": r.mass, "model": r.background_model, "spurious": r.spurious_signal, "sigma_tot": r.sigma_A,
+                    "sigma_stat": r.sigma_A_stat} for r in done.itertuples()]
     rows = []
-    for row in content["rows"]:
+    for row in rows_in:
         if not row.get("model"):
             continue
         at_mass = replace(scan, background=scan.background.at_mass(float(row["mass"])))
@@ -72,7 +82,7 @@ def summary(frame: Any) -> str:
     """One line: how often and by how much the bias on the true shape exceeds S."""
     relative = np.abs(frame.bias) / frame.sigma_tot
     beyond = frame.uncovered > 0
-    return (f"{len(frame)} grid masses: |bias|/σ_tot median {np.median(relative):.2f}, largest {relative.max():.2f}; "
+    return (f"{len(frame)} masses: |bias|/σ_tot median {np.median(relative):.2f}, largest {relative.max():.2f}; "
             f"S/σ_tot median {np.median(frame.spurious / frame.sigma_tot):.2f}; bias beyond S at {int(beyond.sum())}, "
             f"by up to {frame.uncovered.max():.2f} σ_tot (median of those {np.median(frame.uncovered[beyond]) if beyond.any() else 0.0:.2f}); "
             f"coverage of the 95 % upper limit mean {frame.coverage.mean():.3f}, lowest {frame.coverage.min():.3f}; "
@@ -90,11 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("selection", help="selection_<dataset>.json of task=select on that demo spectrum")
     parser.add_argument("shape", choices=sorted(DEFAULT_N_EVENTS))
     parser.add_argument("--smooth", action="store_true", help="the smooth variant (dataset.demo.structured=false)")
+    parser.add_argument("--scan", help="results_single.csv of a scan with that selection: every ok mass of it, with "
+                        "the S and sigma_A the scan used, instead of the selection's grid masses")
     args = parser.parse_args(argv)
     settings = resolve_settings("demo" if args.shape == "2015" else f"demo{args.shape}")
     true = expected_spectrum(args.shape, n_events=DEFAULT_N_EVENTS[args.shape], structured=not args.smooth)  # type: ignore[arg-type]
     try:
-        frame = bias_on_true_shape(true, settings, args.selection)
+        frame = bias_on_true_shape(true, settings, args.selection, args.scan)
     except HpsBayesError as exc:
         raise SystemExit(f"hps_bayes.studies.true_shape: {exc}") from exc
     for row in frame[frame.uncovered > 0].itertuples():

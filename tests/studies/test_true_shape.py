@@ -66,3 +66,19 @@ def test_a_bump_in_the_true_shape_is_the_bias_and_what_s_does_not_cover(tmp_path
     assert frame.coverage[0.04] == pytest.approx(norm.cdf((frame.bias[0.04] + 1644.8536269514722) / SIGMA_STAT), abs=1e-9)
     assert frame.coverage[0.04] < 0.8 and frame.coverage[0.06] < 0.8
 
+
+
+def test_with_a_scan_every_ok_mass_is_judged_with_the_s_the_scan_used(tmp_path: Path) -> None:
+    """``scan_results``: the rows of a scan with the selection (its ok masses, between grid masses too), each with
+    the S, σ_A and σ_stat the scan reported there, not the selection's."""
+    import pandas as pd
+
+    true = Spectrum(edges=EDGES, counts=POWER_LAW, variances=POWER_LAW, name="true", source="test")
+    scan = tmp_path / "results_single.csv"
+    pd.DataFrame({"mass": [0.045, 0.05, 0.055], "status": ["ok", "ok", "input_error"],
+                  "background_model": ["d3", "d3", ""], "spurious_signal": [300.0, 100.0, 0.0],
+                  "sigma_A": [2000.0, 1000.0, np.nan], "sigma_A_stat": [1900.0, SIGMA_STAT, np.nan]}).to_csv(scan)
+    frame = bias_on_true_shape(true, resolve_settings("demo"), _selection(tmp_path), scan)
+    assert list(frame.mass) == [0.045, 0.05] and list(frame.spurious) == [300.0, 100.0]
+    assert frame.coverage.to_numpy() == pytest.approx(norm.cdf(1.6448536269514722 * np.array([2000.0 / 1900.0, 1000.0 / SIGMA_STAT])), abs=1e-6)
+    assert summary(frame).startswith("2 masses:")
