@@ -14,8 +14,8 @@ This study chooses at every mass, on the spectrum to be analysed:
      units of the background ρ(m)σ(m) as the scan carries S, and between grid masses the scan uses
      the larger of the two neighbours', covers the bias between grid masses); where none does (very
      precise data), the data's ``flexible`` fit (:data:`FALLBACK_TRUTH`) is tried, with a note.
-     A candidate whose window has no active GP (η = 0) needs a truth that describes the window well (p ≥ ``truth_min_p_without_gp``): structure
-     the truths leave in the data biases a polynomial by more than its S, while a GP-carried window
+     A candidate whose window has no active GP (η = 0) needs a truth that describes the window well
+     (p ≥ ``truth_min_p_without_gp``): structure the truths leave in the data biases a polynomial by more than its S, while a GP-carried window
      absorbs it and pays for it in σ_stat.  For a GP-carried window, S counts only the bias beyond
      the variance its GP prior already puts into σ_stat (``spurious_beyond_prior``:
      S² → max(S² − σ_prior², 0), σ_prior² = [H⁻¹]_AA − [H⁻¹(H − P)H⁻¹]_AA, P the weights' unit
@@ -284,12 +284,13 @@ def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteri
     # masses on the smooth 2015 truth left 0.49 σ_tot of bias uncovered, with it 0.12).  Taken in units of
     # ρ(m)σ(m), the units in which the scan carries S between grid masses: in events, the turn-on's steep
     # rise handed a grid mass the bias of a neighbour with twice its background
-    scale = (frame.rho * frame.sigma_m).where(frame.rho * frame.sigma_m > 0)  # an empty window: NaN, not ±inf
+    scale = frame.rho * frame.sigma_m
+    scale = scale.where(scale > 0)  # an empty window: NaN, not ±inf
     frame["spurious"] = scale * (frame.spurious_raw / scale).groupby(frame.model).transform(
         lambda s: s.rolling(3, center=True, min_periods=1).max())
     if criteria.spurious_beyond_prior:  # a GP-carried window's prior already holds σ_prior of bias (module docstring)
         frame["spurious"] = np.sqrt(np.maximum(frame.spurious**2 - frame.sigma_prior.fillna(0.0)**2, 0.0))
-    frame["spurious_rel"] = frame.spurious / (frame.rho * frame.sigma_m)
+    frame["spurious_rel"] = frame.spurious / scale
     frame["sigma_tot"] = np.hypot(frame.sigma_stat, frame.spurious)
     frame["ratio_stat"] = frame.sigma_stat / frame.sigma_floor
     frame["ratio"] = frame.sigma_tot / frame.sigma_floor
