@@ -12,7 +12,7 @@ from hps_bayes.core import FloatArray
 from hps_bayes.errors import InputError
 from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
 from hps_bayes.inputs.turnon import TurnOn, measure_turn_on
-from hps_bayes.inputs.validation import check_rebin, check_resolution
+from hps_bayes.inputs.validation import check_rebin, check_resolution, dead_runs
 from hps_bayes.model.selection import load_selection
 from hps_bayes.physics.presets import DatasetPreset
 from hps_bayes.physics.signal import sigma_m
@@ -32,6 +32,22 @@ def fit_range(settings: AnalysisSettings) -> tuple[float, float]:
     lo, hi = settings.dataset.mass_range
     start = settings.background.fit_range_min
     return (max(float(lo), float(start)) if start is not None else float(lo)), float(hi)
+
+
+def live_range(spectrum: Spectrum, mass: float) -> tuple[float, float]:
+    """The ends (GeV; ±inf where none) that ``spectrum``'s dead runs (:func:`~hps_bayes.inputs.validation.dead_runs`:
+    empty bins where the neighbours predict events) set to a window around ``mass``: a window stops at missing
+    data as at a range end, so one gap costs only the masses whose signal reaches into it."""
+    lo, hi = -math.inf, math.inf
+    for first, stop, expected in dead_runs(np.asarray(spectrum.counts, dtype=float)):
+        a, b = float(spectrum.edges[first]), float(spectrum.edges[stop])
+        if a <= mass <= b:
+            raise InputError(
+                f"mass {mass * 1e3:.2f} MeV lies in bins {a * 1e3:.2f}-{b * 1e3:.2f} MeV that are empty where their "
+                f"neighbours predict {expected:.3g} events (missing data): nothing can be searched there; fill the "
+                "histogram, or leave these masses out (scan.mass_min/mass_max)")
+        lo, hi = (max(lo, b), hi) if b < mass else (lo, min(hi, a))
+    return lo, hi
 
 
 def default_grid_ends(settings: AnalysisSettings) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from hps_bayes.analysis.checks import (
     sigma_hesse_asimov,
     window_gof,
 )
-from hps_bayes.analysis.grid import check_binning, fit_range, guard_turn_on, prepare_spectrum
+from hps_bayes.analysis.grid import check_binning, fit_range, guard_turn_on, live_range, prepare_spectrum
 from hps_bayes.analysis.seeds import TOY_P0, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.core import FloatArray
@@ -81,22 +81,22 @@ def _check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> 
         )
 
 
-def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> Window:
-    """The fit window around ``mass`` with its signal template.
-
-    With ``background.spurious="table"`` the window carries the spurious-signal nuisance
-    of size S(m) from the dataset's table (:func:`hps_bayes.model.with_spurious`); with
-    ``background.selection`` the model chosen at ``mass`` and its S (:mod:`hps_bayes.model.selection`),
-    the window inside that model's own fit range.
-    """
+def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings, *,
+                 live_from: Spectrum | None = None) -> Window:
+    """The fit window around ``mass`` with its signal template, inside the part of the spectrum (``live_from``'s
+    where given: the data a truth stands in for) that no missing data cut (:func:`live_range`), with the
+    spurious-signal nuisance S(m) of the dataset's table (``background.spurious="table"``,
+    :func:`hps_bayes.model.with_spurious`) or the model chosen at ``mass``, in its own fit range, and its S
+    (``background.selection``, :mod:`hps_bayes.model.selection`)."""
     _check_mass(spectrum, mass, settings)
     sigma = float(sigma_m(mass, settings.dataset))
     template = signal_template(spectrum.edges, mass, sigma)
     bkg = settings.background
     own = bkg.at_mass(mass)
     lo, hi = fit_range(replace(settings, background=own))
+    live_lo, live_hi = live_range(spectrum if live_from is None else live_from, mass)
     window = make_window(spectrum.edges, spectrum.counts, mass=mass, sigma=sigma, template=template,
-                         settings=own, range_lo=max(lo, float(spectrum.edges[0])), range_hi=hi)
+                         settings=own, range_lo=max(lo, float(spectrum.edges[0]), live_lo), range_hi=min(hi, live_hi))
     check_dead_bins(window.edges, window.counts, where=f"the window around m={mass * 1e3:.2f} MeV")
     if bkg.selection:
         selection = load_selection(bkg.selection)

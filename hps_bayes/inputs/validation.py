@@ -140,8 +140,8 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                         "too few to fit a background")
     if report["dead_runs_mev"]:
         warns.append(f"runs of empty bins where the neighbours predict events (missing data) at "
-                     f"{report['dead_runs_mev'][:_MAX_LISTED_INDICES]} MeV: mass points whose window "
-                     "overlaps them are refused")
+                     f"{report['dead_runs_mev'][:_MAX_LISTED_INDICES]} MeV: windows stop at them as at a range "
+                     "end; masses inside them are refused, those whose signal reaches into them flagged")
     scale = report["weight_scale"]
     if report["non_integer_bins"]["count"] and (scale is None or abs(scale - 1.0) <= 1e-6):
         warns.append(f"{report['non_integer_bins']['count']} bins with non-integer counts but no separate sum of "

@@ -148,7 +148,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
     def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float]:
         # the truth's own turn-on (offsets), the data's GP hyperparameters: as a scan of such data would fit it
-        tw = replace(build_window(truth, mass, own), eta=window.eta, lengthscale_t=window.lengthscale_t)
+        tw = replace(build_window(truth, mass, own, live_from=spec), eta=window.eta, lengthscale_t=window.lengthscale_t)
         tobj = WindowObjective(tw, own.background)
         tfit = newton_fit(tobj, tobj.observed())
         if len(tw.counts) != len(n):
@@ -167,7 +167,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
         if p_flex >= min_p:
             plausible = [a_flex]
             truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
-                          f"window (best: {best}, p = {named[best][1]:.1g} < {min_p:g})")
+                          f"window (best: {best}, p = {named[best][1]:.3g} < {min_p:g})")
     values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
             "sigma_asimov": float(sigma_asimov), "sigma_prior": prior_share(objective, fit.covariance) if window.eta > 0 else 0.0,
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": gof_p,
