@@ -98,7 +98,8 @@ def test_result_key_covers_table_content_and_version(raw_spectrum_2015, tmp_path
 
 def test_a_block_of_empty_bins_stops_the_windows_at_it(raw_spectrum_2015):
     """Missing data at 45-55 MeV: a mass inside is refused, naming the bins; the windows around stop at the
-    gap as at a range end, so a mass whose signal reaches into it is flagged and one clear of it is served."""
+    gap as at a range end, so a mass whose signal reaches into it is flagged and one clear of it is served
+    (flagged where the dataset's S table, measured with uncut windows, would apply)."""
     hole = zeroed(raw_spectrum_2015, 0.045, 0.055)
     report = validate_spectrum(hole, mass_range=(0.02, 0.13))
     assert report["dead_runs_mev"] == [[45.0, 55.0]] and report["ok"]
@@ -107,7 +108,10 @@ def test_a_block_of_empty_bins_stops_the_windows_at_it(raw_spectrum_2015):
     reaching = hps_bayes.evaluate_mass(hole, 0.056, dataset="demo")  # 0.3 σ(m) above the gap
     assert reaching.status != "ok" and "of the signal lies inside the window [55.0," in reaching.message
     clear = hps_bayes.evaluate_mass(hole, 0.07, dataset="demo")  # its ±10σ(m) window reached down to 35 MeV
-    assert clear.status == "ok" and clear.window_lo == pytest.approx(0.055)
+    assert clear.window_lo == pytest.approx(0.055) and clear.status == "unreliable"  # S of the table: uncut windows
+    assert "stops at missing data" in clear.message and "run task=select" in clear.message
+    without_s = hps_bayes.evaluate_mass(hole, 0.07, dataset="demo", config={"background": {"spurious": "off"}})
+    assert without_s.status == "ok" and without_s.window_lo == pytest.approx(0.055)
     assert hps_bayes.evaluate_mass(hole, 0.04, dataset="demo").window_hi == pytest.approx(0.045)
     narrow = zeroed(raw_spectrum_2015, 0.030, 0.032)
     far = hps_bayes.evaluate_mass(narrow, 0.09, dataset="demo")  # its window starts above 40 MeV

@@ -311,7 +311,7 @@ def point_status(converged: bool, limit_message: str, consistency: Consistency,
                  notes: list[str]) -> tuple[str, str]:
     """The point's status and message: "fit_failed", else "inconsistent" (a self-consistency check
     failed, :func:`check_point`), else "unreliable" (a window note,
-    :func:`~hps_bayes.analysis.point.window_notes`, or a toy limit too few toys resolve), else "ok"; the
+    :func:`~hps_bayes.analysis.windows.window_notes`, or a toy limit too few toys resolve), else "ok"; the
     message lists every note and failed check."""
     if not converged:
         return "fit_failed", limit_message

@@ -26,15 +26,10 @@ import numpy as np
 from hps_bayes import __version__
 from hps_bayes.analysis.checks import PointNumbers, check_point, point_status, sigma_hesse_asimov
 from hps_bayes.analysis.grid import prepare_spectrum, search_range
-from hps_bayes.analysis.point import (
-    POINT_FAILURES,
-    TOY_SCAN_POINTS,
-    background_density,
-    build_window,
-    window_notes,
-)
+from hps_bayes.analysis.point import POINT_FAILURES, TOY_SCAN_POINTS, background_density
 from hps_bayes.analysis.seeds import COMBINED, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.analysis.windows import build_window, window_notes
 from hps_bayes.core import FitData, FloatArray
 from hps_bayes.errors import InputError
 from hps_bayes.fit.protocol import Objective

@@ -9,7 +9,6 @@ done and skipping points whose results already exist (resume).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -27,24 +26,18 @@ from hps_bayes.analysis.checks import (
     sigma_hesse_asimov,
     window_gof,
 )
-from hps_bayes.analysis.grid import check_binning, fit_range, guard_turn_on, live_range, prepare_spectrum
+from hps_bayes.analysis.grid import check_binning, guard_turn_on, prepare_spectrum
 from hps_bayes.analysis.seeds import TOY_P0, point_rng
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
+from hps_bayes.analysis.windows import build_window, check_mass_range, spurious_table, window_notes
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError, HpsBayesError, InputError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.validation import (
-    check_analysable,
-    check_dead_bins,
-    poisson_equivalent,
-    validate_spectrum,
-)
+from hps_bayes.inputs.validation import check_analysable, poisson_equivalent, validate_spectrum
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.selection import load_selection
-from hps_bayes.model.spurious import SpuriousTable, load_spurious_table, spurious_table_path, with_spurious
-from hps_bayes.model.window import Window, make_window
-from hps_bayes.physics.signal import f_rad, sigma_m, signal_template, yield_per_eps2
+from hps_bayes.physics.signal import f_rad, yield_per_eps2
 from hps_bayes.results.objects import MassPointResult, WindowFitArrays
 from hps_bayes.stats import (
     AsymptoticCalculator,
@@ -61,103 +54,6 @@ log = logging.getLogger(__name__)
 #: (the package's own errors and the fits' numerical failures; FloatingPointError is an ArithmeticError).
 POINT_FAILURES = (HpsBayesError, np.linalg.LinAlgError, ArithmeticError)
 
-def _check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
-    lo, hi = settings.dataset.mass_range
-    start = fit_range(settings)[0]
-    if start > lo and lo <= mass < start:
-        raise InputError(
-            f"mass {mass * 1e3:.2f} MeV is below the background fit range of dataset {settings.dataset.name!r}, "
-            f"which starts at {start * 1e3:.2f} MeV above the spectrum's sharp turn-on (background.turn_on=guard): "
-            f"a smooth background cannot tell a turn-on as sharp as the resolution from a signal there. "
-            f"Choose a mass above {start * 1e3:.2f} MeV, or set background.turn_on=off (or "
-            f"background.fit_range_min=<GeV>) and carry the spurious signal measured there"
-        )
-    if not (lo <= mass <= hi) or not (spectrum.edges[0] <= mass <= spectrum.edges[-1]):
-        raise InputError(
-            f"mass {mass * 1e3:.2f} MeV is outside dataset {settings.dataset.name!r}'s range "
-            f"[{lo * 1e3:.1f}, {hi * 1e3:.1f}] MeV (the part of the spectrum analysed, from the background fit "
-            f"range's start: [{spectrum.edges[0] * 1e3:.1f}, {spectrum.edges[-1] * 1e3:.1f}] MeV); choose a mass "
-            f"inside it or change dataset.mass_range"
-        )
-
-
-def build_window(spectrum: Spectrum, mass: float, settings: AnalysisSettings, *,
-                 live_from: Spectrum | None = None) -> Window:
-    """The fit window around ``mass`` with its signal template, inside the part of the spectrum (``live_from``'s
-    where given: the data a truth stands in for) that no missing data cut (:func:`live_range`), with the
-    spurious-signal nuisance S(m) of the dataset's table (``background.spurious="table"``,
-    :func:`hps_bayes.model.with_spurious`) or the model chosen at ``mass``, in its own fit range, and its S
-    (``background.selection``, :mod:`hps_bayes.model.selection`)."""
-    _check_mass(spectrum, mass, settings)
-    sigma = float(sigma_m(mass, settings.dataset))
-    template = signal_template(spectrum.edges, mass, sigma)
-    bkg = settings.background
-    own = bkg.at_mass(mass)
-    lo, hi = fit_range(replace(settings, background=own))
-    live_lo, live_hi = live_range(spectrum if live_from is None else live_from, mass)
-    window = make_window(spectrum.edges, spectrum.counts, mass=mass, sigma=sigma, template=template,
-                         settings=own, range_lo=max(lo, float(spectrum.edges[0]), live_lo), range_hi=min(hi, live_hi))
-    check_dead_bins(window.edges, window.counts, where=f"the window around m={mass * 1e3:.2f} MeV")
-    if bkg.selection:
-        selection = load_selection(bkg.selection)
-        window = with_spurious(window, SpuriousTable(np.array([mass]), np.array([selection.spurious_relative(mass)]),
-                                                     source=selection.source))
-    table = spurious_table(settings)
-    if table is not None:
-        window = with_spurious(window, table)
-    return window
-
-
-def spurious_table(settings: AnalysisSettings) -> SpuriousTable | None:
-    """The spurious-signal table S(m) the settings use; None when ``background.spurious=off`` or
-    when the dataset ships none (logged once).  A configured table that is missing raises
-    :class:`~hps_bayes.errors.ConfigError`."""
-    bkg = settings.background
-    if bkg.spurious != "table" or bkg.selection:  # a selection carries its own S
-        return None
-    path = spurious_table_path(settings.dataset.name, bkg.spurious_table)
-    if bkg.spurious_table or path.is_file():
-        return load_spurious_table(str(path))
-    _warn_no_table(str(path))
-    return None
-
-
-#: Smallest fraction of the signal (its Gaussian template) that must lie inside the window;
-#: below it the background absorbs the signal at the range end and σ_A loses its meaning.
-MIN_SIGNAL_CONTAINED = 0.9
-
-
-def window_notes(window: Window, settings: AnalysisSettings) -> list[str]:
-    """Why a window's numbers are not trustworthy although every fit converged: the signal
-    is cut by the range end, the spurious-signal table was measured for another background, or S(m)
-    lies outside it (it is not extrapolated: the table's end value is used and the point is flagged)."""
-    notes = []
-    contained = float(np.sum(window.template))
-    if contained < MIN_SIGNAL_CONTAINED:
-        notes.append(f"only {contained:.0%} of the signal lies inside the window [{window.edges[0] * 1e3:.1f}, "
-                     f"{window.edges[-1] * 1e3:.1f}] MeV (< {MIN_SIGNAL_CONTAINED:.0%}): the mass is too close to "
-                     f"the range end; choose a mass at least {settings.scan.edge_sigmas:g} sigma(m) inside it")
-    table = spurious_table(settings)
-    label = settings.background.at_mass(window.mass).label() if table is not None and table.background else ""
-    if label and table is not None and table.background != label:
-        notes.append(f"the spurious-signal table {table.source} was measured for the background {table.background}, "
-                     f"not for this one ({label}): its S does not apply; run `hps-bayes task=spurious "
-                     "task.write_table=true` with these settings and pass its table (background.spurious_table=<run "
-                     "folder>/spurious_<dataset>.csv), or run task=select")
-    if table is not None and not table.covers(window.mass):
-        notes.append(f"m = {window.mass * 1e3:.2f} MeV is outside the spurious-signal table {table.source} "
-                     f"([{table.mass[0] * 1e3:.1f}, {table.mass[-1] * 1e3:.1f}] MeV): S is not measured there; "
-                     "rerun `hps-bayes task=spurious task.write_table=true` with these settings and pass its "
-                     "table: background.spurious_table=<run folder>/spurious_<dataset>.csv")
-    return notes
-
-
-@functools.lru_cache(maxsize=32)
-def _warn_no_table(path: str) -> None:
-    log.warning("no spurious-signal table %s for this dataset: the spurious-signal nuisance is off (S = 0); "
-                "make one with `hps-bayes task=spurious task.write_table=true` and pass it with "
-                "background.spurious_table=<run folder>/spurious_<dataset>.csv, or set "
-                "background.spurious=off to silence this", path)
 
 
 def background_density(objective: WindowObjective, theta: FloatArray, *, at: str = "template") -> float:
@@ -325,7 +221,7 @@ def evaluate_mass(
     """
     mass = check_mass_value(mass)
     settings, spec, scale = analysable(spectrum, resolve_settings(dataset, config))
-    _check_mass(spec, mass, settings)
+    check_mass_range(spec, mass, settings)
     return evaluate_point(spec, mass, settings, weight_scale=scale)
 
 
@@ -387,7 +283,7 @@ def _in_weighted_events(result: MassPointResult, scale: float) -> MassPointResul
 
 def check_mass(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
     """Raise :class:`~hps_bayes.errors.InputError` when ``mass`` is outside the dataset's range."""
-    _check_mass(prepare_spectrum(spectrum, settings), mass, settings)
+    check_mass_range(prepare_spectrum(spectrum, settings), mass, settings)
 
 
 def window_fit_arrays(spectrum: Spectrum, result: MassPointResult, settings: AnalysisSettings) -> WindowFitArrays:

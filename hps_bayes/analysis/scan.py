@@ -16,7 +16,7 @@ import numpy as np
 from hps_bayes import __version__
 from hps_bayes.analysis.checks import flag_local_pulls
 from hps_bayes.analysis.grid import mass_grid
-from hps_bayes.analysis.point import analysable, check_mass_value, evaluate_point, spurious_table
+from hps_bayes.analysis.point import analysable, check_mass_value, evaluate_point
 from hps_bayes.analysis.rundir import (
     ScanInterrupted,
     _AbandonPoint,
@@ -30,6 +30,7 @@ from hps_bayes.analysis.rundir import (
 )
 from hps_bayes.analysis.seeds import TOY_P0, point_key
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
+from hps_bayes.analysis.windows import spurious_table
 from hps_bayes.errors import ConfigError
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.results.files import write_json

@@ -33,6 +33,8 @@ class Window:
     clipped_low: bool
     clipped_high: bool
     spurious: float = 0.0
+    #: the window ends at a run of missing data (:func:`hps_bayes.analysis.grid.live_range`), not where it would
+    at_gap: bool = False
 
     @property
     def lengthscale_sigma(self) -> float:

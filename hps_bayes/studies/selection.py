@@ -59,9 +59,9 @@ from scipy.stats import chi2
 
 from hps_bayes.analysis.checks import MAX_LOG_STAT, MIN_GOF_P, sideband_excess, window_gof
 from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum, whole_range_spectrum
-from hps_bayes.analysis.point import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.analysis.seeds import SELECT, run_rng
 from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.analysis.windows import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError, InputError
 from hps_bayes.fit.batch import poi_fits_batch

@@ -109,7 +109,7 @@ def test_spurious_write_table_writes_the_run_folder_and_leaves_the_package_alone
     table = tmp_path / "spurious_2015.csv"
     assert table.is_file()
     settings_cfg = load_config(["dataset=hps2015", f"background.spurious_table={table}"])
-    from hps_bayes.analysis.point import spurious_table
+    from hps_bayes.analysis.windows import spurious_table
     from hps_bayes.cli.config import settings_from_config
 
     loaded = spurious_table(settings_from_config(settings_cfg))
