@@ -128,9 +128,11 @@ def _problems(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     if report["entries"] <= 0:
         problems.append("the histogram has zero entries")
     if report["mass_range_covered"] is False:
+        (lo, hi), (want_lo, want_hi) = report["range"], report["mass_range_requested"]
         problems.append(
-            f"histogram range {report['range']} GeV does not cover the requested mass_range "
-            f"{report['mass_range_requested']} GeV"
+            f"histogram range [{lo:.6g}, {hi:.6g}] GeV does not cover the requested mass_range [{want_lo:.6g}, "
+            f"{want_hi:.6g}] GeV: set dataset.mass_range=[{max(lo, want_lo):.6g},{min(hi, want_hi):.6g}] to analyse "
+            "the part it covers"
         )
     if report["spikes_mev"]:
         problems.append(f"one-bin spikes at {report['spikes_mev']} MeV (a bin {SPIKE_FACTOR:g}x and "
