@@ -274,7 +274,8 @@ def test_bad_bins_outside_the_mass_range_are_left_out_with_a_warning():
 def test_mass_range_not_covered_and_edges_not_increasing():
     report = validate_spectrum(make_spectrum([1.0, 2.0, 3.0]), mass_range=(0.001, 0.05))
     assert report["mass_range_covered"] is False
-    with pytest.raises(InputError, match="does not cover the requested mass_range"):
+    with pytest.raises(InputError, match=r"range \[0, 0\.003\] GeV does not cover the requested mass_range "
+                                         r"\[0\.001, 0\.05\] GeV: set dataset\.mass_range=\[0\.001,0\.003\]"):
         check_analysable(report)
     bad_edges = make_spectrum([1.0, 2.0], edges=[0.0, 0.2, 0.1])
     report = validate_spectrum(bad_edges)
