@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def check_mass_range(spectrum: Spectrum, mass: float, settings: AnalysisSettings) -> None:
+    """Raise :class:`InputError` where ``mass`` lies below the guarded start of the background fit range or
+    outside the dataset's range and the (prepared) spectrum, naming the setting that changes it."""
     lo, hi = settings.dataset.mass_range
     start = fit_range(settings)[0]
     if start > lo and lo <= mass < start:
