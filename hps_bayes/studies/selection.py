@@ -15,8 +15,8 @@ This study chooses at every mass, on the spectrum to be analysed:
      the larger of the two neighbours', covers the bias between grid masses); where none does (very
      precise data), the data's ``flexible`` fit (:data:`FALLBACK_TRUTH`) is tried, with a note.
      A candidate whose window has no active GP (η = 0) needs a truth that describes the window well
-     (p ≥ ``truth_min_p_without_gp``): structure the truths leave in the data biases a polynomial by more than its S, while a GP-carried window
-     absorbs it and pays for it in σ_stat.  For a GP-carried window, S counts only the bias beyond
+     (p ≥ ``truth_min_p_without_gp``): structure the truths leave in the data biases a polynomial by
+     more than its S, while a GP-carried window absorbs it and pays for it in σ_stat.  For a GP-carried window, S counts only the bias beyond
      the variance its GP prior already puts into σ_stat (``spurious_beyond_prior``:
      S² → max(S² − σ_prior², 0), σ_prior² = [H⁻¹]_AA − [H⁻¹(H − P)H⁻¹]_AA, P the weights' unit
      constraint, :func:`hps_bayes.studies.gp_prior.prior_share`): the prior is there to cover

@@ -67,7 +67,6 @@ def test_a_bump_in_the_true_shape_is_the_bias_and_what_s_does_not_cover(tmp_path
     assert frame.coverage[0.04] < 0.8 and frame.coverage[0.06] < 0.8
 
 
-
 def test_with_a_scan_every_ok_mass_is_judged_with_the_s_the_scan_used(tmp_path: Path) -> None:
     """``scan_results``: the rows of a scan with the selection (its ok masses, between grid masses too), each with
     the S, σ_A and σ_stat the scan reported there, not the selection's."""
