@@ -26,11 +26,13 @@ def plot_selection(cells: pd.DataFrame, content: Mapping[str, Any], path: str | 
         top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1], "hspace": 0.05})
         palette = colormaps["tab20"].colors  # type: ignore[attr-defined]
         colors = {name: palette[i % len(palette)] for i, name in enumerate(sorted(cells.model.unique()))}
+        grid = np.unique(cells.mass.to_numpy())
         for name, group in cells[cells.available.astype(bool)].groupby("model"):
-            mass = group.mass.to_numpy() * 1e3
-            ok = group.passes.to_numpy(dtype=bool)
-            top.plot(mass, np.where(ok, group.ratio, np.nan), "-", lw=1.2, color=colors[name], label=name)
-            top.plot(mass, np.where(~ok, group.ratio, np.nan), ":", lw=1.0, color=colors[name])
+            # on the whole grid, so that a line breaks where the candidate has no fit (a gap, the range ends)
+            group = group.set_index("mass").reindex(grid)
+            ok = group.passes.fillna(False).to_numpy(dtype=bool)
+            top.plot(grid * 1e3, np.where(ok, group.ratio, np.nan), "-", lw=1.2, color=colors[name], label=name)
+            top.plot(grid * 1e3, np.where(~ok, group.ratio, np.nan), ":", lw=1.0, color=colors[name])
         served = rows[rows.model != ""]
         for name, group in served.groupby("model"):
             top.plot(group.mass * 1e3, group.ratio, "o", ms=8, mfc="none", mew=2, color=colors[name])

@@ -146,3 +146,27 @@ def test_no_pyplot_figures_are_left_open(frame: pd.DataFrame, tmp_path: Path) ->
     before = plt.get_fignums()
     plots_scan.plot_p0(frame, tmp_path / "p0.png", dataset_label="HPS 2015")
     assert plt.get_fignums() == before
+
+
+def test_selection_plot_breaks_a_candidates_line_where_it_has_no_fit(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from hps_bayes.plots import selection as plots_selection
+
+    grid = np.round(np.arange(0.040, 0.0521, 0.002), 4)
+    available = np.array([True, True, False, False, True, True, True])  # 44-46 MeV: a run of missing data
+    cells = pd.DataFrame({"model": "w10_d10", "mass": grid, "available": available,
+                          "passes": available, "ratio": np.linspace(2.0, 3.0, grid.size)})
+    content = {"rows": [{"mass": float(m), "model": "w10_d10" if a else "", "ratio": 2.5, "z": 0.1,
+                         "sigma_stat": 1.0, "sigma_tot": 1.1} for m, a in zip(grid, available, strict=True)]}
+    drawn: list[np.ndarray] = []
+    original = plots_selection.save_figure
+
+    def keep_lines(fig, path):  # type: ignore[no-untyped-def]
+        drawn.extend(np.asarray(line.get_ydata(), float) for line in fig.axes[0].get_lines()[:1])
+        return original(fig, path)
+
+    monkeypatch.setattr(plots_selection, "save_figure", keep_lines)
+    out = plots_selection.plot_selection(cells, content, tmp_path / "selection.png", dataset_label="HPS 2015")
+    assert out.stat().st_size > 10_000
+    (solid,) = drawn
+    np.testing.assert_array_equal(np.isnan(solid), ~available)  # no segment drawn across 44-46 MeV
