@@ -244,7 +244,7 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
                 why = str(exc).split(";")[0]
                 if isinstance(exc, np.linalg.LinAlgError):  # numpy's words ("Matrix is not positive definite")
-                    why = f"the window's fit has a singular Hessian ({why}): too little information in the window"
+                    why = f"the window's fit has no positive-definite Hessian ({why}): no minimum, or too little data"
                 cells.append(cell | {"available": False, "reason": why})
                 fitted.append(None)
         z_toys = toy_z(fitted, spec.edges, toys[:, _offset(truths["smooth"], spec):][:, :spec.n_bins])
