@@ -94,9 +94,21 @@ def write_demo(path: Path, settings: AnalysisSettings, demo: dict[str, Any]) -> 
     """Generate the demo spectrum of the ``dataset.demo`` settings ``demo`` into ``path``, with its record."""
     write_demo_file(path, settings.dataset, n_events=int(demo["n_events"]), seed=int(demo["seed"]),
                     signal_mass=demo.get("signal_mass"), signal_yield=float(demo.get("signal_yield") or 0),
-                    shape=demo.get("shape"), structured=bool(demo.get("structured", False)))
+                    shape=demo.get("shape"), structured=bool(demo.get("structured", False)),
+                    structure=_structure(demo))
     write_json(_demo_record_path(path), _demo_record(settings, demo))
     return path
+
+
+def _structure(demo: dict[str, Any]) -> Any:
+    """The ``dataset.demo.structure_*`` settings as a :class:`~hps_bayes.physics.demo.Structure` (None:
+    the bundled demo's structure, or a smooth spectrum)."""
+    from hps_bayes.physics.demo import Structure
+
+    if not demo.get("structured", False):
+        return None
+    structure = Structure.from_settings(demo)
+    return None if structure == Structure() else structure
 
 
 def _demo_record_path(path: Path) -> Path:
@@ -108,7 +120,9 @@ def _demo_record(settings: AnalysisSettings, demo: dict[str, Any]) -> dict[str, 
     from hps_bayes.physics import demo as generator
 
     keys = ("n_events", "seed", "signal_mass", "signal_yield", "shape", "structured")
-    return {"hist_name": settings.dataset.hist_name, **{k: demo.get(k) for k in keys},
+    structure = _structure(demo)  # recorded only where it is not the bundled demo's
+    extra = {} if structure is None else {"structure": [structure.scale, structure.seed, list(structure.wavelengths)]}
+    return {"hist_name": settings.dataset.hist_name, **{k: demo.get(k) for k in keys}, **extra,
             "generator": content_hash(generator.__file__)}
 
 

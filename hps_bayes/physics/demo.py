@@ -31,17 +31,21 @@ fit; with Poisson noise that is near what real-looking spectra show for 2016 and
 fake and miss signals on the demo about as they do on real-looking data (Z spread of
 Â/σ_A on the data: degree 3 in ±7σ ≈ 4.5, degree 7 in ±10σ ≈ 2.2; real-looking 2015:
 3.3 and 1.6); a larger 2015 amplitude makes every window background fail there.
+:class:`Structure` (``dataset.demo.structure_scale``, ``structure_seed``,
+``structure_wavelengths``) draws other structure of the same kind: another amplitude,
+another draw of the sinusoids, or wavelengths outside 0.35–0.7.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,17 +97,54 @@ _STRUCTURED_PARAMETERS: dict[str, _DensityParameters] = {
 }
 
 
-def structure_factor(shape: Shape) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+@dataclass(frozen=True)
+class Structure:
+    """Which structure a structured spectrum carries: by default the bundled demo's (module docstring).
+
+    ``scale``: its RMS in units of :data:`STRUCTURE_AMPLITUDE`; ``seed``: the draw of the sinusoids'
+    wavelengths, phases and weights (``None``: ``int(shape)``, the bundled files' draw); ``wavelengths``:
+    the range (in ln m) the wavelengths are drawn from.  Other values make spectra unlike the bundled
+    ones, to try the analysis on structure it was not tuned on (``dataset.demo.structure_*``).
+    """
+
+    scale: float = 1.0
+    seed: int | None = None
+    wavelengths: tuple[float, float] = STRUCTURE_WAVELENGTHS
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.wavelengths)
+        if not (math.isfinite(self.scale) and self.scale >= 0 and 0 < lo <= hi):
+            raise ConfigError(f"structure scale {self.scale!r} and wavelengths {tuple(self.wavelengths)!r}: give a "
+                              "scale >= 0 and wavelengths 0 < lo <= hi in ln m, e.g. dataset.demo.structure_scale=2.0 "
+                              "dataset.demo.structure_wavelengths=[0.35,0.7]")
+        object.__setattr__(self, "wavelengths", (lo, hi))
+
+    @classmethod
+    def from_settings(cls, demo: Mapping[str, Any]) -> Structure:
+        """From the ``dataset.demo`` keys ``structure_scale``, ``structure_seed``, ``structure_wavelengths``."""
+        seed = demo.get("structure_seed")
+        wavelengths = demo.get("structure_wavelengths") or STRUCTURE_WAVELENGTHS
+        if len(wavelengths) != 2:
+            raise ConfigError(f"dataset.demo.structure_wavelengths={list(wavelengths)!r}: give [lo, hi] in ln m, "
+                              "e.g. [0.35,0.7]")
+        scale = demo.get("structure_scale")
+        return cls(scale=1.0 if scale is None else float(scale), seed=None if seed is None else int(seed),
+                   wavelengths=(float(wavelengths[0]), float(wavelengths[1])))
+
+
+def structure_factor(shape: Shape, structure: Structure | None = None
+                     ) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
     """ln of the structured variant's multiplicative structure, a·g(ln m) (module docstring)."""
     _check_shape(shape)
-    rng = np.random.default_rng(int(shape))
-    lo, hi = STRUCTURE_WAVELENGTHS
+    structure = Structure() if structure is None else structure
+    rng = np.random.default_rng(int(shape) if structure.seed is None else structure.seed)
+    lo, hi = structure.wavelengths
     wavelength = rng.uniform(lo, hi, _N_STRUCTURE_TERMS)
     phase = rng.uniform(0.0, 2.0 * np.pi, _N_STRUCTURE_TERMS)
     weight = rng.standard_normal(_N_STRUCTURE_TERMS)
     u = np.linspace(np.log(0.015), np.log(0.3), 2001)[:, None]  # unit RMS over 15-300 MeV
-    weight *= STRUCTURE_AMPLITUDE[shape] / np.sqrt(np.mean(np.sum(weight * np.sin(2.0 * np.pi * u / wavelength + phase),
-                                                                  axis=1) ** 2))
+    weight *= STRUCTURE_AMPLITUDE[shape] * structure.scale / np.sqrt(
+        np.mean(np.sum(weight * np.sin(2.0 * np.pi * u / wavelength + phase), axis=1) ** 2))
 
     def log_structure(mass: NDArray[np.float64]) -> NDArray[np.float64]:
         u = np.log(np.where(mass > 0, mass, 1.0))[..., None]
@@ -126,7 +167,8 @@ def _check_shape(shape: str) -> None:
         )
 
 
-def demo_density(shape: Shape, *, structured: bool = False) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+def demo_density(shape: Shape, *, structured: bool = False, structure: Structure | None = None
+                 ) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
     """The background density dN/dm (events per GeV) of an HPS-like spectrum.
 
     Parameters
@@ -135,6 +177,8 @@ def demo_density(shape: Shape, *, structured: bool = False) -> Callable[[NDArray
         Which run's spectrum to imitate.
     structured : bool, optional
         The variant with real spectra's few-percent structure (and 2015's sharper turn-on).
+    structure : Structure, optional
+        Which structure (default: the bundled demo's); only with ``structured``.
 
     Returns
     -------
@@ -148,7 +192,10 @@ def demo_density(shape: Shape, *, structured: bool = False) -> Callable[[NDArray
     """
     _check_shape(shape)
     p = _STRUCTURED_PARAMETERS.get(shape, _PARAMETERS[shape]) if structured else _PARAMETERS[shape]
-    log_structure = structure_factor(shape) if structured else None
+    if structure is not None and not structured:
+        raise ConfigError("a structure (dataset.demo.structure_*) needs the structured variant: set "
+                          "dataset.demo.structured=true")
+    log_structure = structure_factor(shape, structure) if structured else None
 
     def density(mass: NDArray[np.float64]) -> NDArray[np.float64]:
         m = np.asarray(mass, dtype=np.float64)
@@ -213,6 +260,7 @@ def expected_spectrum(
     sigma: float | None = None,
     name: str = "invariant_mass",
     structured: bool = False,
+    structure: Structure | None = None,
 ) -> Spectrum:
     """Noise-free expected counts of an HPS-like spectrum.
 
@@ -235,8 +283,8 @@ def expected_spectrum(
         (GeV) with width ``sigma`` (default σ(m) of the run's preset).
     name : str, optional
         The spectrum's name.
-    structured : bool, optional
-        The structured variant of :func:`demo_density`.
+    structured, structure : optional
+        The structured variant of :func:`demo_density`, and which structure it carries.
 
     Returns
     -------
@@ -247,7 +295,7 @@ def expected_spectrum(
     if not n_events > 0:
         raise ConfigError(f"n_events must be > 0, got {n_events!r}")
     edges = _fine_edges(shape, bin_width, mass_max)
-    background = _bin_integrals(demo_density(shape, structured=structured), edges)
+    background = _bin_integrals(demo_density(shape, structured=structured, structure=structure), edges)
     expected = float(n_events) * background / background.sum()
     expected = expected + _signal_counts(shape, edges, mass=signal_mass, yield_=signal_yield, sigma=sigma)
     kind = "structured " if structured else ""
@@ -267,6 +315,7 @@ def simulate_spectrum(
     sigma: float | None = None,
     name: str = "invariant_mass",
     structured: bool = False,
+    structure: Structure | None = None,
 ) -> Spectrum:
     """Poisson pseudo-data n_i ~ Poisson(ν_i) around :func:`expected_spectrum`.
 
@@ -274,7 +323,7 @@ def simulate_spectrum(
     ----------
     rng : numpy.random.Generator
         Source of randomness (e.g. ``numpy.random.default_rng(seed)``).
-    shape, n_events, bin_width, mass_max, signal_mass, signal_yield, sigma, name, structured
+    shape, n_events, bin_width, mass_max, signal_mass, signal_yield, sigma, name, structured, structure
         As in :func:`expected_spectrum`.
 
     Returns
@@ -292,6 +341,7 @@ def simulate_spectrum(
         sigma=sigma,
         name=name,
         structured=structured,
+        structure=structure,
     )
     counts = rng.poisson(nu.counts).astype(np.float64)
     kind = "structured " if structured else ""
@@ -309,6 +359,7 @@ def write_demo_file(
     signal_yield: float = 0.0,
     shape: Shape | None = None,
     structured: bool = False,
+    structure: Structure | None = None,
 ) -> Path:
     """Simulate a spectrum and write it as a TH1D under ``preset.hist_name``.
 
@@ -329,6 +380,8 @@ def write_demo_file(
         Spectrum shape; default ``preset.name`` when that is a shape.
     structured : bool, optional
         The structured variant (real spectra's few-percent structure; :func:`demo_density`).
+    structure : Structure, optional
+        Which structure it carries (default: the bundled demo's).
 
     Returns
     -------
@@ -351,6 +404,7 @@ def write_demo_file(
         sigma=sigma,
         name=key.rpartition("/")[2],
         structured=structured,
+        structure=structure,
     )
     spectrum = dataclasses.replace(spectrum, source=f"{spectrum.source}, seed {seed}")
     target = write_spectra_root(path, {key: spectrum})

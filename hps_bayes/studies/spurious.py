@@ -60,7 +60,7 @@ from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.inputs.turnon import fit_shape, shape_model
 from hps_bayes.model.objective import WindowObjective
-from hps_bayes.physics.demo import expected_spectrum
+from hps_bayes.physics.demo import Structure, expected_spectrum
 from hps_bayes.results.files import atomic_write_text
 from hps_bayes.results.objects import record_to_dict
 from hps_bayes.results.progress import progress_bar
@@ -121,7 +121,9 @@ def reference_spectrum(settings: AnalysisSettings, demo: dict[str, Any], data: S
     if not n_events > 0:
         raise InputError(f"dataset {settings.dataset.name!r} has no demo.n_events for the study's reference; "
                          f"set dataset.demo.n_events or use task.reference=data")
-    expected = expected_spectrum(shape, n_events=n_events, structured=bool(demo.get("structured", False)))  # type: ignore[arg-type]
+    structured = bool(demo.get("structured", False))
+    expected = expected_spectrum(shape, n_events=n_events, structured=structured,  # type: ignore[arg-type]
+                                 structure=Structure.from_settings(demo) if structured else None)
     return prepare_spectrum(expected, settings)
 
 

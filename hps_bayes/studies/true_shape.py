@@ -13,7 +13,9 @@ Z computed with σ_tot): the one-sided 95 % upper limit Â + 1.645 σ_tot covers
 (2.3 % for b = 0 and σ_tot = σ_stat). CLs limits are more conservative than this one-sided limit.
 
 ``python -m hps_bayes.studies.true_shape <selection_<dataset>.json> 2015 [--smooth] [--scan results_single.csv]``
-(``--scan``: every `ok` mass of a scan made with the selection, with the S and σ_A it used there).
+(``--scan``: every `ok` mass of a scan made with the selection, with the S and σ_A it used there); a file
+written by ``task=simulate`` with other ``dataset.demo`` settings takes them as ``--n-events``, ``--scale``,
+``--law-seed``, ``--wavelengths`` (and ``--preset`` for the preset the selection used).
 
 Written with the package's own fits: no library compares a selection with a known truth.
 """
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from hps_bayes.analysis.settings import resolve_settings
-    from hps_bayes.physics.demo import DEFAULT_N_EVENTS, expected_spectrum
+    from hps_bayes.physics.demo import DEFAULT_N_EVENTS, STRUCTURE_WAVELENGTHS, Structure, expected_spectrum
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("selection", help="selection_<dataset>.json of task=select on that demo spectrum")
@@ -102,9 +104,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smooth", action="store_true", help="the smooth variant (dataset.demo.structured=false)")
     parser.add_argument("--scan", help="results_single.csv of a scan with that selection: every ok mass of it, with "
                         "the S and sigma_A the scan used, instead of the selection's grid masses")
+    parser.add_argument("--preset", help="the dataset preset the selection was made with (default: demo, "
+                        "demo2016, demo2021)")
+    parser.add_argument("--n-events", type=float, help="dataset.demo.n_events of a file made with task=simulate")
+    parser.add_argument("--scale", type=float, default=1.0, help="its dataset.demo.structure_scale")
+    parser.add_argument("--law-seed", type=int, help="its dataset.demo.structure_seed")
+    parser.add_argument("--wavelengths", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="its dataset.demo.structure_wavelengths")
     args = parser.parse_args(argv)
-    settings = resolve_settings("demo" if args.shape == "2015" else f"demo{args.shape}")
-    true = expected_spectrum(args.shape, n_events=DEFAULT_N_EVENTS[args.shape], structured=not args.smooth)  # type: ignore[arg-type]
+    preset = args.preset or ("demo" if args.shape == "2015" else f"demo{args.shape}")
+    settings = resolve_settings(preset)
+    structure = None if args.smooth else Structure(args.scale, args.law_seed, tuple(args.wavelengths or STRUCTURE_WAVELENGTHS))
+    true = expected_spectrum(args.shape, n_events=args.n_events or DEFAULT_N_EVENTS[args.shape],  # type: ignore[arg-type]
+                             structured=not args.smooth, structure=structure)
     try:
         frame = bias_on_true_shape(true, settings, args.selection, args.scan)
     except HpsBayesError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hps_bayes.cli.config import load_config, task_settings
@@ -76,3 +77,21 @@ def test_simulate_keeps_an_existing_file_without_overwrite(tmp_path: Path) -> No
     assert path.read_bytes() == written
     run_task("simulate", [*small, "dataset.demo.seed=1"], tmp_path / "run")
     assert path.read_bytes() != written
+
+
+def test_simulate_draws_other_structure_and_records_it(tmp_path: Path) -> None:
+    import json
+
+    import uproot
+
+    path = tmp_path / "demo.root"
+    small = [f"dataset.path={path}", "dataset.demo.n_events=2000000"]
+    run_task("simulate", small, tmp_path / "run")
+    bundled = uproot.open(path)["invariant_mass"].values()
+    assert "structure" not in json.loads(path.with_name("demo.root.json").read_text())  # the bundled draw
+    other = ["dataset.demo.structure_scale=3.0", "dataset.demo.structure_seed=31",
+             "dataset.demo.structure_wavelengths=[0.15,0.3]"]
+    run_task("simulate", [*small, *other], tmp_path / "run")
+    drawn = uproot.open(path)["invariant_mass"].values()
+    assert json.loads(path.with_name("demo.root.json").read_text())["structure"] == [3.0, 31, [0.15, 0.3]]
+    assert drawn.sum() == pytest.approx(bundled.sum(), rel=5e-3) and not np.array_equal(drawn, bundled)

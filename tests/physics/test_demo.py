@@ -142,6 +142,36 @@ def test_structured_density_is_the_smooth_one_times_its_structure(shape):
     assert rms == pytest.approx(STRUCTURE_AMPLITUDE[shape], rel=1e-3)  # the RMS over 15-300 MeV
 
 
+def test_other_structure_scales_redraws_and_keeps_its_wavelengths():
+    from hps_bayes.physics.demo import STRUCTURE_AMPLITUDE, Structure, structure_factor
+
+    mass = np.exp(np.linspace(np.log(0.015), np.log(0.3), 20001))
+    bundled = structure_factor("2016")(mass)
+    np.testing.assert_array_equal(structure_factor("2016", Structure())(mass), bundled)
+    np.testing.assert_allclose(structure_factor("2016", Structure(scale=2.3))(mass), 2.3 * bundled, rtol=1e-12, atol=1e-15)
+    redrawn = structure_factor("2016", Structure(seed=31))(mass)
+    assert np.sqrt(np.mean(redrawn**2)) == pytest.approx(STRUCTURE_AMPLITUDE["2016"], rel=1e-3)
+    assert abs(np.corrcoef(redrawn, bundled)[0, 1]) < 0.5  # another draw, not the bundled one
+    # one wavelength: g(ln m + λ) = g(ln m), which no wavelength of the bundled range 0.35-0.7 gives
+    single = structure_factor("2016", Structure(seed=5, wavelengths=(0.2, 0.2)))
+    np.testing.assert_allclose(single(mass * np.exp(0.2)), single(mass), rtol=0, atol=1e-12)
+    assert np.max(np.abs(structure_factor("2016")(mass * np.exp(0.2)) - bundled)) > 1e-3
+
+
+def test_a_structure_needs_the_structured_variant_and_sane_values():
+    from hps_bayes.physics.demo import Structure
+
+    with pytest.raises(ConfigError, match="dataset.demo.structured=true"):
+        demo_density("2015", structure=Structure(scale=2.0))
+    with pytest.raises(ConfigError, match="structure_wavelengths=\\[0.35,0.7\\]"):
+        Structure(wavelengths=(0.7, 0.35))
+    with pytest.raises(ConfigError, match="structure_scale=2.0"):
+        Structure(scale=-1.0)
+    assert Structure.from_settings({"structure_scale": 2, "structure_seed": 31, "structure_wavelengths": [0.15, 0.3]}) \
+        == Structure(2.0, 31, (0.15, 0.3))
+    assert Structure.from_settings({}) == Structure()
+
+
 def test_structured_variant_keeps_the_facts_table_and_the_2015_turn_on_is_sharper():
     for shape in ("2015", "2016", "2021"):
         density = demo_density(shape, structured=True)
