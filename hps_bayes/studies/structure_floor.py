@@ -34,6 +34,7 @@ this covariance.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -198,11 +199,11 @@ def best_floor(edges: ArrayLike, expected: ArrayLike, smooth: ArrayLike, mass: f
 
 
 def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True,
-                     amplitude_scale: float = 1.0) -> list[FloorPoint | None]:
+                     structure: Any = None) -> list[FloorPoint | None]:
     """:func:`best_floor` on the noise-free demo spectrum ``shape`` at ``masses`` (GeV), σ(m) of its
     preset, its turn-on as a known factor; ``structured=False``: the smooth variant (no structure);
-    ``amplitude_scale``: a structure law ``amplitude_scale`` times the demo's (real-looking 2015 data carry
-    about twice the demo's structure)."""
+    ``structure``: a :class:`hps_bayes.physics.demo.Structure` other than the bundled demo's (another
+    amplitude, draw or wavelengths: the floor of its law)."""
     from scipy.special import ndtr
 
     from hps_bayes.physics import demo
@@ -210,14 +211,15 @@ def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True,
     from hps_bayes.physics.signal import sigma_m
 
     preset = load_preset("demo" if shape == "2015" else f"demo{shape}")
-    spectrum = demo.expected_spectrum(shape, n_events=demo.DEFAULT_N_EVENTS[shape], structured=structured)  # type: ignore[arg-type]
+    structure = demo.Structure() if structure is None else structure
+    spectrum = demo.expected_spectrum(shape, n_events=demo.DEFAULT_N_EVENTS[shape], structured=structured,  # type: ignore[arg-type]
+                                      structure=structure if structured else None)
     binned = rebin(spectrum, preset.rebin)  # the bins the analysis fits
     edges, counts, centres = binned.edges, binned.counts, binned.centers
     smooth = counts
-    law = demo_structure_law(shape)
-    law = StructureLaw(law.amplitude * amplitude_scale, law.wavelengths)
+    law = StructureLaw(demo_structure_law(shape).amplitude * structure.scale, structure.wavelengths)
     if structured:
-        smooth = smooth / np.exp(demo.structure_factor(shape)(centres))  # type: ignore[arg-type]
+        smooth = smooth / np.exp(demo.structure_factor(shape, structure)(centres))  # type: ignore[arg-type]
     else:
         law = StructureLaw(0.0, law.wavelengths)
     turn_on_mass, turn_on_width = demo.turn_on_parameters(shape, structured=structured)  # type: ignore[arg-type]
@@ -237,11 +239,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--masses", default="0.02:0.1:0.002", help="lo:hi:step in GeV, without a selection")
     parser.add_argument("--smooth", action="store_true", help="the smooth variant (no structure)")
     parser.add_argument("--scale", type=float, default=1.0, help="the structure law's amplitude in units of the demo's")
+    parser.add_argument("--law-seed", type=int, help="dataset.demo.structure_seed of a file made with task=simulate")
+    parser.add_argument("--wavelengths", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="the structure's wavelengths in ln m (dataset.demo.structure_wavelengths)")
     parser.add_argument("--scan", help="2015: a results_single.csv of that spectrum; prints its expected ε² over "
                                        "the published limit at 20-80 MeV, as scanned and with σ_A at the floor")
     args = parser.parse_args(argv)
+    from hps_bayes.physics.demo import STRUCTURE_WAVELENGTHS, Structure
+
+    structure = Structure(args.scale, args.law_seed, tuple(args.wavelengths or STRUCTURE_WAVELENGTHS))
     if args.scan:
-        _scan_at_floor(args.scan, args.shape, structured=not args.smooth, amplitude_scale=args.scale)
+        _scan_at_floor(args.scan, args.shape, structured=not args.smooth, structure=structure)
         return
     reached: dict[float, float] = {}
     if args.selection:
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     print(f"{'m [MeV]':>8} {'envelope':>9} {'floor':>7} {'window':>7} {'degree':>6} {'selection':>10}"
           "   (σ/σ_A⁰; floor = σ_struct)")
-    table_points = demo_floor_table(args.shape, masses, structured=not args.smooth, amplitude_scale=args.scale)
+    table_points = demo_floor_table(args.shape, masses, structured=not args.smooth, structure=structure)
     for mass, point in zip(masses, table_points, strict=True):
         got = reached.get(round(float(mass), 7), float("nan"))
         if point is None:
@@ -270,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'median':>8} {np.median(table[:, 0]):9.2f} {np.median(table[:, 1]):7.2f} {reached_median:10.2f}")
 
 
-def _scan_at_floor(path: str, shape: str, *, structured: bool, amplitude_scale: float = 1.0) -> None:
+def _scan_at_floor(path: str, shape: str, *, structured: bool, structure: Any = None) -> None:
     """The median expected-ε² ratio to the published 2015 limit over 20-80 MeV of the scan ``path``, and the
     same with each mass's σ_A lowered to the floor where it lies above it (limits scale with σ_A)."""
     import pandas as pd
@@ -279,7 +287,7 @@ def _scan_at_floor(path: str, shape: str, *, structured: bool, amplitude_scale: 
 
     frame = pd.read_csv(path)
     frame = frame[frame.status == "ok"].reset_index(drop=True)
-    floors = demo_floor_table(shape, frame.mass.to_numpy(), structured=structured, amplitude_scale=amplitude_scale)
+    floors = demo_floor_table(shape, frame.mass.to_numpy(), structured=structured, structure=structure)
     floor = np.array([p.structure if p is not None else np.nan for p in floors])
     scale = np.where(np.isfinite(floor), np.minimum(floor / frame.sigma_A.to_numpy(), 1.0), 1.0)
     at_floor = frame.assign(eps2_up_expected_median=frame.eps2_up_expected_median * scale)

@@ -125,3 +125,7 @@ def test_the_command_prints_the_floor_of_a_demo_spectrum(capsys: pytest.CaptureF
     main(["2015", "--masses", "0.05:0.07:0.01", "--scale", "3"])  # three times the structure costs more
     tripled = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
     assert all(float(t[2]) > float(r[2]) for t, r in zip(tripled, rows, strict=True))
+    # the same RMS at wavelengths of 15-40 sigma(m)/m, which an envelope follows, costs less
+    main(["2015", "--masses", "0.05:0.07:0.01", "--law-seed", "51", "--wavelengths", "0.75", "2.0"])
+    longer = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert all(float(r[1]) <= float(w[2]) < float(r[2]) for w, r in zip(longer, rows, strict=True))
