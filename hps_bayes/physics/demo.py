@@ -113,23 +113,27 @@ class Structure:
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.wavelengths)
-        if not (math.isfinite(self.scale) and self.scale >= 0 and 0 < lo <= hi):
-            raise ConfigError(f"structure scale {self.scale!r} and wavelengths {tuple(self.wavelengths)!r}: give a "
-                              "scale >= 0 and wavelengths 0 < lo <= hi in ln m, e.g. dataset.demo.structure_scale=2.0 "
-                              "dataset.demo.structure_wavelengths=[0.35,0.7]")
+        if not (math.isfinite(self.scale) and self.scale >= 0 and 0 < lo <= hi and (self.seed or 0) >= 0):
+            raise ConfigError(f"structure scale {self.scale!r}, seed {self.seed!r} and wavelengths "
+                              f"{tuple(self.wavelengths)!r}: give a scale >= 0, a seed >= 0 (or null) and wavelengths "
+                              "0 < lo <= hi in ln m, e.g. dataset.demo.structure_scale=2.0 "
+                              "dataset.demo.structure_seed=31 dataset.demo.structure_wavelengths=[0.35,0.7]")
         object.__setattr__(self, "wavelengths", (lo, hi))
 
     @classmethod
     def from_settings(cls, demo: Mapping[str, Any]) -> Structure:
         """From the ``dataset.demo`` keys ``structure_scale``, ``structure_seed``, ``structure_wavelengths``."""
-        seed = demo.get("structure_seed")
+        seed, scale = demo.get("structure_seed"), demo.get("structure_scale")
         wavelengths = demo.get("structure_wavelengths") or STRUCTURE_WAVELENGTHS
-        if len(wavelengths) != 2:
-            raise ConfigError(f"dataset.demo.structure_wavelengths={list(wavelengths)!r}: give [lo, hi] in ln m, "
-                              "e.g. [0.35,0.7]")
-        scale = demo.get("structure_scale")
-        return cls(scale=1.0 if scale is None else float(scale), seed=None if seed is None else int(seed),
-                   wavelengths=(float(wavelengths[0]), float(wavelengths[1])))
+        try:
+            lo, hi = (float(v) for v in wavelengths)
+            return cls(scale=1.0 if scale is None else float(scale), seed=None if seed is None else int(seed),
+                       wavelengths=(lo, hi))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"dataset.demo.structure_scale={scale!r}, structure_seed={seed!r}, "
+                              f"structure_wavelengths={wavelengths!r}: give a number, an integer (or null) and "
+                              "[lo, hi] in ln m, e.g. structure_scale=2.0 structure_seed=31 "
+                              "structure_wavelengths=[0.35,0.7]") from exc
 
 
 def structure_factor(shape: Shape, structure: Structure | None = None

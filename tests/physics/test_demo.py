@@ -167,9 +167,14 @@ def test_a_structure_needs_the_structured_variant_and_sane_values():
         Structure(wavelengths=(0.7, 0.35))
     with pytest.raises(ConfigError, match="structure_scale=2.0"):
         Structure(scale=-1.0)
+    with pytest.raises(ConfigError, match="structure_seed=31"):
+        Structure(seed=-3)
     assert Structure.from_settings({"structure_scale": 2, "structure_seed": 31, "structure_wavelengths": [0.15, 0.3]}) \
         == Structure(2.0, 31, (0.15, 0.3))
     assert Structure.from_settings({}) == Structure()
+    for bad in ({"structure_scale": "abc"}, {"structure_wavelengths": 0.3}, {"structure_wavelengths": [0.1, 0.2, 0.3]}):
+        with pytest.raises(ConfigError, match="structure_wavelengths=\\[0.35,0.7\\]"):
+            Structure.from_settings(bad)
 
 
 def test_structured_variant_keeps_the_facts_table_and_the_2015_turn_on_is_sharper():
