@@ -15,7 +15,7 @@ from hps_bayes.errors import HpsBayesError, InputError
 from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum
 from hps_bayes.inputs.validation import check_analysable, validate_spectrum
-from hps_bayes.physics.demo import write_demo_file
+from hps_bayes.physics.demo import Structure, write_demo_file
 from hps_bayes.results.files import content_hash, read_json, write_json
 
 log = logging.getLogger("hps_bayes")
@@ -100,11 +100,9 @@ def write_demo(path: Path, settings: AnalysisSettings, demo: dict[str, Any]) -> 
     return path
 
 
-def _structure(demo: dict[str, Any]) -> Any:
+def _structure(demo: dict[str, Any]) -> Structure | None:
     """The ``dataset.demo.structure_*`` settings as a :class:`~hps_bayes.physics.demo.Structure` (None:
     the bundled demo's structure, or a smooth spectrum)."""
-    from hps_bayes.physics.demo import Structure
-
     if not demo.get("structured", False):
         return None
     structure = Structure.from_settings(demo)

@@ -34,7 +34,7 @@ this covariance.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -44,6 +44,11 @@ from scipy.special import sici
 from hps_bayes.errors import InputError
 from hps_bayes.inputs.spectrum import rebin
 from hps_bayes.physics.signal import signal_template
+
+if TYPE_CHECKING:
+    import argparse
+
+    from hps_bayes.physics.demo import Structure
 
 __all__ = ["FloorPoint", "StructureLaw", "demo_structure_law", "structure_covariance", "structure_floor"]
 
@@ -199,7 +204,7 @@ def best_floor(edges: ArrayLike, expected: ArrayLike, smooth: ArrayLike, mass: f
 
 
 def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True,
-                     structure: Any = None) -> list[FloorPoint | None]:
+                     structure: Structure | None = None) -> list[FloorPoint | None]:
     """:func:`best_floor` on the noise-free demo spectrum ``shape`` at ``masses`` (GeV), σ(m) of its
     preset, its turn-on as a known factor; ``structured=False``: the smooth variant (no structure);
     ``structure``: a :class:`hps_bayes.physics.demo.Structure` other than the bundled demo's (another
@@ -228,6 +233,28 @@ def demo_floor_table(shape: str, masses: ArrayLike, *, structured: bool = True,
                        bounds=preset.mass_range) for m in np.asarray(masses, dtype=float)]
 
 
+def add_structure_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--scale``, ``--law-seed``, ``--wavelengths``: the structure of a file written by ``task=simulate`` with
+    other ``dataset.demo.structure_*`` settings (:class:`hps_bayes.physics.demo.Structure`)."""
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="dataset.demo.structure_scale: the structure's RMS in units of the demo's")
+    parser.add_argument("--law-seed", type=int, help="dataset.demo.structure_seed: another draw of the structure")
+    parser.add_argument("--wavelengths", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="dataset.demo.structure_wavelengths: the structure's wavelengths in ln m")
+
+
+def structure_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Structure:
+    """The :class:`~hps_bayes.physics.demo.Structure` of :func:`add_structure_arguments`; bad values end the
+    command with the parser's usage and the reason."""
+    from hps_bayes.errors import ConfigError
+    from hps_bayes.physics.demo import STRUCTURE_WAVELENGTHS, Structure
+
+    try:
+        return Structure(args.scale, args.law_seed, tuple(args.wavelengths or STRUCTURE_WAVELENGTHS))
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m hps_bayes.studies.structure_floor 2015 [--selection selection_demo.csv]``: the floor
     per mass of a structured demo spectrum, beside what a selection (``task=select``) reached."""
@@ -238,16 +265,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--selection", help="a selection_<dataset>.csv of task=select on that demo spectrum")
     parser.add_argument("--masses", default="0.02:0.1:0.002", help="lo:hi:step in GeV, without a selection")
     parser.add_argument("--smooth", action="store_true", help="the smooth variant (no structure)")
-    parser.add_argument("--scale", type=float, default=1.0, help="the structure law's amplitude in units of the demo's")
-    parser.add_argument("--law-seed", type=int, help="dataset.demo.structure_seed of a file made with task=simulate")
-    parser.add_argument("--wavelengths", type=float, nargs=2, metavar=("LO", "HI"),
-                        help="the structure's wavelengths in ln m (dataset.demo.structure_wavelengths)")
+    add_structure_arguments(parser)
     parser.add_argument("--scan", help="2015: a results_single.csv of that spectrum; prints its expected ε² over "
                                        "the published limit at 20-80 MeV, as scanned and with σ_A at the floor")
     args = parser.parse_args(argv)
-    from hps_bayes.physics.demo import STRUCTURE_WAVELENGTHS, Structure
-
-    structure = Structure(args.scale, args.law_seed, tuple(args.wavelengths or STRUCTURE_WAVELENGTHS))
+    structure = structure_from_arguments(parser, args)
     if args.scan:
         _scan_at_floor(args.scan, args.shape, structured=not args.smooth, structure=structure)
         return
@@ -278,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'median':>8} {np.median(table[:, 0]):9.2f} {np.median(table[:, 1]):7.2f} {reached_median:10.2f}")
 
 
-def _scan_at_floor(path: str, shape: str, *, structured: bool, structure: Any = None) -> None:
+def _scan_at_floor(path: str, shape: str, *, structured: bool, structure: Structure | None = None) -> None:
     """The median expected-ε² ratio to the published 2015 limit over 20-80 MeV of the scan ``path``, and the
     same with each mass's σ_A lowered to the floor where it lies above it (limits scale with σ_A)."""
     import pandas as pd

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from hps_bayes.analysis.settings import resolve_settings
-    from hps_bayes.physics.demo import DEFAULT_N_EVENTS, STRUCTURE_WAVELENGTHS, Structure, expected_spectrum
+    from hps_bayes.physics.demo import DEFAULT_N_EVENTS, expected_spectrum
+    from hps_bayes.studies.structure_floor import add_structure_arguments, structure_from_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("selection", help="selection_<dataset>.json of task=select on that demo spectrum")
@@ -107,14 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", help="the dataset preset the selection was made with (default: demo, "
                         "demo2016, demo2021)")
     parser.add_argument("--n-events", type=float, help="dataset.demo.n_events of a file made with task=simulate")
-    parser.add_argument("--scale", type=float, default=1.0, help="its dataset.demo.structure_scale")
-    parser.add_argument("--law-seed", type=int, help="its dataset.demo.structure_seed")
-    parser.add_argument("--wavelengths", type=float, nargs=2, metavar=("LO", "HI"),
-                        help="its dataset.demo.structure_wavelengths")
+    add_structure_arguments(parser)
     args = parser.parse_args(argv)
     preset = args.preset or ("demo" if args.shape == "2015" else f"demo{args.shape}")
     settings = resolve_settings(preset)
-    structure = None if args.smooth else Structure(args.scale, args.law_seed, tuple(args.wavelengths or STRUCTURE_WAVELENGTHS))
+    structure = None if args.smooth else structure_from_arguments(parser, args)
     true = expected_spectrum(args.shape, n_events=args.n_events or DEFAULT_N_EVENTS[args.shape],  # type: ignore[arg-type]
                              structured=not args.smooth, structure=structure)
     try:
