@@ -38,7 +38,7 @@ def task_select(settings: AnalysisSettings, task: SelectTask, cfg: dict[str, Any
     criteria = Criteria(gof_min_p=task.gof_min_p, sideband_max_z=task.sideband_max_z, spread_max=task.spread_max,
                         spread_sigmas=task.spread_sigmas, spread_window=task.spread_window,
                         spurious_beyond_prior=task.spurious_beyond_prior,
-                        truth_min_p_without_gp=task.truth_min_p_without_gp)
+                        truth_min_p_without_gp=task.truth_min_p_without_gp, beyond_noise=task.beyond_noise)
     cells, content = run_selection(
         data, settings, candidates, families=task.families, step=task.step, n_toys=task.n_toys,
         seed=settings.seed, criteria=criteria, mass_min=task.mass_min, mass_max=task.mass_max)

@@ -64,7 +64,6 @@ from hps_bayes.analysis.settings import AnalysisSettings
 from hps_bayes.analysis.windows import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError, InputError
-from hps_bayes.fit.batch import poi_fits_batch
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum, crop
 from hps_bayes.model.objective import WindowObjective
@@ -75,7 +74,8 @@ from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.simple import known_background_sigma
 from hps_bayes.studies.gp_prior import prior_share
 from hps_bayes.studies.spurious import fit_truth
-from hps_bayes.studies.zspread import local_spreads, spread_reference
+from hps_bayes.studies.truth_noise import TruthNoise, fit_with_noise
+from hps_bayes.studies.zspread import local_spreads, spread_reference, toy_z
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class Criteria:
     spread_window: int = 8
     spurious_beyond_prior: bool = True
     truth_min_p_without_gp: float = 0.1
+    beyond_noise: tuple[str, ...] = ()
 
 
 def candidate_settings(base: AnalysisSettings, name: str, overrides: Mapping[str, Any],
@@ -124,14 +125,15 @@ def resolved(settings: AnalysisSettings) -> dict[str, Any]:
 def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings: AnalysisSettings,
               truth_settings: Sequence[AnalysisSettings], *,
               fallback: tuple[Spectrum, AnalysisSettings] | None = None, min_p_without_gp: float = PLAUSIBLE_P,
-              ) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
+              noise: Mapping[str, TruthNoise] | None = None) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
     """One candidate at one mass: the fit of the data, its adequacy, and the truths' noise-free Â (each truth
     fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
     this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`, or ≥ ``min_p_without_gp`` where the window has no active
     GP: module docstring).  Where none does (very precise data), the ``fallback`` truth (the data's
     ``flexible`` fit) is tried, and the cell says so (``truth_note``).  ``sigma_prior`` is the part of σ_stat
-    the window's GP prior holds (0 without a GP).  Also the window objective and the data's best fit, which
-    the Z-spread toys (:func:`toy_z`) reuse."""
+    the window's GP prior holds (0 without a GP).  A truth named in ``noise`` counts with its bias beyond the
+    noise of its own fit, √max(Â² − σ_n², 0) (:mod:`hps_bayes.studies.truth_noise`).  Also the window objective and the data's best fit, which
+    the Z-spread toys (:func:`hps_bayes.studies.zspread.toy_z`) reuse."""
     window = build_window(spec, mass, settings)
     if float(np.sum(window.template)) < MIN_SIGNAL_CONTAINED:
         raise InputError(f"only {np.sum(window.template):.0%} of the signal lies inside the window at "
@@ -146,24 +148,25 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     deviance, ndf, gof_p = window_gof(window, mu)
     tpl = window.template
     rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
-    def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float]:
+    def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float, float]:
         # the truth's own turn-on (offsets), the data's GP hyperparameters: as a scan of such data would fit it
         tw = replace(build_window(truth, mass, own, live_from=spec), eta=window.eta, lengthscale_t=window.lengthscale_t)
         tobj = WindowObjective(tw, own.background)
         tfit = newton_fit(tobj, tobj.observed())
         if len(tw.counts) != len(n):
             raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
+        sigma_n = noise[truth.name].sigma(tobj, tfit) if noise and truth.name in noise else 0.0
         return (float(tfit.theta[0]) if tfit.converged else math.inf,
-                float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))))
+                float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))), sigma_n)
 
     named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)}
     min_p = PLAUSIBLE_P if window.eta > 0 else max(PLAUSIBLE_P, min_p_without_gp)
-    plausible = [a for a, p in named.values() if p >= min_p]
+    plausible = [math.sqrt(max(a * a - sn * sn, 0.0)) for a, p, sn in named.values() if p >= min_p]
     truth_note = ""
     if not plausible and fallback is not None:
         best = max(named, key=lambda k: named[k][1])
         named[fallback[0].name] = on_truth(*fallback)
-        a_flex, p_flex = named[fallback[0].name]
+        a_flex, p_flex, _ = named[fallback[0].name]
         if p_flex >= min_p:
             plausible = [a_flex]
             truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
@@ -173,30 +176,13 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": gof_p,
             "deviance": deviance, "ndf": ndf, "sideband_z": sideband_excess(window, (n - mu) / np.sqrt(mu)),
             "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
-            "n_truths": len(plausible), "truth_min_p": min_p, "truth_note": truth_note, "best_truth_p": max(p for _, p in named.values()),
+            "n_truths": len(plausible), "truth_min_p": min_p, "truth_note": truth_note, "best_truth_p": max(p for _, p, _ in named.values()),
             "rho": rho, "sigma_m": window.sigma,
             "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
               "lengthscale": window.lengthscale_sigma,
-              **{f"A_{k}": a for k, (a, _) in named.items()}, **{f"p_{k}": p for k, (_, p) in named.items()}}
+              **{f"A_{k}": a for k, (a, _, _) in named.items()}, **{f"p_{k}": p for k, (_, p, _) in named.items()},
+              **{f"noise_{k}": sn for k, (_, _, sn) in named.items() if noise and k in noise}}
     return values, objective, fit.theta
-
-
-def toy_z(fitted: Sequence[tuple[WindowObjective, FloatArray] | None], edges: FloatArray,
-          counts: FloatArray) -> FloatArray:
-    """Â/σ_A of the candidate on Poisson toys ``counts`` (K × bins, bin ``edges``) at every mass of ``fitted`` (the
-    data's window objective and best fit there, :func:`data_cell`; None where the candidate does not serve);
-    NaN where it does not serve or a fit failed."""
-    z = np.full((counts.shape[0], len(fitted)), np.nan)
-    for j, item in enumerate(fitted):
-        if item is None:
-            continue
-        objective, theta = item
-        i0 = int(np.argmin(np.abs(np.asarray(edges) - objective.window.edges[0])))
-        toys = counts[:, i0:i0 + objective.window.n_bins]
-        aux = np.zeros((counts.shape[0], objective.model.n_aux))
-        a_hat, err = poi_fits_batch(objective, toys, aux, np.tile(theta, (counts.shape[0], 1)))
-        z[:, j] = a_hat / err
-    return z
 
 
 def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[str, Mapping[str, Any]], *,
@@ -206,13 +192,15 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     """The study on ``data`` (raw, in effective counts): every cell and the selection file's content."""
     import pandas as pd
 
-    if not candidates or "smooth" not in families:
-        raise ConfigError(f"task.candidates={list(candidates)} and task.families={list(families)}: name at least "
-                          "one candidate, and keep 'smooth' among the truths (the Z-spread toys are drawn from it)")
+    if not candidates or "smooth" not in families or set(families) & set(criteria.beyond_noise):
+        raise ConfigError(f"task.candidates={list(candidates)}, task.families={list(families)} and task.beyond_noise="
+                          f"{list(criteria.beyond_noise)}: name at least one candidate, keep 'smooth' among the truths "
+                          "(the Z-spread toys are drawn from it), and name a truth in only one of the two lists")
     whole = whole_range_spectrum(data, base)
-    truths = {f: fit_truth(whole, f) for f in families}
+    noise = {f: fit_with_noise(whole, f) for f in criteria.beyond_noise}  # counted beyond their fit's noise
+    truths = {f: fit_truth(whole, f) for f in families} | {f: tn.truth for f, tn in noise.items()}
     # where no truth describes a window (very precise data), S comes from the data's most flexible fit
-    spare = None if FALLBACK_TRUTH in families else fit_truth(whole, FALLBACK_TRUTH)
+    spare = None if FALLBACK_TRUTH in truths else fit_truth(whole, FALLBACK_TRUTH)
     own = {name: candidate_settings(base, name, ov, data) for name, ov in candidates.items()}
     ends = [default_grid_ends(s) for s in own.values()]
     lo = min(e[0] for e in ends) if mass_min is None else mass_min
@@ -238,7 +226,7 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
             cell = {"model": name, "mass": float(mass), "available": True, "reason": ""}
             try:
                 values, objective, theta = data_cell(spec, cut, float(mass), settings, on_truth, fallback=fallback,
-                                                     min_p_without_gp=criteria.truth_min_p_without_gp)
+                                                     min_p_without_gp=criteria.truth_min_p_without_gp, noise=noise)
                 cells.append(cell | values)
                 fitted.append((objective, theta))
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:

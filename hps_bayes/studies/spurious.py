@@ -58,7 +58,7 @@ from hps_bayes.errors import ConfigError, InputError
 from hps_bayes.fit.batch import poi_fits_batch
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.turnon import fit_shape, shape_model
+from hps_bayes.inputs.turnon import ShapeFit, fit_shape, shape_model
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.demo import Structure, expected_spectrum
 from hps_bayes.results.files import atomic_write_text
@@ -75,7 +75,8 @@ FAMILIES: tuple[str, ...] = get_args(Family)
 # --------------------------------------------------------------------------- truth shapes
 
 
-def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] | None = None) -> Spectrum:
+def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] | None = None,
+              shape: ShapeFit | None = None) -> Spectrum:
     """A smooth truth shape of ``family`` fitted to ``reference``'s counts (χ², Neyman weights).
 
     Parameters
@@ -84,6 +85,7 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
     family : ``"demo"`` returns ``reference`` itself (it must then be the demo expected counts);
         ``"expcheb"``, ``"powerlaw"`` or ``"dijet"`` (module docstring; :func:`hps_bayes.turnon.fit_shape`).
     turn_on : starting (m_on, width) of the turn-on in GeV; default 5 MeV below the range, 2 MeV.
+    shape : the fit of ``family`` to ``reference`` where it is already made.
 
     Returns
     -------
@@ -95,7 +97,7 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
     if family not in FAMILIES:
         raise ConfigError(f"truth family {family!r} is not one of {list(FAMILIES)}")
     edges, counts = reference.edges, np.asarray(reference.counts, float)
-    fit = fit_shape(edges, counts, family, turn_on=turn_on)
+    fit = shape or fit_shape(edges, counts, family, turn_on=turn_on)
     expected = fit.expected
     if family == "dijet":  # distort: a spectrum the model was never tuned on
         lo, hi = float(edges[0]), float(edges[-1])

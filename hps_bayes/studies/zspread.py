@@ -8,12 +8,15 @@ Poisson toys of the ``smooth`` truth; a signal's own mass and its side lobes are
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from hps_bayes.core import FloatArray
+from hps_bayes.fit.batch import poi_fits_batch
+from hps_bayes.model.objective import WindowObjective
 
-__all__ = ["PEAK_HALF", "local_spreads", "spread_reference"]
+__all__ = ["PEAK_HALF", "local_spreads", "spread_reference", "toy_z"]
 
 
 def spread_reference(z_toys: FloatArray, positions: FloatArray | None = None) -> tuple[float, float]:
@@ -79,3 +82,21 @@ def local_spreads(z_data: FloatArray, z_toys: FloatArray, half: int) -> FloatArr
         spread = float(np.std(_peak_free(z_data[part][served], positions), ddof=1))
         out[j] = (spread / expected, expected, scatter)
     return out
+
+
+def toy_z(fitted: Sequence[tuple[WindowObjective, FloatArray] | None], edges: FloatArray,
+          counts: FloatArray) -> FloatArray:
+    """Â/σ_A of the candidate on Poisson toys ``counts`` (K × bins, bin ``edges``) at every mass of ``fitted`` (the
+    data's window objective and best fit there, :func:`hps_bayes.studies.selection.data_cell`; None where the candidate does not serve);
+    NaN where it does not serve or a fit failed."""
+    z = np.full((counts.shape[0], len(fitted)), np.nan)
+    for j, item in enumerate(fitted):
+        if item is None:
+            continue
+        objective, theta = item
+        i0 = int(np.argmin(np.abs(np.asarray(edges) - objective.window.edges[0])))
+        toys = counts[:, i0:i0 + objective.window.n_bins]
+        aux = np.zeros((counts.shape[0], objective.model.n_aux))
+        a_hat, err = poi_fits_batch(objective, toys, aux, np.tile(theta, (counts.shape[0], 1)))
+        z[:, j] = a_hat / err
+    return z
