@@ -114,6 +114,11 @@ class ShapeFit:
         return math.exp(float(self.params[1]))
 
 
+def turn_on_bounds(lo: float, hi: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The bounds :func:`fit_shape` puts on the turn-on's m_on and ln w (GeV) on the range [lo, hi]."""
+    return (lo - 0.05, hi), (math.log(2e-4), math.log(0.05))
+
+
 def fit_shape(edges: FloatArray, counts: FloatArray, family: str, *,
               turn_on: tuple[float, float] | None = None) -> ShapeFit:
     """Fit ``family`` (:func:`shape_model`) to binned ``counts`` by least squares (Neyman weights).
@@ -150,7 +155,8 @@ def fit_shape(edges: FloatArray, counts: FloatArray, family: str, *,
 
     from scipy.optimize import least_squares  # 0.1 s: imported only where a fit is made
 
-    bounds = ([lo - 0.05, math.log(2e-4)] + [-np.inf] * n_shape, [hi, math.log(0.05)] + [np.inf] * n_shape)
+    (on_lo, on_hi), (w_lo, w_hi) = turn_on_bounds(lo, hi)
+    bounds = ([on_lo, w_lo] + [-np.inf] * n_shape, [on_hi, w_hi] + [np.inf] * n_shape)
     # the degree-24 family with tolerances well below the default 1e-8: it otherwise stops early on a flat
     # stretch, at a χ² one unit above the minimum, and a rounding-level change of the input moved the shape by
     # 0.4 % (tests/studies/test_selection.py); the other families converge to 1e-6 with the defaults

@@ -7,7 +7,7 @@ the true shape plus a noise term.  Linearised:
 - the truth's expected counts μ(p) have the covariance K = J C Jᵀ, J = ∂μ/∂p (central differences:
   the turn-on enters non-linearly) and C = (RᵀR)⁻¹ the covariance of the Neyman-weighted least squares
   that fitted p (R = J/√n on the bins the fit used), written K = L Lᵀ with L = J V Σ⁻¹ from the
-  singular values of R;
+  singular values of R; a turn-on parameter at its bound stays there (its column of J is left out);
 - the candidate's Â responds to a change of the counts it is fitted to by
   g_i = ∂Â/∂n_i = Σ_k [H⁻¹]_Ak (∂μ_i/∂θ_k)/μ_i (the fit's stationarity, the Poisson likelihood's
   only dependence on n; H the Hessian of its NLL, the GP weights' and the nuisances' constraints
@@ -31,7 +31,7 @@ import numpy as np
 from hps_bayes.core import FloatArray
 from hps_bayes.fit.protocol import FitResult
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.turnon import fit_shape, missing_bins, shape_model
+from hps_bayes.inputs.turnon import fit_shape, missing_bins, shape_model, turn_on_bounds
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.studies.spurious import fit_truth
 
@@ -76,6 +76,10 @@ def fit_with_noise(reference: Spectrum, family: str) -> TruthNoise:
         up[k] += h
         down[k] -= h
         jac[:, k] = w * (np.exp(model(m, up)) - np.exp(model(m, down))) / (2 * h)
+    # a turn-on parameter at its bound is held there by the fit, not by the data: it does not move with them
+    held = [k for k, (b_lo, b_hi) in enumerate(turn_on_bounds(float(edges[0]), float(edges[-1])))
+            if min(fit.params[k] - b_lo, b_hi - fit.params[k]) < 1e-6 * max(1.0, abs(b_lo), abs(b_hi))]
+    jac[:, held] = 0.0
     use = ~missing_bins(counts)
     _, s, vt = np.linalg.svd(jac[use] / np.sqrt(np.maximum(counts[use], 1.0))[:, None], full_matrices=False)
     keep = s > RCOND * s[0]

@@ -1,0 +1,104 @@
+"""The noise of a truth's own fit in a candidate's bias on it (hps_bayes.studies.truth_noise, task.beyond_noise)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hps_bayes.analysis.grid import prepare_spectrum, whole_range_spectrum
+from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.analysis.windows import build_window
+from hps_bayes.errors import ConfigError
+from hps_bayes.fit.newton import newton_fit
+from hps_bayes.inputs.root_io import load_spectrum
+from hps_bayes.inputs.spectrum import crop
+from hps_bayes.model.objective import WindowObjective
+from hps_bayes.physics.demo import write_demo_file
+from hps_bayes.physics.presets import load_preset
+from hps_bayes.studies.selection import Criteria, _truth_settings, candidate_settings, data_cell, run_selection
+from hps_bayes.studies.spurious import fit_truth
+from hps_bayes.studies.truth_noise import TruthNoise, fit_with_noise
+
+W7_D3 = {"poly_degree": 3, "window_sigmas": 7.0}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "demo.root"
+    return write_demo_file(path, load_preset("demo"), n_events=21.5e6, seed=3, shape="2015", structured=True)
+
+
+@pytest.fixture(scope="module")
+def flexible(data: Path) -> tuple[object, TruthNoise]:
+    whole = whole_range_spectrum(load_spectrum(data, "invariant_mass"), resolve_settings("demo"))
+    return whole, fit_with_noise(whole, "flexible")
+
+
+def test_the_truth_is_the_one_fit_truth_makes(flexible: tuple[object, TruthNoise]) -> None:
+    whole, noisy = flexible
+    np.testing.assert_array_equal(noisy.truth.counts, fit_truth(whole, "flexible").counts)  # type: ignore[arg-type]
+    assert noisy.factor.shape[0] == noisy.truth.n_bins
+
+
+def test_the_factor_gives_how_the_fit_follows_a_change_of_the_counts(flexible: tuple[object, TruthNoise]) -> None:
+    """The refit of counts n + δ moves the expected counts by K W δ (K = L Lᵀ, W = 1/n: the Neyman weights),
+    which is how K = J C Jᵀ propagates the counts' noise."""
+    whole, noisy = flexible
+    n = np.asarray(whole.counts, float)  # type: ignore[attr-defined]
+    delta = 0.03 * np.sqrt(np.maximum(n, 1.0)) * np.random.default_rng(1).standard_normal(n.size)
+    moved = fit_truth(replace(whole, counts=n + delta, variances=n + delta), "flexible").counts  # type: ignore[type-var]
+    predicted = noisy.factor @ (noisy.factor.T @ (delta / np.maximum(n, 1.0)))
+    change = moved - noisy.truth.counts
+    # measured: the linear prediction misses the refit's change by 2.0 % of its size (with the turn-on of this
+    # spectrum's flexible fit at its width bound); larger changes move the barely constrained turn-on to another
+    # minimum (docs/background_selection.md)
+    assert np.linalg.norm(change - predicted) < 0.025 * np.linalg.norm(change)
+
+
+def test_sigma_is_the_linear_response_of_a_hat(data: Path, flexible: tuple[object, TruthNoise]) -> None:
+    """With a one-column factor v, σ_n = |∂Â/∂n · v|: the change of the candidate's Â fitted to μ + εv."""
+    _, noisy = flexible
+    spectrum = load_spectrum(data, "invariant_mass")
+    own = candidate_settings(resolve_settings("demo"), "w7_d3", W7_D3, spectrum)
+    spec = prepare_spectrum(spectrum, own)
+    truth = crop(noisy.truth, float(spec.edges[0]), float(spec.edges[-1]))
+    settings = _truth_settings(truth, own)
+    window = build_window(truth, 0.05, settings)
+    objective = WindowObjective(window, settings.background)
+    fit = newton_fit(objective, objective.observed())
+    i0 = int(np.argmin(np.abs(noisy.truth.edges - window.edges[0])))
+    v = np.zeros(noisy.truth.n_bins)
+    v[i0:i0 + window.n_bins] = np.sqrt(window.counts) * np.cos(np.linspace(0, 9, window.n_bins))
+    eps = 1e-3
+    pushed = WindowObjective(replace(window, counts=window.counts + eps * v[i0:i0 + window.n_bins]),
+                             settings.background)
+    slope = (newton_fit(pushed, pushed.observed()).theta[0] - fit.theta[0]) / eps
+    sigma = TruthNoise(noisy.truth, v[:, None]).sigma(objective, fit)
+    assert sigma == pytest.approx(abs(slope), rel=1e-3)  # measured: 2e-5
+
+
+def test_a_truth_counted_beyond_its_noise(data: Path, flexible: tuple[object, TruthNoise]) -> None:
+    """data_cell counts a truth named in ``noise`` with √max(Â² − σ_n², 0) and records σ_n; the others as before."""
+    _, noisy = flexible
+    spectrum = load_spectrum(data, "invariant_mass")
+    own = candidate_settings(resolve_settings("demo"), "w7_d3", W7_D3, spectrum)
+    spec = prepare_spectrum(spectrum, own)
+    truth = crop(noisy.truth, float(spec.edges[0]), float(spec.edges[-1]))
+    plain, _, _ = data_cell(spec, [truth], 0.05, own, [_truth_settings(truth, own)], min_p_without_gp=1e-3)
+    counted, _, _ = data_cell(spec, [truth], 0.05, own, [_truth_settings(truth, own)], min_p_without_gp=1e-3,
+                              noise={"flexible": noisy})
+    assert "noise_flexible" not in plain and plain["spurious_raw"] == abs(plain["A_flexible"])
+    assert counted["A_flexible"] == plain["A_flexible"] and counted["noise_flexible"] > 0
+    expected = np.sqrt(max(counted["A_flexible"] ** 2 - counted["noise_flexible"] ** 2, 0.0))
+    assert counted["spurious_raw"] == pytest.approx(expected, rel=1e-12)
+    assert counted["spurious_raw"] < plain["spurious_raw"]
+
+
+def test_a_truth_in_both_lists_is_refused(data: Path) -> None:
+    with pytest.raises(ConfigError, match="in only one of the two lists"):
+        run_selection(load_spectrum(data, "invariant_mass"), resolve_settings("demo"), {"w7_d3": W7_D3},
+                      families=["smooth", "flexible"], step=0.01, n_toys=2, seed=1,
+                      criteria=Criteria(beyond_noise=("flexible",)))
