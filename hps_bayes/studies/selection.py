@@ -20,7 +20,9 @@ This study chooses at every mass, on the spectrum to be analysed:
      the variance its GP prior already puts into σ_stat (``spurious_beyond_prior``:
      S² → max(S² − σ_prior², 0), σ_prior² = [H⁻¹]_AA − [H⁻¹(H − P)H⁻¹]_AA, P the weights' unit
      constraint, :func:`hps_bayes.studies.gp_prior.prior_share`): the prior is there to cover
-     the bias of structure it cannot follow exactly, and counting it twice loses sensitivity;
+     the bias of structure it cannot follow exactly, and counting it twice loses sensitivity.
+     A truth of ``beyond_noise`` (e.g. ``flexible``) counts only beyond the noise of its own fit
+     (:mod:`hps_bayes.studies.truth_noise`);
    - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest

@@ -102,3 +102,27 @@ def test_a_truth_in_both_lists_is_refused(data: Path) -> None:
         run_selection(load_spectrum(data, "invariant_mass"), resolve_settings("demo"), {"w7_d3": W7_D3},
                       families=["smooth", "flexible"], step=0.01, n_toys=2, seed=1,
                       criteria=Criteria(beyond_noise=("flexible",)))
+
+
+def test_task_select_with_beyond_noise_records_it(data: Path, tmp_path: Path) -> None:
+    """``task.beyond_noise=[flexible]`` through the command line: every served cell carries σ_n of the
+    flexible truth, S is at least the flexible truth's bias beyond it, and the selection file records it."""
+    import json
+
+    import pandas as pd
+
+    from hps_bayes.cli.tasks import run_task
+
+    run_task("select", [f"dataset.path={data}", "task.use=[w7_d3]", "task.step=0.01", "task.mass_min=0.03",
+                        "task.mass_max=0.07", "task.n_toys=4", "task.beyond_noise=[flexible]"], tmp_path)
+    content = json.loads((tmp_path / "selection_demo.json").read_text())
+    assert content["criteria"]["beyond_noise"] == ["flexible"]
+    cells = pd.read_csv(tmp_path / "selection_cells.csv")
+    served = cells[cells.available & (cells.n_truths > 0)]
+    assert len(served) == 5 and (served.noise_flexible > 0).all()
+    beyond = np.sqrt(np.maximum(served.A_flexible**2 - served.noise_flexible**2, 0.0))
+    counted = [served[f"A_{f}"].abs().where(served[f"p_{f}"] >= served.truth_min_p, 0.0)
+               for f in ("expcheb", "powerlaw", "dijet", "smooth")]
+    counted.append(beyond.where(served.p_flexible >= served.truth_min_p, 0.0))
+    np.testing.assert_allclose(served.spurious_raw, np.max(counted, axis=0), rtol=1e-12)
+    assert np.any(served.A_flexible.abs() > served.spurious_raw)  # the noise taken out somewhere
