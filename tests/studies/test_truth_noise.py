@@ -18,7 +18,13 @@ from hps_bayes.inputs.spectrum import crop
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
-from hps_bayes.studies.selection import Criteria, _truth_settings, candidate_settings, data_cell, run_selection
+from hps_bayes.studies.selection import (
+    Criteria,
+    _truth_settings,
+    candidate_settings,
+    data_cell,
+    run_selection,
+)
 from hps_bayes.studies.spurious import fit_truth
 from hps_bayes.studies.truth_noise import TruthNoise, fit_with_noise
 
