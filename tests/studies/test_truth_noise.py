@@ -14,7 +14,7 @@ from hps_bayes.analysis.windows import build_window
 from hps_bayes.errors import ConfigError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.root_io import load_spectrum
-from hps_bayes.inputs.spectrum import crop
+from hps_bayes.inputs.spectrum import Spectrum, crop
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
@@ -38,24 +38,24 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def flexible(data: Path) -> tuple[object, TruthNoise]:
+def flexible(data: Path) -> tuple[Spectrum, TruthNoise]:
     whole = whole_range_spectrum(load_spectrum(data, "invariant_mass"), resolve_settings("demo"))
     return whole, fit_with_noise(whole, "flexible")
 
 
-def test_the_truth_is_the_one_fit_truth_makes(flexible: tuple[object, TruthNoise]) -> None:
+def test_the_truth_is_the_one_fit_truth_makes(flexible: tuple[Spectrum, TruthNoise]) -> None:
     whole, noisy = flexible
-    np.testing.assert_array_equal(noisy.truth.counts, fit_truth(whole, "flexible").counts)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(noisy.truth.counts, fit_truth(whole, "flexible").counts)
     assert noisy.factor.shape[0] == noisy.truth.n_bins
 
 
-def test_the_factor_gives_how_the_fit_follows_a_change_of_the_counts(flexible: tuple[object, TruthNoise]) -> None:
+def test_the_factor_gives_how_the_fit_follows_a_change_of_the_counts(flexible: tuple[Spectrum, TruthNoise]) -> None:
     """The refit of counts n + δ moves the expected counts by K W δ (K = L Lᵀ, W = 1/n: the Neyman weights),
     which is how K = J C Jᵀ propagates the counts' noise."""
     whole, noisy = flexible
-    n = np.asarray(whole.counts, float)  # type: ignore[attr-defined]
+    n = np.asarray(whole.counts, float)
     delta = 0.03 * np.sqrt(np.maximum(n, 1.0)) * np.random.default_rng(1).standard_normal(n.size)
-    moved = fit_truth(replace(whole, counts=n + delta, variances=n + delta), "flexible").counts  # type: ignore[type-var]
+    moved = fit_truth(replace(whole, counts=n + delta, variances=n + delta), "flexible").counts
     predicted = noisy.factor @ (noisy.factor.T @ (delta / np.maximum(n, 1.0)))
     change = moved - noisy.truth.counts
     # measured: the linear prediction misses the refit's change by 2.0 % of its size (with the turn-on of this
@@ -64,7 +64,7 @@ def test_the_factor_gives_how_the_fit_follows_a_change_of_the_counts(flexible: t
     assert np.linalg.norm(change - predicted) < 0.025 * np.linalg.norm(change)
 
 
-def test_sigma_is_the_linear_response_of_a_hat(data: Path, flexible: tuple[object, TruthNoise]) -> None:
+def test_sigma_is_the_linear_response_of_a_hat(data: Path, flexible: tuple[Spectrum, TruthNoise]) -> None:
     """With a one-column factor v, σ_n = |∂Â/∂n · v|: the change of the candidate's Â fitted to μ + εv."""
     _, noisy = flexible
     spectrum = load_spectrum(data, "invariant_mass")
@@ -86,7 +86,7 @@ def test_sigma_is_the_linear_response_of_a_hat(data: Path, flexible: tuple[objec
     assert sigma == pytest.approx(abs(slope), rel=1e-3)  # measured: 2e-5
 
 
-def test_a_truth_counted_beyond_its_noise(data: Path, flexible: tuple[object, TruthNoise]) -> None:
+def test_a_truth_counted_beyond_its_noise(data: Path, flexible: tuple[Spectrum, TruthNoise]) -> None:
     """data_cell counts a truth named in ``noise`` with √max(Â² − σ_n², 0) and records σ_n; the others as before."""
     _, noisy = flexible
     spectrum = load_spectrum(data, "invariant_mass")
