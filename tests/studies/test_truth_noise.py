@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hps_bayes.analysis.grid import prepare_spectrum, whole_range_spectrum
-from hps_bayes.analysis.settings import resolve_settings
+from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.analysis.windows import build_window
 from hps_bayes.errors import ConfigError
 from hps_bayes.fit.newton import newton_fit
@@ -43,6 +43,14 @@ def flexible(data: Path) -> tuple[Spectrum, TruthNoise]:
     return whole, fit_with_noise(whole, "flexible")
 
 
+def _w7_d3_on(data: Path, noisy: TruthNoise) -> tuple[Spectrum, AnalysisSettings, Spectrum]:
+    """The w7_d3 candidate's prepared data, settings, and the truth on the same range."""
+    spectrum = load_spectrum(data, "invariant_mass")
+    own = candidate_settings(resolve_settings("demo"), "w7_d3", W7_D3, spectrum)
+    spec = prepare_spectrum(spectrum, own)
+    return spec, own, crop(noisy.truth, float(spec.edges[0]), float(spec.edges[-1]))
+
+
 def test_the_truth_is_the_one_fit_truth_makes(flexible: tuple[Spectrum, TruthNoise]) -> None:
     whole, noisy = flexible
     np.testing.assert_array_equal(noisy.truth.counts, fit_truth(whole, "flexible").counts)
@@ -67,10 +75,7 @@ def test_the_factor_gives_how_the_fit_follows_a_change_of_the_counts(flexible: t
 def test_sigma_is_the_linear_response_of_a_hat(data: Path, flexible: tuple[Spectrum, TruthNoise]) -> None:
     """With a one-column factor v, σ_n = |∂Â/∂n · v|: the change of the candidate's Â fitted to μ + εv."""
     _, noisy = flexible
-    spectrum = load_spectrum(data, "invariant_mass")
-    own = candidate_settings(resolve_settings("demo"), "w7_d3", W7_D3, spectrum)
-    spec = prepare_spectrum(spectrum, own)
-    truth = crop(noisy.truth, float(spec.edges[0]), float(spec.edges[-1]))
+    _, own, truth = _w7_d3_on(data, noisy)
     settings = _truth_settings(truth, own)
     window = build_window(truth, 0.05, settings)
     objective = WindowObjective(window, settings.background)
@@ -83,16 +88,13 @@ def test_sigma_is_the_linear_response_of_a_hat(data: Path, flexible: tuple[Spect
                              settings.background)
     slope = (newton_fit(pushed, pushed.observed()).theta[0] - fit.theta[0]) / eps
     sigma = TruthNoise(noisy.truth, v[:, None]).sigma(objective, fit)
-    assert sigma == pytest.approx(abs(slope), rel=1e-3)  # measured: 2e-5
+    assert sigma == pytest.approx(abs(slope), rel=2e-6)  # measured: 5e-7 (the finite step's curvature)
 
 
 def test_a_truth_counted_beyond_its_noise(data: Path, flexible: tuple[Spectrum, TruthNoise]) -> None:
     """data_cell counts a truth named in ``noise`` with √max(Â² − σ_n², 0) and records σ_n; the others as before."""
     _, noisy = flexible
-    spectrum = load_spectrum(data, "invariant_mass")
-    own = candidate_settings(resolve_settings("demo"), "w7_d3", W7_D3, spectrum)
-    spec = prepare_spectrum(spectrum, own)
-    truth = crop(noisy.truth, float(spec.edges[0]), float(spec.edges[-1]))
+    spec, own, truth = _w7_d3_on(data, noisy)
     plain, _, _ = data_cell(spec, [truth], 0.05, own, [_truth_settings(truth, own)], min_p_without_gp=1e-3)
     counted, _, _ = data_cell(spec, [truth], 0.05, own, [_truth_settings(truth, own)], min_p_without_gp=1e-3,
                               noise={"flexible": noisy})
