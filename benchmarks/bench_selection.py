@@ -1,6 +1,7 @@
 """Benchmark: the background selection (task=select) and a scan that uses it, on a structured demo spectrum.
 
 Run:  OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_selection.py [--dataset 2016] [--step 0.001]
+      [--select task.beyond_noise=[flexible] ...]
 
 Prints the time of ``task=select`` (13 candidates at every 2 MeV), of the scan with its selection
 (first pass: each chosen model compiled or loaded from the cache; second pass: warm, every model built)
@@ -34,6 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="2015", choices=sorted(EVENTS))
     parser.add_argument("--step", type=float, default=0.001, help="scan step in GeV (default 0.001)")
+    parser.add_argument("--select", nargs="*", default=[], metavar="OVERRIDE",
+                        help="overrides of task=select, e.g. task.beyond_noise=[flexible]")
     args = parser.parse_args()
     preset = {"2015": "demo", "2016": "demo2016", "2021": "demo2021"}[args.dataset]
     name = load_preset(preset).name
@@ -42,7 +45,7 @@ def main() -> None:
                                shape=args.dataset, structured=True)  # type: ignore[arg-type]
         common = [f"dataset={preset}", f"dataset.path={data}"]
         t0 = time.perf_counter()
-        run_task("select", common, Path(tmp) / "select")
+        run_task("select", [*common, *args.select], Path(tmp) / "select")
         t_select = time.perf_counter() - t0
         selection = Path(tmp) / "select" / f"selection_{name}.json"
         spectrum = hps_bayes.load_spectrum(str(data), load_preset(preset).hist_name)
@@ -58,7 +61,7 @@ def main() -> None:
                 if label == "selection" and attempt == "warm":
                     by_model = frame.groupby("background_model").seconds.median() * 1e3
                     print("  per mass by model (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in by_model.items()))
-    print(f"task=select: {t_select:.1f} s")
+    print(f"task=select{' ' + ' '.join(args.select) if args.select else ''}: {t_select:.1f} s")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
