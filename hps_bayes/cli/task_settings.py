@@ -162,7 +162,7 @@ class SelectTask:
     spread_window: int
     spurious_beyond_prior: bool
     truth_min_p_without_gp: float
-    beyond_noise: tuple[str, ...] = ()
+    beyond_noise: tuple[str, ...] = ("flexible",)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ This study chooses at every mass, on the spectrum to be analysed:
      S² → max(S² − σ_prior², 0), σ_prior² = [H⁻¹]_AA − [H⁻¹(H − P)H⁻¹]_AA, P the weights' unit
      constraint, :func:`hps_bayes.studies.gp_prior.prior_share`): the prior is there to cover
      the bias of structure it cannot follow exactly, and counting it twice loses sensitivity.
-     A truth of ``beyond_noise`` (e.g. ``flexible``) counts only beyond the noise of its own fit
-     (:mod:`hps_bayes.studies.truth_noise`);
+     A truth of ``beyond_noise`` (``flexible`` by default) counts, for a window without an active GP, only
+     beyond the noise of its own fit (:mod:`hps_bayes.studies.truth_noise`): it resolves structure the
+     other truths smooth over, which biases a polynomial window beyond their S; a GP-carried window leaves it
+     out, as its prior covers such structure (counted there, it cost σ_A and took up part of a real signal);
    - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
@@ -104,7 +106,7 @@ class Criteria:
     spread_window: int = 8
     spurious_beyond_prior: bool = True
     truth_min_p_without_gp: float = 0.1
-    beyond_noise: tuple[str, ...] = ()
+    beyond_noise: tuple[str, ...] = ("flexible",)
 
 
 def candidate_settings(base: AnalysisSettings, name: str, overrides: Mapping[str, Any],
@@ -133,8 +135,10 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`, or ≥ ``min_p_without_gp`` where the window has no active
     GP: module docstring).  Where none does (very precise data), the ``fallback`` truth (the data's
     ``flexible`` fit) is tried, and the cell says so (``truth_note``).  ``sigma_prior`` is the part of σ_stat
-    the window's GP prior holds (0 without a GP).  A truth named in ``noise`` counts with its bias beyond the
-    noise of its own fit, √max(Â² − σ_n², 0) (:mod:`hps_bayes.studies.truth_noise`).  Also the window objective and the data's best fit, which
+    the window's GP prior holds (0 without a GP).  A truth named in ``noise`` counts, in a window without an
+    active GP, with its bias beyond the noise of its own fit, √max(Â² − σ_n², 0)
+    (:mod:`hps_bayes.studies.truth_noise`); a GP-carried window leaves it out (but for the fallback), as its
+    prior already covers structure its mean does not follow.  Also the window objective and the data's best fit, which
     the Z-spread toys (:func:`hps_bayes.studies.zspread.toy_z`) reuse."""
     window = build_window(spec, mass, settings)
     if float(np.sum(window.template)) < MIN_SIGNAL_CONTAINED:
@@ -157,15 +161,17 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
         tfit = newton_fit(tobj, tobj.observed())
         if len(tw.counts) != len(n):
             raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
-        sigma_n = noise[truth.name].sigma(tobj, tfit) if noise and truth.name in noise else 0.0
+        sigma_n = noise[truth.name].sigma(tobj, tfit) if noise and truth.name in noise else 0.0  # only eta = 0
         return (float(tfit.theta[0]) if tfit.converged else math.inf,
                 float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))), sigma_n)
 
-    named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)}
+    # a truth counted beyond its noise serves windows without an active GP (whose prior holds no such bias)
+    named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)
+             if window.eta == 0 or not noise or truth.name not in noise}
     min_p = PLAUSIBLE_P if window.eta > 0 else max(PLAUSIBLE_P, min_p_without_gp)
     plausible = [math.sqrt(max(a * a - sn * sn, 0.0)) for a, p, sn in named.values() if p >= min_p]
     truth_note = ""
-    if not plausible and fallback is not None:
+    if not plausible and fallback is not None and fallback[0].name not in named:
         best = max(named, key=lambda k: named[k][1])
         named[fallback[0].name] = on_truth(*fallback)
         a_flex, p_flex, _ = named[fallback[0].name]
@@ -194,15 +200,16 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     """The study on ``data`` (raw, in effective counts): every cell and the selection file's content."""
     import pandas as pd
 
-    if not candidates or "smooth" not in families or set(families) & set(criteria.beyond_noise):
-        raise ConfigError(f"task.candidates={list(candidates)}, task.families={list(families)} and task.beyond_noise="
-                          f"{list(criteria.beyond_noise)}: name at least one candidate, keep 'smooth' among the truths "
-                          "(the Z-spread toys are drawn from it), and name a truth in only one of the two lists")
+    if not candidates or "smooth" not in families:
+        raise ConfigError(f"task.candidates={list(candidates)} and task.families={list(families)}: name at least "
+                          "one candidate, and keep 'smooth' among the truths (the Z-spread toys are drawn from it)")
     whole = whole_range_spectrum(data, base)
-    noise = {f: fit_with_noise(whole, f) for f in criteria.beyond_noise}  # counted beyond their fit's noise
+    # counted beyond their fit's noise; a truth also among the families counts in full (the stricter S)
+    noise = {f: fit_with_noise(whole, f) for f in criteria.beyond_noise if f not in families}
     truths = {f: fit_truth(whole, f) for f in families} | {f: tn.truth for f, tn in noise.items()}
     # where no truth describes a window (very precise data), S comes from the data's most flexible fit
-    spare = None if FALLBACK_TRUTH in truths else fit_truth(whole, FALLBACK_TRUTH)
+    spare = None if FALLBACK_TRUTH in families else (noise[FALLBACK_TRUTH].truth if FALLBACK_TRUTH in noise
+                                                     else fit_truth(whole, FALLBACK_TRUTH))
     own = {name: candidate_settings(base, name, ov, data) for name, ov in candidates.items()}
     ends = [default_grid_ends(s) for s in own.values()]
     lo = min(e[0] for e in ends) if mass_min is None else mass_min

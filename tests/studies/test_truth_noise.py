@@ -11,7 +11,6 @@ import pytest
 from hps_bayes.analysis.grid import prepare_spectrum, whole_range_spectrum
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.analysis.windows import build_window
-from hps_bayes.errors import ConfigError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum, crop
@@ -102,14 +101,40 @@ def test_a_truth_counted_beyond_its_noise(data: Path, flexible: tuple[Spectrum, 
     assert counted["A_flexible"] == plain["A_flexible"] and counted["noise_flexible"] > 0
     expected = np.sqrt(max(counted["A_flexible"] ** 2 - counted["noise_flexible"] ** 2, 0.0))
     assert counted["spurious_raw"] == pytest.approx(expected, rel=1e-12)
-    assert counted["spurious_raw"] < plain["spurious_raw"]
+    assert counted["spurious_raw"] < plain["spurious_raw"] and counted["eta"] == 0
 
 
-def test_a_truth_in_both_lists_is_refused(data: Path) -> None:
-    with pytest.raises(ConfigError, match="in only one of the two lists"):
-        run_selection(load_spectrum(data, "invariant_mass"), resolve_settings("demo"), {"w7_d3": W7_D3},
-                      families=["smooth", "flexible"], step=0.01, n_toys=2, seed=1,
-                      criteria=Criteria(beyond_noise=("flexible",)))
+def test_a_gp_carried_window_leaves_the_truth_out(data: Path, flexible: tuple[Spectrum, TruthNoise]) -> None:
+    """A window with an active GP does not count a truth of ``noise`` (its prior holds such structure); the
+    truth stays its fallback where no other truth describes the window."""
+    _, noisy = flexible
+    spectrum = load_spectrum(data, "invariant_mass")
+    gp = {"turn_on": "factor", "poly_degree": 3, "window_sigmas": 10.0, "hyper": "marginal", "hyper_scope": "window",
+          "lengthscale_min": 4.0, "n_basis": 20}
+    own = candidate_settings(resolve_settings("demo"), "gp_d3", gp, spectrum)
+    spec = prepare_spectrum(spectrum, own)
+    flex = crop(noisy.truth, float(spec.edges[0]), float(spec.edges[-1]))
+    smooth = crop(fit_truth(whole_range_spectrum(spectrum, resolve_settings("demo")), "smooth"),
+                  float(spec.edges[0]), float(spec.edges[-1]))
+    wrong = replace(smooth, counts=1.05 * smooth.counts, variances=1.05 * smooth.counts, name="wrong")
+    truths, settings = [smooth, flex], [_truth_settings(smooth, own), _truth_settings(flex, own)]
+    cell, _, _ = data_cell(spec, truths, 0.05, own, settings, noise={"flexible": noisy})
+    assert cell["eta"] > 0 and "A_flexible" not in cell and "noise_flexible" not in cell
+    assert cell["n_truths"] == 1 and cell["spurious_raw"] == abs(cell["A_smooth"])
+    alone, _, _ = data_cell(spec, [wrong, flex], 0.05, own, [settings[0], settings[1]], noise={"flexible": noisy},
+                            fallback=(flex, settings[1]))
+    assert alone["p_wrong"] < 1e-10 and alone["spurious_raw"] == abs(alone["A_flexible"])
+    assert "S from the 'flexible' truth" in alone["truth_note"]
+
+
+def test_a_truth_also_among_the_families_counts_in_full(data: Path) -> None:
+    frame, _ = run_selection(load_spectrum(data, "invariant_mass"), resolve_settings("demo"), {"w7_d3": W7_D3},
+                             families=["smooth", "flexible"], step=0.01, n_toys=2, seed=1,
+                             criteria=Criteria(beyond_noise=("flexible",)), mass_min=0.04, mass_max=0.06)
+    served = frame[frame.available & (frame.n_truths > 0)]
+    assert len(served) == 3 and "noise_flexible" not in frame
+    full = [served[f"A_{f}"].abs().where(served[f"p_{f}"] >= served.truth_min_p, 0.0) for f in ("smooth", "flexible")]
+    np.testing.assert_allclose(served.spurious_raw, np.max(full, axis=0), rtol=1e-12)
 
 
 def test_task_select_with_beyond_noise_records_it(data: Path, tmp_path: Path) -> None:
