@@ -161,7 +161,8 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
         tfit = newton_fit(tobj, tobj.observed())
         if len(tw.counts) != len(n):
             raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
-        sigma_n = noise[truth.name].sigma(tobj, tfit) if noise and truth.name in noise else 0.0  # only eta = 0
+        beyond = noise.get(truth.name) if noise and window.eta == 0 else None  # the fallback counts in full
+        sigma_n = beyond.sigma(tobj, tfit) if beyond is not None else 0.0
         return (float(tfit.theta[0]) if tfit.converged else math.inf,
                 float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))), sigma_n)
 
@@ -189,7 +190,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
               "lengthscale": window.lengthscale_sigma,
               **{f"A_{k}": a for k, (a, _, _) in named.items()}, **{f"p_{k}": p for k, (_, p, _) in named.items()},
-              **{f"noise_{k}": sn for k, (_, _, sn) in named.items() if noise and k in noise}}
+              **{f"noise_{k}": sn for k, (_, _, sn) in named.items() if window.eta == 0 and noise and k in noise}}
     return values, objective, fit.theta
 
 

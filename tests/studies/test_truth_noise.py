@@ -124,6 +124,7 @@ def test_a_gp_carried_window_leaves_the_truth_out(data: Path, flexible: tuple[Sp
     alone, _, _ = data_cell(spec, [wrong, flex], 0.05, own, [settings[0], settings[1]], noise={"flexible": noisy},
                             fallback=(flex, settings[1]))
     assert alone["p_wrong"] < 1e-10 and alone["spurious_raw"] == abs(alone["A_flexible"])
+    assert "noise_flexible" not in alone
     assert "S from the 'flexible' truth" in alone["truth_note"]
 
 
