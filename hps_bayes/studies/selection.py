@@ -70,6 +70,7 @@ from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError, InputError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum, crop
+from hps_bayes.inputs.turnon import SHAPES
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
 from hps_bayes.model.settings import BackgroundSettings
@@ -201,9 +202,10 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     """The study on ``data`` (raw, in effective counts): every cell and the selection file's content."""
     import pandas as pd
 
-    if not candidates or "smooth" not in families:
-        raise ConfigError(f"task.candidates={list(candidates)} and task.families={list(families)}: name at least "
-                          "one candidate, and keep 'smooth' among the truths (the Z-spread toys are drawn from it)")
+    if not candidates or "smooth" not in families or not set(criteria.beyond_noise) <= set(SHAPES):
+        raise ConfigError(f"task.candidates={list(candidates)}, task.families={list(families)}, task.beyond_noise="
+                          f"{list(criteria.beyond_noise)}: name at least one candidate, keep 'smooth' among the truths "
+                          f"(the Z-spread toys are drawn from it), and take beyond_noise from {list(SHAPES)}")
     whole = whole_range_spectrum(data, base)
     # counted beyond their fit's noise; a truth also among the families counts in full (the stricter S)
     noise = {f: fit_with_noise(whole, f) for f in criteria.beyond_noise if f not in families}

@@ -11,6 +11,7 @@ import pytest
 from hps_bayes.analysis.grid import prepare_spectrum, whole_range_spectrum
 from hps_bayes.analysis.settings import AnalysisSettings, resolve_settings
 from hps_bayes.analysis.windows import build_window
+from hps_bayes.errors import ConfigError
 from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.root_io import load_spectrum
 from hps_bayes.inputs.spectrum import Spectrum, crop
@@ -136,6 +137,12 @@ def test_a_truth_also_among_the_families_counts_in_full(data: Path) -> None:
     assert len(served) == 3 and "noise_flexible" not in frame
     full = [served[f"A_{f}"].abs().where(served[f"p_{f}"] >= served.truth_min_p, 0.0) for f in ("smooth", "flexible")]
     np.testing.assert_allclose(served.spurious_raw, np.max(full, axis=0), rtol=1e-12)
+
+
+def test_an_unknown_truth_is_refused_with_the_key(data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"task.beyond_noise=\['flexibel'\].*take beyond_noise from"):
+        run_selection(load_spectrum(data, "invariant_mass"), resolve_settings("demo"), {"w7_d3": W7_D3},
+                      families=["smooth"], step=0.01, n_toys=2, seed=1, criteria=Criteria(beyond_noise=("flexibel",)))
 
 
 def test_task_select_with_beyond_noise_records_it(data: Path, tmp_path: Path) -> None:
