@@ -167,7 +167,6 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
         return (float(tfit.theta[0]) if tfit.converged else math.inf,
                 float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))), sigma_n)
 
-    # a truth counted beyond its noise serves windows without an active GP (whose prior holds no such bias)
     named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)
              if window.eta == 0 or not noise or truth.name not in noise}
     min_p = PLAUSIBLE_P if window.eta > 0 else max(PLAUSIBLE_P, min_p_without_gp)
@@ -180,7 +179,8 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
         if p_flex >= min_p:
             plausible = [a_flex]
             truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
-                          f"window (best: {best}, p = {named[best][1]:.3g} < {min_p:g})")
+                          f"window (best: {best}, p = {named[best][1]:.3g} < {min_p:g}); that fit follows the data, "
+                          "so a narrow excess there raises S: search such masses with a control spectrum's selection")
     values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
             "sigma_asimov": float(sigma_asimov), "sigma_prior": prior_share(objective, fit.covariance) if window.eta > 0 else 0.0,
             "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": gof_p,

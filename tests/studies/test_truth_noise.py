@@ -126,7 +126,7 @@ def test_a_gp_carried_window_leaves_the_truth_out(data: Path, flexible: tuple[Sp
                             fallback=(flex, settings[1]))
     assert alone["p_wrong"] < 1e-10 and alone["spurious_raw"] == abs(alone["A_flexible"])
     assert "noise_flexible" not in alone
-    assert "S from the 'flexible' truth" in alone["truth_note"]
+    assert "S from the 'flexible' truth" in alone["truth_note"] and "control spectrum" in alone["truth_note"]
 
 
 def test_a_truth_also_among_the_families_counts_in_full(data: Path) -> None:
