@@ -155,6 +155,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     deviance, ndf, gof_p = window_gof(window, mu)
     tpl = window.template
     rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
+    counted = dict(noise or {}) if window.eta == 0 else {}  # a GP-carried window leaves them out (but for the fallback)
     def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float, float]:
         # the truth's own turn-on (offsets), the data's GP hyperparameters: as a scan of such data would fit it
         tw = replace(build_window(truth, mass, own, live_from=spec), eta=window.eta, lengthscale_t=window.lengthscale_t)
@@ -162,13 +163,12 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
         tfit = newton_fit(tobj, tobj.observed())
         if len(tw.counts) != len(n):
             raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
-        beyond = noise.get(truth.name) if noise and window.eta == 0 else None  # the fallback counts in full
-        sigma_n = beyond.sigma(tobj, tfit) if beyond is not None else 0.0
+        sigma_n = counted[truth.name].sigma(tobj, tfit) if truth.name in counted else 0.0
         return (float(tfit.theta[0]) if tfit.converged else math.inf,
                 float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))), sigma_n)
 
     named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)
-             if window.eta == 0 or not noise or truth.name not in noise}
+             if truth.name in counted or truth.name not in (noise or {})}
     min_p = PLAUSIBLE_P if window.eta > 0 else max(PLAUSIBLE_P, min_p_without_gp)
     plausible = [math.sqrt(max(a * a - sn * sn, 0.0)) for a, p, sn in named.values() if p >= min_p]
     truth_note = ""
@@ -191,7 +191,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
               "lengthscale": window.lengthscale_sigma,
               **{f"A_{k}": a for k, (a, _, _) in named.items()}, **{f"p_{k}": p for k, (_, p, _) in named.items()},
-              **{f"noise_{k}": sn for k, (_, _, sn) in named.items() if window.eta == 0 and noise and k in noise}}
+              **{f"noise_{k}": sn for k, (_, _, sn) in named.items() if k in counted}}
     return values, objective, fit.theta
 
 
