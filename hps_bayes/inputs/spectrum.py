@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from hps_bayes.errors import ConfigError, HpsBayesWarning, InputError
 
@@ -183,3 +183,9 @@ def crop(spectrum: Spectrum, lo: float, hi: float) -> Spectrum:
         name=spectrum.name,
         source=spectrum.source,
     )
+
+
+def edge_index(edges: ArrayLike, edge: float) -> int:
+    """The index in ``edges`` of the bin edge nearest ``edge``: where a sub-range (a window, a crop) starts in a
+    spectrum with the same binning."""
+    return int(np.argmin(np.abs(np.asarray(edges, float) - float(edge))))

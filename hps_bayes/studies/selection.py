@@ -69,7 +69,7 @@ from hps_bayes.analysis.windows import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError, InputError
 from hps_bayes.fit.newton import newton_fit
-from hps_bayes.inputs.spectrum import Spectrum, crop
+from hps_bayes.inputs.spectrum import Spectrum, crop, edge_index
 from hps_bayes.inputs.turnon import SHAPES
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
@@ -247,7 +247,8 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
                     why = f"the window's fit has no positive-definite Hessian ({why}): no minimum, or too little data"
                 cells.append(cell | {"available": False, "reason": why})
                 fitted.append(None)
-        z_toys = toy_z(fitted, spec.edges, toys[:, _offset(truths["smooth"], spec):][:, :spec.n_bins])
+        i0 = edge_index(truths["smooth"].edges, float(spec.edges[0]))
+        z_toys = toy_z(fitted, spec.edges, toys[:, i0:i0 + spec.n_bins])
         z_data = np.array([c["z"] if c["available"] else np.nan for c in cells])
         spreads[name] = spread_reference(z_toys)
         for cell, (corrected, expected, scatter) in zip(cells, local_spreads(z_data, z_toys, criteria.spread_window)):
@@ -266,10 +267,6 @@ def _truth_settings(truth: Spectrum, settings: AnalysisSettings) -> AnalysisSett
         return settings
     fresh = replace(settings, background=replace(bkg, turn_on_mass=None, turn_on_width=None))
     return guard_turn_on(truth, fresh, prepared=True)
-
-
-def _offset(truth: Spectrum, spec: Spectrum) -> int:
-    return int(np.argmin(np.abs(np.asarray(truth.edges) - float(spec.edges[0]))))
 
 
 def _with_totals(frame: Any, spreads: Mapping[str, tuple[float, float]], criteria: Criteria) -> Any:

@@ -30,7 +30,7 @@ import numpy as np
 
 from hps_bayes.core import FloatArray
 from hps_bayes.fit.protocol import FitResult
-from hps_bayes.inputs.spectrum import Spectrum
+from hps_bayes.inputs.spectrum import Spectrum, edge_index
 from hps_bayes.inputs.turnon import fit_shape, missing_bins, shape_model, turn_on_bounds
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.studies.spurious import fit_truth
@@ -50,7 +50,7 @@ class TruthNoise:
     def sigma(self, objective: WindowObjective, fit: FitResult) -> float:
         """σ_n of the candidate's Â fitted (``fit``, ``objective`` on this truth's window) to the truth."""
         window = objective.window
-        i0 = int(np.argmin(np.abs(np.asarray(self.truth.edges) - float(window.edges[0]))))
+        i0 = edge_index(self.truth.edges, float(window.edges[0]))
         rows = self.factor[i0:i0 + window.n_bins]
         d = objective.design()
         theta = np.asarray(fit.theta, float)

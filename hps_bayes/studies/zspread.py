@@ -14,6 +14,7 @@ import numpy as np
 
 from hps_bayes.core import FloatArray
 from hps_bayes.fit.batch import poi_fits_batch
+from hps_bayes.inputs.spectrum import edge_index
 from hps_bayes.model.objective import WindowObjective
 
 __all__ = ["PEAK_HALF", "local_spreads", "spread_reference", "toy_z"]
@@ -94,7 +95,7 @@ def toy_z(fitted: Sequence[tuple[WindowObjective, FloatArray] | None], edges: Fl
         if item is None:
             continue
         objective, theta = item
-        i0 = int(np.argmin(np.abs(np.asarray(edges) - objective.window.edges[0])))
+        i0 = edge_index(edges, objective.window.edges[0])
         toys = counts[:, i0:i0 + objective.window.n_bins]
         aux = np.zeros((counts.shape[0], objective.model.n_aux))
         a_hat, err = poi_fits_batch(objective, toys, aux, np.tile(theta, (counts.shape[0], 1)))

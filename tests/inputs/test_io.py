@@ -12,7 +12,7 @@ import uproot
 
 from hps_bayes.errors import ConfigError, HpsBayesWarning, InputError
 from hps_bayes.inputs.root_io import load_spectrum, write_spectra_root
-from hps_bayes.inputs.spectrum import Spectrum, crop, rebin
+from hps_bayes.inputs.spectrum import Spectrum, crop, edge_index, rebin
 from hps_bayes.inputs.validation import check_analysable, validate_spectrum, write_validation_report
 
 
@@ -201,6 +201,13 @@ def test_crop_keeps_bins_fully_inside_with_tolerance():
     assert c.n_bins == 10
     assert c.edges[0] == pytest.approx(0.03) and c.edges[-1] == pytest.approx(0.04)
     assert c.counts[0] == 30.0
+
+
+def test_a_crop_starts_at_its_edge_index():
+    edges = np.linspace(0.0, 0.1, 101)
+    c = crop(make_spectrum(np.arange(100.0), edges=edges), 0.03, 0.0405)
+    i0 = edge_index(edges, float(c.edges[0]))
+    assert i0 == 30 and np.array_equal(np.arange(100.0)[i0:i0 + c.n_bins], c.counts)
 
 
 def test_crop_errors():
