@@ -97,7 +97,7 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
     if family not in FAMILIES:
         raise ConfigError(f"truth family {family!r} is not one of {list(FAMILIES)}")
     edges, counts = reference.edges, np.asarray(reference.counts, float)
-    fit = shape or fit_shape(edges, counts, family, turn_on=turn_on)
+    fit = shape if shape is not None else fit_shape(edges, counts, family, turn_on=turn_on)
     expected = fit.expected
     if family == "dijet":  # distort: a spectrum the model was never tuned on
         lo, hi = float(edges[0]), float(edges[-1])

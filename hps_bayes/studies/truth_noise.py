@@ -15,9 +15,9 @@ the true shape plus a noise term.  Linearised:
   (:meth:`hps_bayes.model.objective.WindowObjective.design`);
 - so σ_n² = |gᵀ L|², and the bias beyond that noise is √max(Â² − σ_n², 0).
 
-The selection (``task.beyond_noise``) counts a flexible truth's bias this way: its fit resolves
-structure that the stiffer truths smooth over, and without the correction its own noise would be
-counted as bias (docs/background_selection.md, "How much of S is the truth's own noise").
+The selection (``task.beyond_noise``) counts a flexible truth's bias this way for windows without an
+active GP: its fit resolves structure that the stiffer truths smooth over, and without the correction its
+own noise would be counted as bias (docs/background_selection.md, "How much of S is the truth's own noise").
 
 Written by hand: the propagation is a few lines of linear algebra on the fits the package makes.
 """
