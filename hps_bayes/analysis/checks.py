@@ -273,11 +273,10 @@ def flag_local_pulls_frame(frame: Any) -> Any:
 
 
 def sideband_excess(window: Any, residual: FloatArray) -> float:
-    """The largest |Σ r|/√k over runs of k ≈ 2σ(m) consecutive sideband bins (|m_i − m| > 2σ(m)) of the Pearson
+    """The largest |Σ r|/√k over runs of k ≈ 2σ(m) consecutive sideband bins (``window.sidebands``) of the Pearson
     residuals ``r`` of a window's fit: a signal-like excess or deficit away from the tested mass, in σ."""
-    centers = window.centers
     k = max(1, round(2.0 * window.sigma / float(np.median(window.widths))))
-    side = np.abs(centers - window.mass) > 2.0 * window.sigma
+    side = window.sidebands
     if side.sum() < k:
         return math.nan
     sums = np.convolve(np.where(side, residual, 0.0), np.ones(k), mode="valid")

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.special import log_ndtr
 
 from hps_bayes.core import FloatArray
@@ -14,6 +15,11 @@ from hps_bayes.model.basis import mean_design
 from hps_bayes.model.coordinate import lnm_coordinate
 from hps_bayes.model.evidence import marginal_likelihood_hyperparameters, spectrum_hyperparameters
 from hps_bayes.model.settings import BackgroundSettings, EdgeMode
+
+#: Half-width, in σ(m), of the region where a signal at the tested mass lies (95 % of it).  Its complement in a
+#: window, the sidebands, is what the choices made blind to that signal look at: the GP's η, ℓ by the window's
+#: evidence (:func:`make_window`), the selection's judgement of its truths, the scan's sideband check.
+SIGNAL_REGION = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class Window:
     @property
     def widths(self) -> FloatArray:
         return np.diff(self.edges)
+
+    @property
+    def sidebands(self) -> NDArray[np.bool_]:
+        """The bins outside the signal region, |m_i − m| > :data:`SIGNAL_REGION` σ(m)."""
+        return np.asarray(np.abs(self.centers - self.mass) > SIGNAL_REGION * self.sigma)
 
 
 def window_bounds(mass: float, half_width: float, range_lo: float, range_hi: float, *,
@@ -138,8 +149,10 @@ def make_window(
             eta, ell_u = spectrum_hyperparameters(edges, counts, range_lo, range_hi, settings,
                                                   ell_min=settings.lengthscale_min_lnm, ell_fixed=ell_u)
         else:
+            # on the sidebands only: a signal at the tested mass must not switch the GP on to absorb it
+            side = np.abs(centers[idx] - mass) > SIGNAL_REGION * sigma
             fit = marginal_likelihood_hyperparameters(
-                t, w_counts, log_offset, degree=settings.poly_degree, settings=settings,
+                t[side], w_counts[side], log_offset[side], degree=settings.poly_degree, settings=settings,
                 ell_min=ell_min / half, ell_fixed=ell_u / half if settings.hyper_free == "eta" else None)
             eta, ell_u = fit.eta, fit.lengthscale * half
     return Window(

@@ -78,8 +78,8 @@ from hps_bayes.results.progress import progress_bar
 from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.simple import known_background_sigma
 from hps_bayes.studies.gp_prior import prior_share
-from hps_bayes.studies.spurious import fit_truth
-from hps_bayes.studies.truth_noise import TruthNoise, fit_with_noise
+from hps_bayes.studies.truth_noise import TruthNoise
+from hps_bayes.studies.truths_at_mass import TruthsAtMass
 from hps_bayes.studies.zspread import local_spreads, spread_reference, toy_z
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     deviance, ndf, gof_p = window_gof(window, mu)
     tpl = window.template
     rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
+    side = window.sidebands  # where the truths are judged: blind to a signal at this mass
     counted = dict(noise or {}) if window.eta == 0 else {}  # a GP-carried window leaves them out (but for the fallback)
     def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float, float]:
         # the truth's own turn-on (offsets), the data's GP hyperparameters: as a scan of such data would fit it
@@ -165,7 +166,7 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
         sigma_n = counted[truth.name].sigma(tobj, tfit) if truth.name in counted else 0.0
         return (float(tfit.theta[0]) if tfit.converged else math.inf,
-                float(chi2.sf(np.sum((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0)), len(n))), sigma_n)
+                float(chi2.sf(np.sum(((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0))[side]), int(side.sum()))), sigma_n)
 
     named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)
              if truth.name in counted or truth.name not in (noise or {})}
@@ -206,13 +207,12 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
         raise ConfigError(f"task.candidates={list(candidates)}, task.families={list(families)}, task.beyond_noise="
                           f"{list(criteria.beyond_noise)}: name at least one candidate, keep 'smooth' among the truths "
                           f"(the Z-spread toys are drawn from it), and take beyond_noise from {list(SHAPES)}")
-    whole = whole_range_spectrum(data, base)
     # counted beyond their fit's noise; a truth also among the families counts in full (the stricter S)
-    noise = {f: fit_with_noise(whole, f) for f in criteria.beyond_noise if f not in families}
-    truths = {f: fit_truth(whole, f) for f in families} | {f: tn.truth for f, tn in noise.items()}
+    noisy = [f for f in criteria.beyond_noise if f not in families]
     # where no truth describes a window (very precise data), S comes from the data's most flexible fit
-    spare = None if FALLBACK_TRUTH in families else (noise[FALLBACK_TRUTH].truth if FALLBACK_TRUTH in noise
-                                                     else fit_truth(whole, FALLBACK_TRUTH))
+    spare = [] if FALLBACK_TRUTH in families else [FALLBACK_TRUTH]
+    at_mass = TruthsAtMass.fit(whole_range_spectrum(data, base), base, [*families, *noisy, *spare], noisy)
+    truths = {f: at_mass.truths[f] for f in [*families, *noisy]}
     own = {name: candidate_settings(base, name, ov, data) for name, ov in candidates.items()}
     ends = [default_grid_ends(s) for s in own.values()]
     lo = min(e[0] for e in ends) if mass_min is None else mass_min
@@ -226,19 +226,19 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     rows, spreads = [], {}
     for name, settings in progress_bar(own.items(), progress, desc="select", unit="model", leave=False):
         spec = prepare_spectrum(data, settings)
-        cut = [crop(t, *(float(spec.edges[0]), float(spec.edges[-1]))) for t in truths.values()]
-        on_truth = [_truth_settings(t, settings) for t in cut]
-        fallback = None
-        if spare is not None:
-            spare_cut = crop(spare, float(spec.edges[0]), float(spec.edges[-1]))
-            fallback = (spare_cut, _truth_settings(spare_cut, settings))
+        span = (float(spec.edges[0]), float(spec.edges[-1]))
+        # the truths' own turn-on, measured on their whole fits (a refit at a mass keeps it: truths_at_mass)
+        on_truth = {f: _truth_settings(crop(t, *span), settings) for f, t in at_mass.truths.items()}
         cells: list[dict[str, Any]] = []
         fitted: list[tuple[WindowObjective, FloatArray] | None] = []
         for mass in masses:
             cell = {"model": name, "mass": float(mass), "available": True, "reason": ""}
+            at = at_mass.at(float(mass))
+            fallback = (crop(at[spare[0]].truth, *span), on_truth[spare[0]]) if spare else None
             try:
-                values, objective, theta = data_cell(spec, cut, float(mass), settings, on_truth, fallback=fallback,
-                                                     min_p_without_gp=criteria.truth_min_p_without_gp, noise=noise)
+                values, objective, theta = data_cell(
+                    spec, [crop(at[f].truth, *span) for f in truths], float(mass), settings, [on_truth[f] for f in truths],
+                    fallback=fallback, min_p_without_gp=criteria.truth_min_p_without_gp, noise={f: at[f] for f in noisy})
                 cells.append(cell | values)
                 fitted.append((objective, theta))
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:

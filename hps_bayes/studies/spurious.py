@@ -98,20 +98,27 @@ def fit_truth(reference: Spectrum, family: str, *, turn_on: tuple[float, float] 
         raise ConfigError(f"truth family {family!r} is not one of {list(FAMILIES)}")
     edges, counts = reference.edges, np.asarray(reference.counts, float)
     fit = shape if shape is not None else fit_shape(edges, counts, family, turn_on=turn_on)
+    truth = truth_of_fit(reference, fit)
+    log.info("truth %s fitted to %s: chi2/bin = %.3g", family, reference.name, fit.chi2 / fit.n_bins)
+    return truth
+
+
+def truth_of_fit(reference: Spectrum, fit: ShapeFit, *, note: str = "") -> Spectrum:
+    """The truth :func:`fit_truth` makes of ``fit`` (a fit of its family to ``reference``); ``note`` is added
+    to its source."""
     expected = fit.expected
-    if family == "dijet":  # distort: a spectrum the model was never tuned on
+    if fit.family == "dijet":  # distort: a spectrum the model was never tuned on
+        edges, counts = reference.edges, np.asarray(reference.counts, float)
         lo, hi = float(edges[0]), float(edges[-1])
         m, w = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
         params = np.array(fit.params)
         params[0] += 0.002
         params[1] += math.log(0.5)
-        expected = w * np.exp(shape_model(family, lo, hi)[0](m, params))
+        expected = w * np.exp(shape_model(fit.family, lo, hi)[0](m, params))
         expected *= (m / (0.5 * (lo + hi))) ** -0.5
         expected *= counts.sum() / expected.sum()
-    chi2 = fit.chi2 / fit.n_bins
-    log.info("truth %s fitted to %s: chi2/bin = %.3g", family, reference.name, chi2)
-    return replace(reference, counts=expected, variances=expected, name=f"{family}",
-                   source=f"{family} fitted to {reference.source} (chi2/bin {chi2:.3g})")
+    return replace(reference, counts=expected, variances=expected, name=fit.family,
+                   source=f"{fit.family} fitted to {reference.source}{note} (chi2/bin {fit.chi2 / fit.n_bins:.3g})")
 
 
 def reference_spectrum(settings: AnalysisSettings, demo: dict[str, Any], data: Spectrum | None = None) -> Spectrum:
