@@ -59,36 +59,25 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2
 
-from hps_bayes.analysis.checks import MAX_LOG_STAT, MIN_GOF_P, sideband_excess, window_gof
+from hps_bayes.analysis.checks import MAX_LOG_STAT, MIN_GOF_P
 from hps_bayes.analysis.grid import default_grid_ends, guard_turn_on, prepare_spectrum, whole_range_spectrum
 from hps_bayes.analysis.seeds import SELECT, run_rng
 from hps_bayes.analysis.settings import AnalysisSettings
-from hps_bayes.analysis.windows import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import ConfigError, FitError, InputError
-from hps_bayes.fit.newton import newton_fit
 from hps_bayes.inputs.spectrum import Spectrum, crop, edge_index
 from hps_bayes.inputs.turnon import SHAPES
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.results.progress import progress_bar
-from hps_bayes.stats.calculators import AsymptoticCalculator
-from hps_bayes.stats.simple import known_background_sigma
-from hps_bayes.studies.gp_prior import prior_share
+from hps_bayes.studies.selection_cell import FALLBACK_TRUTH, PLAUSIBLE_P, data_cell
 from hps_bayes.studies.truth_noise import TruthNoise
 from hps_bayes.studies.truths_at_mass import TruthsAtMass
 from hps_bayes.studies.zspread import local_spreads, spread_reference, toy_z
 
 log = logging.getLogger(__name__)
-
-
-#: A truth counts for S in a window where it describes the data there: Pearson χ² p-value at least this.
-PLAUSIBLE_P = 1e-3
-#: The truth tried where none of ``task.families`` describes a window (unless it is among them).
-FALLBACK_TRUTH = "flexible"
 
 
 #: The Asimov σ_A must agree with the Hessian error within this fraction of the scan's tolerance
@@ -127,75 +116,6 @@ def resolved(settings: AnalysisSettings) -> dict[str, Any]:
     return {k: full[k] for k in sorted(CANDIDATE_KEYS)}
 
 
-def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings: AnalysisSettings,
-              truth_settings: Sequence[AnalysisSettings], *,
-              fallback: tuple[Spectrum, AnalysisSettings] | None = None, min_p_without_gp: float = PLAUSIBLE_P,
-              noise: Mapping[str, TruthNoise] | None = None) -> tuple[dict[str, Any], WindowObjective, FloatArray]:
-    """One candidate at one mass: the fit of the data, its adequacy, and the truths' noise-free Â (each truth
-    fitted with its own settings: its turn-on measured on it); S counts the truths that describe the data in
-    this window (Pearson χ² p ≥ :data:`PLAUSIBLE_P`, or ≥ ``min_p_without_gp`` where the window has no active
-    GP: module docstring).  Where none does (very precise data), the ``fallback`` truth (the data's
-    ``flexible`` fit) is tried, and the cell says so (``truth_note``).  ``sigma_prior`` is the part of σ_stat
-    the window's GP prior holds (0 without a GP).  A truth named in ``noise`` counts, in a window without an
-    active GP, with its bias beyond the noise of its own fit, √max(Â² − σ_n², 0)
-    (:mod:`hps_bayes.studies.truth_noise`); a GP-carried window leaves it out (but for the fallback), as its
-    prior already covers structure its mean does not follow.  Also the window objective and the data's best fit, which
-    the Z-spread toys (:func:`hps_bayes.studies.zspread.toy_z`) reuse."""
-    window = build_window(spec, mass, settings)
-    if float(np.sum(window.template)) < MIN_SIGNAL_CONTAINED:
-        raise InputError(f"only {np.sum(window.template):.0%} of the signal lies inside the window at "
-                         f"m = {mass * 1e3:.2f} MeV (the range end)")
-    objective = WindowObjective(window, settings.background)
-    fit = newton_fit(objective, objective.observed())
-    sigma = fit.poi_error(objective)
-    if not (fit.converged and np.isfinite(sigma)):
-        raise FitError(f"the fit of the data did not converge at m = {mass * 1e3:.2f} MeV")
-    sigma_asimov = AsymptoticCalculator(objective, objective.observed()).sigma_mu()
-    n, mu = window.counts, objective.expected_counts(fit.theta)
-    deviance, ndf, gof_p = window_gof(window, mu)
-    tpl = window.template
-    rho = float(np.sum(n / window.widths * tpl) / np.sum(tpl))
-    side = window.sidebands  # where the truths are judged: blind to a signal at this mass
-    counted = dict(noise or {}) if window.eta == 0 else {}  # a GP-carried window leaves them out (but for the fallback)
-    def on_truth(truth: Spectrum, own: AnalysisSettings) -> tuple[float, float, float]:
-        # the truth's own turn-on (offsets), the data's GP hyperparameters: as a scan of such data would fit it
-        tw = replace(build_window(truth, mass, own, live_from=spec), eta=window.eta, lengthscale_t=window.lengthscale_t)
-        tobj = WindowObjective(tw, own.background)
-        tfit = newton_fit(tobj, tobj.observed())
-        if len(tw.counts) != len(n):
-            raise ValueError(f"truth {truth.name}'s window has {len(tw.counts)} bins, the data's {len(n)}")
-        sigma_n = counted[truth.name].sigma(tobj, tfit) if truth.name in counted else 0.0
-        return (float(tfit.theta[0]) if tfit.converged else math.inf,
-                float(chi2.sf(np.sum(((n - tw.counts) ** 2 / np.maximum(tw.counts, 1.0))[side]), int(side.sum()))), sigma_n)
-
-    named = {truth.name: on_truth(truth, own) for truth, own in zip(truths, truth_settings)
-             if truth.name in counted or truth.name not in (noise or {})}
-    min_p = PLAUSIBLE_P if window.eta > 0 else max(PLAUSIBLE_P, min_p_without_gp)
-    plausible = [math.sqrt(max(a * a - sn * sn, 0.0)) for a, p, sn in named.values() if p >= min_p]
-    truth_note = ""
-    if not plausible and fallback is not None and fallback[0].name not in named:
-        best = max(named, key=lambda k: named[k][1])
-        named[fallback[0].name] = on_truth(*fallback)
-        a_flex, p_flex, _ = named[fallback[0].name]
-        if p_flex >= min_p:
-            plausible = [a_flex]
-            truth_note = (f"S from the '{fallback[0].name}' truth: none of the others describes the data in this "
-                          f"window (best: {best}, p = {named[best][1]:.3g} < {min_p:g}); that fit follows the data, "
-                          "so a narrow excess there raises S: search such masses with a control spectrum's selection")
-    values = {"A_hat": float(fit.theta[0]), "sigma_stat": float(sigma), "z": float(fit.theta[0] / sigma),
-            "sigma_asimov": float(sigma_asimov), "sigma_prior": prior_share(objective, fit.covariance) if window.eta > 0 else 0.0,
-            "sigma_floor": known_background_sigma(tpl, np.maximum(n, 1.0)), "gof_p": gof_p,
-            "deviance": deviance, "ndf": ndf, "sideband_z": sideband_excess(window, (n - mu) / np.sqrt(mu)),
-            "spurious_raw": float(max(abs(a) for a in plausible)) if plausible else math.nan,
-            "n_truths": len(plausible), "truth_min_p": min_p, "truth_note": truth_note, "best_truth_p": max(p for _, p, _ in named.values()),
-            "rho": rho, "sigma_m": window.sigma,
-            "window_lo": float(window.edges[0]), "window_hi": float(window.edges[-1]), "eta": window.eta,
-              "lengthscale": window.lengthscale_sigma,
-              **{f"A_{k}": a for k, (a, _, _) in named.items()}, **{f"p_{k}": p for k, (_, p, _) in named.items()},
-              **{f"noise_{k}": sn for k, (_, _, sn) in named.items() if k in counted}}
-    return values, objective, fit.theta
-
-
 def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[str, Mapping[str, Any]], *,
                   families: Sequence[str], step: float, n_toys: int, seed: int, criteria: Criteria,
                   mass_min: float | None = None, mass_max: float | None = None,
@@ -213,6 +133,7 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     spare = [] if FALLBACK_TRUTH in families else [FALLBACK_TRUTH]
     at_mass = TruthsAtMass.fit(whole_range_spectrum(data, base), base, [*families, *noisy, *spare], noisy)
     truths = {f: at_mass.truths[f] for f in [*families, *noisy]}
+    noise = {f: TruthNoise(at_mass.truths[f], at_mass.fits[f].factor()) for f in noisy}
     own = {name: candidate_settings(base, name, ov, data) for name, ov in candidates.items()}
     ends = [default_grid_ends(s) for s in own.values()]
     lo = min(e[0] for e in ends) if mass_min is None else mass_min
@@ -231,14 +152,15 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
         on_truth = {f: _truth_settings(crop(t, *span), settings) for f, t in at_mass.truths.items()}
         cells: list[dict[str, Any]] = []
         fitted: list[tuple[WindowObjective, FloatArray] | None] = []
+        cut = {f: crop(t, *span) for f, t in at_mass.truths.items()}
+        fallback = (cut[spare[0]], on_truth[spare[0]]) if spare else None
         for mass in masses:
             cell = {"model": name, "mass": float(mass), "available": True, "reason": ""}
-            at = at_mass.at(float(mass))
-            fallback = (crop(at[spare[0]].truth, *span), on_truth[spare[0]]) if spare else None
             try:
                 values, objective, theta = data_cell(
-                    spec, [crop(at[f].truth, *span) for f in truths], float(mass), settings, [on_truth[f] for f in truths],
-                    fallback=fallback, min_p_without_gp=criteria.truth_min_p_without_gp, noise={f: at[f] for f in noisy})
+                    spec, [cut[f] for f in truths], float(mass), settings, [on_truth[f] for f in truths],
+                    fallback=fallback, min_p_without_gp=criteria.truth_min_p_without_gp, noise=noise,
+                    free=at_mass.at(float(mass)))
                 cells.append(cell | values)
                 fitted.append((objective, theta))
             except (InputError, FitError, np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
