@@ -148,19 +148,25 @@ def laplace_gradient(offset: FloatArray, free_basis: FloatArray, gp_basis: Float
 
 def marginal_likelihood_hyperparameters(t: FloatArray, counts: FloatArray, log_offset: FloatArray, *,
                                         degree: int, settings: BackgroundSettings, ell_min: float,
-                                        ell_fixed: float | None = None, ell_max: float = 4.0) -> HyperFit:
+                                        ell_fixed: float | None = None, ell_max: float = 4.0,
+                                        signal: FloatArray | None = None) -> HyperFit:
     """η, ℓ (ℓ in the coordinate ``t`` ∈ [−1, 1]) maximising the Laplace marginal likelihood.
 
     The background-only model exp(offset + Legendre(degree) in t + HSGP(η, ℓ)) with the Legendre
     coefficients flat and the HSGP weights N(0, 1) (:func:`laplace_neg_log_evidence`), minimised
     over (ln η, ln ℓ) with ``scipy.optimize.minimize`` (L-BFGS-B, bounded: η in :data:`ETA_BOUNDS`,
     ℓ in [ell_min, ell_max]; the gradient of :func:`laplace_gradient`) from the best point of a small
-    grid; with ``ell_fixed`` only η.
+    grid; with ``ell_fixed`` only η.  With ``signal`` (a signal's counts per event in each bin), the model has
+    a signal of that shape and free size as well (linearised in ln μ): the GP is then chosen by the structure
+    a signal there does not explain, and a signal cannot switch it on to absorb itself.
     """
     from scipy.optimize import minimize
 
     free = legendre.legvander(np.asarray(t, float), degree)
     counts = np.asarray(counts, float)
+    if signal is not None:  # ln(μ + A s) ≈ ln μ + A s/μ: a signal of free size, linearised (μ ≈ the counts)
+        column = np.asarray(signal, float) / np.maximum(counts, 1.0)
+        free = np.column_stack([free, column / np.max(np.abs(column))])
     warm: dict[str, FloatArray] = {}
     n_eval = 0
     ell_min = float(ell_min)

@@ -17,8 +17,7 @@ from hps_bayes.model.evidence import marginal_likelihood_hyperparameters, spectr
 from hps_bayes.model.settings import BackgroundSettings, EdgeMode
 
 #: Half-width, in σ(m), of the region where a signal at the tested mass lies (95 % of it).  Its complement in a
-#: window, the sidebands, is what the choices made blind to that signal look at: the GP's η, ℓ by the window's
-#: evidence (:func:`make_window`), the selection's judgement of its truths, the scan's sideband check.
+#: window, the sidebands, is where the selection judges its truths and the scan checks the residuals.
 SIGNAL_REGION = 2.0
 
 
@@ -149,11 +148,11 @@ def make_window(
             eta, ell_u = spectrum_hyperparameters(edges, counts, range_lo, range_hi, settings,
                                                   ell_min=settings.lengthscale_min_lnm, ell_fixed=ell_u)
         else:
-            # on the sidebands only: a signal at the tested mass must not switch the GP on to absorb it
-            side = np.abs(centers[idx] - mass) > SIGNAL_REGION * sigma
+            # with a signal at the tested mass free: it must not switch the GP on to absorb it
             fit = marginal_likelihood_hyperparameters(
-                t[side], w_counts[side], log_offset[side], degree=settings.poly_degree, settings=settings,
-                ell_min=ell_min / half, ell_fixed=ell_u / half if settings.hyper_free == "eta" else None)
+                t, w_counts, log_offset, degree=settings.poly_degree, settings=settings,
+                ell_min=ell_min / half, ell_fixed=ell_u / half if settings.hyper_free == "eta" else None,
+                signal=np.asarray(template[idx], float))
             eta, ell_u = fit.eta, fit.lengthscale * half
     return Window(
         mass=mass, sigma=sigma, edges=w_edges, counts=w_counts, t=t,

@@ -10,7 +10,7 @@ So at each grid mass m every truth is refitted with a signal of free size at m a
 Gaussian of width σ(m)), and the selection uses its background part: a truth at m describes the spectrum
 as background plus a signal at m, so that a signal there is not taken for background.  On the spectrum
 above, the refits of the ``smooth`` and ``flexible`` truths moved by 900 and 2,600 events (their turn-ons,
-held at the whole fits', differ).  :func:`hps_bayes.studies.selection.data_cell` judges each truth against
+held at the whole fits', differ).  :func:`hps_bayes.studies.selection_cell.data_cell` judges each truth against
 the data on the window's sidebands alone, and the GP's η, ℓ come from the sidebands' evidence
 (:func:`hps_bayes.model.window.make_window`): the choices made at m do not see a signal at m.
 Structure of a signal's shape at m is then not seen either; no single spectrum tells the two apart.

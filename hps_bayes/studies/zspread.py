@@ -88,7 +88,7 @@ def local_spreads(z_data: FloatArray, z_toys: FloatArray, half: int) -> FloatArr
 def toy_z(fitted: Sequence[tuple[WindowObjective, FloatArray] | None], edges: FloatArray,
           counts: FloatArray) -> FloatArray:
     """Â/σ_A of the candidate on Poisson toys ``counts`` (K × bins, bin ``edges``) at every mass of ``fitted`` (the
-    data's window objective and best fit there, :func:`hps_bayes.studies.selection.data_cell`; None where the candidate does not serve);
+    data's window objective and best fit there, :func:`hps_bayes.studies.selection_cell.data_cell`; None where the candidate does not serve);
     NaN where it does not serve or a fit failed."""
     z = np.full((counts.shape[0], len(fitted)), np.nan)
     for j, item in enumerate(fitted):
