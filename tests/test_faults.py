@@ -524,7 +524,11 @@ def test_the_sideband_excess_sums_signal_wide_runs_of_residuals_away_from_the_ma
     from hps_bayes.analysis.checks import sideband_excess
 
     edges = np.round(np.arange(0.030, 0.0701, 0.0005), 7)
-    window = SimpleNamespace(centers=0.5 * (edges[1:] + edges[:-1]), widths=np.diff(edges), mass=0.05, sigma=0.0025)
+    from hps_bayes.model.window import SIGNAL_REGION
+
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    window = SimpleNamespace(centers=centers, widths=np.diff(edges), mass=0.05, sigma=0.0025,
+                             sidebands=np.abs(centers - 0.05) > SIGNAL_REGION * 0.0025)
     k = 10  # 2σ(m) / 0.5 MeV bins
     residual = np.zeros(window.centers.size)
     residual[np.abs(window.centers - 0.05) < 0.002] = 3.0  # at the mass: not a sideband
