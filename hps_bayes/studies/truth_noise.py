@@ -15,6 +15,9 @@ the true shape plus a noise term.  Linearised:
   (:meth:`hps_bayes.model.objective.WindowObjective.design`);
 - so σ_n² = |gᵀ L|², and the bias beyond that noise is √max(Â² − σ_n², 0).
 
+The same linearisation refits a truth with a signal of free size added (:meth:`Linearised.with_signal`,
+used by :mod:`hps_bayes.studies.truths_at_mass`).
+
 The selection (``task.beyond_noise``) counts a flexible truth's bias this way for windows without an
 active GP: its fit resolves structure that the stiffer truths smooth over, and without the correction its
 own noise would be counted as bias (docs/background_selection.md, "How much of S is the truth's own noise").
@@ -39,7 +42,7 @@ from hps_bayes.studies.spurious import fit_truth
 #: Singular values of R below this fraction of the largest are left out of C (directions the fit does not
 #: constrain; none on the spectra measured, kept as a guard against a degenerate turn-on).
 RCOND = 1e-10
-#: At most this many Gauss–Newton steps refit a truth without some bins (:meth:`Linearised.without`) ...
+#: At most this many Gauss–Newton steps refit a truth with a signal free (:meth:`Linearised.with_signal`) ...
 REFIT_STEPS = 20
 #: ... stopping once no parameter moves by more than this (relative, or absolute below 1).
 REFIT_TOL = 1e-9
@@ -101,11 +104,11 @@ class Linearised:
         jac[:, held] = 0.0
         return cls(reference, fit, jac, ~missing_bins(counts))
 
-    def _svd(self, jac: FloatArray, scale: FloatArray | float = 1.0) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(Uᵀ/√n, Σ, Vᵀ) of the Neyman-weighted ``jac`` (bins × directions) on the bins the fit uses, its rows
-        scaled by ``scale`` (singular values below :data:`RCOND` of the largest left out)."""
+    def _svd(self, jac: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(Uᵀ/√n, Σ, Vᵀ) of the Neyman-weighted ``jac`` (bins × directions) on the bins the fit uses (singular
+        values below :data:`RCOND` of the largest left out)."""
         err = np.sqrt(np.maximum(np.asarray(self.reference.counts, float)[self.used], 1.0))
-        u, s, vt = np.linalg.svd(jac[self.used] * (scale / err)[:, None], full_matrices=False)
+        u, s, vt = np.linalg.svd(jac[self.used] / err[:, None], full_matrices=False)
         keep = s > RCOND * s[0]
         return u[:, keep].T / err, s[keep], vt[keep]
 
