@@ -120,9 +120,9 @@ class Linearised:
         return self.jac @ (vt[:, :self.jac.shape[1]].T / s)
 
     def with_signal(self, template: FloatArray, *, with_factor: bool = True,
-                    steps: int = REFIT_STEPS) -> tuple[ShapeFit, float, FloatArray]:
+                    steps: int = REFIT_STEPS) -> tuple[ShapeFit, float, float, FloatArray]:
         """The fit refitted with a signal of free size a and shape ``template`` (counts per event) added: its
-        background part, a, and that part's factor L (bins × 0 unless ``with_factor``).  Gauss–Newton steps on the
+        background part, a, the error of a, and that part's factor L (bins × 0 unless ``with_factor``).  Gauss–Newton steps on the
         same least squares from this fit's parameters and a = 0; the turn-on stays this fit's, and the shape
         parameters enter ln ρ linearly in every family, so the background's Jacobian at p is this one's with its
         rows scaled by μ_b(p)/μ_b(p₀)."""
@@ -140,4 +140,4 @@ class Linearised:
             if np.max(np.abs(step[:-1]) / np.maximum(np.abs(params[2:]), 1.0)) < REFIT_TOL:
                 break
         factor = self.factor(template) if with_factor else np.zeros((len(m), 0))
-        return shape_fit(edges, counts, self.fit.family, params), size, factor
+        return shape_fit(edges, counts, self.fit.family, params), size, float(np.linalg.norm(vt[:, -1] / s)), factor

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hps_bayes.analysis.grid import prepare_spectrum, whole_range_spectrum
@@ -135,9 +136,7 @@ def test_a_truth_also_among_the_families_counts_in_full(data: Path) -> None:
                              criteria=Criteria(beyond_noise=("flexible",)), mass_min=0.04, mass_max=0.06)
     served = frame[frame.available & (frame.n_truths > 0)]
     assert len(served) == 3 and "noise_flexible" not in frame
-    # each truth by the smaller |Â| of its whole fit and its refit with a signal at the mass free (selection_cell)
-    full = [np.minimum(served[f"A_{f}"].abs(), served[f"A_free_{f}"].abs()).where(served[f"p_{f}"] >= served.truth_min_p, 0.0)
-            for f in ("smooth", "flexible")]
+    full = [_smaller(served, f).where(served[f"p_{f}"] >= served.truth_min_p, 0.0) for f in ("smooth", "flexible")]
     np.testing.assert_allclose(served.spurious_raw, np.max(full, axis=0), rtol=1e-12)
 
 
@@ -163,11 +162,20 @@ def test_task_select_with_beyond_noise_records_it(data: Path, tmp_path: Path) ->
     cells = pd.read_csv(tmp_path / "selection_cells.csv")
     served = cells[cells.available & (cells.n_truths > 0)]
     assert len(served) == 5 and (served.noise_flexible > 0).all()
-    # each truth by the smaller bias of its whole fit and its refit with a signal at the mass free (selection_cell)
-    beyond = np.minimum(np.sqrt(np.maximum(served.A_flexible**2 - served.noise_flexible**2, 0.0)),
-                        np.sqrt(np.maximum(served.A_free_flexible**2 - served.noise_free_flexible**2, 0.0)))
-    counted = [np.minimum(served[f"A_{f}"].abs(), served[f"A_free_{f}"].abs()).where(served[f"p_{f}"] >= served.truth_min_p, 0.0)
+    beyond = _smaller(served, "flexible", noisy=True)
+    counted = [_smaller(served, f).where(served[f"p_{f}"] >= served.truth_min_p, 0.0)
                for f in ("expcheb", "powerlaw", "dijet", "smooth")]
     counted.append(beyond.where(served.p_flexible >= served.truth_min_p, 0.0))
     np.testing.assert_allclose(served.spurious_raw, np.max(counted, axis=0), rtol=1e-12)
     assert np.any(served.A_flexible.abs() > served.spurious_raw)  # the noise taken out somewhere
+
+
+def _smaller(cells: pd.DataFrame, truth: str, *, noisy: bool = False) -> pd.Series:
+    """A truth's bias as S counts it: the smaller of its whole fit's and, where the truth finds a signal at the
+    mass, its refit's with that signal free (hps_bayes.studies.selection_cell), beyond their noise if ``noisy``."""
+    def beyond(a: str, noise: str) -> pd.Series:
+        if a not in cells:
+            return pd.Series(np.nan, index=cells.index)
+        return np.sqrt(np.maximum(cells[a] ** 2 - (cells[noise] ** 2 if noisy else 0.0), 0.0))
+
+    return np.fmin(beyond(f"A_{truth}", f"noise_{truth}"), beyond(f"A_free_{truth}", f"noise_free_{truth}"))

@@ -20,8 +20,8 @@ from hps_bayes.physics.demo import write_demo_file
 from hps_bayes.physics.presets import load_preset
 from hps_bayes.physics.signal import sigma_m, signal_template
 from hps_bayes.studies.selection import candidate_settings, data_cell
-from hps_bayes.studies.spurious import fit_truth
-from hps_bayes.studies.truth_noise import Linearised
+from hps_bayes.studies.spurious import fit_truth, truth_of_fit
+from hps_bayes.studies.truth_noise import Linearised, TruthNoise
 from hps_bayes.studies.truths_at_mass import TruthsAtMass
 
 MASS = 0.05
@@ -63,7 +63,7 @@ def test_the_refit_is_the_least_squares_fit_with_a_free_signal(whole: Spectrum, 
     edges, counts = np.asarray(whole.edges), np.asarray(whole.counts, float)
     fit = fit_shape(edges, counts, family)
     tpl = signal_template(edges, MASS, float(sigma_m(MASS, settings.dataset)))
-    refit, size, factor = Linearised.at(whole, fit).with_signal(tpl, with_factor=False)
+    refit, size, error, factor = Linearised.at(whole, fit).with_signal(tpl, with_factor=False)
     m, w = 0.5 * (edges[1:] + edges[:-1]), np.diff(edges)
     model, _ = shape_model(family, float(edges[0]), float(edges[-1]))
     use, err = ~missing_bins(counts), np.sqrt(np.maximum(counts, 1.0))
@@ -77,6 +77,8 @@ def test_the_refit_is_the_least_squares_fit_with_a_free_signal(whole: Spectrum, 
     expected = shape_fit(edges, counts, family, np.r_[fit.params[:2], ls.x[:-1]]).expected
     np.testing.assert_allclose(refit.expected, expected, rtol=1e-6)
     assert size == pytest.approx(ls.x[-1], rel=1e-4, abs=1.0)
+    # the error of the signal's size: from the least-squares Jacobian (SciPy's, by finite differences)
+    assert error == pytest.approx(float(np.sqrt(np.linalg.inv(ls.jac.T @ ls.jac)[-1, -1])), rel=1e-3)
     assert factor.shape == (len(m), 0)
 
 
@@ -91,7 +93,9 @@ def test_a_signal_pulls_the_whole_fit_and_little_the_signal_free_one(whole: Spec
     region = _region(whole, settings)
     for name, bound in (("smooth", 0.1), ("flexible", 0.2)):
         pulled = float(np.sum((signal.truths[name].counts - plain.truths[name].counts)[region]))
-        free = float(np.sum((signal.at(MASS)[name].truth.counts - plain.at(MASS)[name].truth.counts)[region]))
+        tpl = signal_template(whole.edges, MASS, float(sigma_m(MASS, settings.dataset)))
+        refit_plain = truth_of_fit(whole, plain.fits[name].with_signal(tpl, with_factor=False)[0])  # no gate
+        free = float(np.sum((signal.at(MASS)[name].truth.counts - refit_plain.counts)[region]))
         assert pulled > 0.8 * YIELD  # the whole fit takes up most of the signal ...
         assert abs(free) < bound * pulled  # ... the refit with the signal free a small part of it
     # the noise factor comes with the truths counted beyond their noise, and only with them
@@ -154,13 +158,32 @@ def test_a_truth_counts_the_bias_a_signal_there_does_not_explain(data: Path, set
         spectrum = replace(raw, counts=np.asarray(raw.counts, float) + size * tpl)
         own = candidate_settings(settings, "w7_d3", {"poly_degree": 3, "window_sigmas": 7.0}, spectrum)
         spec = prepare_spectrum(spectrum, own)
-        at_mass = TruthsAtMass.fit(whole_range_spectrum(spectrum, settings), settings, ["smooth", "flexible"], [])
+        whole = whole_range_spectrum(spectrum, settings)
+        at_mass = TruthsAtMass.fit(whole, settings, ["smooth", "flexible"], [])
         truths = [crop(at_mass.truths[f], float(spec.edges[0]), float(spec.edges[-1])) for f in ("smooth", "flexible")]
-        cell, _, _ = data_cell(spec, truths, MASS, own, [own, own], min_p_without_gp=1e-3, free=at_mass.at(MASS))
+        # every refit, also where the truth finds no signal (without the signal: TruthsAtMass.at leaves those out)
+        on_whole = signal_template(whole.edges, MASS, float(sigma_m(MASS, settings.dataset)))
+        free = {f: TruthNoise(truth_of_fit(whole, lin.with_signal(on_whole, with_factor=False)[0]),
+                              np.zeros((whole.n_bins, 0))) for f, lin in at_mass.fits.items()}
+        cell, _, _ = data_cell(spec, truths, MASS, own, [own, own], min_p_without_gp=1e-3, free=free)
         cells.append(cell)
         assert cell["n_truths"] == 2
         assert cell["spurious_raw"] == max(min(abs(cell[f"A_{f}"]), abs(cell[f"A_free_{f}"])) for f in ("smooth", "flexible"))
+        if size:  # with the signal both truths find it: the selection's own refits are these
+            assert set(at_mass.at(MASS)) == {"smooth", "flexible"}
     plain, signal = cells
     for name in ("smooth", "flexible"):
         assert signal[f"A_{name}"] - plain[f"A_{name}"] > 0.4 * YIELD
         assert abs(signal[f"A_free_{name}"] - plain[f"A_free_{name}"]) < 0.1 * YIELD
+
+
+def test_a_truth_that_finds_no_signal_keeps_its_whole_fit(whole: Spectrum, settings: AnalysisSettings) -> None:
+    """Refitted where it finds no signal (|a| < MIN_SIGNAL_Z times its error), a truth would differ from its whole
+    fit by noise: it is left out of :meth:`TruthsAtMass.at`, and the cell counts its whole fit alone."""
+    from hps_bayes.studies.truths_at_mass import MIN_SIGNAL_Z
+
+    smooth = TruthsAtMass.fit(whole, settings, ["smooth"], []).truths["smooth"]
+    on_itself = TruthsAtMass.fit(smooth, settings, ["smooth"], [])  # a smooth spectrum: no signal anywhere
+    assert on_itself.at(MASS) == {}
+    signal = TruthsAtMass.fit(_with_signal(whole, settings), settings, ["smooth"], [])
+    assert "smooth" in signal.at(MASS) and MIN_SIGNAL_Z == 2.0
