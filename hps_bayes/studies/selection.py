@@ -25,8 +25,8 @@ This study chooses at every mass, on the spectrum to be analysed:
      beyond the noise of its own fit (:mod:`hps_bayes.studies.truth_noise`): it resolves structure the
      other truths smooth over, which biases a polynomial window beyond their S; a GP-carried window leaves it
      out, as its prior covers such structure (counted there, it cost σ_A and took up part of a real signal).
-     Each truth also counts by its refit with a signal at the mass free, less that signal
-     (:mod:`hps_bayes.studies.truths_at_mass`), and the smaller of its two biases is taken
+     Where the data's ``smooth`` fit finds a signal at the mass, each truth also counts by its refit with that
+     signal free, less it (:mod:`hps_bayes.studies.truths_at_mass`), and the smaller of its two biases is taken
      (:mod:`hps_bayes.studies.selection_cell`): a truth fitted to data with a signal takes part of it up, and
      S would swallow it.  Whether a truth describes the data is judged on the window's sidebands
      (|m_i − m| > 2σ(m), :attr:`hps_bayes.model.window.Window.sidebands`), and a GP-carried window's η, ℓ

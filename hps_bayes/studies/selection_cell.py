@@ -1,8 +1,9 @@
 """One candidate background at one mass of ``task=select``: its fit of the data, its adequacy there, and its S.
 
 S is the largest noise-free |Â| of the candidate on the truths that describe the data in the window
-(:mod:`hps_bayes.studies.selection`, step 2).  Each truth enters twice: its fit to the whole spectrum, and
-its refit with a signal at the tested mass free, less that signal (:mod:`hps_bayes.studies.truths_at_mass`).
+(:mod:`hps_bayes.studies.selection`, step 2).  Where the data's ``smooth`` fit finds a signal at the tested
+mass, each truth enters twice: its fit to the whole spectrum, and its refit with that signal free, less it
+(:mod:`hps_bayes.studies.truths_at_mass`).
 The smaller of the two |Â| counts: the part of a truth's bias that a signal at this mass would explain is
 not counted.  With a signal in the data, the whole fit takes part of it up and the refit does not; without
 one, the refit of structure broader than a signal leaves a notch where the refitted signal was taken out,

@@ -7,7 +7,8 @@ candidate's noise-free Â on such a truth then counts the signal as bias, and a 
 spectrum with a signal swallowed it (a 5σ signal at 100 MeV on a 2016-like spectrum was found at 1.5σ).
 
 So at each grid mass m every truth is refitted with a signal of free size at m added (the scan's binned
-Gaussian of width σ(m)), and the selection uses its background part: a truth at m describes the spectrum
+Gaussian of width σ(m)), and, where the data's ``smooth`` fit finds such a signal (:data:`MIN_SIGNAL_Z`),
+the selection also uses its background part: a truth at m describes the spectrum
 as background plus a signal at m, so that a signal there is not taken for background.  On the spectrum
 above, the refits of the ``smooth`` and ``flexible`` truths moved by 900 and 2,600 events (their turn-ons,
 held at the whole fits', differ).  :func:`hps_bayes.studies.selection_cell.data_cell` judges each truth against
