@@ -30,7 +30,7 @@ This study chooses at every mass, on the spectrum to be analysed:
      (:mod:`hps_bayes.studies.selection_cell`): a truth fitted to data with a signal takes part of it up, and
      S would swallow it.  Whether a truth describes the data is judged on the window's sidebands
      (|m_i − m| > 2σ(m), :attr:`hps_bayes.model.window.Window.sidebands`), and a GP-carried window's η, ℓ
-     come from the sidebands' evidence: nothing chosen at a mass sees a signal there;
+     come from the evidence with a signal at the mass free: nothing chosen at a mass takes a signal there up;
    - its **adequacy on the data**: the window's goodness of fit (Poisson deviance of the
      signal-plus-background fit, p-value with n_bins − n_free degrees of freedom), the agreement of
      its Asimov σ_A with the Hessian error (as the scan's checks demand), the largest
@@ -79,7 +79,6 @@ from hps_bayes.model.selection import CANDIDATE_KEYS, SELECTION_FORMAT
 from hps_bayes.model.settings import BackgroundSettings
 from hps_bayes.results.progress import progress_bar
 from hps_bayes.studies.selection_cell import FALLBACK_TRUTH, PLAUSIBLE_P, data_cell
-from hps_bayes.studies.truth_noise import TruthNoise
 from hps_bayes.studies.truths_at_mass import TruthsAtMass
 from hps_bayes.studies.zspread import local_spreads, spread_reference, toy_z
 
@@ -139,7 +138,7 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     spare = [] if FALLBACK_TRUTH in families else [FALLBACK_TRUTH]
     at_mass = TruthsAtMass.fit(whole_range_spectrum(data, base), base, [*families, *noisy, *spare], noisy)
     truths = {f: at_mass.truths[f] for f in [*families, *noisy]}
-    noise = {f: TruthNoise(at_mass.truths[f], at_mass.fits[f].factor()) for f in noisy}
+    noise = {f: at_mass.noise(f) for f in noisy}
     own = {name: candidate_settings(base, name, ov, data) for name, ov in candidates.items()}
     ends = [default_grid_ends(s) for s in own.values()]
     lo = min(e[0] for e in ends) if mass_min is None else mass_min
@@ -154,11 +153,11 @@ def run_selection(data: Spectrum, base: AnalysisSettings, candidates: Mapping[st
     for name, settings in progress_bar(own.items(), progress, desc="select", unit="model", leave=False):
         spec = prepare_spectrum(data, settings)
         span = (float(spec.edges[0]), float(spec.edges[-1]))
+        cut = {f: crop(t, *span) for f, t in at_mass.truths.items()}
         # the truths' own turn-on, measured on their whole fits (a refit at a mass keeps it: truths_at_mass)
-        on_truth = {f: _truth_settings(crop(t, *span), settings) for f, t in at_mass.truths.items()}
+        on_truth = {f: _truth_settings(t, settings) for f, t in cut.items()}
         cells: list[dict[str, Any]] = []
         fitted: list[tuple[WindowObjective, FloatArray] | None] = []
-        cut = {f: crop(t, *span) for f, t in at_mass.truths.items()}
         fallback = (cut[spare[0]], on_truth[spare[0]]) if spare else None
         for mass in masses:
             cell = {"model": name, "mass": float(mass), "available": True, "reason": ""}

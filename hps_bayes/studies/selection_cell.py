@@ -29,7 +29,7 @@ from hps_bayes.analysis.windows import MIN_SIGNAL_CONTAINED, build_window
 from hps_bayes.core import FloatArray
 from hps_bayes.errors import FitError, InputError
 from hps_bayes.fit.newton import newton_fit
-from hps_bayes.inputs.spectrum import Spectrum, edge_index
+from hps_bayes.inputs.spectrum import Spectrum, crop
 from hps_bayes.model.objective import WindowObjective
 from hps_bayes.stats.calculators import AsymptoticCalculator
 from hps_bayes.stats.simple import known_background_sigma
@@ -87,9 +87,9 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     def both(truth: Spectrum, own: AnalysisSettings) -> dict[str, float]:
         a, p, sn = on_truth(truth, own, counted.get(truth.name))
         out = {"A": a, "p": p, "noise": sn, "S": math.sqrt(max(a * a - sn * sn, 0.0))}
-        if truth.name in free:  # cut to the data's window: the window is built on the truth's own bins
+        if truth.name in free:  # on the bins of the truth given (the candidate's range)
             refit = free[truth.name]
-            cut = replace(truth, counts=_on(refit.truth, truth), variances=_on(refit.truth, truth))
+            cut = crop(refit.truth, float(truth.edges[0]), float(truth.edges[-1]))
             af, _, snf = on_truth(cut, own, refit if truth.name in counted else None)
             out |= {"A_free": af, "noise_free": snf, "S": min(out["S"], math.sqrt(max(af * af - snf * snf, 0.0)))}
         return out
@@ -101,7 +101,6 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
     truth_note = ""
     if not plausible and fallback is not None and fallback[0].name not in named:
         best = max(named, key=lambda k: named[k]["p"])
-        counted.pop(fallback[0].name, None)  # counted in full
         named[fallback[0].name] = flex = both(*fallback)
         if flex["p"] >= min_p:
             plausible = [flex["S"]]
@@ -127,8 +126,3 @@ def data_cell(spec: Spectrum, truths: Sequence[Spectrum], mass: float, settings:
             values |= {f"noise_{k}": t["noise"]} | ({f"noise_free_{k}": t["noise_free"]} if "noise_free" in t else {})
     return values, objective, fit.theta
 
-
-def _on(whole: Spectrum, cut: Spectrum) -> FloatArray:
-    """``whole``'s counts on the bins of ``cut`` (a crop of the same binning)."""
-    i0 = edge_index(whole.edges, float(cut.edges[0]))
-    return np.asarray(whole.counts[i0:i0 + cut.n_bins], float)

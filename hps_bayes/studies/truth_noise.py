@@ -35,9 +35,8 @@ from numpy.typing import NDArray
 from hps_bayes.core import FloatArray
 from hps_bayes.fit.protocol import FitResult
 from hps_bayes.inputs.spectrum import Spectrum, edge_index
-from hps_bayes.inputs.turnon import ShapeFit, fit_shape, missing_bins, shape_fit, shape_model, turn_on_bounds
+from hps_bayes.inputs.turnon import ShapeFit, missing_bins, shape_fit, shape_model, turn_on_bounds
 from hps_bayes.model.objective import WindowObjective
-from hps_bayes.studies.spurious import fit_truth
 
 #: Singular values of R below this fraction of the largest are left out of C (directions the fit does not
 #: constrain; none on the spectra measured, kept as a guard against a degenerate turn-on).
@@ -67,14 +66,6 @@ class TruthNoise:
         dmu = np.column_stack([d.template, e[:, None] * d.basis, d.spurious * d.template])  # bins × θ
         g = (dmu / mu[:, None]) @ fit.covariance[0]
         return float(np.linalg.norm(g @ rows))
-
-
-def fit_with_noise(reference: Spectrum, family: str) -> TruthNoise:
-    """``family`` fitted to ``reference`` (as :func:`hps_bayes.studies.spurious.fit_truth` fits it, whose
-    truth it returns) and the factor of its counts' covariance (module docstring)."""
-    fit = fit_shape(np.asarray(reference.edges, float), np.asarray(reference.counts, float), family)
-    lin = Linearised.at(reference, fit)
-    return TruthNoise(fit_truth(reference, family, shape=fit), lin.factor())
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ the selection also uses its background part: a truth at m describes the spectrum
 as background plus a signal at m, so that a signal there is not taken for background.  On the spectrum
 above, the refits of the ``smooth`` and ``flexible`` truths moved by 900 and 2,600 events (their turn-ons,
 held at the whole fits', differ).  :func:`hps_bayes.studies.selection_cell.data_cell` judges each truth against
-the data on the window's sidebands alone, and the GP's η, ℓ come from the sidebands' evidence
+the data on the window's sidebands alone, and the GP's η, ℓ come from the evidence with a signal at m free
 (:func:`hps_bayes.model.window.make_window`): the choices made at m do not see a signal at m.
 Structure of a signal's shape at m is then not seen either; no single spectrum tells the two apart.
 
@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hps_bayes.analysis.settings import AnalysisSettings
+from hps_bayes.core import FloatArray
 from hps_bayes.inputs.spectrum import Spectrum
-from hps_bayes.inputs.turnon import fit_shape
+from hps_bayes.inputs.turnon import ShapeFit, fit_shape
 from hps_bayes.physics.signal import sigma_m, signal_template
 from hps_bayes.studies.spurious import fit_truth, truth_of_fit
 from hps_bayes.studies.truth_noise import Linearised, TruthNoise
@@ -74,6 +75,10 @@ class TruthsAtMass:
             fits[name] = Linearised.at(whole, shape)
         return cls(whole, settings, fits, truths, frozenset(noisy))
 
+    def noise(self, name: str) -> TruthNoise:
+        """The whole fit of truth ``name`` with the factor of its noise (:mod:`hps_bayes.studies.truth_noise`)."""
+        return TruthNoise(self.truths[name], self.fits[name].factor())
+
     def at(self, mass: float) -> dict[str, TruthNoise]:
         """The truths refitted with a signal at ``mass`` free, less that signal, where :data:`GATE` finds one
         (|a| ≥ :data:`MIN_SIGNAL_Z` times its error; none elsewhere); with the factor of their noise for the truths
@@ -81,14 +86,19 @@ class TruthsAtMass:
         key = round(mass, 9)
         if key not in self._at:
             tpl = signal_template(self.whole.edges, mass, float(sigma_m(mass, self.settings.dataset)))
-            refits = {name: lin.with_signal(tpl, with_factor=name in self.noisy)  # "demo" is not refitted
-                      for name, lin in self.fits.items()}
 
-            def found(name: str) -> bool:
-                _, size, error, _ = refits[GATE] if GATE in refits else refits[name]
-                return abs(size) >= MIN_SIGNAL_Z * error
+            def refit(name: str) -> tuple[ShapeFit, float, float, FloatArray]:
+                return self.fits[name].with_signal(tpl, with_factor=name in self.noisy)
 
-            self._at[key] = {name: TruthNoise(truth_of_fit(self.whole, refit, note=(
+            def found(fit: tuple[ShapeFit, float, float, FloatArray]) -> bool:
+                return abs(fit[1]) >= MIN_SIGNAL_Z * fit[2]
+
+            if GATE in self.fits:  # the others are refitted only where it finds a signal ("demo" never is)
+                gate = refit(GATE)
+                refits = {name: gate if name == GATE else refit(name) for name in self.fits} if found(gate) else {}
+            else:
+                refits = {name: fit for name in self.fits if found(fit := refit(name))}
+            self._at[key] = {name: TruthNoise(truth_of_fit(self.whole, shape, note=(
                 f" less a signal of {size:.0f} ± {error:.0f} events at {mass * 1e3:.1f} MeV")), factor)
-                for name, (refit, size, error, factor) in refits.items() if found(name)}
+                for name, (shape, size, error, factor) in refits.items()}
         return self._at[key]

@@ -27,7 +27,8 @@ from hps_bayes.studies.selection import (
     run_selection,
 )
 from hps_bayes.studies.spurious import fit_truth
-from hps_bayes.studies.truth_noise import TruthNoise, fit_with_noise
+from hps_bayes.studies.truth_noise import TruthNoise
+from hps_bayes.studies.truths_at_mass import TruthsAtMass
 
 W7_D3 = {"poly_degree": 3, "window_sigmas": 7.0}
 
@@ -41,7 +42,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def flexible(data: Path) -> tuple[Spectrum, TruthNoise]:
     whole = whole_range_spectrum(load_spectrum(data, "invariant_mass"), resolve_settings("demo"))
-    return whole, fit_with_noise(whole, "flexible")
+    return whole, TruthsAtMass.fit(whole, resolve_settings("demo"), ["flexible"], ["flexible"]).noise("flexible")
 
 
 def _w7_d3_on(data: Path, noisy: TruthNoise) -> tuple[Spectrum, AnalysisSettings, Spectrum]:
