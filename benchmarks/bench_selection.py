@@ -3,7 +3,7 @@
 Run:  OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_selection.py [--dataset 2016] [--step 0.001]
       [--select task.beyond_noise=[flexible] ...]
 
-Prints the time of ``task=select`` (13 candidates at every 2 MeV), of the scan with its selection
+Prints the time of ``task=select`` (19 candidates at every 2 MeV), of the scan with its selection
 (first pass: each chosen model compiled or loaded from the cache; second pass: warm, every model built)
 per mass (and, warm, per chosen model), the same for the default background, and the peak resident memory.
 Not a test: timings depend on the machine and its load.
