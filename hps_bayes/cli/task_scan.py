@@ -97,7 +97,7 @@ def task_scan(settings: AnalysisSettings, task: ScanTask, cfg: dict[str, Any], o
             _summary_plots(rows, settings, out)
 
     _per_mass_plots(spectrum, rows, settings, out, meanwhile=whole_scan_outputs)  # while its workers draw
-    _log_summary(rows)
+    _log_summary(rows, whole_grid=settings.scan.n_chunks == 1)
     _look_elsewhere(spectrum, scanned, settings, out)
     _scan_posteriors(spectrum, scanned, settings, cfg, out)
     return scanned
@@ -186,8 +186,9 @@ def _per_mass_plots(spectrum: Spectrum, rows: list[dict[str, Any]], settings: An
     plot_windows(items, ext=settings.plots.format, workers=settings.plots.workers, meanwhile=meanwhile)
 
 
-def _log_summary(rows: list[dict[str, Any]]) -> None:
-    """How many points are ok, a warning per other point, the largest excess and the median ε² limit."""
+def _log_summary(rows: list[dict[str, Any]], *, whole_grid: bool = True) -> None:
+    """How many points are ok, a warning per other point, the largest excess (with its global p where ``rows`` are
+    the whole grid, not one chunk of it: :func:`_global_estimate`) and the median ε² limit."""
     ok = [row for row in rows if row["status"] == "ok"]
     log.info("%d of %d mass points ok", len(ok), len(rows))
     for row in rows:
@@ -195,14 +196,36 @@ def _log_summary(rows: list[dict[str, Any]]) -> None:
             log.warning("%s m=%.2f MeV: %s (%s)", row["dataset"], row["mass"] * 1e3, row["status"], row["message"])
     if ok:
         best = max(ok, key=lambda row: -np.inf if np.isnan(row["Z"]) else row["Z"])  # the first of equal ones
-        log.info("largest local excess: m=%.2f MeV, Z=%.2f (p0=%.2e); median eps2 limit %.2e",
-                 best["mass"] * 1e3, best["Z"], best["p0"], float(np.median([row["eps2_up"] for row in ok])))
+        log.info("largest local excess: m=%.2f MeV, Z=%.2f (p0=%.2e)%s; median eps2 limit %.2e",
+                 best["mass"] * 1e3, best["Z"], best["p0"], _global_estimate(rows, float(best["Z"])) if whole_grid else "",
+                 float(np.median([row["eps2_up"] for row in ok])))
     reduced = [f"{row['mass'] * 1e3:.1f}" for row in ok if EXCESS_NOTE in str(row["message"])]
     if reduced:
         log.warning("excesses of A_hat/sigma_stat >= %g that the selection's S reduces at %s MeV (their rows' message "
                     "says how much): a signal in the data the selection was made on raises S there; make the "
                     "selection on a control spectrum and scan with it to tell", EXCESS_STAT_Z, ", ".join(reduced))
     _warn_z_spread(rows)
+
+
+def _global_estimate(rows: list[dict[str, Any]], z_local: float) -> str:
+    """Gross–Vitells for the largest excess with this scan's own Z(m) = Â/σ_A as the one curve that counts the
+    upcrossings of Z = 0 (:func:`hps_bayes.stats.lee.gross_vitells`, c0 = 0): no toys, so that the log never shows
+    a local significance without its look-elsewhere effect.  Against 2000 toy scans (``stats.lee_toys``) it is
+    within a factor of 2 either way, as Gross–Vitells with the toys' own upcrossings is (docs/validation.md); the
+    trials factor ∫dm/σ(m) and the published N_reg·p_local came out 3.7 and 4.6 times lower at Z = 3.6.
+    Empty below two ok masses or without a finite Z."""
+    from hps_bayes.stats.lee import gross_vitells, upcrossings
+
+    ordered = sorted(rows, key=lambda row: row["mass"])
+    curve = [row["A_hat"] / row["sigma_A"] if row["status"] == "ok" and row["sigma_A"] > 0 else np.nan
+             for row in ordered]
+    if sum(np.isfinite(curve)) < 2 or not np.isfinite(z_local):
+        return ""
+    n_up = int(upcrossings([curve], 0.0)[0])
+    p_global = gross_vitells(max(z_local, 0.0), n_up, 0.0)
+    z_global = float(-ndtri(p_global)) if p_global < 0.5 else 0.0
+    return (f"; global p ≈ {p_global:.2g} (Z ≈ {z_global:.1f}; Gross–Vitells with this scan's {n_up} upcrossings "
+            "of Z = 0: stats.lee_toys or task=lee give it from toy scans)")
 
 
 #: A scan whose Â/σ_A over its ok masses spread by more than this is warned about: about 1 is expected where the
