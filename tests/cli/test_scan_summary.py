@@ -18,7 +18,7 @@ def _rows(z_max: float) -> list[dict[str, object]]:
     refused point at 60 MeV."""
     rows = []
     for k in range(61):
-        z = (z_max if k == 25 else 0.5) * (1 if (k // 10) % 2 == 0 else -1) if k != 25 else z_max
+        z = z_max if k == 25 else 0.5 * (1 if (k // 10) % 2 == 0 else -1)
         ok = k != 40
         rows.append({"dataset": "2015", "mass": 0.020 + 0.001 * k, "status": "ok" if ok else "input_error",
                      "message": "" if ok else "a run of empty bins", "Z": z, "p0": float(ndtr(-z)),
